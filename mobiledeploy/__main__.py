@@ -1,0 +1,3 @@
+from mobiledeploy.cli import main
+
+main()

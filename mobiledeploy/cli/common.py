@@ -1,0 +1,67 @@
+"""Options and output helpers shared by the subcommands (written once, used by all)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import click
+
+
+def csv_choice(value: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """Parse a comma list such as ``fp32,int8`` and reject unknown names (usage error)."""
+    if value is None:
+        return ()
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise click.BadParameter(f"empty list; choose from {', '.join(allowed)}", param_hint=flag)
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise click.BadParameter(
+            f"unknown value {bad[0]!r}; choose from {', '.join(allowed)}", param_hint=flag)
+    return tuple(dict.fromkeys(items))
+
+
+def json_option(f):
+    return click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True),
+                        help="Also write the results as JSON to this path ('-' for stdout).")(f)
+
+
+def md_option(f):
+    return click.option("--md", "md_path", type=click.Path(dir_okay=False, writable=True),
+                        help="Also write the results as a Markdown table to this path.")(f)
+
+
+def target_options(f):
+    """--target NAME / --target-file PATH, shared by bench, check and estimate."""
+    f = click.option("--target-file", type=click.Path(exists=True, dir_okay=False),
+                     help="Use your own target profile (TOML) instead of a shipped one.")(f)
+    f = click.option("--target", "target_name", default=None, metavar="NAME",
+                     help="Target profile (see `mobiledeploy targets`); default: host.")(f)
+    return f
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False, width=None if os.isatty(1) else 200)
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def emit_json(path: str | None, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically, or to stdout when path is '-'."""
+    if not path:
+        return
+    import json
+
+    from mobiledeploy import io
+
+    if path == "-":
+        click.echo(json.dumps(obj, indent=2, default=io._json_default))
+    else:
+        io.write_json(path, obj)

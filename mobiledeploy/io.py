@@ -1,0 +1,94 @@
+"""Atomic file output: nothing half-written is ever left behind.
+
+Every file the toolkit writes goes to a temporary path in the same directory first and
+is renamed into place only when complete, so a failure or Ctrl-C leaves either the old
+file or nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from mobiledeploy.errors import UsageError
+
+
+def ensure_writable_dir(path: str | os.PathLike, *, flag: str = "--out") -> Path:
+    """Create ``path`` if needed and check that files can be written in it."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output directory {str(p)!r} ({flag}): {e.strerror or e}") from None
+    if not p.is_dir():
+        raise UsageError(f"output path {str(p)!r} ({flag}) is not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {str(p)!r} ({flag}) is not writable")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` on success.
+
+    On any exception (KeyboardInterrupt included) the temporary file or directory is
+    removed and ``dest`` is left untouched.
+    """
+    dest = Path(dest)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise UsageError(f"cannot write {str(dest)!r}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(tmp)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        _remove(tmp_path)
+        raise
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def write_bytes(dest: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
+
+
+def write_text(dest: str | os.PathLike, text: str) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(dest)
+
+
+def write_json(dest: str | os.PathLike, obj: Any) -> Path:
+    return write_text(dest, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

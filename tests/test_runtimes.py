@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from mobiledeploy import runtimes
+from mobiledeploy.errors import RuntimeFailure, UsageError
+
+
+@pytest.mark.parametrize("fixture", ["tiny_tflite", "tiny_onnx"])
+def test_float_runtimes_match_keras(request, fixture, tiny_keras, tiny_calib):
+    path = request.getfixturevalue(fixture)
+    sess = runtimes.open_session(path, threads=1)
+    y = runtimes.predict(sess, tiny_calib[:4])
+    ref = tiny_keras.predict(tiny_calib[:4], verbose=0)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, atol=1e-5)
+
+
+def test_int8_tflite_dequantizes_close_to_keras(tiny_tflite_int8, tiny_keras, tiny_calib):
+    sess = runtimes.open_session(tiny_tflite_int8, threads=1)
+    assert sess.inputs[0].dtype == np.int8 and sess.inputs[0].quantized
+    y = runtimes.predict(sess, tiny_calib[:8])
+    ref = tiny_keras.predict(tiny_calib[:8], verbose=0)
+    assert y.dtype == np.float32
+    assert np.abs(y - ref).max() < 0.05  # softmax outputs, int8 step 1/256
+
+
+def test_detect_format_rejects_other_files(tmp_path):
+    p = tmp_path / "model.bin"
+    p.write_bytes(b"hello world")
+    with pytest.raises(UsageError, match="neither a TFLite nor an ONNX"):
+        runtimes.detect_format(p)
+    with pytest.raises(UsageError, match="not found"):
+        runtimes.detect_format(tmp_path / "missing.tflite")
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
+def test_random_bytes_fail_cleanly(tmp_path, suffix):
+    p = tmp_path / f"garbage{suffix}"
+    p.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(RuntimeFailure, match="cannot load"):
+        runtimes.open_session(p)
