@@ -57,6 +57,8 @@ def tiny_tflite_int8(tiny_keras, tiny_calib, tmp_path_factory):
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([x[None]] for x in tiny_calib)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8  # int8 I/O: exercises quantize/dequantize of tensors
+    conv.inference_output_type = tf.int8
     with quiet():
         path.write_bytes(conv.convert())
     return path
