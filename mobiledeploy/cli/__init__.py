@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("mobiledeploy.cli.info", "info", "Parameters and multiply-accumulates, per layer."),
     "bench": ("mobiledeploy.cli.bench", "bench", "Measure latency on LiteRT and ONNX Runtime."),
     "targets": ("mobiledeploy.cli.targets", "targets", "List the mobile CPU target profiles."),
-    "target": ("mobiledeploy.cli.targets", "target", "Work with target profiles (calibrate)."),
+    "target": ("mobiledeploy.cli.target", "target", "Work with target profiles (calibrate)."),
     "estimate": ("mobiledeploy.cli.estimate", "estimate", "Estimate on-device latency from a per-layer cost model."),
     "train": ("mobiledeploy.cli.train", "train", "Train a MobileNet on a labelled data set."),
     "eval": ("mobiledeploy.cli.eval", "eval_", "Accuracy and agreement of models on labelled data."),
