@@ -1,0 +1,79 @@
+"""`mobiledeploy check`: size, accuracy and latency budgets for CI (exit 0 / 1 / 2).
+
+Maps options onto ``mobiledeploy.check.run_check`` and prints; never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import click
+
+from mobiledeploy.cli.common import emit_json, json_option, md_option, stderr_console, stdout_console, target_options
+
+
+@click.command()
+@click.option("--budget", "budget", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Budget file (TOML), e.g. models/budgets.toml.")
+@click.option("--artifacts", type=click.Path(file_okay=False), metavar="DIR",
+              help="Export directory the budget's artifacts are looked up in "
+                   "(default: the file's `artifacts`, else the budget file's directory).")
+@click.option("--baseline", type=click.Path(), metavar="DIR|FILE",
+              help="Baseline for max_latency_ratio: an export directory (e.g. main's) or one artifact.")
+@target_options
+@click.option("--max-time", "max_time_s", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Seconds per latency check before an undecided one is reported inconclusive "
+                   "(default: the budget's [latency] max_time_s, else 60).")
+@click.option("--strict", is_flag=True, help="Fail on inconclusive latency checks (default: pass with a warning).")
+@click.option("--skip", "skip", metavar="KINDS",
+              help="Comma list of check kinds not to run: size, accuracy, latency.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also write JUnit XML (one test case per check) to this path.")
+@click.option("--measure-yardstick", is_flag=True,
+              help="Only measure the yardstick on this machine and print the [yardstick] line for a budget file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@json_option
+@md_option
+def check(budget, artifacts, baseline, target_name, target_file, max_time_s, strict, skip, junit_path,
+          measure_yardstick, quiet, json_path, md_path) -> None:
+    """Check every budget in FILE: exit 0 when all hold, 1 when any is broken, 2 on a config error.
+
+    Size and accuracy are exact. Latency is compared, in the same run, against a
+    baseline (max_latency_ratio) or the built-in yardstick (max_latency_ms, scaled to
+    this machine): candidate and reference alternate, each in its own child process,
+    and a regression is reported only when the whole confidence interval of the ratio
+    lies above the limit. Latencies are the HOST's, under the target's settings.
+    """
+    from mobiledeploy import report as rep
+    from mobiledeploy.check import CheckConfig, run_check
+    from mobiledeploy.cli.common import csv_choice
+    from mobiledeploy.errors import BudgetError
+
+    err = stderr_console()
+    progress = None if quiet else (lambda msg: err.print(f"[dim]{msg}[/]"))
+    if measure_yardstick:
+        _measure_yardstick(target_name, target_file, progress)
+        return
+    if not budget:
+        raise click.UsageError("give the budget file with --budget FILE (or use --measure-yardstick)")
+    kinds = csv_choice(skip, ("size", "accuracy", "latency"), "--skip")
+    report = run_check(CheckConfig(budget=budget, artifacts=artifacts, baseline=baseline, target=target_name,
+                                   target_file=target_file, max_time_s=max_time_s, strict=strict, skip=kinds,
+                                   progress=progress))
+    emit_json(json_path, report.to_json())
+    rep.write_outputs(report, junit_path=junit_path, md_path=md_path)
+    if json_path != "-":
+        rep.print_table(report, stdout_console())
+    if not report.ok:
+        names = ", ".join(o.name for o in report.broken())
+        raise BudgetError(f"{len(report.broken())} of {len(report.outcomes)} budget checks broken: {names}")
+
+
+def _measure_yardstick(target_name, target_file, progress) -> None:
+    from mobiledeploy.budgets import LatencySpec
+    from mobiledeploy.latency import measure_yardstick, resolve_target
+
+    target = resolve_target(target_name, target_file)
+    r = measure_yardstick(target, LatencySpec(), progress=progress)
+    click.echo(f"# yardstick v{r['version']}, median of {r['rounds']} child-process measurements "
+               f"(host latency, {r['target']} settings)")
+    click.echo("[yardstick]")
+    click.echo(f"reference_ms = {{ {r['target']} = {r['median_ms']:.4f} }}")
