@@ -100,6 +100,7 @@ class LiteRTSession:
             self._it = Interpreter(model_path=str(path), num_threads=threads,
                                    experimental_op_resolver_type=resolver)
             details = self._it.get_input_details()
+            _check_shape_names(shapes, [d["name"] for d in details], path)
             _resolve_tflite_shapes(self._it, details, shapes or {})
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
@@ -122,6 +123,19 @@ class LiteRTSession:
     @property
     def interpreter(self):
         return self._it
+
+    def precision(self) -> str:
+        """fp32 | fp16 | dynamic | int8, read from the tensors' types."""
+        kinds = [np.dtype(d["dtype"]) for d in self._it.get_tensor_details()]
+        q8 = sum(k in (np.int8, np.uint8) for k in kinds)
+        f32 = sum(k == np.float32 for k in kinds)
+        if q8 and q8 > f32:
+            return "int8"
+        if q8:
+            return "dynamic"
+        if any(k == np.float16 for k in kinds):
+            return "fp16"
+        return "fp32" if f32 else "unknown"
 
 
 def _tflite_spec(d: dict) -> TensorSpec:
@@ -186,6 +200,7 @@ class OrtSession:
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise RuntimeFailure(f"ONNX Runtime cannot load {path.name}: {_one_line(e)}") from None
         shapes = shapes or {}
+        _check_shape_names(shapes, [i.name for i in self._sess.get_inputs()], path)
         self.inputs = []
         self._fixed_shapes: dict[str, tuple[int, ...]] = {}
         for i in self._sess.get_inputs():
@@ -218,6 +233,24 @@ class OrtSession:
 
     def get_outputs(self) -> list[np.ndarray]:
         return list(self._result)
+
+    def precision(self) -> str:
+        """fp32 | fp16 | dynamic | int8, from the graph's ops and initializer types."""
+        try:
+            import onnx
+
+            model = onnx.load(str(self.path), load_external_data=False)
+        except Exception:
+            return "unknown"
+        ops = {n.op_type for n in model.graph.node}
+        if ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"} and not ops & {"QLinearConv", "QuantizeLinear"}:
+            return "dynamic"
+        if ops & {"QLinearConv", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear"}:
+            return "int8"
+        types = {t.data_type for t in model.graph.initializer}
+        if onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types:
+            return "fp16"
+        return "fp32"
 
 
 def _ort_dtype(type_str: str) -> np.dtype:
@@ -306,6 +339,41 @@ def predict(session: Session, x: np.ndarray, *, output: int = 0) -> np.ndarray:
         raw = run(session, {spec.name: quantize_input(x[i:i + 1], spec)})[output]
         results.append(dequantize_output(raw, out_spec))
     return np.concatenate(results, axis=0) if results else np.zeros((0,), np.float32)
+
+
+def random_inputs(session: Session, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random data of each input's dtype and concrete shape.
+
+    Float inputs: uniform in [-1, 1] (the MobileNet preprocessed range). Quantized
+    int8/uint8 inputs: uniform float data over the range the tensor can represent,
+    ``(qmin - zero_point) * scale .. (qmax - zero_point) * scale``, quantized with the
+    tensor's scale and zero point. Other integer inputs: integers in [0, 100) clipped to
+    the dtype; booleans: fair coin flips.
+    """
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in session.inputs:
+        shape = input_shape(session, spec)
+        dt = np.dtype(spec.dtype)
+        if spec.quantized:
+            info = np.iinfo(dt)
+            lo, hi = (info.min - spec.zero_point) * spec.scale, (info.max - spec.zero_point) * spec.scale
+            feeds[spec.name] = quantize_input(rng.uniform(lo, hi, size=shape).astype(np.float32), spec)
+        elif dt == np.bool_:
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(np.bool_)
+        elif np.issubdtype(dt, np.integer):
+            info = np.iinfo(dt)
+            feeds[spec.name] = rng.integers(max(0, info.min), min(100, info.max), size=shape).astype(dt)
+        else:
+            feeds[spec.name] = rng.uniform(-1, 1, size=shape).astype(dt)
+    return feeds
+
+
+def _check_shape_names(shapes: dict | None, names: list[str], path: Path) -> None:
+    for name in shapes or {}:
+        if name not in names:
+            raise UsageError(f"--shape {name}=...: {path.name} has no input named {name!r}; "
+                             f"its inputs are {', '.join(repr(n) for n in names)}")
 
 
 def _fmt_shape(shape: Sequence) -> str:

@@ -1,0 +1,93 @@
+"""`mobiledeploy bench`: host latency on LiteRT and ONNX Runtime, one child process per model.
+
+Maps options onto ``mobiledeploy.bench`` and prints; never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import click
+
+from mobiledeploy.cli.common import emit_json, json_option, md_option, stderr_console, stdout_console, target_options
+
+
+def _parse_shapes(ctx, param, values) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for v in values:
+        name, sep, dims = v.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d < 1 for d in shape):
+            raise click.BadParameter(f"expected NAME=DIMS such as input=1x224x224x3, got {v!r}", param_hint="--shape")
+        shapes[name] = shape
+    return shapes
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, metavar="MODEL_OR_DIR...")
+@target_options
+@click.option("--threads", type=click.IntRange(min=1), help="Thread count (overrides the profile).")
+@click.option("--affinity", metavar="POLICY", help="Cores to pin: none, first, or ids such as 0,1 (overrides the profile).")
+@click.option("--xnnpack/--no-xnnpack", default=None,
+              help="LiteRT: XNNPACK delegate (default on) or builtin kernels without default delegates.")
+@click.option("--ort-opt-level", type=click.Choice(["disable", "basic", "extended", "all"]),
+              help="ONNX Runtime graph optimization level (default from the profile: all).")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs after the first.")
+@click.option("--runs", type=click.IntRange(min=1), help="Timed runs (alone: exactly N; with --min-time: at least N).")
+@click.option("--min-time", "min_time_s", type=click.FloatRange(min=0, min_open=True),
+              help="Time for at least S seconds. Default: at least 50 runs and at least 2 s.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              help="Seconds per model (load + all runs) before its child process is killed.")
+@click.option("--shape", "shapes", multiple=True, callback=_parse_shapes, metavar="NAME=DIMS",
+              help="Concrete shape for a dynamic input, e.g. input=1x224x224x3 (repeatable).")
+@click.option("--samples", is_flag=True, help="Include every run's latency (samples_ms) in --json.")
+@json_option
+@md_option
+def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_level, warmup, runs,
+          min_time_s, timeout_s, shapes, samples, json_path, md_path) -> None:
+    """Measure latency of .tflite/.onnx files, or of every model in an export directory.
+
+    Each model runs in its own child process (a crash or a hang past --timeout becomes
+    that model's error row). Numbers are the HOST's latency under the target profile's
+    threads, pinned cores and runtime options, never the device's latency.
+    """
+    from mobiledeploy import bench as b
+    from mobiledeploy import bench_report as rep
+    from mobiledeploy import io
+    from mobiledeploy.errors import RuntimeFailure, UsageError
+    from mobiledeploy.targets import load_target
+
+    target = load_target(target_name, file=target_file)
+    settings = b.settings_for_target(target, threads=threads, affinity=affinity, xnnpack=xnnpack,
+                                     ort_opt_level=ort_opt_level, warmup=warmup, runs=runs,
+                                     min_time_s=min_time_s, timeout_s=timeout_s, shapes=shapes)
+    err = stderr_console()
+    for note in settings.notes:
+        err.print(f"note: {note}")
+    models_found = b.collect_models(models)
+    with err.status("") as status:
+        report = b.bench_models(b.BenchConfig(models=tuple(models), settings=settings, target=target),
+                                on_start=lambda p: status.update(f"bench {p} ({settings.label})"))
+    cores = ",".join(map(str, settings.affinity)) if settings.affinity else "not pinned"
+    title = (f"{settings.label}: {settings.threads} thread(s), cores {cores}, "
+             f"XNNPACK {'on' if settings.xnnpack else 'off'}, ORT opt {settings.ort_opt_level}")
+    emit_json(json_path, report.to_json(samples=samples))
+    if md_path:
+        io.write_text(md_path, rep.markdown_table(report.results, title=title, notes=settings.notes))
+    if json_path != "-":
+        out = stdout_console()
+        out.print(rep.rich_table(report.results, title=title))
+        if target.name != "host":
+            out.print(f"These are host timings with {target.name}'s settings, not {target.name} latency.")
+    failed = report.failed
+    if not failed:
+        return
+    for r in failed[:-1] if len(failed) > 1 else ():
+        click.echo(f"failed: {r.model}: {r.error}", err=True)
+    if len(failed) == 1:
+        msg = f"{failed[0].model}: {failed[0].error}"
+    else:
+        click.echo(f"failed: {failed[-1].model}: {failed[-1].error}", err=True)
+        msg = f"{len(failed)} of {len(models_found)} models failed"
+    raise (UsageError if all(r.usage_error for r in failed) else RuntimeFailure)(msg)
