@@ -1,0 +1,184 @@
+"""bench: child-process measurement, isolation, targets, CLI output and errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobiledeploy import bench as b
+from mobiledeploy import targets as tg
+from mobiledeploy._child import FAULT_ENV, run_plan, timed_loop
+from mobiledeploy.cli import cli
+
+FAST = b.BenchSettings(warmup=1, runs=5, timeout_s=120)
+FAST_ARGS = ["--warmup", "1", "--runs", "5"]
+
+
+def _check_ok(r: b.BenchResult, runs: int = 5):
+    assert r.status == "ok" and r.error is None, r.error
+    assert r.runs == runs == len(r.samples_ms)
+    lat = r.latency_ms
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["mean"] == pytest.approx(np.mean(r.samples_ms))
+    assert r.throughput_ips == pytest.approx(1000 / lat["mean"])
+    assert r.init_ms > 0 and r.first_ms > 0 and r.size_bytes > 0
+    assert r.peak_rss_mb is not None and r.peak_rss_mb >= 0
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tiny_tflite, tiny_onnx, tiny_tflite_int8):
+    return {name: b.bench_model(p, FAST) for name, p in
+            [("tflite", tiny_tflite), ("onnx", tiny_onnx), ("int8", tiny_tflite_int8)]}
+
+
+def test_bench_model_on_both_runtimes(tiny_results):
+    t, o, q = tiny_results["tflite"], tiny_results["onnx"], tiny_results["int8"]
+    for r in (t, o, q):
+        _check_ok(r)
+    assert (t.format, t.runtime, t.precision) == ("tflite", "litert", "fp32")
+    assert (o.format, o.runtime, o.precision) == ("onnx", "onnxruntime", "fp32")
+    assert q.precision == "int8" and q.inputs[0]["dtype"] == "int8" and q.inputs[0]["quantization"]
+    assert o.inputs[0]["shape"] == [1, 32, 32, 3]  # dynamic batch -> 1
+    j = t.to_json()
+    assert set(j["latency_ms"]) == {"mean", "std", "min", "p50", "p90", "p99", "max"}
+    assert "samples_ms" not in j and len(t.to_json(samples=True)["samples_ms"]) == 5
+    assert j["label"] == "host latency, host settings"
+
+
+def test_child_never_imports_tensorflow(tiny_tflite):
+    raw = b._run_child(tiny_tflite, FAST)
+    assert raw["status"] == "ok" and raw["tensorflow_imported"] is False
+
+
+def test_bench_cli_path_does_not_import_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from mobiledeploy.cli import cli; "
+            "r = CliRunner().invoke(cli, ['bench', '--help']); assert r.exit_code == 0, r.output; "
+            "import mobiledeploy.bench, mobiledeploy.bench_report, mobiledeploy.targets; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_segfault_and_hang_become_error_rows(tiny_tflite, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "segfault")
+    r = b.bench_model(tiny_tflite, FAST)
+    assert r.status == "error" and r.error == "crashed with signal SIGSEGV"
+    monkeypatch.setenv(FAULT_ENV, "sleep")
+    r = b.bench_model(tiny_tflite, b.BenchSettings(warmup=1, runs=5, timeout_s=1.5))
+    assert r.status == "error" and r.error.startswith("timed out after 1.5 s") and "--timeout" in r.error
+    monkeypatch.setenv(FAULT_ENV, "raise")
+    r = b.bench_model(tiny_tflite, FAST)
+    assert r.status == "error" and r.error == "RuntimeError: deliberate failure from " + FAULT_ENV
+
+
+def test_hang_on_cli_still_benches_the_rest_and_exits_1(tiny_tflite, tmp_path, monkeypatch):
+    # the hook makes the child hang: the timeout kills it, the row says why, exit 1, JSON written
+    monkeypatch.setenv(FAULT_ENV, "sleep")
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(cli, ["bench", str(tiny_tflite), "--timeout", "1", "--json", str(out)])
+    assert r.exit_code == 1
+    assert "timed out after 1 s" in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(out.read_text())["results"][0]["status"] == "error"
+
+
+@pytest.mark.parametrize("blob", [b"TFL3", None, b"random"], ids=["header-only", "truncated", "random"])
+def test_broken_tflite_files_fail_cleanly(tiny_tflite, tmp_path, blob):
+    p = tmp_path / "broken.tflite"
+    data = tiny_tflite.read_bytes()
+    p.write_bytes(data[:len(data) // 2] if blob is None else
+                  (b"\0\0\0\0" + blob if blob == b"TFL3" else np.random.default_rng(0).bytes(5000)))
+    r = b.bench_model(p, FAST)
+    assert r.status == "error" and "LiteRT cannot load broken.tflite" in r.error
+
+
+def test_export_directory_with_manifest_and_a_bad_model(tiny_tflite, tiny_onnx, tiny_tflite_int8, tmp_path):
+    d = tmp_path / "build"
+    d.mkdir()
+    for src, name in [(tiny_tflite, "m_fp32.tflite"), (tiny_onnx, "m_fp32.onnx"), (tiny_tflite_int8, "m_int8.tflite")]:
+        (d / name).write_bytes(src.read_bytes())
+    (d / "m_bad.onnx").write_bytes(b"not a model at all")
+    (d / "notes.txt").write_text("ignored")
+    manifest = {"schema_version": 1, "artifacts": [
+        {"file": "m_fp32.tflite", "format": "tflite", "precision": "fp32"},
+        {"file": "m_int8.tflite", "format": "tflite", "precision": "int8"},
+        {"file": "m_fp32.onnx", "format": "onnx", "precision": "fp16"}]}  # manifest wins over inference
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    r = CliRunner().invoke(cli, ["bench", str(d), *FAST_ARGS, "--json", str(out), "--md", str(md)])
+    assert r.exit_code == 1, r.output
+    assert "error: " in r.stderr and "m_bad.onnx" in r.stderr and "ONNX Runtime cannot load" in r.stderr
+    assert "Traceback" not in r.stderr
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == 1 and data["target"]["name"] == "host"
+    assert data["host"]["cores"] >= 1 and data["host"]["versions"]["onnxruntime"]
+    rows = {p["model"].rsplit("/", 1)[-1]: p for p in data["results"]}
+    assert set(rows) == {"m_bad.onnx", "m_fp32.onnx", "m_fp32.tflite", "m_int8.tflite"}
+    assert rows["m_fp32.onnx"]["precision"] == "fp16" and rows["m_int8.tflite"]["precision"] == "int8"
+    assert rows["m_bad.onnx"]["status"] == "error" and rows["m_bad.onnx"]["latency_ms"] is None
+    for name in ("m_fp32.onnx", "m_fp32.tflite", "m_int8.tflite"):
+        assert rows[name]["status"] == "ok" and rows[name]["runs"] == 5 and rows[name]["latency_ms"]["p50"] > 0
+    text = md.read_text()
+    assert "| model | format | precision |" in text and "m_int8.tflite" in text and "Errors:" in text
+    assert "host latency, host settings" in r.stdout
+
+
+def test_target_profile_pins_cores_and_labels_output(tiny_tflite, tmp_path):
+    cores = tg.host_cores()
+    s = b.settings_for_target(tg.load_target("pixel4-big"), warmup=1, runs=5)
+    assert (s.threads, s.affinity, s.target) == (1, (cores[0],), "pixel4-big")
+    r = b.bench_model(tiny_tflite, s)
+    _check_ok(r)
+    assert r.threads == 1 and r.cores == (cores[0],)
+    assert r.to_json()["label"] == "host latency, pixel4-big settings"
+    s4 = b.settings_for_target(tg.load_target("pixel4"), threads=None)
+    assert s4.threads == 4 and s4.affinity == tuple(cores[:4])
+    if len(cores) < 4:
+        assert "asks for 4 threads" in s4.notes[0]
+    res = CliRunner().invoke(cli, ["bench", str(tiny_tflite), "--target", "pixel4-big", *FAST_ARGS, "--json", "-"])
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["label"] == "host latency, pixel4-big settings" and data["target"]["threads"] == 1
+    assert data["results"][0]["threads"] == 1
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["missing.tflite"], 2, "model path not found"),
+    (["{empty}"], 2, "holds no .tflite or .onnx models"),
+    (["{tflite}", "--target", "nope"], 2, "unknown target 'nope'"),
+    (["{tflite}", "--shape", "input=1xAx3"], 2, "--shape"),
+    (["{tflite}", "--shape", "nope=1x32x32x3", "--runs", "1"], 2, "has no input named 'nope'"),
+    (["{other}"], 2, "neither a TFLite nor an ONNX model"),
+    (["{tflite}", "--affinity", "999"], 2, "do not exist on this host"),
+])
+def test_bad_input_is_one_clear_line(tiny_tflite, tmp_path, args, code, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "model.bin").write_bytes(b"12345678")
+    args = [a.format(empty=tmp_path / "empty", tflite=tiny_tflite, other=tmp_path / "model.bin") for a in args]
+    r = CliRunner().invoke(cli, ["bench", *args])
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+
+
+def test_run_plan_and_timed_loop():
+    assert run_plan(None, None) == (50, 2.0, None)
+    assert run_plan(7, None) == (7, 0.0, 7)
+    assert run_plan(None, 0.5) == (1, 0.5, None)
+    assert run_plan(7, 0.5) == (7, 0.5, None)
+    calls = []
+    assert len(timed_loop(lambda: calls.append(1), min_runs=7, max_runs=7)) == 7 == len(calls)
+    samples = timed_loop(lambda: None, min_runs=3, min_time_s=0.05)
+    assert len(samples) > 3 and all(s >= 0 for s in samples)
+
+
+def test_settings_validate_and_stats():
+    with pytest.raises(b.UsageError, match="--runs"):
+        b.BenchSettings(runs=0)
+    with pytest.raises(b.UsageError, match="--ort-opt-level"):
+        b.BenchSettings(ort_opt_level="max")
+    s = b.latency_stats([1.0, 2.0, 3.0, 4.0])
+    assert s["p50"] == 2.5 and s["min"] == 1.0 and s["max"] == 4.0 and s["std"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
