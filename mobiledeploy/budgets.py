@@ -121,7 +121,8 @@ class LatencySpec:
     max_time_s: float = 60.0  # per check: stop taking rounds after this
     confidence: float = 0.95
     warmup: int = 5
-    min_time_s: float = 0.3  # timed runs per child measurement last at least this
+    min_runs: int = 20  # each child measurement times at least this many runs...
+    min_time_s: float = 0.3  # ...and for at least this long
     timeout_s: float = 60.0  # per child measurement
 
 
@@ -145,7 +146,8 @@ class BudgetFile:
 
 _TOP_KEYS = {"schema_version", "artifacts", "target", "data", "latency", "yardstick", "artifact"}
 _DATA_KEYS = {"source", "split", "limit", "preprocessing"}
-_LATENCY_KEYS = {"rounds", "max_rounds", "max_time_s", "confidence", "warmup", "min_time_s", "timeout_s"}
+_LATENCY_KEYS = {"rounds", "max_rounds", "max_time_s", "confidence", "warmup", "min_runs", "min_time_s",
+                 "timeout_s"}
 _YARDSTICK_KEYS = {"reference_ms", "machine"}
 _ARTIFACT_KEYS = {"name", "path", "baseline", "float", *SELECTOR_KEYS, *LIMIT_KEYS}
 
@@ -248,6 +250,7 @@ def parse_budgets(doc: dict, *, path: Path) -> BudgetFile:
         max_time_s=_or(ctx.number(lt, "max_time_s", "[latency]", low=0, low_open=True), defaults.max_time_s),
         confidence=_or(ctx.number(lt, "confidence", "[latency]", low=0.5, high=0.999), defaults.confidence),
         warmup=_or(ctx.number(lt, "warmup", "[latency]", low=0, integer=True), defaults.warmup),
+        min_runs=_or(ctx.number(lt, "min_runs", "[latency]", low=1, integer=True), defaults.min_runs),
         min_time_s=_or(ctx.number(lt, "min_time_s", "[latency]", low=0, low_open=True), defaults.min_time_s),
         timeout_s=_or(ctx.number(lt, "timeout_s", "[latency]", low=0, low_open=True), defaults.timeout_s),
     )

@@ -45,7 +45,7 @@ class LatencyMeter:
         from mobiledeploy.bench import settings_for_target
 
         self.target, self.spec = target, spec
-        self.settings = settings_for_target(target, warmup=spec.warmup, min_time_s=spec.min_time_s, runs=None,
+        self.settings = settings_for_target(target, warmup=spec.warmup, min_time_s=spec.min_time_s, runs=spec.min_runs,
                                             timeout_s=spec.timeout_s)
         self.say = progress or (lambda msg: None)
         self._bench = bench

@@ -29,10 +29,17 @@ _RES = 64
 
 def yardstick_bytes() -> bytes:
     """The serialized yardstick model (deterministic)."""
+    return conv_net_bytes(resolution=_RES, blocks=_BLOCKS, seed=20261123)
+
+
+def conv_net_bytes(*, resolution: int, blocks: tuple[tuple[int, int, int], ...] = _BLOCKS, seed: int = 0) -> bytes:
+    """A MobileNet-like ONNX graph (NCHW float input ``input`` 1x3xRxR): a stride-2 3x3
+    convolution, then depthwise-separable ``blocks`` of (cin, cout, stride), ReLU6,
+    global average pooling. Also used by tests and benchmarks as a TF-free model."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(20261123)
+    rng = np.random.default_rng(seed)
     nodes, inits = [], []
 
     def weight(name, shape):
@@ -54,15 +61,15 @@ def yardstick_bytes() -> bytes:
     inits += [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
               numpy_helper.from_array(np.array(6.0, np.float32), "six")]
     x = conv("input", "stem", 3, 32, 3, 2)
-    for i, (cin, cout, stride) in enumerate(_BLOCKS):
+    for i, (cin, cout, stride) in enumerate(blocks):
         x = conv(x, f"dw{i}", cin, cin, 3, stride, group=cin)
         x = conv(x, f"pw{i}", cin, cout, 1, 1)
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
     nodes.append(helper.make_node("Flatten", ["pooled"], ["output"]))
     graph = helper.make_graph(
         nodes, "mobiledeploy_yardstick",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, _RES, _RES])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, _BLOCKS[-1][1]])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, resolution, resolution])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, blocks[-1][1]])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="mobiledeploy-yardstick")
