@@ -71,8 +71,8 @@ class LayerStats:
 # ---------------------------------------------------------------- intermediate form
 
 # kinds: conv, depthwise, dense, pool, elementwise, act (fusable activation), bn,
-# bias (constant add, fusable into conv/dense), reshape, noop (identity at inference),
-# other (unknown).
+# bias / scale (a per-channel constant add / multiply, folded into the conv before it),
+# reshape, noop (identity at inference), other (unknown).
 _WEIGHTED = ("conv", "depthwise", "dense")
 
 
@@ -121,36 +121,30 @@ def _fuse_and_measure(nodes: list[_Node], *, channels_last: bool) -> list[LayerS
     for n in nodes:
         for t in n.inputs:
             consumers[t] = consumers.get(t, 0) + 1
-    merged: list[tuple[_Node, list[str], int]] = []  # node, fused names, extra params
+    merged: list[tuple[_Node, list[str]]] = []  # node, names of the ops fused into it
     for n in nodes:
         if n.kind == "noop":
             if n.inputs and n.output is not None:
                 producer[n.output] = producer.get(n.inputs[0])
             continue
         host = producer.get(n.inputs[0]) if len(n.inputs) == 1 else None
-        if (host is not None and n.kind in ("act", "bn", "bias")
-                and merged[host][0].kind in _WEIGHTED and consumers.get(n.inputs[0], 0) == 1
-                and (n.kind != "bn" or not merged[host][1])):  # BN only straight after the conv
-            node, fused, extra = merged[host]
-            if n.kind == "bn":
-                has_bias = len(node.weights) > 1
-                extra += 0 if has_bias else (n.channels or node.channels)
-            elif n.kind == "bias":
-                extra += sum(_prod(w) for w in n.weights)
-            merged[host] = (node, fused + [n.name], extra)
+        if (host is not None and n.kind in ("act", "bn", "bias", "scale")
+                and merged[host][0].kind in _WEIGHTED and consumers.get(n.inputs[0], 0) == 1):
+            merged[host][1].append(n.name)
             producer[n.output] = host
             continue
-        merged.append((n, [], 0))
+        merged.append((n, []))
         producer[n.output] = len(merged) - 1
 
     layers = []
-    for n, fused, extra in merged:
+    for n, fused in merged:
         out_shape = _shape(n.out_shape)
         out_elems = _prod(out_shape)
         in_elems = sum(_prod(_shape(s)) for s in n.in_shapes)
         w_elems = sum(_prod(w) for w in n.weights)
-        if n.kind in _WEIGHTED:
-            params, macs = w_elems + extra, out_elems * n.macs_per_out
+        if n.kind in _WEIGHTED:  # kernel + one bias per output channel, stored or not
+            params = (_prod(n.weights[0]) if n.weights else 0) + n.channels
+            macs, w_elems = out_elems * n.macs_per_out, params
         elif n.kind == "bn":  # a BatchNorm on its own: a per-channel scale and shift
             params, macs = 2 * (n.channels or out_shape[-1]), 0
         else:  # constants of elementwise ops (an Add's operand, a Reshape's shape) are not weights
@@ -158,7 +152,7 @@ def _fuse_and_measure(nodes: list[_Node], *, channels_last: bool) -> list[LayerS
         cls = _op_class(n, out_shape, channels_last=channels_last)
         layers.append(LayerStats(
             name=n.name, type=n.type, op_class=cls, output_shape=out_shape, params=int(params),
-            macs=int(macs), in_elems=int(in_elems), weight_elems=int(w_elems + extra),
+            macs=int(macs), in_elems=int(in_elems), weight_elems=int(w_elems),
             out_elems=int(out_elems), kernel=tuple(int(k) for k in n.kernel), fused=tuple(fused)))
     return layers
 
@@ -177,7 +171,8 @@ def _op_class(n: _Node, out_shape: tuple, *, channels_last: bool) -> str:
 
 
 _KIND_CLASS = {"depthwise": "depthwise", "dense": "fc", "pool": "pool", "elementwise": "elementwise",
-               "act": "elementwise", "bn": "elementwise", "bias": "elementwise", "reshape": "reshape"}
+               "act": "elementwise", "bn": "elementwise", "bias": "elementwise", "scale": "elementwise",
+               "reshape": "reshape"}
 
 
 # ---------------------------------------------------------------- Keras
@@ -276,7 +271,8 @@ _TFLITE_KINDS = {
     "LEAKY_RELU": "elementwise", "PRELU": "elementwise", "RELU_N1_TO_1": "elementwise",
     "PAD": "reshape", "PADV2": "reshape", "RESHAPE": "reshape", "SQUEEZE": "reshape",
     "TRANSPOSE": "reshape", "CONCATENATION": "reshape", "STRIDED_SLICE": "reshape",
-    "EXPAND_DIMS": "reshape", "SLICE": "reshape",
+    "EXPAND_DIMS": "reshape", "SLICE": "reshape", "SHAPE": "reshape", "PACK": "reshape",
+    "GATHER": "reshape", "CAST": "reshape", "SPLIT": "reshape", "UNPACK": "reshape",
 }
 
 
@@ -346,9 +342,29 @@ def tflite_precision(path: str | Path) -> str:
             w = np.dtype(tensors[op["inputs"][1]]["dtype"])
             if w in (np.int8, np.uint8):
                 return "dynamic"
-            if any(o["op_name"] == "DEQUANTIZE" for o in ops):
-                dq_in = {np.dtype(tensors[o["inputs"][0]]["dtype"]) for o in ops if o["op_name"] == "DEQUANTIZE"}
-                if np.float16 in dq_in:
-                    return "fp16"
+            dq_in = {np.dtype(tensors[o["inputs"][0]]["dtype"]).name for o in ops if o["op_name"] == "DEQUANTIZE"}
+            if "float16" in dq_in:
+                return "fp16"
             return "fp32"
     return "fp32"
+
+
+def tflite_layers(path: str | Path) -> list[LayerStats]:
+    return _fuse_and_measure(tflite_nodes(path), channels_last=True)
+
+
+def tflite_input_shape(path: str | Path) -> tuple[int, ...]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    d = it.get_input_details()
+    return tuple(int(s) for s in d[0]["shape"]) if d else ()
+
+
+def onnx_model_layers(path: str | Path):
+    """(layers, precision, input shape) of an ONNX file (see mobiledeploy.graph_onnx)."""
+    from mobiledeploy import graph_onnx
+
+    nodes, precision, in_shape = graph_onnx.onnx_nodes(path)
+    return _fuse_and_measure(nodes, channels_last=False), precision, in_shape
