@@ -1,0 +1,122 @@
+"""`mobiledeploy export`: options -> ExportConfig -> export_model -> table."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from mobiledeploy.cli.common import csv_choice, emit_json, stderr_console, stdout_console, json_option
+from mobiledeploy.convert import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
+from mobiledeploy.quant import ONNX_QUANT_TYPES
+
+
+@click.command("export")
+@click.option("--model", "model_path", type=click.Path(), default=None,
+              help="Load this model (.keras, .h5 or a SavedModel directory) instead of building one.")
+@click.option("--unsafe-load", is_flag=True,
+              help="Allow models that need unsafe deserialization (Lambda layers). Only for files you trust.")
+@click.option("--arch", default="mobilenet_v1", show_default=True, metavar="NAME",
+              help="mobilenet_v1, mobilenet_v2, mobilenet_v3_small or mobilenet_v3_large.")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier (> 0).")
+@click.option("--res", "resolution", type=int, default=224, show_default=True, help="Input resolution (>= 32).")
+@click.option("--depth-multiplier", type=int, default=1, show_default=True, help="Depth multiplier (mobilenet_v1).")
+@click.option("--classes", type=int, default=1000, show_default=True, help="Number of output classes.")
+@click.option("--dropout", type=float, default=1e-3, show_default=True, help="Dropout before the classifier.")
+@click.option("--weights", type=click.Path(), default=None,
+              help="Local Keras weights file (.h5, .weights.h5), e.g. mobilenet_2_5_128_tf.h5; default random init.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random init and data sampling.")
+@click.option("--quant", default=",".join(DEFAULT_PRECISIONS), show_default=True,
+              help=f"Comma list of precisions: {', '.join(PRECISIONS)}.")
+@click.option("--formats", default=",".join(DEFAULT_FORMATS), show_default=True,
+              help=f"Comma list of formats: {', '.join(FORMATS)} (keras saves the source model).")
+@click.option("--int8-io", is_flag=True, help="int8 TFLite with int8 input and output tensors.")
+@click.option("--onnx-quant-types", type=click.Choice(ONNX_QUANT_TYPES), default=None,
+              help="ONNX int8 activation/weight types (default: chosen for this CPU, see docs/export.md).")
+@click.option("--calib", default="digits", show_default=True, metavar="SOURCE",
+              help="Calibration data: digits, random, an image folder or a .npz with an 'x' array.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Number of calibration samples.")
+@click.option("--preprocessing", default=None, metavar="NAME",
+              help="Input preprocessing (mobilenet, raw, unit); default: the architecture's.")
+@click.option("--validate-samples", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Held-out samples each artifact is validated on.")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Max absolute difference allowed between float artifacts and Keras.")
+@click.option("--strict/--no-strict", default=True, show_default=True,
+              help="Fail the export when a float artifact is outside --atol.")
+@click.option("--out", default="build", show_default=True, type=click.Path(file_okay=False),
+              help="Output directory.")
+@json_option
+def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, classes, dropout, weights, seed,
+           quant, formats, int8_io, onnx_quant_types, calib, calib_samples, preprocessing, validate_samples,
+           atol, strict, out, json_path):
+    """Build (or load) a MobileNet and export TFLite/ONNX artifacts, each validated against Keras."""
+    from mobiledeploy.export import ExportConfig, export_model
+
+    config = ExportConfig(
+        arch=arch, alpha=alpha, resolution=resolution, classes=classes, depth_multiplier=depth_multiplier,
+        dropout=dropout, weights=weights, seed=seed, model_path=model_path, unsafe_load=unsafe_load,
+        formats=csv_choice(formats, tuple(FORMATS), "--formats"),
+        precisions=csv_choice(quant, PRECISIONS, "--quant"),
+        int8_io=int8_io, onnx_quant_types=onnx_quant_types, calib=calib, calib_samples=calib_samples,
+        preprocessing=preprocessing, validate_samples=validate_samples, atol=atol, strict=strict, out=out)
+    config.check()  # usage errors before the progress display starts
+    err = stderr_console()
+    with _progress(err) as step:
+        result = export_model(config, progress=step,
+                              warn=lambda msg: err.print(f"[yellow]warning:[/] {msg}", markup=True, soft_wrap=True))
+    _print_table(result)
+    emit_json(json_path, result.to_json())
+
+
+@contextlib.contextmanager
+def _progress(console):
+    """A rich progress display on stderr: one line per slow step, with its time."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=False,
+                  auto_refresh=False) as progress:
+        # Refreshed by hand at each step: converters silence fds 1/2 while they run, and a
+        # background refresh into that silence would desynchronise the live display.
+
+        @contextlib.contextmanager
+        def step(name: str):
+            task = progress.add_task(name, total=1)
+            progress.refresh()
+            try:
+                yield
+            finally:
+                progress.update(task, completed=1)
+                progress.stop_task(task)
+                progress.refresh()
+
+        yield step
+
+
+def _print_table(result) -> None:
+    from rich.table import Table
+
+    m = result.model
+    title = (f"{m['arch'] or 'model'} alpha={m['alpha']} res={m['resolution']} classes={m['classes']} "
+             f"-> {result.out_dir}")
+    table = Table(title=title, title_justify="left")
+    for col, kw in (("file", {}), ("format", {}), ("precision", {}), ("size", {"justify": "right"}),
+                    ("validation", {})):
+        table.add_column(col, **kw)
+    for a in result.artifacts:
+        table.add_row(a.file, a.format, a.precision, _size(a.size_bytes), a.validation.summary)
+    console = stdout_console()
+    console.print(table)
+    cal = result.calibration
+    console.print(f"calibration: {cal['samples']} samples of {cal['source']} ({cal['preprocessing']}); "
+                  f"validation on {cal['validation_inputs']}; manifest: {result.manifest_path}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

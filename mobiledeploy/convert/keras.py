@@ -1,0 +1,16 @@
+"""The Keras source model, saved as ``.keras`` next to its exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mobiledeploy.errors import ConversionError
+
+
+def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
+    path = Path(out_dir) / f"{stem}_fp32.keras"
+    try:
+        model.save(str(path))
+    except Exception as e:  # Keras raises many types for unserialisable models
+        raise ConversionError(f"cannot save the Keras model: {' '.join(str(e).split())[:300]}") from None
+    return path
