@@ -137,8 +137,8 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     build_models()
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, like the child under pixel4-big
     before = conditions()
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, like the child under pixel4-big
     cost = loop_cost_ns()
     print(f"per-call loop cost around a no-op: bare {cost['bare_timed_interval_ns']:.0f} ns timed / "
           f"{cost['bare_iteration_wall_ns']:.0f} ns wall, harness {cost['harness_timed_interval_ns']:.0f} ns timed / "
