@@ -66,7 +66,7 @@ def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers,
         table = Table(title=None, show_lines=False)
         for col, just in (("#", "right"), ("layer", "left"), ("type", "left"), ("class", "left"),
                           ("output", "left"), ("params", "right"), ("MACs", "right")):
-            table.add_column(col, justify=just)
+            table.add_column(col, justify=just, overflow="ellipsis", max_width=60 if col == "layer" else None)
         for i, layer in enumerate(stats.layers):
             name = layer.name + (f" (+{len(layer.fused)} fused)" if layer.fused else "")
             table.add_row(str(i), name, layer.type, layer.op_class, fmt_shape(layer.output_shape),
@@ -78,4 +78,4 @@ def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers,
         f"resolution {stats.resolution}" if stats.resolution else "",
         stats.format, stats.precision) if x)
     con.print(f"{what} ({detail}): {stats.params:,} parameters ({stats.params / 1e6:.2f} M), "
-              f"{stats.macs:,} MACs ({stats.macs / 1e6:.1f} M), {len(stats.layers)} layers")
+              f"{stats.macs:,} MACs ({stats.macs / 1e6:.1f} M), {len(stats.layers)} layers", markup=False)

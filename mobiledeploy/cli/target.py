@@ -1,0 +1,53 @@
+"""`mobiledeploy target ...`: work with target profiles (calibrate)."""
+
+from __future__ import annotations
+
+import click
+
+from mobiledeploy.cli.common import csv_choice, emit_json, json_option, stdout_console, target_options
+
+
+@click.group("target")
+def target() -> None:
+    """Work with target profiles."""
+
+
+@target.command("calibrate")
+@target_options
+@click.option("--measurements", required=True, type=click.Path(dir_okay=False),
+              help="CSV of device latencies: latency_ms plus model (a file) or arch,alpha,res; "
+                   "optional precision (fp32|int8), threads, classes.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the calibrated target profile (.toml).")
+@click.option("--params", default=None,
+              help="Comma list of parameters to fit (scale, compute, depthwise, int8, overhead, "
+                   "bandwidth, threads); default: as many as the rows allow.")
+@click.option("--name", default=None, help="Name of the new target (default: the --out file's stem).")
+@json_option
+def calibrate(target_name, target_file, measurements, out, params, name, json_path):
+    """Fit a target's cost model to latencies measured on the device; write a new target.
+
+    Least squares on log latency; with one measurement only a global scale is fitted.
+    Measure on the phone with LiteRT's benchmark_model, for example.
+    """
+    from mobiledeploy.estimate_fit import FIT_PARAMS, CalibrateConfig
+    from mobiledeploy.estimate_fit import calibrate as run_calibrate
+
+    chosen = csv_choice(params, FIT_PARAMS, "--params") or None
+    result = run_calibrate(CalibrateConfig(measurements=measurements, out=out, target=target_name,
+                                           target_file=target_file, params=chosen, name=name))
+    emit_json(json_path, result.to_json())
+    if json_path == "-":
+        return
+    from rich.table import Table
+
+    fit = result.fit
+    table = Table(title=f"fit of {result.target} (in-sample)")
+    for col in ("model", "precision", "threads", "measured ms", "estimate ms", "error"):
+        table.add_column(col, justify="left" if col in ("model", "precision") else "right")
+    for r, e, err in zip(fit.rows, fit.estimates_ms, fit.errors_pct):
+        table.add_row(r.label, r.precision, str(r.threads), f"{r.latency_ms:.2f}", f"{e:.2f}", f"{err:+.1f}%")
+    con = stdout_console()
+    con.print(table)
+    con.print(f"fitted {', '.join(fit.params)} on {len(fit.rows)} row(s): median |error| "
+              f"{fit.median_abs_error_pct:.1f}%, worst {fit.worst_abs_error_pct:.1f}%; wrote {result.out}", markup=False)
