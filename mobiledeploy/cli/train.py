@@ -14,9 +14,9 @@ from mobiledeploy.cli.common import emit_json, json_option, stderr_console, stdo
 @click.option("--arch", default="mobilenet_v1", show_default=True, help="Architecture (see mobiledeploy.archs).")
 @click.option("--alpha", default=0.25, show_default=True, type=float, help="Width multiplier.")
 @click.option("--res", "resolution", default=32, show_default=True, type=int, help="Input resolution (pixels).")
-@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--epochs", default=60, show_default=True, type=int)
 @click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--lr", "learning_rate", default=1e-3, show_default=True, type=float,
+@click.option("--lr", "learning_rate", default=5e-3, show_default=True, type=float,
               help="Peak learning rate (cosine decay to 1% of it).")
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "nadam"]))
 @click.option("--shift", default=0.1, show_default=True, type=float,
@@ -37,7 +37,7 @@ def train(json_path, **kwargs) -> None:
 
     \b
     Example (the committed reference model):
-      mobiledeploy train --data digits --alpha 0.25 --res 32 --epochs 30 \\
+      mobiledeploy train --data digits --alpha 0.25 --res 32 --epochs 60 \\
           --out models/mobilenet_v1_0.25_32_digits.keras
     """
     from mobiledeploy.train import TrainConfig, train as run_train
