@@ -182,3 +182,18 @@ def test_settings_validate_and_stats():
         b.BenchSettings(ort_opt_level="max")
     s = b.latency_stats([1.0, 2.0, 3.0, 4.0])
     assert s["p50"] == 2.5 and s["min"] == 1.0 and s["max"] == 4.0 and s["std"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+
+
+@pytest.mark.slow
+def test_bench_over_a_real_export_directory(tmp_path):
+    """The foundation's export (all four artifacts) benches cleanly, precisions from its manifest."""
+    out = tmp_path / "build"
+    r = CliRunner().invoke(cli, ["export", "--alpha", "0.25", "--res", "32", "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    manifest = {a["file"]: a["precision"] for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
+    res = CliRunner().invoke(cli, ["bench", str(out), *FAST_ARGS, "--json", "-"])
+    assert res.exit_code == 0, res.stderr
+    rows = json.loads(res.stdout)["results"]
+    assert len(rows) == len([f for f in manifest if f.endswith((".tflite", ".onnx"))]) >= 4
+    for row in rows:
+        assert row["status"] == "ok" and row["precision"] == manifest[row["model"].rsplit("/", 1)[-1]]

@@ -62,11 +62,10 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     settings = b.settings_for_target(target, threads=threads, affinity=affinity, xnnpack=xnnpack,
                                      ort_opt_level=ort_opt_level, warmup=warmup, runs=runs,
                                      min_time_s=min_time_s, timeout_s=timeout_s, shapes=shapes)
-    err = stderr_console()
     for note in settings.notes:
-        err.print(f"note: {note}")
+        click.echo(f"note: {note}", err=True)
     models_found = b.collect_models(models)
-    with err.status("") as status:
+    with stderr_console().status("") as status:
         report = b.bench_models(b.BenchConfig(models=tuple(models), settings=settings, target=target),
                                 on_start=lambda p: status.update(f"bench {p} ({settings.label})"))
     cores = ",".join(map(str, settings.affinity)) if settings.affinity else "not pinned"
