@@ -151,7 +151,10 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
         base["runtime"] = FORMAT_RUNTIME[fmt]
     except MobiledeployError as e:
         return BenchResult(status="error", error=str(e), usage_error=e.exit_code == 2, **base)
-    raw = _run_child(p, settings)
+    try:
+        raw = _run_child(p, settings)
+    except OSError as e:  # could not start the child (no processes, no memory)
+        raw = {"status": "error", "error": f"cannot start the bench child process: {e}"}
     if raw.get("status") != "ok":
         return BenchResult(status="error", error=raw.get("error") or "unknown failure",
                            usage_error=bool(raw.get("usage")), **base)

@@ -271,6 +271,12 @@ class Runtime:
     format: str  # the file format it runs
     module: str  # what to import to report its version
     session: type = field(repr=False)
+    library: str = ""  # the module the session imports (preloaded by bench before measuring memory)
+
+    def load_library(self) -> None:
+        import importlib
+
+        importlib.import_module(self.library or self.module)
 
     def version(self) -> str:
         import importlib.metadata as md
@@ -282,7 +288,7 @@ class Runtime:
 
 
 RUNTIMES: dict[str, Runtime] = {
-    "litert": Runtime("litert", "tflite", "ai_edge_litert", LiteRTSession),
+    "litert": Runtime("litert", "tflite", "ai_edge_litert", LiteRTSession, "ai_edge_litert.interpreter"),
     "onnxruntime": Runtime("onnxruntime", "onnx", "onnxruntime", OrtSession),
 }
 FORMAT_RUNTIME = {rt.format: name for name, rt in RUNTIMES.items()}
