@@ -168,26 +168,19 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None,
 
 
 def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
-    label = "load model" if config.model_path else f"build {config.arch}"
-    with step(label), quiet_converter():
-        model = (archs.load_model(config.model_path, unsafe=config.unsafe_load) if config.model_path else
-                 archs.build_model(config.arch, alpha=config.alpha, resolution=config.resolution,
-                                   classes=config.classes, depth_multiplier=config.depth_multiplier,
-                                   dropout=config.dropout, weights=config.weights, seed=config.seed))
-        info = archs.describe(model, arch=None if config.model_path else config.arch,
-                              alpha=None if config.model_path else config.alpha,
-                              preprocessing=config.preprocessing)
-        model_json = _model_json(model, info, config, warn)
-    with step(f"calibration data ({config.calib})"):
-        cal = load_calibration(config.calib, resolution=info.input_shape[1], preprocessing=info.preprocessing,
-                               samples=config.calib_samples, validate=config.validate_samples, seed=config.seed)
-        for w in cal.warnings:
-            warn(w)
+    if config.model_path:  # the file says what resolution and input it takes
+        model, info, model_json = _source(config, step, warn)
+        cal = _calibration(config, info.resolution, info.preprocessing, step, warn)
+    else:  # bad calibration data fails before TensorFlow is even imported
+        pre = config.preprocessing or archs.ARCHS[config.arch].preprocessing
+        cal = _calibration(config, config.resolution, pre, step, warn)
+        model, info, model_json = _source(config, step, warn)
+    with step("keras reference outputs"):
         reference = keras_outputs(model, cal.validation)
-        if reference.size and float(np.ptp(reference, axis=0).max()) < CONSTANT_OUTPUT:
-            warn("the model's outputs barely change across the validation inputs (a randomly initialised "
-                 "model?): top-1 agreement and SQNR say little; export trained weights (--weights/--model) "
-                 "for meaningful int8 figures")
+    if reference.size and float(np.ptp(reference, axis=0).max()) < CONSTANT_OUTPUT:
+        warn("the model's outputs barely change across the validation inputs (a randomly initialised "
+             "model?): top-1 agreement and SQNR say little; export trained weights (--weights/--model) "
+             "for meaningful int8 figures")
     needs_int8 = "int8" in config.precisions and "onnx" in config.formats
     recipe = QuantRecipe(calib=cal.calib, int8_io=config.int8_io,
                          onnx=choose_onnx_types(config.onnx_quant_types) if needs_int8 else None)
@@ -244,6 +237,31 @@ def _validate_keras(path: Path, model, cal, reference, config) -> Validation:
                       max_abs_diff=mad, mean_abs_diff=metrics.mean_abs_diff(reference, out),
                       top1_agreement=metrics.top1_agreement(reference, out), sqnr_db=metrics.sqnr_db(reference, out),
                       tolerance=float(config.atol), status=status, input_dtype="float32", output_dtype="float32")
+
+
+def _source(config: ExportConfig, step, warn):
+    label = f"load {Path(config.model_path).name}" if config.model_path else f"build {config.arch}"
+    with step(label), quiet_converter():
+        model = (archs.load_model(config.model_path, unsafe=config.unsafe_load) if config.model_path else
+                 archs.build_model(config.arch, alpha=config.alpha, resolution=config.resolution,
+                                   classes=config.classes, depth_multiplier=config.depth_multiplier,
+                                   dropout=config.dropout, weights=config.weights, seed=config.seed))
+        info = archs.describe(model, arch=None if config.model_path else config.arch,
+                              alpha=None if config.model_path else config.alpha,
+                              preprocessing=config.preprocessing)
+        if info.input_shape[1] != info.input_shape[2]:
+            raise UsageError(f"model input is {info.input_shape[1]}x{info.input_shape[2]}; export supports "
+                             "square inputs only")
+        return model, info, _model_json(model, info, config, warn)
+
+
+def _calibration(config: ExportConfig, resolution: int, preprocessing: str, step, warn):
+    with step(f"calibration data ({config.calib})"):
+        cal = load_calibration(config.calib, resolution=resolution, preprocessing=preprocessing,
+                               samples=config.calib_samples, validate=config.validate_samples, seed=config.seed)
+    for w in cal.warnings:
+        warn(w)
+    return cal
 
 
 def keras_outputs(model, x: np.ndarray, *, batch: int = 32) -> np.ndarray:
@@ -313,14 +331,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+VERSIONED = {"mobiledeploy": ("mobiledeploy",), "tensorflow": ("tensorflow", "tensorflow-cpu"),
+             "keras": ("keras",), "tf2onnx": ("tf2onnx",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime",),
+             "ai-edge-litert": ("ai-edge-litert",), "numpy": ("numpy",)}
+
+
 def versions() -> dict:
+    """Versions of everything that shaped the artifacts (installed distributions)."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "platform": f"{platform.system()} {platform.machine()}"}
-    for dist in ("mobiledeploy", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime",
-                 "ai-edge-litert", "numpy"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[dist] = md.version(dist)
+    for key, dists in VERSIONED.items():
+        for dist in dists:
+            with contextlib.suppress(md.PackageNotFoundError):
+                out[key] = md.version(dist)
+                break
     return out
 
 

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import sys
+import warnings
 
 
 @contextlib.contextmanager
@@ -23,7 +24,9 @@ def quiet_converter():
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with _quiet_fds(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with _quiet_fds(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             yield
     finally:
         for lg, lv in zip(loggers, levels):

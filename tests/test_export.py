@@ -1,0 +1,281 @@
+"""export_model on tiny MobileNets: every format x precision, validated for real.
+
+Quality checks use the project's reference model (``models/mobilenet_v1_0.25_32_digits.keras``:
+MobileNet V1 alpha 0.25, 32x32, 10 classes, trained on digits): a randomly initialised
+MobileNet gives the same softmax for every input, so agreement and SQNR on it would be
+vacuous. Failure and atomicity tests use the random tiny model from conftest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mobiledeploy import runtimes
+from mobiledeploy.errors import ConversionError, DataError, ToleranceError, UsageError
+from mobiledeploy.export import MANIFEST, STAGING_PREFIX, ExportConfig, export_model, keras_outputs, sha256_file
+from mobiledeploy.metrics import max_abs_diff, sqnr_db, top1_agreement
+
+STEM = "mobilenet_v1_0.25_32"
+REFERENCE = Path(__file__).resolve().parent.parent / "models" / "mobilenet_v1_0.25_32_digits.keras"
+
+
+@pytest.fixture(scope="module")
+def model_file():
+    if not REFERENCE.exists():
+        pytest.skip(f"reference model {REFERENCE.name} not in models/ yet")
+    return REFERENCE
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tiny_keras, tmp_path_factory):
+    path = tmp_path_factory.mktemp("src") / "tiny_random.keras"
+    tiny_keras.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(model_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    cfg = ExportConfig(model_path=str(model_file), formats=("tflite", "onnx", "keras"),
+                       precisions=("fp32", "fp16", "dynamic", "int8"), int8_io=True,
+                       calib="digits", calib_samples=64, validate_samples=32, out=str(out))
+    warnings = []
+    steps = []
+
+    def progress(name):
+        import contextlib
+
+        steps.append(name)
+        return contextlib.nullcontext()
+
+    result = export_model(cfg, progress=progress, warn=warnings.append)
+    return result, out, warnings, steps
+
+
+@pytest.fixture(scope="module")
+def check_data():
+    """Fresh digits (not the validation subset) to check the artifacts independently."""
+    from mobiledeploy.data import load_dataset
+
+    return load_dataset("digits", resolution=32, split="test", limit=48, seed=7).x
+
+
+@pytest.fixture(scope="module")
+def keras_ref(model_file, check_data):
+    from mobiledeploy.archs import load_model
+
+    return keras_outputs(load_model(model_file), check_data)
+
+
+def _artifact(result, fmt, precision):
+    (a,) = [a for a in result.artifacts if a.format == fmt and a.precision == precision]
+    return a
+
+
+def test_files_and_manifest(exported):
+    result, out, warnings, steps = exported
+    names = sorted(p.name for p in out.iterdir())
+    expected = sorted([f"{STEM}_{p}.tflite" for p in ("fp32", "fp16", "dynamic", "int8")]
+                      + [f"{STEM}_{p}.onnx" for p in ("fp32", "dynamic", "int8")]
+                      + [f"{STEM}_fp32.keras", MANIFEST])
+    assert names == expected  # no staging directory, no intermediate file left behind
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest == json.loads(json.dumps(result.to_json()))
+    assert manifest["schema_version"] == 1
+    m = manifest["model"]
+    assert (m["arch"], m["alpha"], m["resolution"], m["classes"]) == ("mobilenet_v1", 0.25, 32, 10)
+    assert m["input_shape"] == [1, 32, 32, 3] and m["preprocessing"] == "mobilenet"
+    assert m["params"] == 212906 and m["macs"] > 0
+    assert manifest["calibration"]["source"] == "digits" and manifest["calibration"]["samples"] == 64
+    assert manifest["skipped"] == [{"format": "onnx", "precision": "fp16",
+                                    "reason": "onnx has no fp16 export (available: fp32, dynamic, int8)"}]
+    assert any("skipped onnx fp16" in w for w in warnings)
+    for key in ("tensorflow", "onnxruntime", "tf2onnx", "ai-edge-litert", "keras"):
+        assert key in manifest["versions"]
+    for a in manifest["artifacts"]:
+        path = out / a["file"]
+        assert a["size_bytes"] == path.stat().st_size and a["sha256"] == sha256_file(path)
+    assert "tflite int8" in steps and "onnx int8" in steps
+
+
+def test_onnx_quant_types_recorded(exported):
+    q = exported[0].to_json()["quantization"]["onnx"]
+    assert q["types"] in ("s8s8", "u8s8") and q["format"] == "QDQ" and q["per_channel"] is True
+    assert q["reduce_range"] == (q["types"] == "u8s8") and q["reason"]
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_fp32_matches_keras(exported, keras_ref, check_data, fmt):
+    result, out, *_ = exported
+    a = _artifact(result, fmt, "fp32")
+    assert a.validation.status == "pass" and a.validation.max_abs_diff <= 1e-4
+    # independently, on other inputs than the exporter validated on
+    got = runtimes.predict(runtimes.open_session(out / a.file), check_data)
+    assert got.shape == keras_ref.shape
+    assert max_abs_diff(keras_ref, got) <= 1e-4
+
+
+def test_fp16_tflite_within_its_rule(exported, keras_ref, check_data):
+    result, out, *_ = exported
+    a = _artifact(result, "tflite", "fp16")
+    assert a.validation.tolerance == pytest.approx(1e-2) and a.validation.status == "pass"
+    got = runtimes.predict(runtimes.open_session(out / a.file), check_data)
+    assert max_abs_diff(keras_ref, got) <= 1e-2
+    assert top1_agreement(keras_ref, got) >= 0.95
+    fp32 = _artifact(result, "tflite", "fp32")
+    assert a.size_bytes < 0.7 * fp32.size_bytes  # half-precision weights
+
+
+@pytest.mark.parametrize("fmt, precision", [("tflite", "int8"), ("onnx", "int8"),
+                                            ("tflite", "dynamic"), ("onnx", "dynamic")])
+def test_quantized_agree_with_keras(exported, keras_ref, check_data, fmt, precision):
+    result, out, *_ = exported
+    a = _artifact(result, fmt, precision)
+    v = a.validation
+    assert v.status == "reported" and v.tolerance is None
+    assert v.top1_agreement >= 0.9 and 25.0 < v.sqnr_db < math.inf
+    got = runtimes.predict(runtimes.open_session(out / a.file), check_data)
+    assert top1_agreement(keras_ref, got) >= 0.9
+    assert sqnr_db(keras_ref, got) > 25.0
+    assert max_abs_diff(keras_ref, got) > 0  # really quantized, not a float copy
+    assert a.size_bytes < 0.5 * _artifact(result, fmt, "fp32").size_bytes
+
+
+def test_int8_io_dtypes(exported):
+    result, out, *_ = exported
+    sess = runtimes.open_session(out / _artifact(result, "tflite", "int8").file)
+    assert sess.inputs[0].dtype == np.int8 and sess.outputs[0].dtype == np.int8
+    assert sess.inputs[0].quantized
+    onnx = runtimes.open_session(out / _artifact(result, "onnx", "int8").file)
+    assert onnx.inputs[0].dtype == np.float32  # QDQ keeps float I/O
+    assert _artifact(result, "tflite", "int8").validation.input_dtype == "int8"
+
+
+def test_keras_source_round_trips(exported):
+    a = _artifact(exported[0], "keras", "fp32")
+    assert a.validation.status == "pass" and a.validation.max_abs_diff == 0.0
+
+
+# ------------------------------------------------------------------ failures leave --out as it was
+
+
+def _snapshot(d: Path) -> dict:
+    return {p.name: p.read_bytes() for p in d.iterdir()}
+
+
+@pytest.fixture
+def out_with_old_file(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    return out
+
+
+def test_converter_failure_leaves_out_untouched(tiny_file, out_with_old_file, monkeypatch):
+    import mobiledeploy.convert.onnx as conv_onnx
+
+    def boom(*a, **k):
+        raise ConversionError("ONNX conversion (tf2onnx) failed: simulated")
+
+    monkeypatch.setattr(conv_onnx, "convert", boom)
+    before = _snapshot(out_with_old_file)
+    cfg = ExportConfig(model_path=str(tiny_file), precisions=("fp32",), calib_samples=8, validate_samples=4,
+                       out=str(out_with_old_file))
+    with pytest.raises(ConversionError, match="simulated"):
+        export_model(cfg)
+    assert _snapshot(out_with_old_file) == before
+
+
+def test_ctrl_c_during_validation_leaves_out_untouched(tiny_file, out_with_old_file, monkeypatch):
+    import mobiledeploy.export as ex
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "validate_artifact", interrupted)
+    before = _snapshot(out_with_old_file)
+    cfg = ExportConfig(model_path=str(tiny_file), formats=("tflite",), precisions=("fp32",), calib_samples=8,
+                       validate_samples=4, out=str(out_with_old_file))
+    with pytest.raises(KeyboardInterrupt):
+        export_model(cfg)
+    assert _snapshot(out_with_old_file) == before
+    assert not any(p.name.startswith(STAGING_PREFIX) for p in out_with_old_file.iterdir())
+
+
+def test_tolerance_strict_fails_and_no_strict_keeps(model_file, out_with_old_file, tmp_path):
+    before = _snapshot(out_with_old_file)
+    cfg = ExportConfig(model_path=str(model_file), formats=("tflite",), precisions=("fp16",), atol=0.0,
+                       calib_samples=8, validate_samples=8, out=str(out_with_old_file))
+    with pytest.raises(ToleranceError, match=r"fp16\.tflite differs .*tolerance 0 for fp16.*--no-strict"):
+        export_model(cfg)
+    assert _snapshot(out_with_old_file) == before
+
+    warnings = []
+    out2 = tmp_path / "lenient"
+    res = export_model(ExportConfig(**{**cfg.__dict__, "strict": False, "out": str(out2)}), warn=warnings.append)
+    (a,) = res.artifacts
+    assert a.validation.status == "fail" and a.validation.max_abs_diff > 0
+    assert any("--no-strict" in w for w in warnings)
+    assert (out2 / a.file).exists()
+
+
+def test_new_out_dir_removed_on_failure(tiny_file, tmp_path, monkeypatch):
+    import mobiledeploy.convert.tflite as conv_tflite
+
+    monkeypatch.setattr(conv_tflite, "convert", lambda *a, **k: (_ for _ in ()).throw(ConversionError("x")))
+    out = tmp_path / "fresh"
+    with pytest.raises(ConversionError):
+        export_model(ExportConfig(model_path=str(tiny_file), formats=("tflite",), precisions=("fp32",),
+                                  calib_samples=4, validate_samples=4, out=str(out)))
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ calibration sources
+
+
+def test_calibration_from_folder_counts_skipped(tmp_path):
+    from PIL import Image
+
+    from mobiledeploy.calibration import load_calibration
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    cal = load_calibration(str(folder), resolution=32, preprocessing="mobilenet", samples=4, validate=8)
+    assert cal.calib.shape == (4, 32, 32, 3) and cal.validation.shape == (2, 32, 32, 3)
+    assert cal.skipped == 1 and cal.calib.min() >= -1 and cal.calib.max() <= 1
+    assert any("skipped 1 unreadable" in w for w in cal.warnings)
+    small = load_calibration(str(folder), resolution=32, preprocessing="mobilenet", samples=100, validate=8)
+    assert small.calib.shape[0] == 6 and "no held-out" in small.validation_inputs
+
+
+def test_calibration_random_warns_and_empty_folder_fails(tmp_path):
+    from mobiledeploy.calibration import load_calibration
+
+    cal = load_calibration("random", resolution=32, preprocessing="mobilenet", samples=5, validate=3)
+    assert cal.calib.shape == (5, 32, 32, 3) and "meaningless" in cal.warnings[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "bad.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError, match="empty.*1 unreadable"):
+        load_calibration(str(empty), resolution=32, preprocessing="mobilenet", samples=5, validate=3)
+
+
+def test_onnx_type_choice():
+    from mobiledeploy.quant import choose_onnx_types
+
+    assert choose_onnx_types(machine="x86_64", flags={"avx2"}).name == "u8s8"
+    assert choose_onnx_types(machine="x86_64", flags={"avx2"}).reduce_range is True
+    assert choose_onnx_types(machine="x86_64", flags={"avx512_vnni"}).name == "s8s8"
+    assert choose_onnx_types(machine="aarch64").name == "s8s8"
+    assert choose_onnx_types("s8s8", machine="x86_64", flags=set()).reason == "set by --onnx-quant-types"
+    with pytest.raises(UsageError, match="--onnx-quant-types"):
+        choose_onnx_types("u8u8")
