@@ -247,3 +247,29 @@ def estimate(config: EstimateConfig) -> Estimate:
 
 def with_params(model: CostModel, **changes) -> CostModel:
     return replace(model, **changes)
+
+
+def estimates_for(paths, target, *, threads: int | None = None) -> dict[str, dict]:
+    """``{path: {"estimate_ms", "precision", "threads", "fitted"}}`` on ``target``'s device,
+    for the device-estimate column of ``bench``. A model that cannot be estimated gets
+    ``{"estimate_error": message}``; nothing raises per model."""
+    from mobiledeploy import info
+    from mobiledeploy.errors import MobiledeployError
+
+    out: dict[str, dict] = {}
+    try:
+        model = cost_model_for(target, threads=threads)
+    except MobiledeployError as e:
+        return {str(p): {"estimate_error": str(e)} for p in paths}
+    for p in paths:
+        try:
+            stats = info.model_stats(p)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                e = estimate_layers(stats.layers, model, precision=stats.precision, threads=threads,
+                                    name=str(p), warn_other=False)
+            out[str(p)] = {"estimate_ms": e.latency_ms, "precision": e.precision, "threads": e.threads,
+                           "fitted": e.fitted, "label": e.label}
+        except MobiledeployError as err:
+            out[str(p)] = {"estimate_error": str(err)}
+    return out

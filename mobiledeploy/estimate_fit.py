@@ -9,10 +9,9 @@ pull towards that prior so a handful of rows cannot send a parameter to an absur
 - ``int8``: int8 efficiencies only; ``overhead``: the per-op overhead;
 - ``bandwidth``: the effective memory bandwidth; ``threads``: the thread efficiency.
 
-With n rows the default set is: 1 -> scale; 2 -> compute, overhead; 3 -> + depthwise;
-4+ -> + bandwidth; then + int8 when rows mix fp32 and int8, + threads when rows mix
-thread counts, as long as rows >= parameters. Asking for more parameters than rows is
-an error.
+With n rows the default set is the first n of: compute, int8 (when rows mix fp32 and
+int8), threads (when rows mix thread counts), overhead, depthwise, bandwidth; one row
+fits ``scale`` alone. Asking for more parameters than rows is an error.
 """
 
 from __future__ import annotations
@@ -85,15 +84,17 @@ def _apply(base: CostModel, names: tuple[str, ...], theta) -> CostModel:
 
 
 def default_params(rows: list[Measurement]) -> tuple[str, ...]:
+    """As many parameters as the rows allow, most telling first (see the module docstring)."""
     n = len(rows)
     if n <= 1:
         return ("scale",)
-    names = ["compute", "overhead", "depthwise", "bandwidth"][: min(n, 4)]
-    if len({r.precision == "int8" for r in rows}) > 1 and n > len(names):
-        names.append("int8")
-    if len({r.threads for r in rows}) > 1 and n > len(names):
-        names.append("threads")
-    return tuple(names)
+    order = ["compute"]
+    if len({r.precision == "int8" for r in rows}) > 1:
+        order.append("int8")
+    if len({r.threads for r in rows}) > 1:
+        order.append("threads")
+    order += ["overhead", "depthwise", "bandwidth"]
+    return tuple(order[:n])
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ def test_fit_errors():
         fit(_model(), rows, params=("gravity",))
     mixed = rows + [Measurement("q", NETS[3], "int8", 4, 1.0), Measurement("r", NETS[4], "fp32", 1, 2.0),
                     Measurement("s", NETS[5], "int8", 1, 2.0), Measurement("t", NETS[1], "fp32", 4, 2.0)]
-    assert default_params(mixed) == ("compute", "overhead", "depthwise", "bandwidth", "int8", "threads")
+    assert default_params(mixed) == ("compute", "int8", "threads", "overhead", "depthwise", "bandwidth")
+    assert default_params(mixed[:2]) == ("compute", "overhead")
 
 
 def test_target_without_figures_or_peak_is_a_usage_error(tmp_path):
@@ -207,3 +208,14 @@ def test_calibrate_too_few_rows_for_params(model_dir, tmp_path):
                                  "--out", str(tmp_path / "x.toml"), "--params", "compute,overhead"])
     assert r.exit_code == 2 and "too few rows: 1 measurement(s) cannot fit 2 parameters" in r.stderr
     assert not (tmp_path / "x.toml").exists()
+
+
+def test_bench_shows_the_device_estimate_in_its_own_column(model_dir):
+    path = str(model_dir / "fp32.tflite")
+    r = CliRunner().invoke(cli, ["bench", path, "--target", "pixel4-big", "--runs", "2", "--warmup", "0",
+                                 "--json", "-"])
+    assert r.exit_code == 0, r.output + r.stderr
+    est = json.loads(r.stdout)["device_estimates"][path]
+    assert est["estimate_ms"] > 0 and "not a measurement" in est["label"]
+    r = CliRunner().invoke(cli, ["bench", path, "--target", "pixel4-big", "--runs", "2", "--warmup", "0"])
+    assert "pixel4-big est. ms (device estimate)" in r.stdout and "not pixel4-big latency" in r.stdout
