@@ -71,14 +71,25 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     cores = ",".join(map(str, settings.affinity)) if settings.affinity else "not pinned"
     title = (f"{settings.label}: {settings.threads} thread(s), cores {cores}, "
              f"XNNPACK {'on' if settings.xnnpack else 'off'}, ORT opt {settings.ort_opt_level}")
-    emit_json(json_path, report.to_json(samples=samples))
+    columns, extras, report_json = None, {}, report.to_json(samples=samples)
+    if target.name != "host":  # the cost model's estimate for the device, in its own column
+        from mobiledeploy.estimate import estimates_for
+
+        extras = estimates_for([r.model for r in report.results if r.ok], target, threads=threads)
+        report_json["device_estimates"] = extras
+        columns = rep.COLUMNS + [rep.Column(
+            f"{target.name} est. ms (device estimate)",
+            lambda r, x: f"{x['estimate_ms']:.2f}" if "estimate_ms" in x else "-")]
+    emit_json(json_path, report_json)
     if md_path:
-        io.write_text(md_path, rep.markdown_table(report.results, title=title, notes=settings.notes))
+        io.write_text(md_path, rep.markdown_table(report.results, title=title, notes=settings.notes,
+                                                  columns=columns, extras=extras))
     if json_path != "-":
         out = stdout_console()
-        out.print(rep.rich_table(report.results, title=title))
+        out.print(rep.rich_table(report.results, title=title, columns=columns, extras=extras))
         if target.name != "host":
-            out.print(f"These are host timings with {target.name}'s settings, not {target.name} latency.")
+            out.print(f"These are host timings with {target.name}'s settings, not {target.name} latency; "
+                      f"the last column is the cost model's estimate for the device (`mobiledeploy estimate`).")
     failed = report.failed
     if not failed:
         return
