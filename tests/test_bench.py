@@ -145,6 +145,20 @@ def test_target_profile_pins_cores_and_labels_output(tiny_tflite, tmp_path):
     assert data["results"][0]["threads"] == 1
 
 
+def test_user_target_file_and_overrides_on_cli(tiny_onnx, tmp_path):
+    core = tg.host_cores()[-1]
+    p = tmp_path / "mine.toml"
+    p.write_text(f'name = "mine"\n[run]\nthreads = 2\naffinity = [{core}]\nort_opt_level = "basic"\n')
+    res = CliRunner().invoke(cli, ["bench", str(tiny_onnx), "--target-file", str(p), "--threads", "1",
+                                   "--runs", "3", "--warmup", "0", "--json", "-"])
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["label"] == "host latency, mine settings"
+    assert data["settings"]["ort_opt_level"] == "basic" and data["settings"]["affinity"] == [core]
+    row = data["results"][0]
+    assert row["threads"] == 1 and row["cores"] == [core] and row["runs"] == 3
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["missing.tflite"], 2, "model path not found"),
     (["{empty}"], 2, "holds no .tflite or .onnx models"),

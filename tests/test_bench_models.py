@@ -156,3 +156,32 @@ def test_quantized_inputs_are_fed_with_scale_and_zero_point(tiny_tflite_int8):
     assert x.min() <= -120 and x.max() >= 120
     real = (x.astype(np.float32) - spec.zero_point) * spec.scale
     assert -1.1 < real.min() < -0.9 and 0.9 < real.max() < 1.1  # MobileNet input range [-1, 1]
+
+
+def _onnx_endless_loop(path):
+    """A valid ONNX model that never finishes: a Loop with 2**62 iterations."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["x_in", "one"], ["x_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.ones(1, np.float32), "one")])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", "cond", "X"], ["Y"], body=body)], "endless",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.array(2**62, np.int64), "M"), numpy_helper.from_array(np.array(True), "cond")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_model_that_hangs_the_runtime_is_killed_at_the_timeout(tmp_path):
+    path = _onnx_endless_loop(tmp_path / "endless.onnx")
+    r = b.bench_model(path, b.BenchSettings(warmup=0, runs=1, timeout_s=3))
+    assert r.status == "error" and r.error.startswith("timed out after 3 s"), r.error
