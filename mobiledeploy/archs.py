@@ -174,7 +174,7 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False):
         return keras.models.load_model(str(p), compile=False, safe_mode=not unsafe)
     except ValueError as e:
         msg = _one_line(e)
-        if "safe_mode" in msg or "unsafe" in msg.lower() or "arbitrary code" in msg:
+        if "safe_mode=False" in msg or "arbitrary code execution" in msg:  # Keras' own wording
             raise UsageError(f"{p.name} needs unsafe deserialization (it contains a Lambda layer or other "
                              f"Python code); pass --unsafe-load only if you trust this file") from None
         raise UsageError(f"cannot load Keras model {str(p)!r} (--model): {msg[:300]}") from None
