@@ -193,7 +193,10 @@ def _onnx_report(ref, x) -> PerLayerReport:
                     faug = Path(tmp) / "float_aug.onnx"
                     modify_model_output_intermediate_tensors(float_path, faug)
                     f_acts = collect_activations(str(faug), Reader())
-                errors = compute_activation_error(create_activation_matching(q_acts, f_acts))
+                matching = create_activation_matching(q_acts, f_acts)
+                for m in matching.values():  # ORT reads m["float"] even when no float model was given
+                    m.setdefault("float", [])
+                errors = compute_activation_error(matching)
         except Exception as e:  # noqa: BLE001 - ORT raises its own types
             raise ConversionError(f"qdq_loss_debug failed on {ref.name}: {' '.join(str(e).split())[:300]}") from None
     layers = []
