@@ -21,7 +21,7 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, ContextManager
 
@@ -124,6 +124,7 @@ class ExportResult:
     versions: dict
     warnings: tuple[str, ...]
     seconds: float
+    timings: dict = field(default_factory=dict)  # step -> wall seconds
 
     def to_json(self) -> dict:
         """The manifest (``manifest.json``)."""
@@ -131,7 +132,8 @@ class ExportResult:
                 "artifacts": [a.to_json() for a in self.artifacts], "skipped": list(self.skipped),
                 "calibration": self.calibration, "quantization": self.quantization,
                 "versions": self.versions, "warnings": list(self.warnings),
-                "export_seconds": round(self.seconds, 2)}
+                "export_seconds": round(self.seconds, 2),
+                "timings_s": {k: round(v, 2) for k, v in self.timings.items()}}
 
 
 Progress = Callable[[str], ContextManager]
@@ -141,7 +143,15 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None,
                  warn: Callable[[str], None] | None = None) -> ExportResult:
     """Run the export described by ``config``; see the module docstring."""
     t0 = time.perf_counter()
-    step = progress or (lambda _name: contextlib.nullcontext())
+    outer = progress or (lambda _name: contextlib.nullcontext())
+    timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(name: str):
+        t = time.perf_counter()
+        with outer(name):
+            yield
+        timings[name] = time.perf_counter() - t
     warnings: list[str] = []
 
     def _warn(msg: str) -> None:
@@ -156,6 +166,7 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None,
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
     try:
         result = _export(config, out, staging, step, _warn, warnings, t0)
+        result = replace(result, timings=dict(timings))
         _commit(staging, out, [a.path for a in result.artifacts], result.to_json())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
