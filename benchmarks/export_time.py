@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -23,19 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from mobiledeploy.bench import host_info
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "export_time.json"
 TARGET_S = 20.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -73,8 +64,7 @@ def main() -> int:
         "runs": len(runs), "median_wall_s": round(statistics.median(walls), 2), "min_wall_s": min(walls),
         "max_wall_s": max(walls), "median_cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
         "target_s": TARGET_S, "meets_target_median": statistics.median(walls) <= TARGET_S,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_1m_before": round(load_before[0], 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "machine": {**host_info(), "load_avg_1m_before": round(load_before[0], 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
                     "note": "shared machine: other jobs were running; load average > cores means contention"},
         "per_run": runs,
         "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
