@@ -77,6 +77,58 @@ def test_segfault_and_hang_become_error_rows(tiny_tflite, monkeypatch):
     assert r.status == "error" and r.error == "RuntimeError: deliberate failure from " + FAULT_ENV
 
 
+def _tflite_split_zero(path):
+    """A flatbuffer-valid TFLite model that segfaults LiteRT: SPLIT with num_splits = 0.
+
+    The builtin kernels reject it in Prepare; with XNNPACK (the default) LiteRT 2.3
+    crashes with SIGSEGV while applying the delegate. Built with the schema's object API,
+    so no TensorFlow is needed.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    m = s.ModelT()
+    m.version = 3
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.SPLIT
+    code.version = 1
+    m.operatorCodes = [code]
+    axis = s.BufferT()
+    axis.data = list(np.array(1, np.int32).tobytes())
+    m.buffers = [s.BufferT(), axis]
+    tensors = []
+    for i, (shape, ttype, buf) in enumerate([((), s.TensorType.INT32, 1), ((1, 4), s.TensorType.FLOAT32, 0),
+                                             ((1, 4), s.TensorType.FLOAT32, 0)]):
+        t = s.TensorT()
+        t.shape, t.type, t.buffer, t.name = list(shape), ttype, buf, f"t{i}".encode()
+        tensors.append(t)
+    opts = s.SplitOptionsT()
+    opts.numSplits = 0
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1], [2]
+    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.SplitOptions, opts
+    sg = s.SubGraphT()
+    sg.tensors, sg.operators, sg.inputs, sg.outputs = tensors, [op], [1], [2]
+    m.subgraphs = [sg]
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    path.write_bytes(bytes(b.Output()))
+    return path
+
+
+def test_a_model_that_crashes_the_runtime_is_an_error_row(tiny_tflite, tmp_path):
+    crash = _tflite_split_zero(tmp_path / "split0.tflite")
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(cli, ["bench", str(crash), str(tiny_tflite), *FAST_ARGS, "--json", str(out)])
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines() == [f"error: {crash}: crashed with signal SIGSEGV"]
+    rows = json.loads(out.read_text())["results"]
+    assert [row["status"] for row in rows] == ["error", "ok"]  # the next model still ran
+    # the builtin kernels refuse the same file cleanly
+    r = b.bench_model(crash, b.BenchSettings(xnnpack=False, warmup=0, runs=1))
+    assert r.status == "error" and "SPLIT" in r.error and "crashed" not in r.error
+
+
 def test_hang_on_cli_still_benches_the_rest_and_exits_1(tiny_tflite, tmp_path, monkeypatch):
     # the hook makes the child hang: the timeout kills it, the row says why, exit 1, JSON written
     monkeypatch.setenv(FAULT_ENV, "sleep")
