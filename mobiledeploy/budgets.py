@@ -120,6 +120,8 @@ class LatencySpec:
     max_rounds: int = 40
     max_time_s: float = 60.0  # per check: stop taking rounds after this
     confidence: float = 0.95
+    threads: int | None = 1  # threads per measurement; None = the target profile's ("target")
+    statistic: str = "min"  # what summarises one measurement: min | p10 | median
     warmup: int = 5
     min_runs: int = 20  # each child measurement times at least this many runs...
     min_time_s: float = 0.3  # ...and for at least this long
@@ -146,8 +148,9 @@ class BudgetFile:
 
 _TOP_KEYS = {"schema_version", "artifacts", "target", "data", "latency", "yardstick", "artifact"}
 _DATA_KEYS = {"source", "split", "limit", "preprocessing"}
-_LATENCY_KEYS = {"rounds", "max_rounds", "max_time_s", "confidence", "warmup", "min_runs", "min_time_s",
-                 "timeout_s"}
+_LATENCY_KEYS = {"rounds", "max_rounds", "max_time_s", "confidence", "threads", "statistic", "warmup", "min_runs",
+                 "min_time_s", "timeout_s"}
+STATISTICS = ("min", "p10", "median")
 _YARDSTICK_KEYS = {"reference_ms", "machine"}
 _ARTIFACT_KEYS = {"name", "path", "baseline", "float", *SELECTOR_KEYS, *LIMIT_KEYS}
 
@@ -249,6 +252,8 @@ def parse_budgets(doc: dict, *, path: Path) -> BudgetFile:
         max_rounds=_or(ctx.number(lt, "max_rounds", "[latency]", low=3, integer=True), defaults.max_rounds),
         max_time_s=_or(ctx.number(lt, "max_time_s", "[latency]", low=0, low_open=True), defaults.max_time_s),
         confidence=_or(ctx.number(lt, "confidence", "[latency]", low=0.5, high=0.999), defaults.confidence),
+        threads=_threads(ctx, lt, defaults.threads),
+        statistic=ctx.string(lt, "statistic", "[latency]", choices=STATISTICS) or defaults.statistic,
         warmup=_or(ctx.number(lt, "warmup", "[latency]", low=0, integer=True), defaults.warmup),
         min_runs=_or(ctx.number(lt, "min_runs", "[latency]", low=1, integer=True), defaults.min_runs),
         min_time_s=_or(ctx.number(lt, "min_time_s", "[latency]", low=0, low_open=True), defaults.min_time_s),
@@ -277,6 +282,14 @@ def parse_budgets(doc: dict, *, path: Path) -> BudgetFile:
         budgets.append(b)
     return BudgetFile(path=path, artifacts_dir=artifacts_dir, target=target, data=data, latency=latency,
                       yardstick_ms=yardstick_ms, yardstick_machine=machine, budgets=tuple(budgets))
+
+
+def _threads(ctx: _Ctx, lt: dict, default: int | None) -> int | None:
+    if lt.get("threads") == "target":
+        return None
+    if isinstance(lt.get("threads"), str):
+        raise ctx.fail("[latency]", f"threads = {lt['threads']!r}: expected an integer or \"target\"")
+    return _or(ctx.number(lt, "threads", "[latency]", low=1, integer=True), default)
 
 
 def _or(v, default):

@@ -276,9 +276,8 @@ def _resolve_baseline(b: ArtifactBudget, art: Resolved, res: Resolver, base_file
     if base_res is not None:
         if b.baseline is not None:
             return base_res.resolve(b.baseline, what=what, like=art)
-        same = base_res.root / art.path.name
-        if same.is_file() or base_res.manifest is None:
-            return base_res.by_path(str(same), what=what)
+        if (base_res.root / art.path.name).is_file() or base_res.manifest is None:
+            return base_res.by_path(art.path.name, what=what)
         return base_res.by_selector(art.selector, what=what)
     if b.baseline is not None:
         return res.resolve(b.baseline, what=what, like=art)
@@ -335,7 +334,7 @@ def run_check(cfg: CheckConfig) -> CheckReport:
     finally:
         meter.close()
     env = {"target": target.to_json() if hasattr(target, "to_json") else target.name,
-           "yardstick": meter.yardstick_info(bf.yardstick_machine),
+           "latency": meter.describe(), "yardstick": meter.yardstick_info(bf.yardstick_machine),
            "data": {"source": bf.data.source, "split": bf.data.split, "limit": bf.data.limit}}
     return CheckReport(budget=str(bf.path), target=target.name, strict=cfg.strict, outcomes=tuple(outcomes),
                        elapsed_s=round(time.monotonic() - t0, 2), environment=env)
@@ -361,6 +360,21 @@ def size_check(name: str, path: Path, max_kb: float) -> CheckOutcome:
                         measured=kb, detail=f"{size} bytes", extra={"size_bytes": size, "file": str(path)})
 
 
+def _input_resolution(path: Path) -> int:
+    """H of the model's NHWC input, read without running it (runtimes are cheap to load)."""
+    from mobiledeploy import runtimes
+
+    try:
+        sess = runtimes.open_session(path)
+        return int(runtimes.input_shape(sess, sess.inputs[0])[1])
+    except MobiledeployError:
+        raise
+    except Exception as e:  # a file the runtime cannot describe: the check row says so
+        from mobiledeploy.errors import RuntimeFailure
+
+        raise RuntimeFailure(f"cannot read the input shape of {path.name}: {e}") from None
+
+
 class _Accuracy:
     """Top-1 of artifacts on the budget's data, each data set loaded once per resolution."""
 
@@ -381,16 +395,17 @@ class _Accuracy:
         return self._data[key]
 
     def top1(self, art: Resolved) -> tuple[float, int]:
+        """(top-1, samples) from ``mobiledeploy.evaluate`` (the model runs in a child process)."""
         key = art.path.resolve()
         if key not in self._top1:
-            from mobiledeploy import runtimes
-            from mobiledeploy.metrics import topk_accuracy
+            from mobiledeploy.errors import RuntimeFailure
+            from mobiledeploy.evaluate import evaluate
 
-            sess = runtimes.open_session(art.path)
-            res = runtimes.input_shape(sess, sess.inputs[0])[1]
-            ds = self.dataset(art, res)
-            scores = runtimes.predict(sess, ds.x)
-            self._top1[key] = (float(topk_accuracy(scores, ds.y, 1)), int(len(ds.y)))
+            res = art.selector.resolution or _input_resolution(art.path)
+            r = evaluate([str(art.path)], self.dataset(art, res)).results[0]
+            if r.status != "ok" or r.top1 is None:
+                raise RuntimeFailure(f"cannot evaluate {art.path.name}: {r.error or 'no result'}")
+            self._top1[key] = (float(r.top1), int(r.samples))
         return self._top1[key]
 
     def min_top1(self, name: str, art: Resolved, limit: float) -> CheckOutcome:

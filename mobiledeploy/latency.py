@@ -45,17 +45,17 @@ class LatencyMeter:
         from mobiledeploy.bench import settings_for_target
 
         self.target, self.spec = target, spec
-        self.settings = settings_for_target(target, warmup=spec.warmup, min_time_s=spec.min_time_s, runs=spec.min_runs,
-                                            timeout_s=spec.timeout_s)
+        self.settings = settings_for_target(target, threads=spec.threads, warmup=spec.warmup,
+                                            min_time_s=spec.min_time_s, runs=spec.min_runs, timeout_s=spec.timeout_s)
         self.say = progress or (lambda msg: None)
         self._bench = bench
         self._yard_dir: Path | None = None
-        self._yard_medians: list[float] = []
+        self._yard_ms: list[float] = []
 
     # -- measuring
 
     def measure(self, path: Path) -> float:
-        """Median latency (ms) of one child-process measurement of ``path``."""
+        """One child-process measurement of ``path``, summarised by ``spec.statistic`` (ms)."""
         if self._bench is None:
             from mobiledeploy.bench import bench_model
 
@@ -63,7 +63,7 @@ class LatencyMeter:
         r = self._bench(path, self.settings)
         if r.status == "error" or not r.samples_ms:
             raise MeasureError(f"{Path(path).name}: {r.error or 'no samples'}")
-        return float(statistics.median(r.samples_ms))
+        return summarise(r.samples_ms, self.spec.statistic)
 
     def compare(self, candidate: Path, baseline: Path, limit: float, *, label: str) -> dict:
         """Paired rounds until decided or out of rounds/time. Returns the evidence."""
@@ -115,7 +115,7 @@ class LatencyMeter:
         except MeasureError as e:
             return CheckOutcome(name, "latency_ms", float(max_ms), "<=", "ms", ERROR, detail=str(e))
         est = ev["estimate"]
-        self._yard_medians += ev["baseline_ms"]
+        self._yard_ms += ev["baseline_ms"]
         here = statistics.geometric_mean(ev["baseline_ms"])
         scale = here / reference_ms
         return CheckOutcome(
@@ -142,13 +142,30 @@ class LatencyMeter:
     def yardstick_info(self, machine: str | None = None) -> dict:
         from mobiledeploy.yardstick import YARDSTICK_VERSION
 
-        here = statistics.geometric_mean(self._yard_medians) if self._yard_medians else None
+        here = statistics.geometric_mean(self._yard_ms) if self._yard_ms else None
         return {"version": YARDSTICK_VERSION, "measured_ms": here, "reference_machine": machine}
+
+    def describe(self) -> dict:
+        """How latency was measured, for reports."""
+        import dataclasses
+
+        return {**dataclasses.asdict(self.spec), "threads": self.settings.threads,
+                "label": f"host latency, {self.target.name} settings, {self.settings.threads} thread(s)"}
 
     def close(self) -> None:
         if self._yard_dir is not None:
             shutil.rmtree(self._yard_dir, ignore_errors=True)
             self._yard_dir = None
+
+
+def summarise(samples_ms, statistic: str) -> float:
+    """One measurement's figure. ``min`` (default) is the run least disturbed by other
+    processes: contention only ever adds time, so on a shared machine the minimum of a
+    few hundred runs is far steadier than the median (docs/check.md has the figures)."""
+    import numpy as np
+
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return float({"min": np.min, "median": np.median, "p10": lambda x: np.percentile(x, 10)}[statistic](a))
 
 
 def _detail(ev: dict, what: str) -> str:
@@ -163,10 +180,10 @@ def measure_yardstick(target, spec: LatencySpec, *, rounds: int = 5,
     meter = LatencyMeter(target, spec, progress=progress)
     try:
         path = meter.yardstick_path()
-        medians = []
+        figures = []
         for i in range(rounds):
-            medians.append(meter.measure(path))
-            meter.say(f"yardstick round {i + 1}/{rounds}: {medians[-1]:.4f} ms")
+            figures.append(meter.measure(path))
+            meter.say(f"yardstick round {i + 1}/{rounds}: {figures[-1]:.4f} ms ({spec.statistic})")
     except MeasureError as e:
         from mobiledeploy.errors import RuntimeFailure
 
@@ -175,5 +192,5 @@ def measure_yardstick(target, spec: LatencySpec, *, rounds: int = 5,
         meter.close()
     from mobiledeploy.yardstick import YARDSTICK_VERSION
 
-    return {"target": target.name, "version": YARDSTICK_VERSION, "rounds": rounds,
-            "median_ms": float(statistics.median(medians)), "medians_ms": medians}
+    return {"target": target.name, "version": YARDSTICK_VERSION, "rounds": rounds, "statistic": spec.statistic,
+            "threads": meter.settings.threads, "median_ms": float(statistics.median(figures)), "figures_ms": figures}

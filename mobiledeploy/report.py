@@ -59,8 +59,7 @@ def rows(report: CheckReport) -> list[tuple[str, str, str, str, str, str]]:
 def print_table(report: CheckReport, console) -> None:
     from rich.table import Table
 
-    t = Table(title=f"mobiledeploy check: {report.budget} (target {report.target}; "
-                    f"latency = host latency, {report.target} settings)", title_justify="left")
+    t = Table(title=f"mobiledeploy check: {report.budget} ({_latency_label(report)})", title_justify="left")
     for col in ("check", "limit", "measured", "interval", "verdict"):
         t.add_column(col, no_wrap=col != "check", justify="right" if col in ("limit", "measured") else "left")
     for o, r in zip(report.outcomes, rows(report)):
@@ -70,6 +69,10 @@ def print_table(report: CheckReport, console) -> None:
         if o.verdict in (FAIL, ERROR, INCONCLUSIVE) and r[5]:
             console.print(f"  {o.name}: {r[5]}")
     console.print(report.summary())
+
+
+def _latency_label(report: CheckReport) -> str:
+    return report.environment.get("latency", {}).get("label") or f"host latency, {report.target} settings"
 
 
 def junit_xml(report: CheckReport) -> bytes:
@@ -109,8 +112,8 @@ def markdown(report: CheckReport) -> str:
         return s.replace("|", "\\|").replace("\n", " ")
 
     lines = [f"### mobiledeploy check: {'✅' if report.ok else '❌'} {report.summary()}", "",
-             f"Budget `{report.budget}`, target `{report.target}` (latency is host latency under "
-             f"the {report.target} settings, never a phone's).", "",
+             f"Budget `{report.budget}`, target `{report.target}`: latency is {_latency_label(report)}, "
+             f"never a phone's.", "",
              "| check | limit | measured | interval | verdict |", "|---|---:|---:|---|---|"]
     for o, r in zip(report.outcomes, rows(report)):
         verdict = _MD_MARK[o.verdict] + (" (fails: --strict)" if o.verdict == INCONCLUSIVE and report.strict

@@ -219,3 +219,29 @@ def test_inconclusive_passes_unless_strict(tmp_path):
     assert ET.fromstring(report.junit_xml(strict)).find(".//failure") is not None
     assert "passes with a warning" in report.rows(lenient)[0][4]
     assert "[1.000x, 1.170x] (95%)" in report.markdown(strict)
+
+
+def test_baseline_resolution(tmp_path, export_dir, onnx_dir):
+    """--baseline DIR: same file name there; a selector override looks in its manifest; FILE: that file."""
+    from mobiledeploy.budgets import load_budgets
+    from mobiledeploy.check import CheckConfig, plan_checks
+    from mobiledeploy.errors import UsageError
+
+    main = tmp_path / "main"
+    shutil.copytree(export_dir, main)
+    head = f'artifacts = "{export_dir}"\n'
+    same = f'[[artifact]]\nname = "same-name"\npath = "{STEM}_int8.tflite"\nmax_latency_ratio = 1.1\n'
+    override = ('[[artifact]]\nname = "override"\nprecision = "int8"\nmax_latency_ratio = 1.1\n'
+                'baseline = { precision = "fp32" }\n')
+    p = budget(tmp_path, head + same + override)
+    bf = load_budgets(p)
+    plans = plan_checks(bf, CheckConfig(budget=p, baseline=main), target="host")
+    assert plans[0].baseline.path == main / f"{STEM}_int8.tflite"
+    assert plans[1].baseline.path == main / f"{STEM}_fp32.tflite"
+    with pytest.raises(UsageError, match="same-name.*needs a baseline"):
+        plan_checks(bf, CheckConfig(budget=p), target="host")
+    p2 = budget(tmp_path, head + override, name="b2.toml")
+    plans = plan_checks(load_budgets(p2), CheckConfig(budget=p2), target="host")  # in the artifacts dir
+    assert plans[0].baseline.path == export_dir / f"{STEM}_fp32.tflite"
+    plans = plan_checks(bf, CheckConfig(budget=p, baseline=onnx_dir / "small.onnx"), target="host")
+    assert {pl.baseline.path for pl in plans} == {(onnx_dir / "small.onnx").resolve()}

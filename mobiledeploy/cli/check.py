@@ -50,7 +50,7 @@ def check(budget, artifacts, baseline, target_name, target_file, max_time_s, str
     err = stderr_console()
     progress = None if quiet else (lambda msg: err.print(f"[dim]{msg}[/]"))
     if measure_yardstick:
-        _measure_yardstick(target_name, target_file, progress)
+        _measure_yardstick(budget, target_name, target_file, progress)
         return
     if not budget:
         raise click.UsageError("give the budget file with --budget FILE (or use --measure-yardstick)")
@@ -67,13 +67,15 @@ def check(budget, artifacts, baseline, target_name, target_file, max_time_s, str
         raise BudgetError(f"{len(report.broken())} of {len(report.outcomes)} budget checks broken: {names}")
 
 
-def _measure_yardstick(target_name, target_file, progress) -> None:
-    from mobiledeploy.budgets import LatencySpec
+def _measure_yardstick(budget, target_name, target_file, progress) -> None:
+    """Measured with the budget file's [latency] settings when --budget is given."""
+    from mobiledeploy.budgets import LatencySpec, load_budgets
     from mobiledeploy.latency import measure_yardstick, resolve_target
 
-    target = resolve_target(target_name, target_file)
-    r = measure_yardstick(target, LatencySpec(), progress=progress)
-    click.echo(f"# yardstick v{r['version']}, median of {r['rounds']} child-process measurements "
-               f"(host latency, {r['target']} settings)")
+    bf = load_budgets(budget) if budget else None
+    target = resolve_target(target_name or (bf.target if bf else None), target_file)
+    r = measure_yardstick(target, bf.latency if bf else LatencySpec(), progress=progress)
+    click.echo(f"# yardstick v{r['version']}: median over {r['rounds']} child processes of each one's "
+               f"{r['statistic']} (host latency, {r['target']} settings, {r['threads']} thread(s))")
     click.echo("[yardstick]")
     click.echo(f"reference_ms = {{ {r['target']} = {r['median_ms']:.4f} }}")
