@@ -42,10 +42,12 @@ def _parse_shapes(ctx, param, values) -> dict[str, tuple[int, ...]]:
 @click.option("--shape", "shapes", multiple=True, callback=_parse_shapes, metavar="NAME=DIMS",
               help="Concrete shape for a dynamic input, e.g. input=1x224x224x3 (repeatable).")
 @click.option("--samples", is_flag=True, help="Include every run's latency (samples_ms) in --json.")
+@click.option("--data", metavar="SOURCE",
+              help="Also measure top-1 on this labelled data set (digits, image folder, .npz); see `eval`.")
 @json_option
 @md_option
 def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_level, warmup, runs,
-          min_time_s, timeout_s, shapes, samples, json_path, md_path) -> None:
+          min_time_s, timeout_s, shapes, samples, data, json_path, md_path) -> None:
     """Measure latency of .tflite/.onnx files, or of every model in an export directory.
 
     Each model runs in its own child process (a crash or a hang past --timeout becomes
@@ -80,6 +82,15 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
         columns = rep.COLUMNS + [rep.Column(
             f"{target.name} est. ms (device estimate)",
             lambda r, x: f"{x['estimate_ms']:.2f}" if "estimate_ms" in x else "-")]
+    if data:  # accuracy from `eval` (H3) in its own column, after size: format, precision, size, top-1, p50
+        from mobiledeploy.evaluate import accuracy_for
+
+        acc = accuracy_for([r.model for r in report.results if r.ok], data, threads=threads)
+        extras = {m: {**extras.get(m, {}), **acc.get(m, {})} for m in set(extras) | set(acc)}
+        report_json["accuracy"] = acc
+        columns = list(columns or rep.COLUMNS)
+        columns.insert(next(i for i, c in enumerate(columns) if c.header == "size") + 1, rep.Column(
+            f"top-1 ({data})", lambda r, x: f"{100 * x['top1']:.2f}%" if x.get("top1") is not None else "-"))
     emit_json(json_path, report_json)
     if md_path:
         io.write_text(md_path, rep.markdown_table(report.results, title=title, notes=settings.notes,
