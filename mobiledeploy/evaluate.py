@@ -104,6 +104,7 @@ class EvalConfig:
     per_layer: bool = False
     source_model: str | None = None  # float Keras model for --per-layer when there is no manifest
     unsafe_load: bool = False
+    compare: bool = True  # False: no reference model, no agreement (what `bench --data` asks)
 
 
 # ---------------------------------------------------------------- core
@@ -210,7 +211,10 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
     from mobiledeploy.modelref import default_reference, model_input, preprocessing_for
 
     refs = resolve_models(cfg.models)
-    reference = resolve_models([cfg.reference], flag="--reference")[0] if cfg.reference else default_reference(refs)
+    if cfg.reference:
+        reference = resolve_models([cfg.reference], flag="--reference")[0]
+    else:
+        reference = default_reference(refs) if cfg.compare else None
     everyone = refs + ([reference] if reference is not None and reference not in refs else [])
     pres = {preprocessing_for(r, override=cfg.preprocessing, unsafe_load=cfg.unsafe_load) for r in everyone}
     resolutions = {model_input(r, unsafe_load=cfg.unsafe_load)[0] for r in everyone}
@@ -243,3 +247,21 @@ def _replace(res: ModelResult, **kw) -> ModelResult:
     import dataclasses
 
     return dataclasses.replace(res, **kw)
+
+
+def accuracy_for(models: Sequence[str], data: str, *, threads: int | None = None,
+                 limit: int | None = None) -> dict[str, dict]:
+    """{model path as given: {"top1", "top5", "samples", "data", "status"}} for ``bench --data``.
+
+    Each model is evaluated on its own (its preprocessing and resolution come from its
+    manifest), without a reference. Usage errors (no labels, unknown preprocessing) raise.
+    """
+    out: dict[str, dict] = {}
+    for m in models:
+        rep = run_eval(EvalConfig(models=(m,), data=data, limit=limit, threads=threads, compare=False))
+        r = rep.results[0]
+        out[m] = {"top1": r.top1, "top5": r.top5, "samples": r.samples, "status": r.status,
+                  "data": rep.data["source"] + (f" {rep.data['split']}" if rep.data.get("split") else "")}
+        if r.error:
+            out[m]["error"] = r.error
+    return out

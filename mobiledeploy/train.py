@@ -203,7 +203,8 @@ def save_keras(model, dest: str | os.PathLike) -> Path:
     import keras
 
     dest = Path(dest)
-    bare = keras.models.clone_model(model)  # uncompiled copy: no optimizer variables in the file
+    # an uncompiled twin built from the config: the file then holds no optimizer variables
+    bare = model.__class__.from_config(model.get_config())
     bare.set_weights(model.get_weights())
     with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent or ".") as tmp:
         path = Path(tmp) / dest.name
