@@ -71,13 +71,14 @@ def peak_rss_kb() -> int:
         pass
     import resource
 
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB elsewhere
 
 
 def measure(settings: dict) -> dict:
     """Load, warm up and time one model under ``settings``; return the raw figures."""
     cores = settings.get("cores")
-    if cores:
+    if cores and hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the thread count alone applies
         os.sched_setaffinity(0, cores)  # before the runtime starts its threads
     _fault_hook()
     from mobiledeploy import runtimes
