@@ -66,7 +66,6 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
                                      min_time_s=min_time_s, timeout_s=timeout_s, shapes=shapes)
     for note in settings.notes:
         click.echo(f"note: {note}", err=True)
-    models_found = b.collect_models(models)
     with stderr_console().status("") as status:
         report = b.bench_models(b.BenchConfig(models=tuple(models), settings=settings, target=target),
                                 on_start=lambda p: status.update(f"bench {p} ({settings.label})"))
@@ -104,11 +103,10 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     failed = report.failed
     if not failed:
         return
-    for r in failed[:-1] if len(failed) > 1 else ():
-        click.echo(f"failed: {r.model}: {r.error}", err=True)
-    if len(failed) == 1:
+    if len(failed) == 1:  # one line: the model and why
         msg = f"{failed[0].model}: {failed[0].error}"
-    else:
-        click.echo(f"failed: {failed[-1].model}: {failed[-1].error}", err=True)
-        msg = f"{len(failed)} of {len(models_found)} models failed"
+    else:  # one line per model, then the count
+        for r in failed:
+            click.echo(f"failed: {r.model}: {r.error}", err=True)
+        msg = f"{len(failed)} of {len(report.results)} models failed"
     raise (UsageError if all(r.usage_error for r in failed) else RuntimeFailure)(msg)
