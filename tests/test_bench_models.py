@@ -185,3 +185,19 @@ def test_a_model_that_hangs_the_runtime_is_killed_at_the_timeout(tmp_path):
     path = _onnx_endless_loop(tmp_path / "endless.onnx")
     r = b.bench_model(path, b.BenchSettings(warmup=0, runs=1, timeout_s=3))
     assert r.status == "error" and r.error.startswith("timed out after 3 s"), r.error
+
+
+def test_tflite_dynamic_spatial_dims_need_shape(tmp_path):
+    """A fully convolutional Keras model with (None, None) spatial dims, converted to TFLite."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((None, None, 3), name="pixels")
+    out = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inp))
+    path = _convert(keras.Model(inp, out), tmp_path / "fcn.tflite")
+    r = b.bench_model(path, FAST)
+    assert r.status == "error" and r.usage_error and "has dynamic dimensions" in r.error and "--shape" in r.error
+    input_name = r.error.split("'")[1]
+    r = b.bench_model(path, b.BenchSettings(warmup=1, runs=3, shapes=((input_name, (1, 20, 24, 3)),)))
+    assert r.status == "ok", r.error
+    assert r.inputs[0]["shape"] == [1, 20, 24, 3] and r.inputs[0]["name"] == input_name
