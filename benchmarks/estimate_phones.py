@@ -106,7 +106,8 @@ def measurement(point):
 
     source, device, model, precision, threads, ms = point
     layers = layers_for(model)
-    return Measurement(label=f"{device} {model} {precision} {threads}t", layers=layers, precision=precision,
+    arch, alpha = MODELS[model]
+    return Measurement(label=f"{arch} {alpha:g} 224 {precision} {threads}t ({device})", layers=layers, precision=precision,
                        threads=threads, latency_ms=float(ms), macs=sum(x.macs for x in layers))
 
 
@@ -177,9 +178,9 @@ def main() -> int:
     from mobiledeploy import io
 
     io.write_json(args.out, report)
-    print(f"{'point':<30} {'measured':>8} {'model':>8} {'err':>7} {'naive':>8} {'err':>7}  fit on")
+    print(f"{'point':<48} {'measured':>8} {'model':>8} {'err':>7} {'naive':>8} {'err':>7}  fit on")
     for r in report["rows"]:
-        print(f"{r['point']:<30} {r['measured_ms']:8.1f} {r['estimate_ms']:8.1f} {r['error_pct']:+6.1f}% "
+        print(f"{r['point']:<48} {r['measured_ms']:8.1f} {r['estimate_ms']:8.1f} {r['error_pct']:+6.1f}% "
               f"{r['naive_ms']:8.1f} {r['naive_error_pct']:+6.1f}%  {r['fit_on']} ({','.join(r['fit_params'])})")
     for name, s in [("ALL", report["summary"]),
                     ("naive anchor of same precision+threads", report["summary_like_for_like"])] + sorted(

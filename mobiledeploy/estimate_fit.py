@@ -62,12 +62,15 @@ class _Row:
         self.cls = [x.op_class for x in layers]
         self.threads = m.threads
 
-    def predict_ms(self, model: CostModel) -> float:
+    def predict_ms(self, model: CostModel, *, smooth: float | None = None) -> float:
+        """The model's estimate; ``smooth=p`` replaces max(a, b) by (a^p + b^p)^(1/p), which
+        the fit uses first so that both terms have a gradient."""
         eff = np.array([model.efficiency[self.rate].get(c, np.inf) for c in self.cls])
         speed = model.speedup(self.threads)
         comp = self.macs / (model.peak_gmacs[self.rate] * 1e9 * eff) / speed
         mem = self.bytes / (model.bandwidth_gbs * 1e9) / speed
-        return float((np.maximum(comp, mem) + model.overhead_us * 1e-6).sum() * model.scale * 1e3)
+        both = np.maximum(comp, mem) if smooth is None else (comp ** smooth + mem ** smooth) ** (1.0 / smooth)
+        return float((both + model.overhead_us * 1e-6).sum() * model.scale * 1e3)
 
 
 def _apply(base: CostModel, names: tuple[str, ...], theta) -> CostModel:
@@ -142,13 +145,26 @@ def fit(base: CostModel, rows: list[Measurement], *, params: tuple[str, ...] | N
 
     prior = PRIOR_WEIGHT if len(names) > 1 else 0.0  # a lone scale is fitted exactly
 
-    def residuals(theta):
+    def residuals(theta, smooth=None):
         m = _apply(base, names, theta)
-        pred = np.log([a.predict_ms(m) for a in arrays])
+        pred = np.log([a.predict_ms(m, smooth=smooth) for a in arrays])
         return np.concatenate([pred - logs, prior * np.asarray(theta)])
 
-    sol = least_squares(residuals, np.zeros(len(names)), bounds=(-7.0, 7.0), method="trf")
-    model = replace(_apply(base, names, sol.x), fitted=True,
+    # max() has no gradient on its smaller side: fit a smooth max first, then the real one,
+    # from a few starting points (memory-bound and overhead-heavy starts), keep the best.
+    starts = [np.zeros(len(names))]
+    for name, value in (("bandwidth", -2.0), ("overhead", 1.5)):
+        if name in names:
+            x0 = np.zeros(len(names))
+            x0[names.index(name)] = value
+            starts.append(x0)
+    best = None
+    for x0 in starts:
+        s1 = least_squares(residuals, x0, bounds=(-7.0, 7.0), method="trf", kwargs={"smooth": 4.0})
+        s2 = least_squares(residuals, s1.x, bounds=(-7.0, 7.0), method="trf")
+        if best is None or s2.cost < best.cost:
+            best = s2
+    model = replace(_apply(base, names, best.x), fitted=True,
                     notes=tuple(n for n in base.notes if "no calibrated" not in n))
     est = tuple(a.predict_ms(model) for a in arrays)
     errs = tuple(100.0 * (e - r.latency_ms) / r.latency_ms for e, r in zip(est, rows))

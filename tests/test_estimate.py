@@ -175,7 +175,7 @@ def test_calibrate_writes_a_loadable_target_and_estimate_uses_it(model_dir, tmp_
     t = load_target(file=out)
     assert t.name == "my-phone" and t.device["core"] == "Cortex-A76" and t.threads == 1
     cm = tomllib.loads(out.read_text())["cost_model"]
-    assert len(cm["fitted_on"]) == 3 and cm["fit_params"] == ["compute", "overhead", "depthwise"]
+    assert len(cm["fitted_on"]) == 3 and cm["fit_params"] == ["compute", "int8", "overhead"]
     assert "m.csv" in cm["fitted_from"] and cm["fit_worst_abs_error_pct"] < 50
     r = CliRunner().invoke(cli, ["estimate", str(model_dir / "fp32.tflite"), "--target-file", str(out),
                                  "--json", "-"])
