@@ -80,7 +80,8 @@ def run_series(*, name: str, candidate: Path, baseline: Path, limit: float, chec
         rep = run_check(CheckConfig(budget=budget))
         o = rep.outcomes[0]
         rows.append({"run": i + 1, "verdict": o.verdict, "ratio": o.measured, "interval": [o.low, o.high],
-                     "rounds": o.extra.get("rounds"), "seconds": round(time.monotonic() - t0, 1),
+                     "rounds": o.extra.get("rounds"), "ratios": o.extra.get("ratios"),
+                     "seconds": round(time.monotonic() - t0, 1),
                      "loadavg_1m": os.getloadavg()[0]})
         r = rows[-1]
         print(f"{name} {i + 1:2d}/{checks}: {r['verdict']:12s} ratio {r['ratio']:.3f} "

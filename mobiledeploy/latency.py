@@ -78,7 +78,7 @@ class LatencyMeter:
             n = i + 1
             if n < spec.rounds or (n - spec.rounds) % 2:
                 continue
-            est = stats.paired_ratio(c, b, confidence=spec.confidence)
+            est = stats.paired_ratio(c, b, confidence=spec.confidence, trim=spec.trim)
             d = stats.decide(est, limit)
             verdict = {stats.REGRESSION: FAIL, stats.PASS: PASS}.get(d, INCONCLUSIVE)
             elapsed = time.monotonic() - t0

@@ -72,6 +72,8 @@ def print_table(report: CheckReport, console) -> None:
 
 
 def _latency_label(report: CheckReport) -> str:
+    if not any(o.check.startswith("latency") for o in report.outcomes):
+        return f"target {report.target}; no latency checks"
     return report.environment.get("latency", {}).get("label") or f"host latency, {report.target} settings"
 
 
@@ -112,8 +114,7 @@ def markdown(report: CheckReport) -> str:
         return s.replace("|", "\\|").replace("\n", " ")
 
     lines = [f"### mobiledeploy check: {'✅' if report.ok else '❌'} {report.summary()}", "",
-             f"Budget `{report.budget}`, target `{report.target}`: latency is {_latency_label(report)}, "
-             f"never a phone's.", "",
+             f"Budget `{report.budget}` ({_latency_label(report)}; host latency is never a phone's).", "",
              "| check | limit | measured | interval | verdict |", "|---|---:|---:|---|---|"]
     for o, r in zip(report.outcomes, rows(report)):
         verdict = _MD_MARK[o.verdict] + (" (fails: --strict)" if o.verdict == INCONCLUSIVE and report.strict
