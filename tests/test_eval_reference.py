@@ -1,0 +1,64 @@
+"""The committed reference model meets its recorded numerics and the issue's quality bar."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mobiledeploy.cli import cli
+
+MODEL = Path("models/mobilenet_v1_0.25_32_digits.keras")
+NUMERICS = Path("models/mobilenet_v1_0.25_32_digits.numerics.toml")
+
+
+def _numerics() -> dict:
+    return tomllib.loads(NUMERICS.read_text())
+
+
+def _row(num, fmt, precision):
+    return next(r for r in num["result"] if r["format"] == fmt and r["precision"] == precision)
+
+
+def test_numerics_file_records_the_quality_bar():
+    num = _numerics()
+    assert num["samples"] == 360 and num["data"] == "digits" and num["split"] == "test"
+    float_top1 = _row(num, "keras", "fp32")["top1"]
+    for fmt in ("tflite", "onnx"):
+        assert float_top1 - _row(num, fmt, "int8")["top1"] <= num["max_int8_top1_drop"]
+
+
+def test_keras_reference_top1_is_the_recorded_one(tmp_path):
+    """`eval` on the .keras file itself (preprocessing inferred from its architecture)."""
+    out = tmp_path / "e.json"
+    r = CliRunner().invoke(cli, ["eval", str(MODEL), "--json", str(out)])
+    assert r.exit_code == 0, r.output + r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["data"]["preprocessing"] == "mobilenet"
+    res = doc["results"][0]
+    assert res["samples"] == 360
+    assert res["top1"] == pytest.approx(_row(_numerics(), "keras", "fp32")["top1"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_export_then_eval_reproduces_every_recorded_row(tmp_path):
+    """The full pipeline: H1's export of the reference model, then eval of every artifact."""
+    out = tmp_path / "ref"
+    r = CliRunner().invoke(cli, ["export", "--model", str(MODEL), "--calib", "digits", "--quant",
+                                 "fp32,fp16,dynamic,int8", "--formats", "tflite,onnx,keras", "--out", str(out)])
+    assert r.exit_code == 0, r.output + r.stderr
+    r = CliRunner().invoke(cli, ["eval", str(out), "--json", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output + r.stderr
+    got = {(x["format"], x["precision"]): x for x in json.loads((tmp_path / "e.json").read_text())["results"]}
+    num = _numerics()
+    assert set(got) == {(x["format"], x["precision"]) for x in num["result"]}
+    for row in num["result"]:
+        x = got[(row["format"], row["precision"])]
+        assert x["runtime"] == row["runtime"]
+        assert x["top1"] == pytest.approx(row["top1"], abs=1e-6), row
+    float_top1 = got[("keras", "fp32")]["top1"]
+    assert float_top1 - got[("tflite", "int8")]["top1"] <= 0.005
+    assert float_top1 - got[("onnx", "int8")]["top1"] <= 0.005
