@@ -39,3 +39,19 @@ def test_random_bytes_fail_cleanly(tmp_path, suffix):
     p.write_bytes(np.random.default_rng(0).bytes(4096))
     with pytest.raises(RuntimeFailure, match="cannot load"):
         runtimes.open_session(p)
+
+
+def test_precision_and_random_inputs(tiny_tflite, tiny_tflite_int8, tiny_onnx):
+    assert runtimes.open_session(tiny_tflite).precision() == "fp32"
+    assert runtimes.open_session(tiny_tflite_int8).precision() == "int8"
+    onnx_sess = runtimes.open_session(tiny_onnx)
+    assert onnx_sess.precision() == "fp32"
+    a, b = runtimes.random_inputs(onnx_sess, seed=1), runtimes.random_inputs(onnx_sess, seed=1)
+    x = a["input"]
+    assert x.shape == (1, 32, 32, 3) and x.dtype == np.float32 and -1 <= x.min() < x.max() <= 1
+    np.testing.assert_array_equal(x, b["input"])  # seeded: the same data every time
+
+
+def test_unknown_shape_name_is_a_usage_error(tiny_tflite):
+    with pytest.raises(UsageError, match="has no input named 'nope'"):
+        runtimes.open_session(tiny_tflite, shapes={"nope": (1, 32, 32, 3)})
