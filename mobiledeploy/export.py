@@ -201,8 +201,8 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
         fmt = FORMATS[fmt_name]
         precisions = ("fp32",) if not fmt.per_precision else config.precisions
         for precision in precisions:
-            if precision not in fmt.precisions:
-                reason = f"{fmt_name} has no {precision} export (available: {', '.join(fmt.precisions)})"
+            reason = _unsupported(fmt, precision, config)
+            if reason:
                 skipped.append({"format": fmt_name, "precision": precision, "reason": reason})
                 warn(f"skipped {fmt_name} {precision}: {reason}")
                 continue
@@ -217,6 +217,14 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                         artifacts=tuple(a for a in artifacts), skipped=tuple(skipped),
                         calibration=cal.to_json(), quantization=quant, versions=versions(),
                         warnings=tuple(warnings), seconds=time.perf_counter() - t0)
+
+
+def _unsupported(fmt, precision: str, config: ExportConfig) -> str | None:
+    if precision not in fmt.precisions:
+        return f"{fmt.name} has no {precision} export (available: {', '.join(fmt.precisions)})"
+    if fmt.name == "keras" and config.model_path and Path(config.model_path).is_dir():
+        return "a SavedModel source is wrapped in a TFSMLayer, which Keras cannot save as .keras"
+    return None
 
 
 def _validated(path: Path, fmt: str, precision: str, model, cal, reference, config, warn) -> Artifact:

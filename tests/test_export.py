@@ -279,3 +279,26 @@ def test_onnx_type_choice():
     assert choose_onnx_types("s8s8", machine="x86_64", flags=set()).reason == "set by --onnx-quant-types"
     with pytest.raises(UsageError, match="--onnx-quant-types"):
         choose_onnx_types("u8u8")
+
+
+def test_saved_model_source(tiny_keras, tmp_path):
+    """--model accepts a SavedModel directory; its .keras copy is skipped with a reason."""
+    sm = tmp_path / "sm"
+    tiny_keras.export(str(sm), format="tf_saved_model", verbose=False)
+    res = export_model(ExportConfig(model_path=str(sm), formats=("tflite", "keras"), precisions=("fp32",),
+                                    calib_samples=4, validate_samples=4, out=str(tmp_path / "o")))
+    (a,) = res.artifacts
+    assert a.file == "sm_32_fp32.tflite" and a.validation.status == "pass"
+    assert res.skipped[0]["format"] == "keras" and "SavedModel" in res.skipped[0]["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, pre", [("mobilenet_v2", "mobilenet"), ("mobilenet_v3_small", "raw"),
+                                       ("mobilenet_v3_large", "raw")])
+def test_other_archs_export(arch, pre, tmp_path):
+    res = export_model(ExportConfig(arch=arch, alpha=0.5, resolution=48, classes=5, calib_samples=16,
+                                    validate_samples=8, out=str(tmp_path)))
+    assert res.model["preprocessing"] == pre and res.calibration["preprocessing"] == pre
+    assert [a.file for a in res.artifacts] == [f"{arch}_0.5_48_{p}.{f}" for f in ("tflite", "onnx")
+                                               for p in ("fp32", "int8")]
+    assert all(a.validation.status in ("pass", "reported") for a in res.artifacts)

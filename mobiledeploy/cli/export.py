@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import click
 
@@ -99,8 +100,8 @@ def _print_table(result) -> None:
     from rich.table import Table
 
     m = result.model
-    title = (f"{m['arch'] or 'model'} alpha={m['alpha']} res={m['resolution']} classes={m['classes']} "
-             f"-> {result.out_dir}")
+    facts = " ".join(f"{k}={m[k]}" for k in ("alpha", "resolution", "classes") if m.get(k) is not None)
+    title = f"{m['arch'] or Path(m['source']).name} {facts} -> {result.out_dir}"
     table = Table(title=title, title_justify="left")
     for col, kw in (("file", {}), ("format", {}), ("precision", {}), ("size", {"justify": "right"}),
                     ("validation", {})):
