@@ -219,3 +219,20 @@ def test_bench_shows_the_device_estimate_in_its_own_column(model_dir):
     assert est["estimate_ms"] > 0 and "not a measurement" in est["label"]
     r = CliRunner().invoke(cli, ["bench", path, "--target", "pixel4-big", "--runs", "2", "--warmup", "0"])
     assert "pixel4-big est. ms (device estimate)" in r.stdout and "not pixel4-big latency" in r.stdout
+
+
+def test_config_and_converted_file_give_the_same_estimate(model_dir):
+    # The Keras graph of a config (BN/ReLU fused, explicit padding folded as the converter
+    # does) and the .tflite converted from the same architecture cost about the same.
+    for precision, name in (("fp32", "fp32.tflite"), ("int8", "int8.tflite")):
+        cfg = CliRunner().invoke(cli, ["estimate", "--alpha", "0.25", "--res", "32", "--classes", "10",
+                                       "--precision", precision, "--target", "pixel4-big", "--json", "-"])
+        assert cfg.exit_code == 0, cfg.output + cfg.stderr
+        f = CliRunner().invoke(cli, ["estimate", str(model_dir / name), "--target", "pixel4-big", "--json", "-"])
+        a, b = json.loads(cfg.stdout), json.loads(f.stdout)
+        assert a["macs"] == b["macs"] and a["precision"] == b["precision"] == precision
+        assert abs(a["latency_ms"] - b["latency_ms"]) / b["latency_ms"] < 0.15
+    # a file's precision is its own
+    r = CliRunner().invoke(cli, ["estimate", str(model_dir / "fp32.tflite"), "--precision", "int8",
+                                 "--target", "pixel4-big"])
+    assert r.exit_code == 2 and "is a fp32 model" in r.stderr

@@ -52,6 +52,7 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
     emit_json(json_path, result.to_json())
     con = stdout_console()
     if show_layers:
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table()
@@ -59,7 +60,7 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
                           ("bound", "left"), ("est. µs", "right")):
             table.add_column(col, justify=just, overflow="ellipsis", max_width=60 if col == "layer" else None)
         for x in result.layers:
-            table.add_row(x.name, x.op_class, f"{x.macs:,}", f"{x.bytes_moved:,}", x.bound, f"{x.estimate_us:.1f}")
+            table.add_row(escape(x.name), x.op_class, f"{x.macs:,}", f"{x.bytes_moved:,}", x.bound, f"{x.estimate_us:.1f}")
         con.print(table)
         con.print("by class (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in result.by_class_ms.items()))
     for note in result.notes:

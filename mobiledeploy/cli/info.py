@@ -59,6 +59,7 @@ def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers,
         emit_json("-", stats.to_json())
         return
     emit_json(json_path, stats.to_json())
+    from rich.markup import escape
     from rich.table import Table
 
     con = stdout_console()
@@ -69,7 +70,7 @@ def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers,
             table.add_column(col, justify=just, overflow="ellipsis", max_width=60 if col == "layer" else None)
         for i, layer in enumerate(stats.layers):
             name = layer.name + (f" (+{len(layer.fused)} fused)" if layer.fused else "")
-            table.add_row(str(i), name, layer.type, layer.op_class, fmt_shape(layer.output_shape),
+            table.add_row(str(i), escape(name), escape(layer.type), layer.op_class, fmt_shape(layer.output_shape),
                           f"{layer.params:,}", f"{layer.macs:,}")
         con.print(table)
     what = stats.arch or stats.source
