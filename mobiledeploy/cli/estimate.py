@@ -46,10 +46,9 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
     err = stderr_console()
     for w in caught:
         err.print(f"warning: {w.message}", markup=False)
-    if json_path == "-":
-        emit_json("-", result.to_json())
-        return
     emit_json(json_path, result.to_json())
+    if json_path == "-":  # JSON on stdout: nothing else there
+        return
     con = stdout_console()
     if show_layers:
         from rich.markup import escape

@@ -55,10 +55,9 @@ def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers,
     fused into a conv are listed with it, as LiteRT runs them.
     """
     stats = stats_for(model, arch, alpha, resolution, classes, depth_multiplier)
-    if json_path == "-":
-        emit_json("-", stats.to_json())
-        return
     emit_json(json_path, stats.to_json())
+    if json_path == "-":  # JSON on stdout: nothing else there
+        return
     from rich.markup import escape
     from rich.table import Table
 
