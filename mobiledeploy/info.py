@@ -45,7 +45,7 @@ class ModelStats:
         return {"arch": self.arch, "alpha": self.alpha, "resolution": self.resolution,
                 "params": self.params, "macs": self.macs, "format": self.format,
                 "precision": self.precision, "source": self.source,
-                "input_shape": list(self.input_shape),
+                "input_shape": list(self.input_shape), "by_class": self.by_class(),
                 "layers": [layer.to_json() for layer in self.layers]}
 
 

@@ -165,3 +165,25 @@ def test_cli_errors_are_one_line(tmp_path, tiny_tflite):
     assert r.exit_code == 2 and "cannot read TFLite model" in r.stderr
     r = runner.invoke(cli, ["info", "--alpha", "0.3", "--arch", "mobilenet_v3_small", "--res", "20"])
     assert r.exit_code == 2 and "Traceback" not in r.stderr
+
+
+def test_quantized_onnx_qdq_and_qoperator_match_keras(tiny_keras, tiny_onnx, tiny_calib, tmp_path):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": x[None]} for x in tiny_calib[:4]])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    ref = keras_stats(tiny_keras)
+    for fmt, act in ((QuantFormat.QDQ, QuantType.QInt8), (QuantFormat.QOperator, QuantType.QUInt8)):
+        out = tmp_path / f"q_{fmt.name}.onnx"
+        quantize_static(str(tiny_onnx), str(out), Reader(), quant_format=fmt, activation_type=act,
+                        weight_type=QuantType.QInt8)
+        s = model_stats(out)
+        assert s.precision == "int8", fmt
+        assert (s.macs, s.params) == (ref.macs, ref.params), fmt
+        assert {k: v["macs"] for k, v in s.by_class().items() if v["macs"]} == \
+            {k: v["macs"] for k, v in ref.by_class().items() if v["macs"]}
