@@ -33,7 +33,7 @@ from mobiledeploy.convert import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, P
 from mobiledeploy.convert._quiet import quiet_converter
 from mobiledeploy.errors import UsageError
 from mobiledeploy.quant import ONNX_QUANT_TYPES, QuantRecipe, choose_onnx_types
-from mobiledeploy.validate import Validation, validate_artifact
+from mobiledeploy.validate import Validation, judge, validate_artifact
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -152,6 +152,7 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None,
         with outer(name):
             yield
         timings[name] = time.perf_counter() - t
+
     warnings: list[str] = []
 
     def _warn(msg: str) -> None:
@@ -214,7 +215,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     if recipe.onnx is not None:
         quant["onnx"] = recipe.onnx.to_json()
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
-                        artifacts=tuple(a for a in artifacts), skipped=tuple(skipped),
+                        artifacts=tuple(artifacts), skipped=tuple(skipped),
                         calibration=cal.to_json(), quantization=quant, versions=versions(),
                         warnings=tuple(warnings), seconds=time.perf_counter() - t0)
 
@@ -243,19 +244,9 @@ def _validated(path: Path, fmt: str, precision: str, model, cal, reference, conf
 
 def _validate_keras(path: Path, model, cal, reference, config) -> Validation:
     """The saved source model must load back (safe mode) and give the same outputs."""
-    from mobiledeploy import metrics
-    from mobiledeploy.errors import ToleranceError
-
     again = archs.load_model(path, unsafe=config.unsafe_load)
-    out = keras_outputs(again, cal.validation)
-    mad = metrics.max_abs_diff(reference, out)
-    status = "pass" if mad <= config.atol else "fail"
-    if status == "fail" and config.strict:
-        raise ToleranceError(f"{path.name} reloads with outputs off by {mad:.3g} (> --atol {config.atol:g})")
-    return Validation(reference="keras", runtime="keras", samples=len(out), inputs=cal.validation_inputs,
-                      max_abs_diff=mad, mean_abs_diff=metrics.mean_abs_diff(reference, out),
-                      top1_agreement=metrics.top1_agreement(reference, out), sqnr_db=metrics.sqnr_db(reference, out),
-                      tolerance=float(config.atol), status=status, input_dtype="float32", output_dtype="float32")
+    return judge(path.name, precision="fp32", reference=reference, out=keras_outputs(again, cal.validation),
+                 atol=config.atol, strict=config.strict, runtime="keras", inputs=cal.validation_inputs)
 
 
 def _source(config: ExportConfig, step, warn):

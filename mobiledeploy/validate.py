@@ -95,14 +95,21 @@ def validate_artifact(path: Path, *, fmt: str, precision: str, x: np.ndarray, re
                               f"{_fmt(reference.shape[1:])}")
     if not np.all(np.isfinite(out)):
         raise ValidationError(f"{name} produces non-finite outputs (NaN or inf)")
+    return judge(name, precision=precision, reference=reference, out=out, atol=atol, strict=strict,
+                 runtime=sess.runtime, inputs=inputs, dtypes=(got_in, got_out))
+
+
+def judge(name: str, *, precision: str, reference: np.ndarray, out: np.ndarray, atol: float, strict: bool,
+          runtime: str, inputs: str, dtypes: tuple[str, str] = ("float32", "float32")) -> Validation:
+    """Apply the precision's rule to outputs ``out`` against ``reference`` (see module doc)."""
     mad = metrics.max_abs_diff(reference, out)
     factor = TOLERANCE_RULES.get(precision)
     tol = None if factor is None else float(atol) * factor
     status = "reported" if tol is None else ("pass" if mad <= tol else "fail")
-    v = Validation(reference="keras", runtime=sess.runtime, samples=int(x.shape[0]), inputs=inputs,
+    v = Validation(reference="keras", runtime=runtime, samples=int(out.shape[0]), inputs=inputs,
                    max_abs_diff=mad, mean_abs_diff=metrics.mean_abs_diff(reference, out),
                    top1_agreement=metrics.top1_agreement(reference, out), sqnr_db=metrics.sqnr_db(reference, out),
-                   tolerance=tol, status=status, input_dtype=got_in, output_dtype=got_out)
+                   tolerance=tol, status=status, input_dtype=dtypes[0], output_dtype=dtypes[1])
     if status == "fail" and strict:
         raise ToleranceError(f"{name} differs from the Keras model by up to {mad:.3g} (tolerance {tol:g} for "
                              f"{precision}); raise --atol or pass --no-strict to keep it anyway")

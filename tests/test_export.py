@@ -302,3 +302,30 @@ def test_other_archs_export(arch, pre, tmp_path):
     assert [a.file for a in res.artifacts] == [f"{arch}_0.5_48_{p}.{f}" for f in ("tflite", "onnx")
                                                for p in ("fp32", "int8")]
     assert all(a.validation.status in ("pass", "reported") for a in res.artifacts)
+
+
+def test_validation_rules_and_fatal_mismatches(tiny_tflite, tiny_keras):
+    from mobiledeploy.errors import ValidationError
+    from mobiledeploy.validate import judge, validate_artifact
+
+    ref = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], np.float32)
+    off = ref + np.float32(5e-4)
+    kw = dict(reference=ref, out=off, atol=1e-4, runtime="litert", inputs="t")
+    with pytest.raises(ToleranceError, match="tolerance 0.0001 for fp32.*--no-strict"):
+        judge("m_fp32.tflite", precision="fp32", strict=True, **kw)
+    assert judge("m", precision="fp32", strict=False, **kw).status == "fail"
+    assert judge("m", precision="fp16", strict=True, **kw).status == "pass"  # 100 x atol
+    q = judge("m", precision="int8", strict=True, **kw)
+    assert q.status == "reported" and q.top1_agreement == 1.0 and q.sqnr_db > 0
+
+    x = np.zeros((2, 32, 32, 3), np.float32)
+    good = keras_outputs(tiny_keras, x)
+    with pytest.raises(ValidationError, match="dtypes float32/float32, expected int8/int8"):
+        validate_artifact(tiny_tflite, fmt="tflite", precision="int8", int8_io=True, x=x, reference=good,
+                          atol=1e-4, strict=True)
+    with pytest.raises(ValidationError, match="output shape 10 differs from the source model's 5"):
+        validate_artifact(tiny_tflite, fmt="tflite", precision="fp32", x=x, reference=good[:, :5],
+                          atol=1e-4, strict=True)
+    with pytest.raises(ValidationError, match="input shape 32x32x3 differs from the source model's 48x48x3"):
+        validate_artifact(tiny_tflite, fmt="tflite", precision="fp32", x=np.zeros((1, 48, 48, 3), np.float32),
+                          reference=good[:1], atol=1e-4, strict=True)
