@@ -47,11 +47,10 @@ def load_calibration(source: str, *, resolution: int, preprocessing: str, sample
         return CalibrationData(cal.x, val.x, "random", cal.preprocessing, 0,
                                f"{validate} random samples (another seed)", tuple(warnings))
     if source == "digits":
-        train = data.load_dataset("digits", split="train", **load)
-        test = data.load_dataset("digits", split="test", **load)
-        cal = data.subset(train, _capped(samples, len(train), "digits train split", warnings), seed=seed)
-        val = data.subset(test, min(validate, len(test)), seed=seed)
-        return CalibrationData(cal.x, val.x, "digits", cal.preprocessing, 0,
+        pre = data.get_preprocessing(preprocessing)
+        cal = _digits("train", samples, resolution, pre, seed, warnings)
+        val = _digits("test", validate, resolution, pre, seed, [])
+        return CalibrationData(cal, val, "digits", pre.name, 0,
                                f"{len(val)} samples of the digits test split (held out)", tuple(warnings))
     ds = data.load_dataset(source, split="all", **load)
     if ds.skipped:
@@ -66,6 +65,16 @@ def load_calibration(source: str, *, resolution: int, preprocessing: str, sample
         how = f"{len(val_x)} calibration samples of {source!r} (no held-out data left)"
         warnings.append(f"--calib {source}: every sample is used for calibration, so validation reuses them")
     return CalibrationData(ds.x[cal_idx], val_x, ds.source, ds.preprocessing, ds.skipped, how, tuple(warnings))
+
+
+def _digits(split: str, n: int, resolution: int, pre, seed: int, warnings: list[str]) -> np.ndarray:
+    """The samples ``data.subset(load_dataset("digits", split=split), n, seed=seed)`` returns,
+    preprocessing only those n images (the whole train split at 224x224 is 800 MB of float32)."""
+    pixels, _ = data._digits_pixels(resolution)
+    idx = data.digits_split_indices()[split]
+    n = _capped(n, len(idx), f"the digits {split} split", warnings)
+    pick = np.sort(np.random.default_rng(seed).permutation(len(idx))[:n]) if n < len(idx) else np.arange(len(idx))
+    return pre(pixels[idx[pick]])
 
 
 def _capped(want: int, have: int, what: str, warnings: list[str]) -> int:

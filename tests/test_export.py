@@ -329,3 +329,15 @@ def test_validation_rules_and_fatal_mismatches(tiny_tflite, tiny_keras):
     with pytest.raises(ValidationError, match="input shape 32x32x3 differs from the source model's 48x48x3"):
         validate_artifact(tiny_tflite, fmt="tflite", precision="fp32", x=np.zeros((1, 48, 48, 3), np.float32),
                           reference=good[:1], atol=1e-4, strict=True)
+
+
+def test_digits_calibration_is_the_shared_split():
+    """calibration.py preprocesses only the picked digits; they must be data.subset's picks."""
+    from mobiledeploy import data
+    from mobiledeploy.calibration import load_calibration
+
+    cal = load_calibration("digits", resolution=32, preprocessing="mobilenet", samples=50, validate=10, seed=3)
+    train = data.subset(data.load_dataset("digits", resolution=32, split="train"), 50, seed=3)
+    test = data.subset(data.load_dataset("digits", resolution=32, split="test"), 10, seed=3)
+    np.testing.assert_array_equal(cal.calib, train.x)
+    np.testing.assert_array_equal(cal.validation, test.x)
