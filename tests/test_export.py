@@ -341,3 +341,18 @@ def test_digits_calibration_is_the_shared_split():
     test = data.subset(data.load_dataset("digits", resolution=32, split="test"), 10, seed=3)
     np.testing.assert_array_equal(cal.calib, train.x)
     np.testing.assert_array_equal(cal.validation, test.x)
+
+
+def test_int8_weights_are_per_channel(exported):
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    result, out, *_ = exported
+    it = Interpreter(model_path=str(out / _artifact(result, "tflite", "int8").file))
+    per_channel = [d for d in it.get_tensor_details() if len(d["quantization_parameters"]["scales"]) > 1]
+    assert len(per_channel) >= 14  # every conv / depthwise conv kernel of MobileNet V1
+    g = onnx.load(str(out / _artifact(result, "onnx", "int8").file)).graph
+    inits = {t.name: t for t in g.initializer}
+    dq = [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[1] in inits
+          and np.prod(inits[n.input[1]].dims) > 1]
+    assert len(dq) >= 14
