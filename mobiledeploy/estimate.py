@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mobiledeploy.errors import UsageError
 from mobiledeploy.graph import OP_CLASSES, LayerStats
@@ -243,10 +243,6 @@ def estimate(config: EstimateConfig) -> Estimate:
         precision = config.precision or "fp32"
         name = f"{config.arch} {config.alpha:g} {config.resolution}"
     return estimate_layers(stats.layers, model, precision=precision, threads=config.threads, name=name)
-
-
-def with_params(model: CostModel, **changes) -> CostModel:
-    return replace(model, **changes)
 
 
 def estimates_for(paths, target, *, threads: int | None = None) -> dict[str, dict]:
