@@ -120,7 +120,7 @@ class LatencySpec:
     max_rounds: int = 40
     max_time_s: float = 60.0  # per check: stop taking rounds after this
     confidence: float = 0.95
-    trim: float = 0.2  # share of rounds trimmed from each end of the log ratios (0 = geometric mean)
+    quantile: float = 25.0  # ratio of this percentile of each model's per-round figures (stats.py)
     threads: int | None = 1  # threads per measurement; None = the target profile's ("target")
     statistic: str = "min"  # what summarises one measurement: min | p10 | median
     warmup: int = 5
@@ -149,7 +149,7 @@ class BudgetFile:
 
 _TOP_KEYS = {"schema_version", "artifacts", "target", "data", "latency", "yardstick", "artifact"}
 _DATA_KEYS = {"source", "split", "limit", "preprocessing"}
-_LATENCY_KEYS = {"rounds", "max_rounds", "max_time_s", "confidence", "trim", "threads", "statistic", "warmup", "min_runs",
+_LATENCY_KEYS = {"rounds", "max_rounds", "max_time_s", "confidence", "quantile", "threads", "statistic", "warmup", "min_runs",
                  "min_time_s", "timeout_s"}
 STATISTICS = ("min", "p10", "median")
 _YARDSTICK_KEYS = {"reference_ms", "machine"}
@@ -253,7 +253,7 @@ def parse_budgets(doc: dict, *, path: Path) -> BudgetFile:
         max_rounds=_or(ctx.number(lt, "max_rounds", "[latency]", low=3, integer=True), defaults.max_rounds),
         max_time_s=_or(ctx.number(lt, "max_time_s", "[latency]", low=0, low_open=True), defaults.max_time_s),
         confidence=_or(ctx.number(lt, "confidence", "[latency]", low=0.5, high=0.999), defaults.confidence),
-        trim=_or(ctx.number(lt, "trim", "[latency]", low=0, high=0.4), defaults.trim),
+        quantile=_or(ctx.number(lt, "quantile", "[latency]", low=0, low_open=True, high=100), defaults.quantile),
         threads=_threads(ctx, lt, defaults.threads),
         statistic=ctx.string(lt, "statistic", "[latency]", choices=STATISTICS) or defaults.statistic,
         warmup=_or(ctx.number(lt, "warmup", "[latency]", low=0, integer=True), defaults.warmup),

@@ -3,9 +3,10 @@
 ``LatencyMeter.compare(candidate, baseline, limit)`` runs *rounds*. Each round measures
 both models once, each in its own child process (``mobiledeploy.bench.bench_model``),
 in alternating order (A B, B A, A B, ...) so that neither always runs first. A
-measurement is summarised by its median; the round's ratio is candidate / baseline
-(``mobiledeploy.stats``). After ``rounds`` rounds, and after every further two, the
-bootstrap interval of the ratio is compared with the limit: ``fail`` when the whole
+measurement is summarised by one figure (``[latency] statistic``, default the minimum of
+its runs); the ratio is estimated from all rounds' figures (``mobiledeploy.stats``).
+After ``rounds`` rounds, and after every further two, the bootstrap interval of the
+ratio is compared with the limit: ``fail`` when the whole
 interval is above it, ``pass`` when it is at or below it, otherwise more rounds until
 ``max_rounds`` or ``max_time_s``, then ``inconclusive``.
 
@@ -78,7 +79,7 @@ class LatencyMeter:
             n = i + 1
             if n < spec.rounds or (n - spec.rounds) % 2:
                 continue
-            est = stats.paired_ratio(c, b, confidence=spec.confidence, trim=spec.trim)
+            est = stats.paired_ratio(c, b, confidence=spec.confidence, quantile=spec.quantile)
             d = stats.decide(est, limit)
             verdict = {stats.REGRESSION: FAIL, stats.PASS: PASS}.get(d, INCONCLUSIVE)
             elapsed = time.monotonic() - t0

@@ -1,20 +1,22 @@
-"""Paired latency ratios with a bootstrap confidence interval, and the decision rule.
+"""Latency ratios over interleaved rounds, with a bootstrap confidence interval.
 
 A latency comparison is a series of *rounds*; in each round the candidate and the
-baseline are each measured once (in their own child processes, order alternating
-A B, B A, A B, ...), and each measurement is summarised by its median. The per-round
-ratio ``candidate / baseline`` cancels whatever slowed the machine down during that
-round (another job, a thermal or frequency change), which is what makes the gate hold
-on a shared CI runner.
+baseline are each measured once, each in its own child process, in alternating order
+(A B, B A, A B, ...). Each measurement is one figure: the minimum of its runs (see
+``mobiledeploy.latency``), which other processes cannot make *faster*, only slower.
 
-The estimate is a trimmed geometric mean of the paired ratios: the 20 % trimmed mean
-of the log ratios (``scipy.stats.trim_mean``; ``trim=0`` gives the plain geometric mean).
-Ratios are multiplicative, so log space makes 0.8x and 1.25x symmetric; trimming drops
-the rounds in which one of the two children ran entirely on a disturbed CPU (on a
-2-vCPU VM, a busy SMT sibling slows a whole process by ~1.3x), which otherwise widen
-the interval for nothing. Its confidence interval is a BCa bootstrap over the rounds
-(``scipy.stats.bootstrap``), falling back to the percentile bootstrap when BCa is
-undefined (e.g. all rounds equal).
+What remains is that a whole child process is sometimes slow: on a shared 2-vCPU
+machine a child that spends its life next to a busy SMT sibling or on a contended core
+runs 1.1-1.7x slower at *every* run, its minimum included. Such children are outliers
+on one side only. So the estimate is the ratio of a low quantile (default the 25th
+percentile) of the candidate's figures to the same quantile of the baseline's:
+it holds as long as fewer than three quarters of either model's children were
+disturbed, where a mean (or a mean of paired ratios) moves with every disturbed one.
+Both models are measured in every round in alternating order, so slow phases of the
+machine fall on both alike.
+
+The interval is a percentile bootstrap that resamples whole rounds (candidate and
+baseline of a round together: ``scipy.stats.bootstrap(..., paired=True)``).
 """
 
 from __future__ import annotations
@@ -44,16 +46,16 @@ class RatioEstimate:
                 "confidence": self.confidence, "ratios": list(self.ratios)}
 
 
-DEFAULT_TRIM = 0.2
+DEFAULT_QUANTILE = 25.0
 
 
 def paired_ratio(candidate: Sequence[float], baseline: Sequence[float], *, confidence: float = 0.95,
-                 trim: float = DEFAULT_TRIM, resamples: int = 4000, seed: int = 0) -> RatioEstimate:
-    """Ratio of paired per-round latencies with a bootstrap confidence interval.
+                 quantile: float = DEFAULT_QUANTILE, resamples: int = 4000, seed: int = 0) -> RatioEstimate:
+    """Ratio of the ``quantile``-th percentiles of two series of per-round figures.
 
-    ``candidate[i]`` and ``baseline[i]`` are the two measurements of round ``i``
-    (e.g. medians in ms). Needs at least two rounds for an interval; with one the
-    interval is unbounded (nothing can be decided from one pair).
+    ``candidate[i]`` and ``baseline[i]`` are round ``i``'s figures (ms). Needs at least
+    two rounds for an interval; with one, the interval is unbounded (nothing can be
+    decided from one pair). ``ratios`` keeps each round's own ratio for reports.
     """
     c = np.asarray(candidate, dtype=np.float64)
     b = np.asarray(baseline, dtype=np.float64)
@@ -61,34 +63,33 @@ def paired_ratio(candidate: Sequence[float], baseline: Sequence[float], *, confi
         raise ValueError("candidate and baseline need the same, non-zero number of rounds")
     if np.any(c <= 0) or np.any(b <= 0):
         raise ValueError("latencies must be positive")
-    from scipy.stats import trim_mean
+    if not 0 < quantile <= 100:
+        raise ValueError("quantile must be in (0, 100]")
 
-    logs = np.log(c / b)
-    ratios = tuple(float(r) for r in np.exp(logs))
-    centre = float(np.exp(trim_mean(logs, trim)))
-    if logs.size < 2:
+    def log_ratio(x, y, axis=-1):
+        return np.log(np.percentile(x, quantile, axis=axis) / np.percentile(y, quantile, axis=axis))
+
+    ratios = tuple(float(r) for r in c / b)
+    centre = float(np.exp(log_ratio(c, b)))
+    if c.size < 2:
         return RatioEstimate(centre, 0.0, math.inf, 1, confidence, ratios)
-    if np.ptp(logs) == 0.0:
-        return RatioEstimate(centre, centre, centre, int(logs.size), confidence, ratios)
-    low, high = _bootstrap_ci(logs, lambda x, axis=-1: trim_mean(x, trim, axis=axis), confidence=confidence,
-                              resamples=resamples, seed=seed)
-    return RatioEstimate(centre, float(np.exp(low)), float(np.exp(high)), int(logs.size), confidence, ratios)
+    if np.ptp(np.log(c / b)) == 0.0 and np.ptp(c) == 0.0:
+        return RatioEstimate(centre, centre, centre, int(c.size), confidence, ratios)
+    low, high = _bootstrap_ci((c, b), log_ratio, confidence=confidence, resamples=resamples, seed=seed)
+    return RatioEstimate(centre, float(np.exp(low)), float(np.exp(high)), int(c.size), confidence, ratios)
 
 
-def _bootstrap_ci(x: np.ndarray, statistic, *, confidence: float, resamples: int, seed: int) -> tuple[float, float]:
+def _bootstrap_ci(data: tuple, statistic, *, confidence: float, resamples: int, seed: int) -> tuple[float, float]:
     import warnings
 
     from scipy import stats
 
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # BCa warns (and returns nan) on degenerate samples
-            res = stats.bootstrap((x,), statistic, confidence_level=confidence, n_resamples=resamples,
-                                  method=method, vectorized=True, rng=np.random.default_rng(seed))
-        low, high = res.confidence_interval
-        if np.isfinite(low) and np.isfinite(high):
-            return float(low), float(high)
-    return float(x.min()), float(x.max())  # pragma: no cover - both methods failed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate resamples warn
+        res = stats.bootstrap(data, statistic, paired=True, confidence_level=confidence, n_resamples=resamples,
+                              method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+    low, high = res.confidence_interval
+    return float(low), float(high)
 
 
 def decide(est: RatioEstimate, limit: float) -> str:

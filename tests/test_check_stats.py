@@ -14,29 +14,33 @@ from mobiledeploy import stats
 from mobiledeploy.budgets import LatencySpec
 
 
-def noisy_pairs(true_ratio, n, *, drift=0.3, noise=0.02, seed=0):
-    """Baseline rounds with a large shared drift (a noisy machine) and small own noise."""
+def noisy_pairs(true_ratio, n, *, disturbed=0.0, noise=0.02, seed=0):
+    """Per-round figures: small own noise, and a share of child processes that ran
+    disturbed from start to end (1.1-1.7x slower), as on a busy shared machine."""
     rng = np.random.default_rng(seed)
-    machine = np.exp(rng.normal(0, drift, n))  # each round's machine speed, shared by both
-    b = 10 * machine * np.exp(rng.normal(0, noise, n))
-    c = true_ratio * 10 * machine * np.exp(rng.normal(0, noise, n))
-    return c, b
+
+    def children(scale):
+        x = scale * np.exp(rng.normal(0, noise, n))
+        return x * np.where(rng.random(n) < disturbed, rng.uniform(1.1, 1.7, n), 1.0)
+
+    return children(true_ratio * 10), children(10.0)
 
 
-def test_pairing_cancels_shared_drift():
-    c, b = noisy_pairs(1.25, 8)
+def test_disturbed_children_do_not_move_the_estimate():
+    c, b = noisy_pairs(1.25, 10, disturbed=0.3, seed=1)
     est = stats.paired_ratio(c, b)
-    assert est.low <= est.ratio <= est.high
+    plain = float(np.exp(np.mean(np.log(c / b))))  # what a mean of paired ratios would say
     assert abs(math.log(est.ratio / 1.25)) < 0.05
-    assert est.high / est.low < 1.1  # tight although the machine speed varied by +-30 %
+    assert est.low <= est.ratio <= est.high and est.high / est.low < 1.2
+    assert abs(math.log(est.ratio / 1.25)) < abs(math.log(plain / 1.25))
     assert stats.decide(est, 1.10) == stats.REGRESSION
-    assert stats.decide(est, 1.40) == stats.PASS
+    assert stats.decide(est, 1.60) == stats.PASS
     assert stats.decide(est, est.ratio) == stats.INCONCLUSIVE
 
 
-def test_interval_is_geometric_and_symmetric_in_log_space():
+def test_interval_is_symmetric_in_log_space():
     c, b = noisy_pairs(2.0, 10, seed=3)
-    up, down = stats.paired_ratio(c, b), stats.paired_ratio(b, c)
+    up, down = stats.paired_ratio(c, b, quantile=50), stats.paired_ratio(b, c, quantile=50)
     assert math.isclose(up.ratio * down.ratio, 1.0, rel_tol=1e-9)
     assert math.isclose(up.low * down.high, 1.0, rel_tol=1e-3)
 
@@ -55,10 +59,10 @@ def test_degenerate_inputs():
 
 def test_identical_models_never_flagged_on_synthetic_noise():
     flagged = 0
-    for seed in range(200):
-        c, b = noisy_pairs(1.0, 6, noise=0.05, seed=seed)
-        flagged += stats.decide(stats.paired_ratio(c, b, resamples=1000), 1.05) == stats.REGRESSION
-    assert flagged <= 2  # with 5 % own noise and a 5 % margin, false alarms are rare
+    for seed in range(100):
+        c, b = noisy_pairs(1.0, 6, noise=0.05, disturbed=0.3, seed=seed)
+        flagged += stats.decide(stats.paired_ratio(c, b, resamples=1000), 1.10) == stats.REGRESSION
+    assert flagged <= 1  # 5 % own noise, 30 % disturbed children, a 10 % margin
 
 
 # ---------------------------------------------------------------- the round loop
