@@ -176,12 +176,15 @@ def _check_classes(r: ModelRef, out: np.ndarray, ds: Dataset) -> None:
 def _predict(r: ModelRef, ds: Dataset, *, threads, timeout_s, unsafe_load) -> tuple[np.ndarray | None, float, str | None]:
     """(outputs (N, C) float32 or None, seconds, error text)."""
     if r.format == "keras":
-        from mobiledeploy.archs import load_model
+        from mobiledeploy.modelref import load_keras
 
-        model = load_model(r.path, unsafe=unsafe_load)
-        model.predict(ds.x[:1], verbose=0)  # build the graph before timing
-        t0 = time.perf_counter()
-        out = np.asarray(model.predict(ds.x, batch_size=64, verbose=0), np.float32)
+        model = load_keras(r.path, unsafe_load)  # UsageError for a bad file, before any work
+        try:
+            model.predict(ds.x[:1], verbose=0)  # build the graph before timing
+            t0 = time.perf_counter()
+            out = np.asarray(model.predict(ds.x, batch_size=64, verbose=0), np.float32)
+        except Exception as e:  # noqa: BLE001 - Keras raises many types; one failed row
+            return None, 0.0, f"{r.name}: Keras failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
         return _flat(out), time.perf_counter() - t0, None
     from mobiledeploy.eval_worker import predict_in_child
 

@@ -161,7 +161,6 @@ def _tflite_tensor(dbg, name: str) -> dict:
 
 
 def _onnx_report(ref, x) -> PerLayerReport:
-    from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                          create_activation_matching,
                                                          modify_model_output_intermediate_tensors)
@@ -173,26 +172,18 @@ def _onnx_report(ref, x) -> PerLayerReport:
     input_name = next(i.name for i in g.input if i.name not in inits)
     ops = {o: n.op_type for n in g.node for o in n.output}
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(range(len(x)))
-
-        def get_next(self):
-            i = next(self._it, None)
-            return None if i is None else {input_name: np.ascontiguousarray(x[i:i + 1], np.float32)}
-
     float_path = _float_onnx(ref)
     with tempfile.TemporaryDirectory(prefix="mobiledeploy-perlayer-") as tmp:
         try:
             with _quiet():
                 aug = Path(tmp) / "qdq_aug.onnx"
                 modify_model_output_intermediate_tensors(ref.path, aug)
-                q_acts = collect_activations(str(aug), Reader())
+                q_acts = collect_activations(str(aug), onnx_reader(input_name, x))
                 f_acts = None
                 if float_path:
                     faug = Path(tmp) / "float_aug.onnx"
                     modify_model_output_intermediate_tensors(float_path, faug)
-                    f_acts = collect_activations(str(faug), Reader())
+                    f_acts = collect_activations(str(faug), onnx_reader(input_name, x))
                 matching = create_activation_matching(q_acts, f_acts)
                 for m in matching.values():  # ORT reads m["float"] even when no float model was given
                     m.setdefault("float", [])
@@ -205,8 +196,8 @@ def _onnx_report(ref, x) -> PerLayerReport:
         xm = err.get("xmodel_err")
         value = float(xm) if xm is not None else qdq
         detail = (("qdq_sqnr_db", qdq),) + ((("xmodel_sqnr_db", float(xm)),) if xm is not None else ())
-        layers.append(LayerError(name=name, op=ops.get(name, ""), value=value,
-                                 flagged=bool(value < ONNX_FLAG_DB), detail=detail))
+        layers.append(LayerError(name=short_tflite_name(name), op=ops.get(name, ""), value=value,
+                                 flagged=bool(value < ONNX_FLAG_DB), detail=detail, tensor=name))
     if not layers:
         raise UsageError(f"{ref.name} has no QuantizeLinear/DequantizeLinear pairs; --per-layer needs a QDQ "
                          "int8 ONNX model")
@@ -215,6 +206,21 @@ def _onnx_report(ref, x) -> PerLayerReport:
     return PerLayerReport(model=ref.path, method="onnxruntime.quantization.qdq_loss_debug", metric="sqnr_db",
                           threshold=ONNX_FLAG_DB, samples=len(x), layers=tuple(layers),
                           note=f"SQNR {what}; higher is better")
+
+
+def onnx_reader(input_name: str, x: np.ndarray):
+    """An ONNX Runtime ``CalibrationDataReader`` feeding ``x`` one sample (batch 1) at a time."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(range(len(x)))
+
+        def get_next(self):
+            i = next(self._it, None)
+            return None if i is None else {input_name: np.ascontiguousarray(x[i:i + 1], np.float32)}
+
+    return _Reader()
 
 
 def _float_onnx(ref) -> str | None:
@@ -250,7 +256,10 @@ _TFLITE_NAME = re.compile(r"^(?:NumericVerify/)?(?P<name>[^;]*?)(?::\d+)?(?:;.*)
 
 
 def short_tflite_name(name: str) -> str:
-    """'NumericVerify/model_1/conv1_relu_1/Relu6;model_1/conv1_bn_1/...:118' -> 'conv1_relu_1/Relu6'."""
+    """'NumericVerify/model_1/conv1_relu_1/Relu6;model_1/conv1_bn_1/...:118' -> 'conv1_relu_1/Relu6'.
+
+    Also shortens ONNX tensor names ('model_1/conv_pw_7_relu_1/Relu6:0' -> 'conv_pw_7_relu_1/Relu6').
+    """
     m = _TFLITE_NAME.match(name)
     core = (m.group("name") if m else name).split(";")[0]
     core = re.sub(r":\d+$", "", core)

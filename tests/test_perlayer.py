@@ -19,18 +19,12 @@ from mobiledeploy.perlayer import TFLITE_FLAG, per_layer_report, render_table, s
 
 @pytest.fixture(scope="module")
 def tiny_onnx_int8(tiny_onnx, tiny_calib, tmp_path_factory):
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(tiny_calib)
-
-        def get_next(self):
-            x = next(self._it, None)
-            return None if x is None else {"input": x[None]}
+    from mobiledeploy.perlayer import onnx_reader
 
     path = tmp_path_factory.mktemp("q") / "tiny_int8.onnx"
-    quantize_static(str(tiny_onnx), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(tiny_onnx), str(path), onnx_reader("input", tiny_calib), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     return path
 

@@ -22,7 +22,7 @@ COLUMNS = ("model", "format", "precision", "runtime", "top-1", "top-5", "samples
 @click.option("--preprocessing", help="Input preprocessing (default: from the manifest or the Keras model).")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
               help="Class names, one per line.")
-@click.option("--threads", type=int, help="Runtime threads (default: the runtime's).")
+@click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the runtime's).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=float,
               help="Seconds per model before it is reported as failed.")
 @click.option("--per-layer", is_flag=True, help="Per-layer quantization error of int8 artifacts.")
