@@ -18,7 +18,6 @@ reference_ms``, i.e. the budget scaled by this machine's yardstick time.
 from __future__ import annotations
 
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -92,6 +91,12 @@ class LatencyMeter:
         return {"estimate": est, "verdict": verdict, "candidate_ms": c, "baseline_ms": b,
                 "seconds": round(time.monotonic() - t0, 2)}
 
+    def typical(self, figures) -> float:
+        """The figure the estimate uses for one model: the ``quantile``-th percentile."""
+        import numpy as np
+
+        return float(np.percentile(np.asarray(figures, dtype=np.float64), self.spec.quantile))
+
     # -- the two checks
 
     def ratio_check(self, name: str, candidate: Path, baseline: Path, limit: float) -> CheckOutcome:
@@ -117,7 +122,7 @@ class LatencyMeter:
             return CheckOutcome(name, "latency_ms", float(max_ms), "<=", "ms", ERROR, detail=str(e))
         est = ev["estimate"]
         self._yard_ms += ev["baseline_ms"]
-        here = statistics.geometric_mean(ev["baseline_ms"])
+        here = self.typical(ev["baseline_ms"])
         scale = here / reference_ms
         return CheckOutcome(
             name, "latency_ms", round(max_ms * scale, 4), "<=", "ms", ev["verdict"], measured=est.ratio * here,
@@ -143,7 +148,7 @@ class LatencyMeter:
     def yardstick_info(self, machine: str | None = None) -> dict:
         from mobiledeploy.yardstick import YARDSTICK_VERSION
 
-        here = statistics.geometric_mean(self._yard_ms) if self._yard_ms else None
+        here = self.typical(self._yard_ms) if self._yard_ms else None
         return {"version": YARDSTICK_VERSION, "measured_ms": here, "reference_machine": machine}
 
     def describe(self) -> dict:
@@ -194,4 +199,5 @@ def measure_yardstick(target, spec: LatencySpec, *, rounds: int = 5,
     from mobiledeploy.yardstick import YARDSTICK_VERSION
 
     return {"target": target.name, "version": YARDSTICK_VERSION, "rounds": rounds, "statistic": spec.statistic,
-            "threads": meter.settings.threads, "median_ms": float(statistics.median(figures)), "figures_ms": figures}
+            "threads": meter.settings.threads, "quantile": spec.quantile, "reference_ms": meter.typical(figures),
+            "figures_ms": figures}

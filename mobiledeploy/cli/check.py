@@ -75,7 +75,7 @@ def _measure_yardstick(budget, target_name, target_file, progress) -> None:
     bf = load_budgets(budget) if budget else None
     target = resolve_target(target_name or (bf.target if bf else None), target_file)
     r = measure_yardstick(target, bf.latency if bf else LatencySpec(), progress=progress)
-    click.echo(f"# yardstick v{r['version']}: median over {r['rounds']} child processes of each one's "
-               f"{r['statistic']} (host latency, {r['target']} settings, {r['threads']} thread(s))")
+    click.echo(f"# yardstick v{r['version']}: percentile {r['quantile']:g} over {r['rounds']} child processes of "
+               f"each one's {r['statistic']} (host latency, {r['target']} settings, {r['threads']} thread(s))")
     click.echo("[yardstick]")
-    click.echo(f"reference_ms = {{ {r['target']} = {r['median_ms']:.4f} }}")
+    click.echo(f"reference_ms = {{ {r['target']} = {r['reference_ms']:.4f} }}")
