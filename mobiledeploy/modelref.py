@@ -182,6 +182,8 @@ def model_input(r: ModelRef, *, unsafe_load: bool = False) -> tuple[int, int, in
 def load_keras(path: str, unsafe: bool = False):
     from mobiledeploy.archs import load_model
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no C++ INFO/WARNING lines from TensorFlow
+
     return load_model(path, unsafe=unsafe)
 
 

@@ -108,6 +108,7 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     if not src:
         raise UsageError(f"--per-layer for {ref.name} needs its float Keras model: evaluate the export directory "
                          "(its manifest names it) or pass --source-model")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no C++ INFO/WARNING lines from TensorFlow
     import tensorflow as tf
 
     from mobiledeploy.modelref import load_keras

@@ -151,6 +151,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, int, dict], None] | None
         raise DataError(f"data set {train_ds.source!r} has fewer than 2 classes; nothing to train")
     flip = cfg.flip if cfg.flip is not None else cfg.data != "digits"
     t0 = time.perf_counter()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no C++ INFO/WARNING lines from TensorFlow
 
     import keras
     import tensorflow as tf

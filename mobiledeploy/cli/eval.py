@@ -7,7 +7,7 @@ import click
 from mobiledeploy.cli.common import emit_json, json_option, md_option, stdout_console
 
 COLUMNS = ("model", "format", "precision", "runtime", "top-1", "top-5", "samples", "img/s (host)",
-           "top-1 agree", "max |diff|", "SQNR dB")
+           "top-1 agree", "max abs diff", "SQNR dB")
 
 
 @click.command("eval")
@@ -70,9 +70,15 @@ def rows(report) -> list[list[str]]:
 
 
 def markdown_table(report) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [_title(report.data), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
     return "\n".join(lines) + "\n"
+
+
+def _title(d: dict) -> str:
+    split = f" ({d['split']} split)" if d.get("split") else ""
+    skipped = f", {d['skipped']} unreadable files skipped" if d.get("skipped") else ""
+    return f"{d['source']}{split}: {d['samples']} samples, preprocessing {d['preprocessing']}{skipped}"
 
 
 def _pct(v) -> str:
@@ -82,11 +88,8 @@ def _pct(v) -> str:
 def _print(report) -> None:
     from rich.table import Table
 
-    d = report.data
-    split = f" ({d['split']} split)" if d.get("split") else ""
-    skipped = f", {d['skipped']} unreadable files skipped" if d.get("skipped") else ""
     con = stdout_console()
-    table = Table(title=f"{d['source']}{split}: {d['samples']} samples, preprocessing {d['preprocessing']}{skipped}")
+    table = Table(title=_title(report.data))
     for c in COLUMNS:
         table.add_column(c, justify="left" if c in ("model", "format", "precision", "runtime") else "right")
     for row in rows(report):
