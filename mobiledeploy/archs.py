@@ -192,7 +192,8 @@ def _load_saved_model(p: Path):
         layer = keras.layers.TFSMLayer(str(p), call_endpoint="serving_default")
         import tensorflow as tf
 
-        sig = tf.saved_model.load(str(p)).signatures["serving_default"]
+        loaded = getattr(layer, "_reloaded_obj", None) or tf.saved_model.load(str(p))  # load once if we can
+        sig = loaded.signatures["serving_default"]
         (spec,) = sig.structured_input_signature[1].values()
         inp = keras.Input(shape=tuple(spec.shape[1:]), name=spec.name or "input")
         out = layer(inp)

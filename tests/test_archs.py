@@ -63,8 +63,6 @@ def test_weights_round_trip_and_mismatch(v1, tmp_path):
     v1.save(str(legacy))
     same = build_model(alpha=0.25, resolution=32, classes=10, seed=99, weights=legacy)
     np.testing.assert_array_equal(same.get_weights()[-1], v1.get_weights()[-1])
-    with pytest.raises(UsageError, match=r"does not fit mobilenet_v1 alpha=0.25 res=32 classes=7"):
-        build_model(alpha=0.25, resolution=32, classes=7, weights=legacy)
 
 
 def test_load_keras_and_refuse_lambda_without_unsafe(v1, tmp_path):

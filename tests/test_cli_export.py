@@ -44,6 +44,11 @@ def test_export_run_prints_table_and_writes_manifest(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == manifest
     assert sorted(p.name for p in out.iterdir()) == sorted(files + ["manifest.json"])
 
+    again = _run("--alpha", 0.25, "--res", 32, "--classes", 10, "--calib", "random", "--calib-samples", 8,
+                 "--validate-samples", 4, "--formats", "tflite", "--quant", "fp32", "--out", out, "--json", "-")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["artifacts"][0]["file"] == files[0]  # stdout is only the JSON
+
 
 @pytest.mark.parametrize("args, code, needles", [
     (["--alpha", "0"], 2, ["--alpha", "alpha=0"]),

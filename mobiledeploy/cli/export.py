@@ -67,8 +67,9 @@ def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, c
     with _progress(err) as step:
         result = export_model(config, progress=step,
                               warn=lambda msg: err.print(f"[yellow]warning:[/] {msg}", markup=True, soft_wrap=True))
-    _print_table(result)
     emit_json(json_path, result.to_json())
+    if json_path != "-":  # JSON on stdout: nothing else there
+        _print_table(result)
 
 
 @contextlib.contextmanager
