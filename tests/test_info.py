@@ -187,3 +187,13 @@ def test_quantized_onnx_qdq_and_qoperator_match_keras(tiny_keras, tiny_onnx, tin
         assert (s.macs, s.params) == (ref.macs, ref.params), fmt
         assert {k: v["macs"] for k, v in s.by_class().items() if v["macs"]} == \
             {k: v["macs"] for k, v in ref.by_class().items() if v["macs"]}
+
+
+def test_keras_file_is_loaded_safely_and_counted(tiny_keras, tmp_path):
+    path = tmp_path / "mobilenet_v1_0.25_32.keras"
+    tiny_keras.save(path)
+    r = CliRunner().invoke(cli, ["info", str(path), "--json", "-"])
+    assert r.exit_code == 0, r.output + r.stderr
+    data = json.loads(r.stdout)
+    assert (data["macs"], data["params"]) == v1_formula(0.25, 32, classes=10)
+    assert data["format"] == "keras" and data["arch"] == "mobilenet_v1" and data["alpha"] == 0.25
