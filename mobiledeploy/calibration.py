@@ -2,9 +2,9 @@
 
 - ``digits``: calibration from the fixed ``train`` split, validation from ``test``.
 - ``random``: two different seeds (explicit only; int8 accuracy is then meaningless).
-- a folder or ``.npz``: one seeded shuffle; the first ``samples`` calibrate, the next
-  ``validate`` are held out. With too few images the validation reuses calibration
-  samples, and says so.
+- a folder or ``.npz``: one seeded shuffle; ``validate`` samples are held out (a fifth
+  of the data when there is not enough for both) and up to ``samples`` of the rest
+  calibrate. Only a single-sample set is validated on its calibration sample, and says so.
 """
 
 from __future__ import annotations
@@ -56,8 +56,11 @@ def load_calibration(source: str, *, resolution: int, preprocessing: str, sample
     if ds.skipped:
         warnings.append(f"--calib {source}: skipped {ds.skipped} unreadable file(s)")
     order = np.random.default_rng(seed).permutation(len(ds))
-    n = _capped(samples, len(ds), repr(source), warnings)
-    cal_idx, rest = np.sort(order[:n]), np.sort(order[n:n + validate])
+    # Hold out up to `validate` samples; when the data is short, a fifth of it.
+    held = min(validate, max(len(ds) - samples, len(ds) // 5))
+    n = _capped(samples, len(ds) - held, repr(source) + (" after holding out validation samples" if held else ""),
+                warnings)
+    cal_idx, rest = np.sort(order[:n]), np.sort(order[n:n + held])
     if len(rest):
         val_x, how = ds.x[rest], f"{len(rest)} held-out samples of {source!r}"
     else:

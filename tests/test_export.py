@@ -254,7 +254,8 @@ def test_calibration_from_folder_counts_skipped(tmp_path):
     assert cal.skipped == 1 and cal.calib.min() >= -1 and cal.calib.max() <= 1
     assert any("skipped 1 unreadable" in w for w in cal.warnings)
     small = load_calibration(str(folder), resolution=32, preprocessing="mobilenet", samples=100, validate=8)
-    assert small.calib.shape[0] == 6 and "no held-out" in small.validation_inputs
+    assert small.calib.shape[0] == 5 and small.validation.shape[0] == 1  # a fifth held out
+    assert "1 held-out samples" in small.validation_inputs
 
 
 def test_calibration_random_warns_and_empty_folder_fails(tmp_path):
