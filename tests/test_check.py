@@ -245,3 +245,15 @@ def test_baseline_resolution(tmp_path, export_dir, onnx_dir):
     assert plans[0].baseline.path == export_dir / f"{STEM}_fp32.tflite"
     plans = plan_checks(bf, CheckConfig(budget=p, baseline=onnx_dir / "small.onnx"), target="host")
     assert {pl.baseline.path for pl in plans} == {(onnx_dir / "small.onnx").resolve()}
+
+
+def test_measure_yardstick_prints_a_budget_line(tmp_path):
+    import tomllib
+
+    p = budget(tmp_path, "target = 'host'\n[latency]\nmin_runs = 5\nmin_time_s = 0.02\nwarmup = 1\n"
+                         "[[artifact]]\npath = 'x.onnx'\nmax_size_kb = 1\n")
+    r = invoke("--measure-yardstick", "--budget", p)
+    assert r.exit_code == 0, r.output + r.stderr
+    doc = tomllib.loads(r.stdout)  # the output pastes into a budget file as it is
+    assert doc["yardstick"]["reference_ms"]["host"] > 0
+    assert "1 thread(s)" in r.stdout
