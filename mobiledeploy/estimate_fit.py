@@ -188,6 +188,8 @@ def measurement_for(*, label: str, layers=None, model: str | None = None, arch: 
 
     if layers is None and model is not None:
         stats = info.model_stats(model)
+        if precision and stats.format != "keras" and precision != stats.precision:
+            raise UsageError(f"{label}: precision {precision!r} given, but the file is a {stats.precision} model")
         layers, precision = stats.layers, precision or stats.precision
     elif layers is None:
         key = (arch, float(alpha), int(resolution), int(classes))
@@ -195,8 +197,8 @@ def measurement_for(*, label: str, layers=None, model: str | None = None, arch: 
             _CONFIG_CACHE[key] = info.config_stats(arch, alpha=alpha, resolution=resolution, classes=classes)
         layers = _CONFIG_CACHE[key].layers
     precision = precision or "fp32"
-    if precision not in PRECISIONS:
-        raise UsageError(f"{label}: precision {precision!r} unknown; choose from {', '.join(PRECISIONS)}")
+    if precision not in PRECISION_BYTES:
+        raise UsageError(f"{label}: precision {precision!r} unknown; choose from {', '.join(PRECISION_BYTES)}")
     return Measurement(label=label, layers=tuple(layers), precision=precision, threads=int(threads),
                        latency_ms=float(latency_ms), macs=sum(x.macs for x in layers))
 
