@@ -62,3 +62,36 @@ def test_export_then_eval_reproduces_every_recorded_row(tmp_path):
     float_top1 = got[("keras", "fp32")]["top1"]
     assert float_top1 - got[("tflite", "int8")]["top1"] <= 0.005
     assert float_top1 - got[("onnx", "int8")]["top1"] <= 0.005
+    # every runtime artifact once more, independently: the runtimes' own APIs and numpy argmax
+    from mobiledeploy.data import load_dataset
+
+    ds = load_dataset("digits", resolution=32, split="test")
+    for x in got.values():
+        if x["format"] in ("tflite", "onnx"):
+            assert x["top1"] == pytest.approx(_independent_top1(x["model"], ds.x, ds.y), abs=1e-12), x["model"]
+
+
+def _independent_top1(path: str, xs, ys) -> float:
+    import numpy as np
+
+    if path.endswith(".onnx"):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        scores = np.concatenate([sess.run(None, {name: x[None]})[0] for x in xs])
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=path)
+        it.allocate_tensors()
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        scale, zp = inp["quantization"]
+        rows = []
+        for x in xs:
+            feed = np.clip(np.round(x / scale + zp), -128, 127).astype(inp["dtype"]) if scale else x
+            it.set_tensor(inp["index"], feed[None].astype(inp["dtype"]))
+            it.invoke()
+            rows.append(it.get_tensor(out["index"]).astype(np.float32))
+        scores = np.concatenate(rows)
+    return float(np.mean(np.argmax(scores, axis=1) == ys))
