@@ -190,6 +190,7 @@ def test_calibrate_writes_a_loadable_target_and_estimate_uses_it(model_dir, tmp_
     ("arch,alpha,res,latency_ms\nresnet50,1.0,224,3\n", "unknown model arch 'resnet50'"),
     ("model,latency_ms\nfp32.tflite,abc\n", "not a number"),
     ("name,ms\nx,1\n", "needs a header"),
+    ("model,precision,latency_ms\nfp32.tflite,int8,1\n", "given, but the file is a fp32 model"),
 ])
 def test_calibrate_rejects_bad_measurements(model_dir, tmp_path, rows, message):
     csv = model_dir / f"bad{abs(hash(rows))}.csv"
