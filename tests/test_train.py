@@ -92,3 +92,17 @@ def test_train_usage_errors(args, needle, tmp_path, monkeypatch):
     assert r.exit_code == 2, (r.output, r.stderr)
     assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.slow
+def test_fine_tune_the_reference_model_keeps_it_accurate(tmp_path):
+    res = train(TrainConfig(out=str(tmp_path / "ft.keras"), init="models/mobilenet_v1_0.25_32_digits.keras",
+                            limit=128, epochs=1, learning_rate=1e-4))
+    assert res.test_top1 > 0.95 and res.train_samples == 128
+
+
+def test_fine_tune_with_mismatched_model_is_usage_error(tmp_path):
+    r = CliRunner().invoke(cli, ["train", "--init", "models/mobilenet_v1_0.25_32_digits.keras", "--res", "48",
+                                 "--epochs", "1", "--limit", "8", "--out", str(tmp_path / "x.keras")])
+    assert r.exit_code == 2, (r.output, r.stderr)
+    assert "--init model takes (32, 32, 3)" in r.stderr and r.stderr.count("\n") == 1
