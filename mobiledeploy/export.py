@@ -274,7 +274,7 @@ def _calibration(config: ExportConfig, resolution: int, preprocessing: str, step
     return cal
 
 
-def keras_outputs(model, x: np.ndarray, *, batch: int = 32) -> np.ndarray:
+def keras_outputs(model, x: np.ndarray, *, batch: int = 8) -> np.ndarray:
     """The Keras model's float outputs on ``x`` (eager, inference mode, no tracing)."""
     parts = [np.asarray(model(x[i:i + batch], training=False), np.float32) for i in range(0, len(x), batch)]
     return np.concatenate(parts) if parts else np.zeros((0,), np.float32)

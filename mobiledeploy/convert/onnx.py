@@ -44,7 +44,7 @@ def _fp32(model, out_dir: Path, stem: str) -> Path:
     return path
 
 
-CALIB_BATCH = 25  # MinMax statistics are the same however samples are batched; batches run faster
+CALIB_BATCH = 10  # MinMax statistics are the same however samples are batched; batches run faster
 
 
 class _Reader:
