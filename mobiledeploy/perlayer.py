@@ -118,6 +118,9 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
+    per_channel = tflite_per_channel(Path(ref.path))
+    if not per_channel:  # re-run the artifact's own recipe, not the default one
+        conv._experimental_disable_per_channel = True  # noqa: SLF001 - TFLite's only switch for it
     debug = lambda: ([x[i:i + 1]] for i in range(len(x)))  # noqa: E731
     try:
         with _quiet():
@@ -141,8 +144,25 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     layers.sort(key=lambda layer: -layer.value if layer.value == layer.value else math.inf)
     return PerLayerReport(model=ref.path, method="tf.lite.experimental.QuantizationDebugger", metric="rmse/scale",
                           threshold=TFLITE_FLAG, samples=len(x), layers=tuple(layers),
-                          note=f"recipe re-run on {Path(src).name} (per-channel int8); {cal_note}; "
+                          note=f"recipe re-run on {Path(src).name} ({'per-channel' if per_channel else 'per-tensor'} "
+                               f"int8 weights, as in the artifact); {cal_note}; "
                                "~0.29 is rounding noise alone")
+
+
+def tflite_per_channel(path: Path) -> bool:
+    """True when the artifact's int8 weight tensors carry one scale per output channel."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    sg = model.Subgraphs(0)
+    counts = []
+    for i in range(sg.TensorsLength()):
+        t = sg.Tensors(i)
+        q = t.Quantization()
+        if (t.Type() == schema.TensorType.INT8 and q is not None and t.ShapeLength() >= 2
+                and model.Buffers(t.Buffer()).DataLength() > 0):  # a constant: weights
+            counts.append(q.ScaleLength())
+    return not counts or max(counts) > 1
 
 
 def _tflite_tensor(dbg, name: str) -> dict:

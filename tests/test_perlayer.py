@@ -95,3 +95,21 @@ def test_short_tflite_names():
     assert short_tflite_name("NumericVerify/m_1/conv1_relu_1/Relu6;m_1/conv1_bn_1/batchnorm/add_1:118") \
         == "conv1_relu_1/Relu6"
     assert short_tflite_name("plain") == "plain"
+
+
+def test_tflite_recipe_detection_per_channel_vs_per_tensor(tiny_keras, tiny_calib, tiny_tflite_int8, tmp_path):
+    """The debugger re-runs the artifact's own recipe: it must tell per-tensor from per-channel weights."""
+    import tensorflow as tf
+
+    from conftest import quiet
+    from mobiledeploy.perlayer import tflite_per_channel
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(tiny_keras)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x[None]] for x in tiny_calib)
+    conv._experimental_disable_per_channel = True
+    path = tmp_path / "per_tensor_int8.tflite"
+    with quiet():
+        path.write_bytes(conv.convert())
+    assert tflite_per_channel(tiny_tflite_int8) is True
+    assert tflite_per_channel(path) is False
