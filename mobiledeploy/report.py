@@ -58,17 +58,18 @@ def rows(report: CheckReport) -> list[tuple[str, str, str, str, str, str]]:
 
 def print_table(report: CheckReport, console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title=f"mobiledeploy check: {report.budget} ({_latency_label(report)})", title_justify="left")
+    t = Table(title=Text(f"mobiledeploy check: {report.budget} ({_latency_label(report)})"), title_justify="left")
     for col in ("check", "limit", "measured", "interval", "verdict"):
         t.add_column(col, no_wrap=col != "check", justify="right" if col in ("limit", "measured") else "left")
-    for o, r in zip(report.outcomes, rows(report)):
-        t.add_row(*r[:4], f"[{_STYLE[o.verdict]}]{r[4]}[/]")
+    for o, r in zip(report.outcomes, rows(report)):  # Text: names such as "[precision=int8]" are not markup
+        t.add_row(*(Text(x) for x in r[:4]), Text(r[4], style=_STYLE[o.verdict]))
     console.print(t)
     for o, r in zip(report.outcomes, rows(report)):
         if o.verdict in (FAIL, ERROR, INCONCLUSIVE) and r[5]:
-            console.print(f"  {o.name}: {r[5]}")
-    console.print(report.summary())
+            console.print(Text(f"  {o.name}: {r[5]}"))
+    console.print(Text(report.summary()))
 
 
 def _latency_label(report: CheckReport) -> str:

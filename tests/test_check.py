@@ -257,3 +257,13 @@ def test_measure_yardstick_prints_a_budget_line(tmp_path):
     doc = tomllib.loads(r.stdout)  # the output pastes into a budget file as it is
     assert doc["yardstick"]["reference_ms"]["host"] > 0
     assert "1 thread(s)" in r.stdout
+
+
+def test_unnamed_config_entry_is_named_by_its_config(tmp_path, export_dir):
+    """Rows are named after the export config; brackets in names are text, not markup."""
+    p = budget(tmp_path, f'artifacts = "{export_dir}"\n[[artifact]]\nformat = "tflite"\nprecision = "int8"\n'
+                         "max_size_kb = 1\n")
+    r = invoke("--budget", p)
+    assert r.exit_code == 1
+    assert "[format=tflite, precision=int8]: size" in r.stdout and "fail" in r.stdout
+    assert "[format=tflite, precision=int8]: size" in r.stderr  # the one error line names it too

@@ -48,7 +48,7 @@ def check(budget, artifacts, baseline, target_name, target_file, max_time_s, str
     from mobiledeploy.errors import BudgetError
 
     err = stderr_console()
-    progress = None if quiet else (lambda msg: err.print(f"[dim]{msg}[/]"))
+    progress = None if quiet else (lambda msg: err.print(msg, style="dim", markup=False, highlight=False))
     if measure_yardstick:
         _measure_yardstick(budget, target_name, target_file, progress)
         return
