@@ -214,3 +214,19 @@ def test_resolve_models_reads_manifest_entries(export_dir):
     assert refs[0].source.endswith("tiny_fp32.keras")
     with pytest.raises(UsageError):
         resolve_models([str(export_dir / "missing.onnx")])
+
+
+def test_eval_on_image_folder_reports_skipped_files(tiny_tflite, tmp_path):
+    from PIL import Image
+
+    for k in range(10):
+        (tmp_path / "imgs" / f"class_{k}").mkdir(parents=True)
+        Image.new("RGB", (40, 30), (25 * k, 0, 255 - 25 * k)).save(tmp_path / "imgs" / f"class_{k}" / "a.png")
+    (tmp_path / "imgs" / "class_3" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "e.json"
+    r = _run("eval", tiny_tflite, "--data", tmp_path / "imgs", "--preprocessing", "mobilenet", "--json", out)
+    assert r.exit_code == 0, r.output + r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["data"]["samples"] == 10 and doc["data"]["skipped"] == 1 and doc["data"]["classes"] == 10
+    assert doc["results"][0]["samples"] == 10
+    assert "1 unreadable files skipped" in r.output
