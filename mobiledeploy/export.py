@@ -73,6 +73,10 @@ class ExportConfig:
         """Every cheap check, before TensorFlow is imported. Raises UsageError."""
         _check_names(self.formats, tuple(FORMATS), "--formats")
         _check_names(self.precisions, PRECISIONS, "--quant")
+        if not any(p in FORMATS[f].precisions for f in self.formats
+                   for p in (self.precisions if FORMATS[f].per_precision else ("fp32",))):
+            raise UsageError(f"nothing to export: {', '.join(self.formats)} cannot produce "
+                             f"{', '.join(self.precisions)} (--formats / --quant)")
         if self.model_path is not None:
             archs.check_model_path(self.model_path)
         else:

@@ -357,3 +357,24 @@ def test_int8_weights_are_per_channel(exported):
     dq = [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[1] in inits
           and np.prod(inits[n.input[1]].dims) > 1]
     assert len(dq) >= 14
+
+
+def test_nothing_to_export_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="nothing to export: onnx cannot produce fp16"):
+        export_model(ExportConfig(formats=("onnx",), precisions=("fp16",), out=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_is_held_back_during_the_final_renames():
+    import os
+    import signal
+
+    from mobiledeploy.export import _sigint_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with _sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("renames finished")  # not interrupted half-way
+    assert done == ["renames finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
