@@ -267,3 +267,18 @@ def test_unnamed_config_entry_is_named_by_its_config(tmp_path, export_dir):
     assert r.exit_code == 1
     assert "[format=tflite, precision=int8]: size" in r.stdout and "fail" in r.stdout
     assert "[format=tflite, precision=int8]: size" in r.stderr  # the one error line names it too
+
+
+@pytest.mark.slow
+def test_project_budgets_hold_for_the_reference_model(tmp_path):
+    """What .ci/run does: export the committed reference model, check models/budgets.toml."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "reference"
+    r = CliRunner().invoke(cli, ["export", "--model", str(root / "models/mobilenet_v1_0.25_32_digits.keras"),
+                                 "--calib", "digits", "--out", str(out)])
+    assert r.exit_code == 0, r.output + r.stderr
+    r = invoke("--budget", root / "models/budgets.toml", "--artifacts", out, "--baseline", out,
+               "--json", tmp_path / "check.json")
+    assert r.exit_code == 0, r.output + r.stderr
+    doc = json.loads((tmp_path / "check.json").read_text())
+    assert len(doc["checks"]) >= 12 and doc["counts"]["fail"] == doc["counts"]["error"] == 0
