@@ -282,3 +282,21 @@ def test_project_budgets_hold_for_the_reference_model(tmp_path):
     assert r.exit_code == 0, r.output + r.stderr
     doc = json.loads((tmp_path / "check.json").read_text())
     assert len(doc["checks"]) >= 12 and doc["counts"]["fail"] == doc["counts"]["error"] == 0
+
+
+def test_an_artifact_that_cannot_run_is_an_error_row_exit_1(tmp_path, onnx_dir):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a model" * 10)
+    shutil.copy(onnx_dir / "small.onnx", tmp_path / "small.onnx")
+    p = budget(tmp_path, "[latency]\nrounds = 3\nmin_runs = 2\nmin_time_s = 0.01\n"
+                         "[[artifact]]\npath = 'broken.onnx'\nmin_top1 = 0.5\nmax_latency_ratio = 1.5\n"
+                         "baseline = 'small.onnx'\n")
+    junit = tmp_path / "r.xml"
+    r = invoke("--budget", p, "--junit", junit, "--max-time", "20", "--json", tmp_path / "r.json")
+    assert r.exit_code == 1 and "Traceback" not in r.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert [c["verdict"] for c in doc["checks"]] == ["error", "error"]
+    assert all("broken.onnx" in c["detail"] for c in doc["checks"])
+    assert doc["environment"]["latency"]["max_time_s"] == 20
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("errors") == "2" and len(suite.findall("testcase/error")) == 2
