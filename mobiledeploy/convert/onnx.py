@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from mobiledeploy.convert import FORMATS
 from mobiledeploy.convert._graph import INPUT_NAME, OUTPUT_NAME, frozen_function
@@ -47,8 +49,8 @@ def _fp32(model, out_dir: Path, stem: str) -> Path:
 CALIB_BATCH = 10  # MinMax statistics are the same however samples are batched; batches run faster
 
 
-class _Reader:
-    """CalibrationDataReader over the recipe's samples, in batches (the ONNX batch is dynamic)."""
+class _Reader(CalibrationDataReader):
+    """Calibration samples in batches (the ONNX batch is dynamic)."""
 
     def __init__(self, name: str, calib: np.ndarray) -> None:
         self._it = iter([{name: calib[i:i + CALIB_BATCH]} for i in range(0, calib.shape[0], CALIB_BATCH)])
@@ -61,10 +63,6 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
     fp32 = _fp32(model, out_dir, stem)
     if precision == "fp32":
         return fp32
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, \
-        quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     path = Path(out_dir) / FORMATS["onnx"].filename(stem, precision)
     try:
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp, quiet_converter():
@@ -74,9 +72,8 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
                 quantize_dynamic(str(pre), str(path), per_channel=True, weight_type=QuantType.QInt8)
             elif precision == "int8":
                 types = recipe.onnx
-                reader = type("Reader", (_Reader, CalibrationDataReader), {})(INPUT_NAME, recipe.calib)
                 quantize_static(
-                    str(pre), str(path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    str(pre), str(path), _Reader(INPUT_NAME, recipe.calib), quant_format=QuantFormat.QDQ, per_channel=True,
                     reduce_range=types.reduce_range,
                     activation_type=QuantType.QInt8 if types.name == "s8s8" else QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
