@@ -14,8 +14,6 @@ import importlib
 from dataclasses import dataclass
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "dynamic", "int8")
-#: precisions that are exact float graphs (validated against Keras within --atol)
-FLOAT_PRECISIONS = frozenset({"fp32"})
 
 
 @dataclass(frozen=True)
