@@ -65,13 +65,14 @@ def conditions() -> dict:
 
 
 def run_series(*, name: str, candidate: Path, baseline: Path, limit: float, checks: int, target: str = "host",
-               extra: dict | None = None) -> dict:
+               threads: str | None = None, extra: dict | None = None) -> dict:
     """``checks`` independent `mobiledeploy check` runs of candidate vs. baseline."""
     from mobiledeploy import io
     from mobiledeploy.check import CheckConfig, run_check
 
     budget = CACHE / f"{name}.toml"
-    io.write_text(budget, f'target = "{target}"\n\n[[artifact]]\nname = "{candidate.name}"\n'
+    latency = f'[latency]\nthreads = {threads if threads.isdigit() else repr(threads)}\n' if threads else ""
+    io.write_text(budget, f'target = "{target}"\n{latency}\n[[artifact]]\nname = "{candidate.name}"\n'
                           f'path = "{candidate.name}"\nbaseline = "{baseline.name}"\nmax_latency_ratio = {limit}\n')
     before = conditions()
     rows = []

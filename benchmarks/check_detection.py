@@ -23,8 +23,10 @@ if __name__ == "__main__":
     ap.add_argument("--baseline-res", type=int, default=128)
     ap.add_argument("--candidate-res", type=int, default=144)
     ap.add_argument("--name", default="check_detection")
+    ap.add_argument("--threads", default=None, help='[latency] threads: a number or "target" (default: 1)')
     a = ap.parse_args()
     base, cand = mobilenet_tflite(a.baseline_res), mobilenet_tflite(a.candidate_res)
     mb, mc = macs(base), macs(cand)
     extra = {"macs": {"baseline": mb, "candidate": mc, "ratio": (mc / mb) if mb and mc else None}}
-    run_series(name=a.name, candidate=cand, baseline=base, limit=a.limit, checks=a.checks, extra=extra)
+    run_series(name=a.name, candidate=cand, baseline=base, limit=a.limit, checks=a.checks, threads=a.threads,
+               extra=extra)

@@ -18,7 +18,9 @@ if __name__ == "__main__":
     ap.add_argument("--checks", type=int, default=20)
     ap.add_argument("--limit", type=float, default=1.10)
     ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--name", default="check_false_alarms")
+    ap.add_argument("--threads", default=None, help='[latency] threads: a number or "target" (default: 1)')
     a = ap.parse_args()
     base = mobilenet_tflite(a.resolution)
-    run_series(name="check_false_alarms", candidate=identical_copy(base), baseline=base, limit=a.limit,
-               checks=a.checks)
+    run_series(name=a.name, candidate=identical_copy(base), baseline=base, limit=a.limit,
+               checks=a.checks, threads=a.threads)
