@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench-scripts check clean
+.PHONY: install demo test test-slow check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The CI budget gate: export the committed reference model, hold it to models/budgets.toml.
+check: $(STAMP)
+	rm -rf build/reference
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/mobiledeploy export --model models/mobilenet_v1_0.25_32_digits.keras \
+	    --calib digits --out build/reference
+	$(BIN)/mobiledeploy check --budget models/budgets.toml --baseline build/reference \
+	    --json build/check.json --junit build/check.xml --md build/check.md
 
 clean:
 	rm -rf build .pytest_cache
