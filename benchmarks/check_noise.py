@@ -5,7 +5,7 @@ bench_model) for two pairs: an artifact vs. an identical copy ("same") and Mobil
 0.25 @144 vs. @128 ("det"), once with all host cores (the `host` profile: 2 threads here)
 and once with 1 thread. For each per-child statistic (min, p10, median, mean) it reports
 the spread of the per-round log ratio: the smaller, the fewer rounds a decision needs.
-Writes benchmarks/results/check_noise.json (summary + every raw sample).
+Writes benchmarks/results/check_noise.json (summary + each child's min/p10/median/mean).
 
     .venv/bin/python benchmarks/check_noise.py [--rounds 16]
 """
@@ -37,6 +37,11 @@ def collect(pairs, threads, rounds):
     return out
 
 
+def figures(samples):
+    a = np.asarray(samples)
+    return {"n": int(a.size), **{name: float(fn(a)) for name, fn in STATS.items()}}
+
+
 def summarise(rows):
     res = {}
     for sname, fn in STATS.items():
@@ -60,7 +65,9 @@ if __name__ == "__main__":
         raw = collect(pairs, threads, a.rounds)
         key = "all cores" if threads is None else f"{threads} thread"
         result["by_threads"][key] = {"summary": {n: summarise(rows) for n, rows in raw.items()},
-                                     "seconds": round(time.monotonic() - t0, 1), "raw_samples_ms": raw}
+                                     "seconds": round(time.monotonic() - t0, 1),
+                                     "per_child_figures_ms": {n: [{k: figures(r[k]) for k in ("c", "b")}
+                                                                  for r in rows] for n, rows in raw.items()}}
         for n, summ in result["by_threads"][key]["summary"].items():
             print(key, n, {s: round(v["sd_log_ratio"], 3) for s, v in summ.items()}, flush=True)
     result["conditions_after"] = conditions()
