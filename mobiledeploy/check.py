@@ -19,7 +19,6 @@ This module never imports TensorFlow.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,19 +122,15 @@ class Resolved:
 
 
 def _load_manifest(directory: Path) -> dict | None:
+    """The export manifest of ``directory`` (None if there is none), read once for all commands."""
+    from mobiledeploy.modelref import read_manifest
+
     p = directory / "manifest.json"
-    if not p.is_file():
-        return None
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-        _ = doc["model"], doc["artifacts"]
-        return doc
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"cannot read export manifest {p}: {e}") from None
+    return read_manifest(p) if p.is_file() else None
 
 
 def _manifest_rows(manifest: dict, directory: Path) -> list[Resolved]:
-    m = manifest["model"]
+    m = manifest.get("model") or {}
     rows = []
     for a in manifest["artifacts"]:
         if a.get("format") not in ("tflite", "onnx"):
