@@ -300,3 +300,12 @@ def test_an_artifact_that_cannot_run_is_an_error_row_exit_1(tmp_path, onnx_dir):
     assert doc["environment"]["latency"]["max_time_s"] == 20
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite.get("errors") == "2" and len(suite.findall("testcase/error")) == 2
+
+
+def test_broken_manifest_is_a_config_error(tmp_path):
+    d = tmp_path / "export"
+    d.mkdir()
+    (d / "manifest.json").write_text("{not json")
+    p = budget(tmp_path, f'artifacts = "{d}"\n[[artifact]]\nprecision = "int8"\nmax_size_kb = 1\n')
+    r = invoke("--budget", p)
+    assert r.exit_code == 2 and "manifest" in r.stderr and "Traceback" not in r.stderr
