@@ -50,7 +50,8 @@ def stdout_console():
 def stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # Not a terminal (CI logs): never break a progress line in the middle.
+    return Console(stderr=True, highlight=False, soft_wrap=not os.isatty(2))
 
 
 def emit_json(path: str | None, obj) -> None:
