@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import math
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mobiledeploy.errors import UsageError
-
-import tomllib
 
 SCHEMA_VERSION = 1
 FORMATS = ("tflite", "onnx")
