@@ -231,15 +231,13 @@ def collect_models(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | 
 
 
 def _manifest_precisions(directory: Path) -> dict[str, str]:
+    from mobiledeploy.modelref import read_manifest
+
     path = directory / "manifest.json"
     if not path.is_file():
         return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        return {Path(a["file"]).name: a["precision"] for a in manifest.get("artifacts", [])
-                if isinstance(a, dict) and a.get("file") and a.get("precision")}
-    except (OSError, ValueError, AttributeError, TypeError) as e:
-        raise UsageError(f"cannot read {str(path)!r}: {e}") from None
+    return {Path(a["file"]).name: a["precision"] for a in read_manifest(path)["artifacts"]
+            if isinstance(a, dict) and a.get("file") and a.get("precision")}
 
 
 @dataclass(frozen=True)
