@@ -67,13 +67,22 @@ def read_manifest(path: Path) -> dict:
 
 def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
     model = m.get("model") or {}
-    keras_src = next((a["file"] for a in m["artifacts"] if a.get("format") == "keras"), None)
     p = mpath.parent / entry["file"]
     return ModelRef(path=str(p), format=entry.get("format") or _format_of(p),
                     precision=entry.get("precision") or guess_precision(p),
                     preprocessing=model.get("preprocessing"), resolution=model.get("resolution"),
-                    manifest=str(mpath), source=str(mpath.parent / keras_src) if keras_src else None,
-                    calibration=m.get("calibration"))
+                    manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"))
+
+
+def _float_source(mpath: Path, m: dict) -> str | None:
+    """The export's float Keras model: its ``.keras`` artifact, else the file it was loaded from."""
+    keras_src = next((a["file"] for a in m["artifacts"] if a.get("format") == "keras"), None)
+    if keras_src:
+        return str(mpath.parent / keras_src)
+    loaded = (m.get("model") or {}).get("source")  # "build", or the --model path as given to export
+    if isinstance(loaded, str) and loaded != "build" and Path(loaded).is_file():
+        return loaded
+    return None
 
 
 def resolve_models(paths, *, flag: str = "MODEL") -> list[ModelRef]:

@@ -216,6 +216,21 @@ def test_resolve_models_reads_manifest_entries(export_dir):
         resolve_models([str(export_dir / "missing.onnx")])
 
 
+def test_float_source_falls_back_to_the_loaded_model_file(export_dir, tmp_path):
+    """Without a .keras artifact, per-layer finds the float model the export loaded (--model)."""
+    d = tmp_path / "export"
+    shutil.copytree(export_dir, d)
+    (d / "tiny_fp32.keras").unlink()
+    m = json.loads((d / "manifest.json").read_text())
+    m["artifacts"] = [a for a in m["artifacts"] if a["format"] != "keras"]
+    m["model"]["source"] = str(export_dir / "tiny_fp32.keras")
+    (d / "manifest.json").write_text(json.dumps(m))
+    assert resolve_models([str(d / "tiny_int8.tflite")])[0].source == str(export_dir / "tiny_fp32.keras")
+    m["model"]["source"] = "build"  # a built, random-init model: no float file to find
+    (d / "manifest.json").write_text(json.dumps(m))
+    assert resolve_models([str(d / "tiny_int8.tflite")])[0].source is None
+
+
 def test_eval_on_image_folder_reports_skipped_files(tiny_tflite, tmp_path):
     from PIL import Image
 
