@@ -69,7 +69,8 @@ def rich_table(results: Sequence[BenchResult], *, title: str, columns: Sequence[
     columns = COLUMNS if columns is None else columns
     table = Table(title=title)
     for c in columns:
-        table.add_column(c.header, justify=c.justify, no_wrap=c.header != "model")
+        table.add_column(c.header, justify=c.justify, no_wrap=c.header != "model",
+                         overflow="fold" if c.header == "model" else "ellipsis")
     for r, cells in zip(results, rows(results, columns, extras)):
         table.add_row(*cells, style=None if r.ok else "red")
     return table
