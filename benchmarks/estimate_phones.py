@@ -189,20 +189,21 @@ def main() -> int:
     for r in report["rows"]:
         print(f"{r['point']:<48} {r['measured_ms']:8.1f} {r['estimate_ms']:8.1f} {r['error_pct']:+6.1f}% "
               f"{r['naive_ms']:8.1f} {r['naive_error_pct']:+6.1f}%  {r['fit_on']} ({','.join(r['fit_params'])})")
-    for name, s in [("ALL", report["summary"]),
-                    ("naive anchor of same precision+threads", report["summary_like_for_like"])] + sorted(
-                        report["by_source"].items()):
-        print(f"{name[:60]:<60} n={s['n']:>2}  cost model median {s['median_abs_error_pct']:5.1f}% worst "
-              f"{s['worst_abs_error_pct']:6.1f}%   naive median {s['naive_median_abs_error_pct']:5.1f}% worst "
-              f"{s['naive_worst_abs_error_pct']:6.1f}%")
+    _print_summaries([("ALL", report["summary"]),
+                      ("naive anchor of same precision+threads", report["summary_like_for_like"])],
+                     report["by_source"])
     lmo = report["leave_model_out"]
-    for name, s in [("LEAVE-MODEL-OUT (all points of the model held out)", lmo["summary"]),
-                    ("  naive anchor of same precision+threads", lmo["summary_like_for_like"])] + sorted(
-                        lmo["by_source"].items()):
+    _print_summaries([("LEAVE-MODEL-OUT (all points of the model held out)", lmo["summary"]),
+                      ("  naive anchor of same precision+threads", lmo["summary_like_for_like"])],
+                     lmo["by_source"])
+    return 0
+
+
+def _print_summaries(head: list, by_source: dict) -> None:
+    for name, s in head + sorted(by_source.items()):
         print(f"{name[:60]:<60} n={s['n']:>2}  cost model median {s['median_abs_error_pct']:5.1f}% worst "
               f"{s['worst_abs_error_pct']:6.1f}%   naive median {s['naive_median_abs_error_pct']:5.1f}% worst "
               f"{s['naive_worst_abs_error_pct']:6.1f}%")
-    return 0
 
 
 if __name__ == "__main__":
