@@ -58,10 +58,9 @@ def identical_copy(path: Path) -> Path:
 
 
 def conditions() -> dict:
-    from mobiledeploy.bench import host_info
+    from mobiledeploy.bench import machine_conditions
 
-    return {"loadavg": os.getloadavg(), "host": host_info(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                         time.gmtime())}
+    return machine_conditions()
 
 
 def run_series(*, name: str, candidate: Path, baseline: Path, limit: float, checks: int, target: str = "host",
@@ -94,9 +93,7 @@ def run_series(*, name: str, candidate: Path, baseline: Path, limit: float, chec
     result = {"benchmark": name, "candidate": candidate.name, "baseline": baseline.name,
               "max_latency_ratio": limit, "checks": checks, "counts": counts, "latency_settings": settings,
               "seconds": {"mean": sum(secs) / len(secs), "max": max(secs)},
-              "conditions": {"before": before, "after": conditions(), "python": platform.python_version(),
-                             "note": "2-core machine shared with four other engineers' builds and tests "
-                                     "while this ran: noisy on purpose"},
+              "conditions": {"before": before, "after": conditions(), "python": platform.python_version()},
               **(extra or {}), "runs": rows}
     io.write_json(RESULTS / f"{name}.json", result)
     print(json.dumps({k: result[k] for k in ("benchmark", "max_latency_ratio", "checks", "counts", "seconds")}))

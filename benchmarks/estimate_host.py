@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -142,20 +141,10 @@ def measure_cpu_grid(repeats: int, min_time_s: float, core: int) -> dict[str, di
 
 
 def machine_conditions() -> dict:
-    load = os.getloadavg()
-    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "loadavg_1_5_15": [round(x, 2) for x in load],
-            "note": "2-core machine shared with other engineers running tests: noisy"}
+    from mobiledeploy.bench import machine_conditions as conditions
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    c = conditions()
+    return {**c["host"], "loadavg_1_5_15": c["loadavg_1_5_15"], "time_utc": c["time_utc"]}
 
 
 def main() -> int:

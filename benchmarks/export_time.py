@@ -64,8 +64,7 @@ def main() -> int:
         "runs": len(runs), "median_wall_s": round(statistics.median(walls), 2), "min_wall_s": min(walls),
         "max_wall_s": max(walls), "median_cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
         "target_s": TARGET_S, "meets_target_median": statistics.median(walls) <= TARGET_S,
-        "machine": {**host_info(), "load_avg_1m_before": round(load_before[0], 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
-                    "note": "shared machine: other jobs were running; load average > cores means contention"},
+        "machine": {**host_info(), "load_avg_1m_before": round(load_before[0], 2), "load_avg_1m_after": round(os.getloadavg()[0], 2)},
         "per_run": runs,
         "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -123,11 +123,9 @@ def loop_cost_ns(n: int = 200_000) -> dict:
 
 
 def conditions() -> dict:
-    from mobiledeploy.bench import host_info
+    from mobiledeploy.bench import machine_conditions
 
-    return {"host": host_info(), "loadavg_1_5_15": list(os.getloadavg()),
-            "note": "shared 2-core VM; other engineers ran tests at the same time",
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return machine_conditions()
 
 
 def main() -> int:

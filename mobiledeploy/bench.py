@@ -282,6 +282,14 @@ def bench_models(config: BenchConfig, *, on_start: Callable[[str], None] | None 
     return BenchReport(target=config.target, settings=config.settings, results=tuple(results))
 
 
+def machine_conditions() -> dict:
+    """What a benchmark records about the machine at a point in time: host facts and load."""
+    import time
+
+    return {"host": host_info(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def host_info() -> dict:
     import platform
 
