@@ -29,10 +29,10 @@ def main() -> int:
     import tf2onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from mobiledeploy.archs import load_model
-    from mobiledeploy.data import load_dataset
-    from mobiledeploy.evaluate import EvalConfig, run_eval
-    from mobiledeploy.perlayer import onnx_reader
+    from mobiledeploy.models.archs import load_model
+    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
+    from mobiledeploy.accuracy.perlayer import onnx_reader
 
     model = load_model(MODEL)
     cal = load_dataset("digits", resolution=32, split="train", limit=200).x

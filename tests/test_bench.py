@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mobiledeploy import bench as b
+from mobiledeploy.bench import core as b
 from mobiledeploy import targets as tg
-from mobiledeploy._child import FAULT_ENV, run_plan, timed_loop
+from mobiledeploy.runtimes.child import FAULT_ENV, run_plan, timed_loop
 from mobiledeploy.cli import cli
 
 FAST = b.BenchSettings(warmup=1, runs=5, timeout_s=120)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mobiledeploy.budgets import LatencySpec, Selector, load_budgets
+from mobiledeploy.check.budgets import LatencySpec, Selector, load_budgets
 from mobiledeploy.errors import UsageError
 
 FULL = """

@@ -42,7 +42,7 @@ def export_dir(tmp_path_factory, tiny_tflite, tiny_tflite_int8):
 def truth(export_dir):
     """Top-1 on digits/test of each artifact, computed directly with the runtime."""
     from mobiledeploy import runtimes
-    from mobiledeploy.data import load_dataset
+    from mobiledeploy.accuracy.data import load_dataset
 
     ds = load_dataset("digits", resolution=32, split="test", labelled=True)
     out = {}
@@ -130,7 +130,7 @@ max_int8_top1_drop = {drop - 1 / n!r}
 @pytest.fixture(scope="module")
 def onnx_dir(tmp_path_factory):
     """TF-free models: the yardstick's twin, a small net and one ~9x bigger."""
-    from mobiledeploy.yardstick import conv_net_bytes, yardstick_bytes
+    from mobiledeploy.check.yardstick import conv_net_bytes, yardstick_bytes
 
     d = tmp_path_factory.mktemp("onnx")
     (d / "twin.onnx").write_bytes(yardstick_bytes())
@@ -207,8 +207,8 @@ def test_missing_budget_file_and_flag(tmp_path):
 
 
 def test_inconclusive_passes_unless_strict(tmp_path):
-    from mobiledeploy import report
-    from mobiledeploy.check import CheckOutcome, CheckReport
+    from mobiledeploy.check import report
+    from mobiledeploy.check.core import CheckOutcome, CheckReport
 
     o = CheckOutcome("m", "latency_ratio", 1.1, "<=", "x", "inconclusive", measured=1.08, low=1.0, high=1.17,
                      extra={"confidence": 0.95})
@@ -223,8 +223,8 @@ def test_inconclusive_passes_unless_strict(tmp_path):
 
 def test_baseline_resolution(tmp_path, export_dir, onnx_dir):
     """--baseline DIR: same file name there; a selector override looks in its manifest; FILE: that file."""
-    from mobiledeploy.budgets import load_budgets
-    from mobiledeploy.check import CheckConfig, plan_checks
+    from mobiledeploy.check.budgets import load_budgets
+    from mobiledeploy.check.core import CheckConfig, plan_checks
     from mobiledeploy.errors import UsageError
 
     main = tmp_path / "main"

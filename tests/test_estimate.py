@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from mobiledeploy.cli import cli
 from mobiledeploy.errors import UsageError
-from mobiledeploy.estimate import CostModel, cost_model_for, estimate_layers
-from mobiledeploy.estimate_fit import Measurement, default_params, fit, predict_ms
-from mobiledeploy.graph import LayerStats
+from mobiledeploy.cost.estimate import CostModel, cost_model_for, estimate_layers
+from mobiledeploy.cost.fit import Measurement, default_params, fit, predict_ms
+from mobiledeploy.cost.graph import LayerStats
 from mobiledeploy.targets import list_targets, load_target
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from mobiledeploy.cli.common import csv_choice, emit_json, stderr_console, stdout_console, json_option
-from mobiledeploy.convert import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
-from mobiledeploy.quant import ONNX_QUANT_TYPES
+from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
+from mobiledeploy.export.recipes import ONNX_QUANT_TYPES
 
 
 @click.command("export")
@@ -53,7 +53,7 @@ def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, c
            quant, formats, int8_io, onnx_quant_types, calib, calib_samples, preprocessing, validate_samples,
            atol, strict, out, json_path):
     """Build (or load) a MobileNet and export TFLite/ONNX artifacts, each validated against Keras."""
-    from mobiledeploy.export import ExportConfig, export_model
+    from mobiledeploy.export.pipeline import ExportConfig, export_model
 
     config = ExportConfig(
         arch=arch, alpha=alpha, resolution=resolution, classes=classes, depth_multiplier=depth_multiplier,

@@ -30,8 +30,8 @@ def calibrate(target_name, target_file, measurements, out, params, name, json_pa
     Least squares on log latency; with one measurement only a global scale is fitted.
     Measure on the phone with LiteRT's benchmark_model, for example.
     """
-    from mobiledeploy.estimate_fit import FIT_PARAMS, CalibrateConfig
-    from mobiledeploy.estimate_fit import calibrate as run_calibrate
+    from mobiledeploy.cost.fit import FIT_PARAMS, CalibrateConfig
+    from mobiledeploy.cost.fit import calibrate as run_calibrate
 
     chosen = csv_choice(params, FIT_PARAMS, "--params") or None
     result = run_calibrate(CalibrateConfig(measurements=measurements, out=out, target=target_name,

@@ -1,0 +1,428 @@
+"""``mobiledeploy check``: size, accuracy and latency budgets for CI.
+
+``run_check(CheckConfig(...)) -> CheckReport``. Everything that can be wrong with the
+configuration (budget file, missing artifacts, missing baselines, unknown target) is
+found *before* anything is measured and raised as ``UsageError`` (exit 2). Then each
+budget becomes one or more checks, each with a verdict:
+
+- ``max_size_kb`` and ``min_top1`` / ``max_int8_top1_drop`` are exact: ``pass`` or
+  ``fail`` against the limit (the limit itself holds).
+- ``max_latency_ratio`` and ``max_latency_ms`` are decided on a paired ratio with a
+  bootstrap interval (``mobiledeploy.check.latency``): ``fail`` only when the whole interval
+  lies above the limit, ``pass`` when it lies at or below, otherwise ``inconclusive``
+  after more rounds up to the time limit. Inconclusive passes with a warning unless
+  ``strict`` (``--strict``) makes it fail.
+- ``error``: the artifact could not be run (it always fails the check run).
+
+This module never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mobiledeploy.check.budgets import ArtifactBudget, ArtifactRef, BudgetFile, Selector, load_budgets
+from mobiledeploy.errors import MobiledeployError, UsageError
+
+PASS, FAIL, INCONCLUSIVE, ERROR, SKIPPED = "pass", "fail", "inconclusive", "error", "skipped"
+VERDICTS = (PASS, FAIL, INCONCLUSIVE, ERROR, SKIPPED)
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    budget: str | os.PathLike
+    artifacts: str | os.PathLike | None = None  # --artifacts DIR: where budget paths resolve
+    baseline: str | os.PathLike | None = None  # --baseline DIR|FILE for max_latency_ratio
+    target: str | None = None  # --target (default: the budget file's, else host)
+    target_file: str | os.PathLike | None = None
+    max_time_s: float | None = None  # overrides [latency] max_time_s
+    strict: bool = False  # inconclusive latency checks fail
+    skip: tuple[str, ...] = ()  # check kinds not to run: size, accuracy, latency
+    progress: Callable[[str], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One row of the report: one limit of one artifact."""
+
+    artifact: str  # the budget entry's name
+    check: str  # size | top1 | int8_top1_drop | latency_ratio | latency_ms
+    limit: float
+    op: str  # "<=" or ">=": what must hold for measured vs. limit
+    unit: str
+    verdict: str
+    measured: float | None = None
+    low: float | None = None  # confidence interval (latency checks)
+    high: float | None = None
+    detail: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.artifact}: {self.check}"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "artifact": self.artifact, "check": self.check, "limit": self.limit,
+                "op": self.op, "unit": self.unit, "verdict": self.verdict, "measured": self.measured,
+                "interval": [self.low, self.high] if self.low is not None else None,
+                "detail": self.detail, **self.extra}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    budget: str
+    target: str
+    strict: bool
+    outcomes: tuple[CheckOutcome, ...]
+    elapsed_s: float
+    environment: dict = field(default_factory=dict)
+
+    def broken(self) -> list[CheckOutcome]:
+        bad = {FAIL, ERROR} | ({INCONCLUSIVE} if self.strict else set())
+        return [o for o in self.outcomes if o.verdict in bad]
+
+    @property
+    def ok(self) -> bool:
+        return not self.broken()
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def counts(self) -> dict[str, int]:
+        return {v: sum(o.verdict == v for o in self.outcomes) for v in VERDICTS}
+
+    def summary(self) -> str:
+        c = self.counts()
+        parts = [f"{c[v]} {v}" for v in VERDICTS if c[v]]
+        head = "all budgets hold" if self.ok else f"{len(self.broken())} of {len(self.outcomes)} checks broken"
+        return f"{head} ({', '.join(parts)})"
+
+    def to_json(self) -> dict:
+        return {"schema_version": 1, "budget": self.budget, "target": self.target, "strict": self.strict,
+                "ok": self.ok, "exit_code": self.exit_code, "summary": self.summary(),
+                "counts": self.counts(), "elapsed_s": self.elapsed_s, "environment": self.environment,
+                "checks": [o.to_json() for o in self.outcomes]}
+
+
+# ---------------------------------------------------------------- resolving artifacts
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An artifact file, with what its export manifest says about it (if anything)."""
+
+    path: Path
+    format: str
+    selector: Selector  # arch/alpha/resolution/format/precision (from the manifest when known)
+    preprocessing: str | None = None
+
+
+def _load_manifest(directory: Path) -> dict | None:
+    """The export manifest of ``directory`` (None if there is none), read once for all commands."""
+    from mobiledeploy.models.artifacts import read_manifest
+
+    p = directory / "manifest.json"
+    return read_manifest(p) if p.is_file() else None
+
+
+def _manifest_rows(manifest: dict, directory: Path) -> list[Resolved]:
+    m = manifest.get("model") or {}
+    rows = []
+    for a in manifest["artifacts"]:
+        if a.get("format") not in ("tflite", "onnx"):
+            continue  # the .keras source cannot be benchmarked or checked here
+        sel = Selector(arch=m.get("arch"), alpha=_float(m.get("alpha")), resolution=m.get("resolution"),
+                       format=a.get("format"), precision=a.get("precision"))
+        rows.append(Resolved(directory / a["file"], a["format"], sel, m.get("preprocessing")))
+    return rows
+
+
+def _float(v):
+    return float(v) if v is not None else None
+
+
+def _matches(row: Selector, want: Selector) -> bool:
+    for k in ("arch", "alpha", "resolution", "format", "precision"):
+        w = getattr(want, k)
+        if w is None:
+            continue
+        have = getattr(row, k)
+        if k == "alpha":
+            if have is None or abs(have - w) > 1e-9:
+                return False
+        elif have != w:
+            return False
+    return True
+
+
+class Resolver:
+    """Turns budget references into files: paths under a root, or selectors over its manifest."""
+
+    def __init__(self, root: Path, *, flag: str, budget_path: Path):
+        self.root, self.flag, self.budget_path = root, flag, budget_path
+        self._manifest: dict | None | bool = False
+
+    @property
+    def manifest(self) -> dict | None:
+        if self._manifest is False:
+            self._manifest = _load_manifest(self.root) if self.root.is_dir() else None
+        return self._manifest
+
+    def rows(self) -> list[Resolved]:
+        return _manifest_rows(self.manifest, self.root) if self.manifest else []
+
+    def by_path(self, rel: str, *, what: str) -> Resolved:
+        from mobiledeploy.runtimes import detect_format
+
+        p = Path(rel)
+        p = p if p.is_absolute() else self.root / p
+        if not p.is_file():
+            raise UsageError(f"{what}: artifact not found: {str(p)!r} (paths in {self.budget_path.name} "
+                             f"resolve under {str(self.root)!r}; set it with {self.flag})")
+        fmt = detect_format(p)
+        for row in self.rows():
+            if row.path.resolve() == p.resolve():
+                return row
+        return Resolved(p, fmt, Selector(format=fmt))
+
+    def by_selector(self, sel: Selector, *, what: str) -> Resolved:
+        if self.manifest is None:
+            raise UsageError(f"{what}: [{sel.describe()}] is an export config, but {str(self.root)!r} has no "
+                             f"manifest.json (give the export directory with {self.flag})")
+        found = [r for r in self.rows() if _matches(r.selector, sel)]
+        if not found:
+            have = "; ".join(r.selector.describe() for r in self.rows()) or "no tflite/onnx artifacts"
+            raise UsageError(f"{what}: no artifact matches [{sel.describe()}] in "
+                             f"{str(self.root / 'manifest.json')!r} (it has: {have})")
+        if len(found) > 1:
+            names = ", ".join(r.path.name for r in found)
+            raise UsageError(f"{what}: [{sel.describe()}] matches {len(found)} artifacts ({names}); "
+                             f"add format/precision to pick one")
+        if not found[0].path.is_file():
+            raise UsageError(f"{what}: artifact listed in the manifest is missing: {str(found[0].path)!r}")
+        return found[0]
+
+    def resolve(self, ref: ArtifactRef, *, what: str, like: Resolved | None = None) -> Resolved:
+        """A path, or a selector; a selector is merged over ``like`` (for float/baseline)."""
+        if ref.path is not None:
+            return self.by_path(ref.path, what=what)
+        sel = like.selector.merged(ref.selector) if like is not None else ref.selector
+        return self.by_selector(sel, what=what)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One budget entry with every file it needs, resolved before anything is measured."""
+
+    budget: ArtifactBudget
+    artifact: Resolved
+    float_artifact: Resolved | None = None
+    baseline: Resolved | None = None
+
+
+def plan_checks(bf: BudgetFile, cfg: CheckConfig, *, target: str) -> list[Plan]:
+    root = Path(cfg.artifacts) if cfg.artifacts is not None else (bf.artifacts_dir or bf.base_dir)
+    flag = "--artifacts" if cfg.artifacts is not None else "--artifacts, or artifacts = ... in the budget file"
+    if cfg.artifacts is not None and not Path(cfg.artifacts).is_dir():
+        raise UsageError(f"artifacts directory not found: {str(cfg.artifacts)!r} (--artifacts)")
+    res = Resolver(root, flag=flag, budget_path=bf.path)
+    base_file = base_res = None
+    if cfg.baseline is not None:
+        bp = Path(cfg.baseline)
+        if bp.is_file():
+            base_file = res.by_path(str(bp.resolve()), what="--baseline")
+        elif bp.is_dir():
+            base_res = Resolver(bp, flag="--baseline", budget_path=bf.path)
+        else:
+            raise UsageError(f"baseline not found: {str(bp)!r} (--baseline: an export directory or an artifact)")
+    plans = []
+    for b in bf.budgets:
+        what = f"budget {b.name!r}"
+        art = res.resolve(b.ref, what=what)
+        flt = base = None
+        if b.max_int8_top1_drop is not None and "accuracy" not in cfg.skip:
+            if b.float_ref is not None:
+                flt = res.resolve(b.float_ref, what=f"{what} (float)", like=art)
+            elif res.manifest is not None and art.selector.precision is not None:
+                flt = res.by_selector(art.selector.merged(Selector(precision="fp32")), what=f"{what} (float)")
+            else:
+                raise UsageError(f"{what}: max_int8_top1_drop needs the float artifact: set float = \"...\" "
+                                 f"in the budget entry (or check an export directory with a manifest)")
+        if b.max_latency_ratio is not None and "latency" not in cfg.skip:
+            base = _resolve_baseline(b, art, res, base_file, base_res, what)
+        if b.max_latency_ms and "latency" not in cfg.skip and target in b.max_latency_ms \
+                and target not in bf.yardstick_ms:
+            raise UsageError(f"{bf.path}: budget {b.name!r} has max_latency_ms for target {target!r} but "
+                             f"[yardstick] has no reference_ms for it; measure it on the machine the budget "
+                             f"was written on with `mobiledeploy check --measure-yardstick --target {target}`")
+        plans.append(Plan(b, art, flt, base))
+    return plans
+
+
+def _resolve_baseline(b: ArtifactBudget, art: Resolved, res: Resolver, base_file: Resolved | None,
+                      base_res: Resolver | None, what: str) -> Resolved:
+    what = f"{what} (baseline)"
+    if base_file is not None:
+        return base_file
+    if base_res is not None:
+        if b.baseline is not None:
+            return base_res.resolve(b.baseline, what=what, like=art)
+        if (base_res.root / art.path.name).is_file() or base_res.manifest is None:
+            return base_res.by_path(art.path.name, what=what)
+        return base_res.by_selector(art.selector, what=what)
+    if b.baseline is not None:
+        return res.resolve(b.baseline, what=what, like=art)
+    raise UsageError(f"{what}: max_latency_ratio needs a baseline: pass --baseline DIR (e.g. the main "
+                     f"branch's export) or set baseline = ... in the budget entry")
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_check(cfg: CheckConfig) -> CheckReport:
+    """Validate everything, then run every check. Raises UsageError on configuration errors."""
+    import time
+
+    from mobiledeploy.check import latency
+
+    t0 = time.monotonic()
+    bf = load_budgets(cfg.budget)
+    bad = sorted(set(cfg.skip) - {"size", "accuracy", "latency"})
+    if bad:
+        raise UsageError(f"unknown check kind {bad[0]!r} (--skip); choose from size, accuracy, latency")
+    target = latency.resolve_target(cfg.target or bf.target, cfg.target_file)
+    plans = plan_checks(bf, cfg, target=target.name)
+    say = cfg.progress or (lambda msg: None)
+    spec = bf.latency if cfg.max_time_s is None else _replace(bf.latency, max_time_s=cfg.max_time_s)
+    outcomes: list[CheckOutcome] = []
+    acc = _Accuracy(bf)
+    meter = latency.LatencyMeter(target, spec, progress=say)
+    try:
+        for p in plans:
+            b = p.budget
+            if b.max_size_kb is not None and "size" not in cfg.skip:
+                outcomes.append(size_check(b.name, p.artifact.path, b.max_size_kb))
+            if "accuracy" not in cfg.skip:
+                if b.min_top1 is not None:
+                    say(f"{b.name}: top-1 on {bf.data.source}")
+                    outcomes.append(acc.min_top1(b.name, p.artifact, b.min_top1))
+                if b.max_int8_top1_drop is not None:
+                    say(f"{b.name}: top-1 drop vs. {p.float_artifact.path.name}")
+                    outcomes.append(acc.drop(b.name, p.artifact, p.float_artifact, b.max_int8_top1_drop))
+            if "latency" not in cfg.skip:
+                if b.max_latency_ratio is not None:
+                    outcomes.append(meter.ratio_check(b.name, p.artifact.path, p.baseline.path,
+                                                      b.max_latency_ratio))
+                if b.max_latency_ms:
+                    if target.name in b.max_latency_ms:
+                        outcomes.append(meter.absolute_check(b.name, p.artifact.path,
+                                                             b.max_latency_ms[target.name],
+                                                             bf.yardstick_ms[target.name]))
+                    else:
+                        outcomes.append(CheckOutcome(b.name, "latency_ms", min(b.max_latency_ms.values()), "<=",
+                                                     "ms", SKIPPED, detail=f"no max_latency_ms for target "
+                                                     f"{target.name!r} (has {', '.join(b.max_latency_ms)})"))
+    finally:
+        meter.close()
+    env = {"target": target.to_json() if hasattr(target, "to_json") else target.name,
+           "latency": meter.describe(), "yardstick": meter.yardstick_info(bf.yardstick_machine),
+           "data": {"source": bf.data.source, "split": bf.data.split, "limit": bf.data.limit}}
+    return CheckReport(budget=str(bf.path), target=target.name, strict=cfg.strict, outcomes=tuple(outcomes),
+                       elapsed_s=round(time.monotonic() - t0, 2), environment=env)
+
+
+def _replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+def _holds(measured: float, op: str, limit: float) -> bool:
+    """Exact comparison, forgiving only float rounding (1e-9): a limit that is met holds."""
+    eps = 1e-9 * max(1.0, abs(limit))
+    return measured <= limit + eps if op == "<=" else measured >= limit - eps
+
+
+def size_check(name: str, path: Path, max_kb: float) -> CheckOutcome:
+    """Exact: the file's size in KiB (1024 bytes) against ``max_size_kb``."""
+    size = path.stat().st_size
+    kb = size / 1024
+    return CheckOutcome(name, "size", float(max_kb), "<=", "KiB", PASS if _holds(kb, "<=", max_kb) else FAIL,
+                        measured=kb, detail=f"{size} bytes", extra={"size_bytes": size, "file": str(path)})
+
+
+def _input_resolution(path: Path) -> int:
+    """H of the model's NHWC input, read without running it (runtimes are cheap to load)."""
+    from mobiledeploy import runtimes
+
+    try:
+        sess = runtimes.open_session(path)
+        return int(runtimes.input_shape(sess, sess.inputs[0])[1])
+    except MobiledeployError:
+        raise
+    except Exception as e:  # a file the runtime cannot describe: the check row says so
+        from mobiledeploy.errors import RuntimeFailure
+
+        raise RuntimeFailure(f"cannot read the input shape of {path.name}: {e}") from None
+
+
+class _Accuracy:
+    """Top-1 of artifacts on the budget's data, each data set loaded once per resolution."""
+
+    def __init__(self, bf: BudgetFile):
+        self.bf = bf
+        self._data: dict = {}
+        self._top1: dict = {}
+
+    def dataset(self, art: Resolved, resolution: int):
+        from mobiledeploy.accuracy.data import load_dataset
+
+        pre = self.bf.data.preprocessing or art.preprocessing or "mobilenet"
+        key = (resolution, pre)
+        if key not in self._data:
+            d = self.bf.data
+            self._data[key] = load_dataset(d.source, resolution=resolution, preprocessing=pre, split=d.split,
+                                           limit=d.limit, labelled=True)
+        return self._data[key]
+
+    def top1(self, art: Resolved) -> tuple[float, int]:
+        """(top-1, samples) from ``mobiledeploy.accuracy.evaluate`` (the model runs in a child process)."""
+        key = art.path.resolve()
+        if key not in self._top1:
+            from mobiledeploy.errors import RuntimeFailure
+            from mobiledeploy.accuracy.evaluate import evaluate
+
+            res = art.selector.resolution or _input_resolution(art.path)
+            r = evaluate([str(art.path)], self.dataset(art, res)).results[0]
+            if r.status != "ok" or r.top1 is None:
+                raise RuntimeFailure(f"cannot evaluate {art.path.name}: {r.error or 'no result'}")
+            self._top1[key] = (float(r.top1), int(r.samples))
+        return self._top1[key]
+
+    def min_top1(self, name: str, art: Resolved, limit: float) -> CheckOutcome:
+        try:
+            top1, n = self.top1(art)
+        except MobiledeployError as e:
+            if isinstance(e, UsageError):
+                raise
+            return CheckOutcome(name, "top1", float(limit), ">=", "", ERROR, detail=str(e))
+        return CheckOutcome(name, "top1", float(limit), ">=", "", PASS if _holds(top1, ">=", limit) else FAIL,
+                            measured=top1, detail=f"{n} samples of {self.bf.data.source}/{self.bf.data.split}",
+                            extra={"samples": n})
+
+    def drop(self, name: str, art: Resolved, flt: Resolved, limit: float) -> CheckOutcome:
+        try:
+            q, n = self.top1(art)
+            f, _ = self.top1(flt)
+        except MobiledeployError as e:
+            if isinstance(e, UsageError):
+                raise
+            return CheckOutcome(name, "int8_top1_drop", float(limit), "<=", "", ERROR, detail=str(e))
+        drop = f - q
+        return CheckOutcome(name, "int8_top1_drop", float(limit), "<=", "", PASS if _holds(drop, "<=", limit) else FAIL,
+                            measured=drop, detail=f"top-1 {q:.4f} vs. {f:.4f} ({flt.path.name}), {n} samples",
+                            extra={"top1": q, "float_top1": f, "float_file": str(flt.path), "samples": n})

@@ -1,0 +1,266 @@
+"""Which models an evaluation runs, and what is known about each one.
+
+``resolve_models(["build/", "m.tflite"])`` expands export directories through their
+``manifest.json`` (every artifact, the ``.keras`` source first) and reads a single file's
+entry from a ``manifest.json`` beside it when there is one. The resulting ``ModelRef``
+says the file's format, precision, runtime and, when a manifest recorded them, its
+preprocessing, resolution and the float Keras source of its export.
+
+Input shapes are read without running a runtime: ONNX through ``onnx`` (protobuf),
+TFLite through the flatbuffer schema shipped with LiteRT, Keras by loading the model
+(safe mode). No TensorFlow import except for ``.keras`` files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mobiledeploy.errors import UsageError
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+FORMAT_RUNTIME = {"keras": "keras", "tflite": "litert", "onnx": "onnxruntime"}
+_PRECISION_RE = re.compile(r"_(fp32|fp16|float16|dynamic|int8|uint8)(?=\.|_)")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    path: str
+    format: str  # keras | tflite | onnx
+    precision: str  # fp32 | fp16 | dynamic | int8 | unknown
+    preprocessing: str | None = None  # from the manifest
+    resolution: int | None = None  # from the manifest
+    manifest: str | None = None  # the manifest.json that describes it
+    source: str | None = field(default=None, compare=False)  # float .keras of the same export
+    calibration: dict | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def runtime(self) -> str:
+        return FORMAT_RUNTIME[self.format]
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+def _format_of(p: Path) -> str:
+    if p.suffix.lower() in KERAS_SUFFIXES:
+        return "keras"
+    from mobiledeploy.runtimes import detect_format
+
+    return detect_format(p)
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read export manifest {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(m, dict) or not isinstance(m.get("artifacts"), list):
+        raise UsageError(f"{str(path)!r} is not a mobiledeploy export manifest (no 'artifacts' list)")
+    return m
+
+
+def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
+    model = m.get("model") or {}
+    p = mpath.parent / entry["file"]
+    return ModelRef(path=str(p), format=entry.get("format") or _format_of(p),
+                    precision=entry.get("precision") or guess_precision(p),
+                    preprocessing=model.get("preprocessing"), resolution=model.get("resolution"),
+                    manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"))
+
+
+def _float_source(mpath: Path, m: dict) -> str | None:
+    """The export's float Keras model: its ``.keras`` artifact, else the file it was loaded from."""
+    keras_src = next((a["file"] for a in m["artifacts"] if a.get("format") == "keras"), None)
+    if keras_src:
+        return str(mpath.parent / keras_src)
+    loaded = (m.get("model") or {}).get("source")  # "build", or the --model path as given to export
+    if isinstance(loaded, str) and loaded != "build" and Path(loaded).is_file():
+        return loaded
+    return None
+
+
+def resolve_models(paths, *, flag: str = "MODEL") -> list[ModelRef]:
+    """Files and export directories -> ``ModelRef`` list (usage error for anything else)."""
+    out: list[ModelRef] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise UsageError(f"model not found ({flag}): {str(p)!r}")
+        if p.is_dir():
+            mpath = p / "manifest.json"
+            if not mpath.is_file():
+                raise UsageError(f"directory {str(p)!r} ({flag}) has no manifest.json; pass model files "
+                                 "(.keras/.tflite/.onnx) or a directory written by `mobiledeploy export`")
+            m = read_manifest(mpath)
+            entries = [a for a in m["artifacts"] if a.get("format") in FORMAT_RUNTIME and a.get("file")]
+            entries.sort(key=lambda a: a.get("format") != "keras")  # the float source first
+            for a in entries:
+                if not (p / a["file"]).is_file():
+                    raise UsageError(f"{str(mpath)!r} lists {a['file']!r} but the file is missing")
+                out.append(_from_manifest(mpath, m, a))
+            if not entries:
+                raise UsageError(f"export manifest {str(mpath)!r} lists no .keras/.tflite/.onnx artifacts")
+            continue
+        fmt = _format_of(p)
+        mpath = p.parent / "manifest.json"
+        if mpath.is_file():
+            try:
+                m = read_manifest(mpath)
+            except UsageError:
+                m = None
+            entry = next((a for a in (m or {}).get("artifacts", []) if a.get("file") == p.name), None)
+            if entry is not None:
+                out.append(_from_manifest(mpath, m, entry))
+                continue
+        out.append(ModelRef(path=str(p), format=fmt, precision=guess_precision(p)))
+    # one row per file
+    seen, unique = set(), []
+    for r in out:
+        key = os.path.realpath(r.path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def default_reference(refs: list[ModelRef]) -> ModelRef | None:
+    """The float model of the first export among ``refs``: its .keras source, else fp32 TFLite/ONNX."""
+    for r in refs:
+        if r.manifest is None:
+            continue
+        m = read_manifest(Path(r.manifest))
+        cands = [_from_manifest(Path(r.manifest), m, a) for a in m["artifacts"]
+                 if a.get("format") in FORMAT_RUNTIME and a.get("file")
+                 and (Path(r.manifest).parent / a["file"]).is_file()]
+        for fmt in ("keras", "tflite", "onnx"):
+            for c in cands:
+                if c.format == fmt and c.precision in ("fp32", "float32"):
+                    return c
+        return None
+    return None
+
+
+def guess_precision(p: Path) -> str:
+    """Precision from the file name (``..._int8.tflite``), else from its tensors."""
+    m = _PRECISION_RE.search(p.name.lower())
+    if m:
+        return {"float16": "fp16", "uint8": "int8"}.get(m.group(1), m.group(1))
+    fmt = _format_of(p)
+    if fmt == "keras":
+        return "fp32"
+    try:
+        types = _tflite_tensor_types(p) if fmt == "tflite" else _onnx_types(p)
+    except Exception:
+        return "unknown"
+    if "int8" in types:
+        return "int8"
+    if "float16" in types:
+        return "fp16"
+    return "fp32"
+
+
+# ---------------------------------------------------------------- shapes, without a runtime
+
+
+def model_input(r: ModelRef, *, unsafe_load: bool = False) -> tuple[int, int, int]:
+    """(height, width, channels) of the model's single image input; resolution is height."""
+    try:
+        if r.format == "keras":
+            shape = tuple(load_keras(r.path, unsafe_load).inputs[0].shape)
+        elif r.format == "onnx":
+            shape = _onnx_input_shape(Path(r.path))
+        else:
+            shape = _tflite_input_shape(Path(r.path))
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"{r.name} is not a readable {r.format} model (cannot read its input shape: "
+                         f"{' '.join(str(e).split())[:160]})") from None
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        raise UsageError(f"{r.name} input shape {shape} is not a fixed-size NHWC image; eval needs (N, H, W, C)")
+    return int(shape[1]), int(shape[2]), int(shape[3] or 3)
+
+
+@functools.lru_cache(maxsize=8)
+def load_keras(path: str, unsafe: bool = False):
+    from mobiledeploy.models.archs import load_model
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no C++ INFO/WARNING lines from TensorFlow
+
+    return load_model(path, unsafe=unsafe)
+
+
+def preprocessing_for(r: ModelRef, *, override: str | None = None, unsafe_load: bool = False) -> str:
+    """The flag, else the manifest, else the architecture of a Keras model; UsageError if unknown."""
+    from mobiledeploy.accuracy.data import get_preprocessing
+
+    if override:
+        return get_preprocessing(override).name
+    if r.preprocessing:
+        return get_preprocessing(r.preprocessing, flag=f"manifest of {r.name}").name
+    if r.format == "keras":
+        from mobiledeploy.models.archs import ARCHS
+
+        name = load_keras(r.path, unsafe_load).name or ""
+        for a in ARCHS.values():
+            if a.name_pattern and re.match(a.name_pattern, name):
+                return a.preprocessing
+    from mobiledeploy.accuracy.data import PREPROCESSING
+
+    raise UsageError(f"preprocessing unknown for {r.name} (no manifest.json beside it records it); "
+                     f"pass --preprocessing ({'|'.join(PREPROCESSING)})")
+
+
+def _onnx_model(p: Path):
+    import onnx
+
+    return onnx.load(str(p), load_external_data=False)
+
+
+def _onnx_input_shape(p: Path) -> tuple:
+    g = _onnx_model(p).graph
+    inits = {i.name for i in g.initializer}
+    ins = [i for i in g.input if i.name not in inits]
+    if len(ins) != 1:
+        raise UsageError(f"{p.name} has {len(ins)} inputs; eval needs one image input")
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in ins[0].type.tensor_type.shape.dim)
+
+
+def _onnx_types(p: Path) -> set[str]:
+    import onnx
+
+    g = _onnx_model(p).graph
+    names = {onnx.TensorProto.DataType.Name(i.data_type).lower() for i in g.initializer}
+    if any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger") for n in g.node):
+        names.add("int8")
+    return names
+
+
+def _tflite_model(p: Path):
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = p.read_bytes()
+    return schema.Model.GetRootAsModel(buf, 0), schema
+
+
+def _tflite_input_shape(p: Path) -> tuple:
+    model, _ = _tflite_model(p)
+    sg = model.Subgraphs(0)
+    if sg.InputsLength() != 1:
+        raise UsageError(f"{p.name} has {sg.InputsLength()} inputs; eval needs one image input")
+    t = sg.Tensors(sg.Inputs(0))
+    sig = t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength() else t.ShapeAsNumpy()
+    return tuple(int(d) if d >= 0 else None for d in sig)
+
+
+def _tflite_tensor_types(p: Path) -> set[str]:
+    model, schema = _tflite_model(p)
+    names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    sg = model.Subgraphs(0)
+    return {names.get(sg.Tensors(i).Type(), "?") for i in range(sg.TensorsLength())}
