@@ -186,7 +186,7 @@ def _onnx_report(ref, x) -> PerLayerReport:
                                                          create_activation_matching,
                                                          modify_model_output_intermediate_tensors)
 
-    from mobiledeploy.models.artifacts import _onnx_model
+    from mobiledeploy.models.inspect import onnx_model as _onnx_model
 
     g = _onnx_model(Path(ref.path)).graph
     inits = {i.name for i in g.initializer}

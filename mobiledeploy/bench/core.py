@@ -140,15 +140,15 @@ def latency_stats(samples_ms: Iterable[float]) -> dict:
 
 def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: str | None = None) -> BenchResult:
     """Measure one model in a child process. Never raises for a per-model failure."""
-    from mobiledeploy.runtimes import FORMAT_RUNTIME, detect_format
+    from mobiledeploy.runtimes import runtime_for
 
     p = Path(path)
     base = dict(model=str(path), format="unknown", runtime="-", precision=precision or "unknown",
                 threads=settings.threads, target=settings.target, cores=settings.affinity)
     try:
         base["size_bytes"] = p.stat().st_size if p.is_file() else None
-        base["format"] = fmt = detect_format(p)
-        base["runtime"] = FORMAT_RUNTIME[fmt]
+        rt = runtime_for(p)
+        base["format"], base["runtime"] = rt.format, rt.name
     except MobiledeployError as e:
         return BenchResult(status="error", error=str(e), usage_error=e.exit_code == 2, **base)
     try:

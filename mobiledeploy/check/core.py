@@ -176,7 +176,7 @@ class Resolver:
         return _manifest_rows(self.manifest, self.root) if self.manifest else []
 
     def by_path(self, rel: str, *, what: str) -> Resolved:
-        from mobiledeploy.runtimes import detect_format
+        from mobiledeploy.models.inspect import detect_format
 
         p = Path(rel)
         p = p if p.is_absolute() else self.root / p
@@ -356,18 +356,10 @@ def size_check(name: str, path: Path, max_kb: float) -> CheckOutcome:
 
 
 def _input_resolution(path: Path) -> int:
-    """H of the model's NHWC input, read without running it (runtimes are cheap to load)."""
-    from mobiledeploy import runtimes
+    """H of the model's NHWC input, read from the file without running it."""
+    from mobiledeploy.models.inspect import inputs
 
-    try:
-        sess = runtimes.open_session(path)
-        return int(runtimes.input_shape(sess, sess.inputs[0])[1])
-    except MobiledeployError:
-        raise
-    except Exception as e:  # a file the runtime cannot describe: the check row says so
-        from mobiledeploy.errors import RuntimeFailure
-
-        raise RuntimeFailure(f"cannot read the input shape of {path.name}: {e}") from None
+    return int(inputs(path)[0].shape[1])
 
 
 class _Accuracy:

@@ -325,46 +325,13 @@ def tflite_nodes(path: str | Path) -> list[_Node]:
     return nodes
 
 
-def tflite_precision(path: str | Path) -> str:
-    """'int8' when the weighted ops run on int8 tensors, 'fp16'/'dynamic' for float ops with
-    fp16/int8 weights, else 'fp32'."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    tensors = {d["index"]: d for d in it.get_tensor_details()}
-    ops = it._get_ops_details()
-    for op in ops:
-        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-            a = np.dtype(tensors[op["inputs"][0]]["dtype"])
-            if a in (np.int8, np.uint8):
-                return "int8"
-            w = np.dtype(tensors[op["inputs"][1]]["dtype"])
-            if w in (np.int8, np.uint8):
-                return "dynamic"
-            dq_in = {np.dtype(tensors[o["inputs"][0]]["dtype"]).name for o in ops if o["op_name"] == "DEQUANTIZE"}
-            if "float16" in dq_in:
-                return "fp16"
-            return "fp32"
-    return "fp32"
-
-
 def tflite_layers(path: str | Path) -> list[LayerStats]:
     return _fuse_and_measure(tflite_nodes(path), channels_last=True)
 
 
-def tflite_input_shape(path: str | Path) -> tuple[int, ...]:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    d = it.get_input_details()
-    return tuple(int(s) for s in d[0]["shape"]) if d else ()
-
-
 def onnx_model_layers(path: str | Path):
-    """(layers, precision, input shape) of an ONNX file (see mobiledeploy.cost.graph_onnx)."""
+    """(layers, input shape) of an ONNX file (see mobiledeploy.cost.graph_onnx)."""
     from mobiledeploy.cost import graph_onnx
 
-    nodes, precision, in_shape = graph_onnx.onnx_nodes(path)
-    return _fuse_and_measure(nodes, channels_last=False), precision, in_shape
+    nodes, in_shape = graph_onnx.onnx_nodes(path)
+    return _fuse_and_measure(nodes, channels_last=False), in_shape

@@ -48,7 +48,7 @@ def _dims(vi) -> tuple | None:
     return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
 
 
-def onnx_nodes(path: str | Path) -> tuple[list[_Node], str, tuple[int, ...]]:
+def onnx_nodes(path: str | Path) -> tuple[list[_Node], tuple[int, ...]]:
     import onnx
     from onnx import shape_inference
 
@@ -60,7 +60,6 @@ def onnx_nodes(path: str | Path) -> tuple[list[_Node], str, tuple[int, ...]]:
     from onnx import numpy_helper
 
     inits = {t.name: tuple(t.dims) for t in g.initializer}
-    init_types = {t.name: t.data_type for t in g.initializer}
     values = {t.name: numpy_helper.to_array(t).tolist() for t in g.initializer  # shapes, pads
               if t.data_type == onnx.TensorProto.INT64 and math.prod(t.dims) <= 16}
     for t in g.node:  # Constant nodes are initializers too
@@ -138,22 +137,8 @@ def onnx_nodes(path: str | Path) -> tuple[list[_Node], str, tuple[int, ...]]:
         elif t == "BatchNormalization":
             node.channels = int(math.prod(inits.get(n.input[1], (1,))))
         nodes.append(node)
-    precision = _precision(g, init_types)
     in_shape = shapes.get(graph_inputs[0].name, ()) if graph_inputs else ()
-    return nodes, precision, tuple(int(d) for d in in_shape)
-
-
-def _precision(g, init_types) -> str:
-    ops = {n.op_type for n in g.node}
-    if ops & {"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}:
-        return "int8"
-    if "QuantizeLinear" in ops and "DequantizeLinear" in ops:
-        return "int8"
-    if "DequantizeLinear" in ops:
-        return "dynamic"
-    if 10 in set(init_types.values()):  # FLOAT16
-        return "fp16"
-    return "fp32"
+    return nodes, tuple(int(d) for d in in_shape)
 
 
 def _fallback_shape(op: str, in_shapes: list, attrs: dict, inits: dict, values: dict, n) -> tuple:

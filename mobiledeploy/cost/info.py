@@ -92,21 +92,21 @@ def keras_stats(model, *, arch: str | None = None, alpha: float | None = None,
 
 def _file_stats(path: Path) -> ModelStats:
     from mobiledeploy.cost import graph
-    from mobiledeploy.runtimes import detect_format
+    from mobiledeploy.models import inspect
 
     suffix = path.suffix.lower()
     if suffix in (".keras", ".h5") or path.is_dir():
         if not path.exists():
             raise UsageError(f"model file not found: {str(path)!r}")
         return keras_stats(_load_keras(path), source=str(path))
-    fmt = detect_format(path)
+    fmt = inspect.detect_format(path)
     if fmt == "tflite":
         layers = tuple(graph.tflite_layers(path))
-        precision = graph.tflite_precision(path)
-        in_shape = graph.tflite_input_shape(path)
+        in_shape = tuple(d or 1 for d in inspect.inputs(path)[0].shape)
     else:
-        layers, precision, in_shape = graph.onnx_model_layers(path)
+        layers, in_shape = graph.onnx_model_layers(path)
         layers = tuple(layers)
+    precision = inspect.precision(path)
     params, macs = _totals(layers)
     arch, alpha = _guess_from_name(path.name)
     res = None

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.models import inspect
 
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 FORMAT_RUNTIME = {"keras": "keras", "tflite": "litert", "onnx": "onnxruntime"}
-_PRECISION_RE = re.compile(r"_(fp32|fp16|float16|dynamic|int8|uint8)(?=\.|_)")
 
 
 @dataclass(frozen=True)
@@ -47,14 +46,6 @@ class ModelRef:
         return Path(self.path).name
 
 
-def _format_of(p: Path) -> str:
-    if p.suffix.lower() in KERAS_SUFFIXES:
-        return "keras"
-    from mobiledeploy.runtimes import detect_format
-
-    return detect_format(p)
-
-
 def read_manifest(path: Path) -> dict:
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
@@ -68,8 +59,8 @@ def read_manifest(path: Path) -> dict:
 def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
     model = m.get("model") or {}
     p = mpath.parent / entry["file"]
-    return ModelRef(path=str(p), format=entry.get("format") or _format_of(p),
-                    precision=entry.get("precision") or guess_precision(p),
+    return ModelRef(path=str(p), format=entry.get("format") or inspect.detect_format(p),
+                    precision=entry.get("precision") or inspect.precision(p),
                     preprocessing=model.get("preprocessing"), resolution=model.get("resolution"),
                     manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"))
 
@@ -107,7 +98,7 @@ def resolve_models(paths, *, flag: str = "MODEL") -> list[ModelRef]:
             if not entries:
                 raise UsageError(f"export manifest {str(mpath)!r} lists no .keras/.tflite/.onnx artifacts")
             continue
-        fmt = _format_of(p)
+        fmt = inspect.detect_format(p)
         mpath = p.parent / "manifest.json"
         if mpath.is_file():
             try:
@@ -118,7 +109,7 @@ def resolve_models(paths, *, flag: str = "MODEL") -> list[ModelRef]:
             if entry is not None:
                 out.append(_from_manifest(mpath, m, entry))
                 continue
-        out.append(ModelRef(path=str(p), format=fmt, precision=guess_precision(p)))
+        out.append(ModelRef(path=str(p), format=fmt, precision=inspect.precision(p)))
     # one row per file
     seen, unique = set(), []
     for r in out:
@@ -146,25 +137,6 @@ def default_reference(refs: list[ModelRef]) -> ModelRef | None:
     return None
 
 
-def guess_precision(p: Path) -> str:
-    """Precision from the file name (``..._int8.tflite``), else from its tensors."""
-    m = _PRECISION_RE.search(p.name.lower())
-    if m:
-        return {"float16": "fp16", "uint8": "int8"}.get(m.group(1), m.group(1))
-    fmt = _format_of(p)
-    if fmt == "keras":
-        return "fp32"
-    try:
-        types = _tflite_tensor_types(p) if fmt == "tflite" else _onnx_types(p)
-    except Exception:
-        return "unknown"
-    if "int8" in types:
-        return "int8"
-    if "float16" in types:
-        return "fp16"
-    return "fp32"
-
-
 # ---------------------------------------------------------------- shapes, without a runtime
 
 
@@ -173,10 +145,11 @@ def model_input(r: ModelRef, *, unsafe_load: bool = False) -> tuple[int, int, in
     try:
         if r.format == "keras":
             shape = tuple(load_keras(r.path, unsafe_load).inputs[0].shape)
-        elif r.format == "onnx":
-            shape = _onnx_input_shape(Path(r.path))
         else:
-            shape = _tflite_input_shape(Path(r.path))
+            ins = inspect.inputs(r.path)
+            if len(ins) != 1:
+                raise UsageError(f"{r.name} has {len(ins)} inputs; eval needs one image input")
+            shape = ins[0].shape
     except UsageError:
         raise
     except Exception as e:
@@ -215,52 +188,3 @@ def preprocessing_for(r: ModelRef, *, override: str | None = None, unsafe_load: 
 
     raise UsageError(f"preprocessing unknown for {r.name} (no manifest.json beside it records it); "
                      f"pass --preprocessing ({'|'.join(PREPROCESSING)})")
-
-
-def _onnx_model(p: Path):
-    import onnx
-
-    return onnx.load(str(p), load_external_data=False)
-
-
-def _onnx_input_shape(p: Path) -> tuple:
-    g = _onnx_model(p).graph
-    inits = {i.name for i in g.initializer}
-    ins = [i for i in g.input if i.name not in inits]
-    if len(ins) != 1:
-        raise UsageError(f"{p.name} has {len(ins)} inputs; eval needs one image input")
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in ins[0].type.tensor_type.shape.dim)
-
-
-def _onnx_types(p: Path) -> set[str]:
-    import onnx
-
-    g = _onnx_model(p).graph
-    names = {onnx.TensorProto.DataType.Name(i.data_type).lower() for i in g.initializer}
-    if any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger") for n in g.node):
-        names.add("int8")
-    return names
-
-
-def _tflite_model(p: Path):
-    from ai_edge_litert import schema_py_generated as schema
-
-    buf = p.read_bytes()
-    return schema.Model.GetRootAsModel(buf, 0), schema
-
-
-def _tflite_input_shape(p: Path) -> tuple:
-    model, _ = _tflite_model(p)
-    sg = model.Subgraphs(0)
-    if sg.InputsLength() != 1:
-        raise UsageError(f"{p.name} has {sg.InputsLength()} inputs; eval needs one image input")
-    t = sg.Tensors(sg.Inputs(0))
-    sig = t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength() else t.ShapeAsNumpy()
-    return tuple(int(d) if d >= 0 else None for d in sig)
-
-
-def _tflite_tensor_types(p: Path) -> set[str]:
-    model, schema = _tflite_model(p)
-    names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    sg = model.Subgraphs(0)
-    return {names.get(sg.Tensors(i).Type(), "?") for i in range(sg.TensorsLength())}

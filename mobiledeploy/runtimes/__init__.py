@@ -21,9 +21,8 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from mobiledeploy.errors import RuntimeFailure, UsageError
-
-TFLITE_MAGIC = b"TFL3"
-
+from mobiledeploy.models import inspect
+from mobiledeploy.models.inspect import detect_format  # noqa: F401 - the runtimes' own format check
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -61,27 +60,6 @@ def run(session: Session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     session.set_inputs(feeds)
     session.invoke()
     return session.get_outputs()
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """'tflite' or 'onnx', from the file's bytes (then its suffix); UsageError otherwise."""
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"model file not found: {str(p)!r}")
-    if p.is_dir():
-        raise UsageError(f"expected a model file, got a directory: {str(p)!r}")
-    try:
-        with open(p, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise UsageError(f"cannot read {str(p)!r}: {e.strerror or e}") from None
-    if head[4:8] == TFLITE_MAGIC:
-        return "tflite"
-    if p.suffix.lower() == ".tflite":
-        return "tflite"  # let the runtime say what is wrong with it
-    if p.suffix.lower() == ".onnx":
-        return "onnx"
-    raise UsageError(f"{str(p)!r} is neither a TFLite nor an ONNX model (expected .tflite or .onnx)")
 
 
 # ---------------------------------------------------------------- LiteRT
@@ -125,17 +103,7 @@ class LiteRTSession:
         return self._it
 
     def precision(self) -> str:
-        """fp32 | fp16 | dynamic | int8, read from the tensors' types."""
-        kinds = [np.dtype(d["dtype"]) for d in self._it.get_tensor_details()]
-        q8 = sum(k in (np.int8, np.uint8) for k in kinds)
-        f32 = sum(k == np.float32 for k in kinds)
-        if q8 and q8 > f32:
-            return "int8"
-        if q8:
-            return "dynamic"
-        if any(k == np.float16 for k in kinds):
-            return "fp16"
-        return "fp32" if f32 else "unknown"
+        return inspect.precision(self.path)
 
 
 def _tflite_spec(d: dict) -> TensorSpec:
@@ -235,22 +203,7 @@ class OrtSession:
         return list(self._result)
 
     def precision(self) -> str:
-        """fp32 | fp16 | dynamic | int8, from the graph's ops and initializer types."""
-        try:
-            import onnx
-
-            model = onnx.load(str(self.path), load_external_data=False)
-        except Exception:
-            return "unknown"
-        ops = {n.op_type for n in model.graph.node}
-        if ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"} and not ops & {"QLinearConv", "QuantizeLinear"}:
-            return "dynamic"
-        if ops & {"QLinearConv", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear"}:
-            return "int8"
-        types = {t.data_type for t in model.graph.initializer}
-        if onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types:
-            return "fp16"
-        return "fp32"
+        return inspect.precision(self.path)
 
 
 def _ort_dtype(type_str: str) -> np.dtype:
@@ -294,12 +247,19 @@ RUNTIMES: dict[str, Runtime] = {
 FORMAT_RUNTIME = {rt.format: name for name, rt in RUNTIMES.items()}
 
 
+def runtime_for(path: str | os.PathLike) -> Runtime:
+    """The runtime that runs ``path`` (UsageError for a file no runtime here can run)."""
+    fmt = detect_format(path)
+    if fmt not in FORMAT_RUNTIME:
+        raise UsageError(f"{str(path)!r} is neither a TFLite nor an ONNX model (expected .tflite or .onnx)")
+    return RUNTIMES[FORMAT_RUNTIME[fmt]]
+
+
 def open_session(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool = True,
                  ort_opt_level: str = "all", shapes: dict[str, tuple[int, ...]] | None = None) -> Session:
     """Load ``path`` on the runtime for its format. Raises UsageError / RuntimeFailure."""
     p = Path(path)
-    fmt = detect_format(p)
-    rt = RUNTIMES[FORMAT_RUNTIME[fmt]]
+    rt = runtime_for(p)
     return rt.session(p, threads=threads, xnnpack=xnnpack, ort_opt_level=ort_opt_level, shapes=shapes)
 
 

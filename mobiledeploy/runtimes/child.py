@@ -84,7 +84,7 @@ def measure(settings: dict) -> dict:
     from mobiledeploy import runtimes
 
     # import the runtime library first: peak_rss_mb is the memory the model adds, not the library
-    runtimes.RUNTIMES[runtimes.FORMAT_RUNTIME[runtimes.detect_format(settings["model"])]].load_library()
+    runtimes.runtime_for(settings["model"]).load_library()
     rss0 = peak_rss_kb()
     shapes = {k: tuple(v) for k, v in (settings.get("shapes") or {}).items()}
     t0 = time.perf_counter_ns()
