@@ -197,12 +197,12 @@ def test_corrupt_model_file_is_one_line_usage_error(tiny_tflite, tmp_path):
 
 def test_runtime_crash_is_an_error_row_and_exit_1(tiny_tflite, tiny_onnx, tmp_path, monkeypatch):
     """A runtime that dies (SIGSEGV in its child) fails its row; the other models are still evaluated."""
-    from mobiledeploy.runtimes.eval_worker import FAULT_ENV
+    from mobiledeploy.runtimes.child import FAULT_ENV
 
     monkeypatch.setenv(FAULT_ENV, f"segfault:{tiny_onnx.name}")
     out = tmp_path / "e.json"
     r = _run("eval", tiny_tflite, tiny_onnx, "--limit", 20, "--preprocessing", "mobilenet", "--json", out)
-    _one_line_error(r, 1, "1 of 2 models failed", "crashed (SIGSEGV)")
+    _one_line_error(r, 1, "1 of 2 models failed", "crashed with signal SIGSEGV")
     rows = {x["model"]: x for x in json.loads(out.read_text())["results"]}
     assert rows[str(tiny_tflite)]["status"] == "ok" and rows[str(tiny_tflite)]["samples"] == 20
     assert rows[str(tiny_onnx)]["status"] == "error" and "SIGSEGV" in rows[str(tiny_onnx)]["error"]

@@ -7,7 +7,7 @@ difference, SQNR in dB). ``run_eval(EvalConfig)`` is what ``mobiledeploy eval`` 
 it expands export directories (``manifest.json``), takes the preprocessing from the
 manifest / the model / the flag, loads the data set and calls ``evaluate``.
 
-TFLite and ONNX models run in a child process each (``mobiledeploy.runtimes.eval_worker``), so a
+TFLite and ONNX models run in a child process each (``mobiledeploy.runtimes.child``), so a
 runtime crash is one failed row, not a dead command. Keras models run in-process
 (TensorFlow is imported only when a ``.keras`` model is evaluated).
 """
@@ -186,15 +186,16 @@ def _predict(r: ModelRef, ds: Dataset, *, threads, timeout_s, unsafe_load) -> tu
         except Exception as e:  # noqa: BLE001 - Keras raises many types; one failed row
             return None, 0.0, f"{r.name}: Keras failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
         return _flat(out), time.perf_counter() - t0, None
-    from mobiledeploy.runtimes.eval_worker import predict_in_child
+    from mobiledeploy.runtimes.child import run_child
 
-    try:
-        out, seconds = predict_in_child(r.path, ds.x, threads=threads, timeout_s=timeout_s)
-    except UsageError:
-        raise
-    except MobiledeployError as e:
-        return None, 0.0, str(e)
-    return _flat(out), seconds, None
+    job = {"task": "predict", "model": str(Path(r.path).resolve()), "threads": threads}
+    res = run_child(job, timeout_s=timeout_s, arrays={"x": ds.x.astype(np.float32, copy=False)}, keep=("out",))
+    if res.get("status") != "ok":
+        if res.get("usage"):
+            raise UsageError(res["error"])
+        err = res.get("error") or "unknown failure"
+        return None, 0.0, err if r.name in err else f"{r.name}: {err}"
+    return _flat(res["arrays"]["out"]), float(res["seconds"]), None
 
 
 def _flat(out: np.ndarray) -> np.ndarray:

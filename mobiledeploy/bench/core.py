@@ -11,11 +11,7 @@ settings"), never a phone's latency.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -169,39 +165,13 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
 
 
 def _run_child(path: Path, settings: BenchSettings) -> dict:
-    payload = {"model": str(path), "threads": settings.threads, "cores": list(settings.affinity or ()),
-               "xnnpack": settings.xnnpack, "ort_opt_level": settings.ort_opt_level, "warmup": settings.warmup,
-               "runs": settings.runs, "min_time_s": settings.min_time_s, "shapes": dict(settings.shapes),
-               "seed": settings.seed}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
-    proc = subprocess.Popen([sys.executable, "-m", "mobiledeploy.runtimes.child"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    try:
-        out, err = proc.communicate(json.dumps(payload).encode(), timeout=settings.timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return {"status": "error", "error": f"timed out after {settings.timeout_s:g} s (raise it with --timeout)"}
-    except BaseException:  # Ctrl-C: never leave the child behind
-        proc.kill()
-        proc.wait()
-        raise
-    if proc.returncode < 0:
-        try:
-            name = signal.Signals(-proc.returncode).name
-        except ValueError:
-            name = str(-proc.returncode)
-        return {"status": "error", "error": f"crashed with signal {name}"}
-    try:
-        return json.loads(out.decode() or "null") or _no_result(proc.returncode, err)
-    except ValueError:
-        return _no_result(proc.returncode, err)
+    from mobiledeploy.runtimes.child import run_child
 
-
-def _no_result(code: int, err: bytes) -> dict:
-    lines = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
-    tail = f": {lines[-1][:300]}" if lines else ""
-    return {"status": "error", "error": f"child exited with status {code} without a result{tail}"}
+    job = {"task": "bench", "model": str(path), "threads": settings.threads,
+           "cores": list(settings.affinity or ()), "xnnpack": settings.xnnpack,
+           "ort_opt_level": settings.ort_opt_level, "warmup": settings.warmup, "runs": settings.runs,
+           "min_time_s": settings.min_time_s, "shapes": dict(settings.shapes), "seed": settings.seed}
+    return run_child(job, timeout_s=settings.timeout_s)
 
 
 # ---------------------------------------------------------------- many models

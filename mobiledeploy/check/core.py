@@ -357,9 +357,13 @@ def size_check(name: str, path: Path, max_kb: float) -> CheckOutcome:
 
 def _input_resolution(path: Path) -> int:
     """H of the model's NHWC input, read from the file without running it."""
+    from mobiledeploy.errors import RuntimeFailure
     from mobiledeploy.models.inspect import inputs
 
-    return int(inputs(path)[0].shape[1])
+    try:
+        return int(inputs(path)[0].shape[1])
+    except (UsageError, IndexError, TypeError) as e:  # an artifact that cannot be read: its row says so
+        raise RuntimeFailure(f"cannot read the input shape of {path.name}: {e}") from None
 
 
 class _Accuracy:

@@ -1,25 +1,32 @@
-"""The child side of ``bench``: measure one model in this process, report JSON.
+"""The one child process that runs models: ``bench`` timings and ``eval`` predictions.
 
-Run as ``python -m mobiledeploy.runtimes.child``: settings arrive as one JSON object on stdin;
-the result leaves as one JSON object on the *original* stdout, while fd 1 is pointed
-at stderr so that anything the runtimes print cannot corrupt it. The parent owns the
-timeout and turns a signal death into an error row. This module never imports
-TensorFlow (the runtimes it loads are LiteRT and ONNX Runtime only).
+The parent calls ``run_child(job, ...)``: it starts ``python -m mobiledeploy.runtimes.child``,
+sends the job as one JSON object on stdin and reads the result as one JSON object from
+the child's *original* stdout (the child points fd 1 at stderr, so anything a runtime
+prints cannot corrupt it). Arrays travel as ``.npy`` files in a private temporary folder
+(memory-mapped by the child), never through the pipe. The parent owns the timeout and
+turns a signal death, a hang or a missing result into one error dict; a Ctrl-C kills the
+child. This module never imports TensorFlow (the runtimes are LiteRT and ONNX Runtime).
 
-``timed_loop`` is the one timing loop; ``benchmarks/harness_overhead.py`` compares it
-with a bare ``invoke()`` loop.
+Tasks are a registry (``TASKS``): ``bench`` (``measure``: load, warm up, time) and
+``predict`` (float outputs over a batch). ``timed_loop`` is the one timing loop;
+``benchmarks/harness_overhead.py`` compares it with a bare ``invoke()`` loop.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 DEFAULT_MIN_RUNS = 50
 DEFAULT_MIN_TIME_S = 2.0
-FAULT_ENV = "MOBILEDEPLOY_TEST_CHILD_FAULT"  # test hook: segfault | sleep | raise
+FAULT_ENV = "MOBILEDEPLOY_TEST_CHILD_FAULT"  # test hook: segfault | sleep | raise [":" model file name]
 
 
 def run_plan(runs: int | None, min_time_s: float | None) -> tuple[int, float, int | None]:
@@ -80,7 +87,7 @@ def measure(settings: dict) -> dict:
     cores = settings.get("cores")
     if cores and hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the thread count alone applies
         os.sched_setaffinity(0, cores)  # before the runtime starts its threads
-    _fault_hook()
+    _fault_hook(settings["model"])
     from mobiledeploy import runtimes
 
     # import the runtime library first: peak_rss_mb is the memory the model adds, not the library
@@ -110,9 +117,11 @@ def measure(settings: dict) -> dict:
             "tensorflow_imported": "tensorflow" in sys.modules}
 
 
-def _fault_hook() -> None:
+def _fault_hook(model: str) -> None:
     """Deliberate failures for the isolation tests (never set in normal use)."""
-    fault = os.environ.get(FAULT_ENV)
+    fault, _, only = os.environ.get(FAULT_ENV, "").partition(":")
+    if only and Path(model).name != only:
+        return
     if fault == "segfault":
         import signal
 
@@ -123,12 +132,32 @@ def _fault_hook() -> None:
         raise RuntimeError("deliberate failure from " + FAULT_ENV)
 
 
+def predict_task(job: dict) -> dict:
+    """Float outputs of ``runtimes.predict`` over ``DIR/x.npy``, written to ``DIR/out.npy``."""
+    _fault_hook(job["model"])
+    import numpy as np
+
+    from mobiledeploy import runtimes
+
+    session = runtimes.open_session(job["model"], threads=job.get("threads"))
+    x = np.load(os.path.join(job["dir"], "x.npy"), mmap_mode="r")
+    t0 = time.perf_counter()
+    out = runtimes.predict(session, np.asarray(x))
+    seconds = time.perf_counter() - t0
+    np.save(os.path.join(job["dir"], "out.npy"), out)
+    return {"status": "ok", "seconds": seconds}
+
+
+TASKS = {"bench": measure, "predict": predict_task}
+
+
 def main() -> int:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # runtime chatter on fd 1 goes to stderr, not into our JSON
     sys.stdout = sys.stderr
     try:
-        result = measure(json.loads(sys.stdin.read()))
+        job = json.loads(sys.stdin.read())
+        result = TASKS[job.get("task", "bench")](job)
     except Exception as e:  # any failure of this one model becomes its error row
         msg = " ".join(str(e).split()) or type(e).__name__
         from mobiledeploy.errors import MobiledeployError
@@ -138,6 +167,60 @@ def main() -> int:
     out.write(json.dumps(result))
     out.flush()
     return 0
+
+
+# ---------------------------------------------------------------- the parent side
+
+
+def run_child(job: dict, *, timeout_s: float, arrays: dict | None = None, keep: tuple[str, ...] = ()) -> dict:
+    """Run ``job`` (``{"task": ..., "model": ...}``) in a child; never raises for the child's failure.
+
+    ``arrays`` ({name: ndarray}) are saved as ``DIR/name.npy`` for the child; the files named
+    in ``keep`` (e.g. ``("out",)``) are loaded back into ``result["arrays"]``. Returns the
+    child's result dict, or ``{"status": "error", "error": ..., "usage": False}`` for a
+    timeout, a signal or a child that died without a result.
+    """
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="mobiledeploy-child-") as tmp:
+        for name, a in (arrays or {}).items():
+            np.save(os.path.join(tmp, f"{name}.npy"), np.ascontiguousarray(a))
+        result = _spawn({**job, "dir": tmp}, timeout_s)
+        if result.get("status") == "ok" and keep:
+            result["arrays"] = {k: np.load(os.path.join(tmp, f"{k}.npy")) for k in keep}
+    return result
+
+
+def _spawn(job: dict, timeout_s: float) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
+    proc = subprocess.Popen([sys.executable, "-m", "mobiledeploy.runtimes.child"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        out, err = proc.communicate(json.dumps(job).encode(), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"status": "error", "error": f"timed out after {timeout_s:g} s (raise it with --timeout)"}
+    except BaseException:  # Ctrl-C: never leave the child behind
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = str(-proc.returncode)
+        return {"status": "error", "error": f"crashed with signal {name}"}
+    try:
+        return json.loads(out.decode() or "null") or _no_result(proc.returncode, err)
+    except ValueError:
+        return _no_result(proc.returncode, err)
+
+
+def _no_result(code: int, err: bytes) -> dict:
+    lines = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+    tail = f": {lines[-1][:300]}" if lines else ""
+    return {"status": "error", "error": f"child exited with status {code} without a result{tail}"}
 
 
 if __name__ == "__main__":
