@@ -23,7 +23,7 @@ from mobiledeploy.errors import MobiledeployError, UsageError
 
 SCHEMA_VERSION = 1
 DEFAULT_TIMEOUT_S = 300.0
-MODEL_SUFFIXES = (".tflite", ".onnx")
+MODEL_FORMATS = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "unknown")
 
 
@@ -178,36 +178,16 @@ def _run_child(path: Path, settings: BenchSettings) -> dict:
 
 
 def collect_models(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
-    """Expand files and export directories into (model path, precision or None).
+    """Expand files and export directories into (model path, precision).
 
-    A directory contributes every ``.tflite``/``.onnx`` in it, with precisions from its
-    ``manifest.json`` when there is one. Missing paths and empty directories are usage
-    errors; a file of the wrong kind is left for its own error row.
+    Directories are expanded by the one artifact resolver (``models.artifacts``): the
+    ``.tflite``/``.onnx`` entries of their ``manifest.json``, or every such file when there
+    is no manifest. Missing paths, empty directories and files of another kind are usage
+    errors; a model a runtime cannot load is left for its own error row.
     """
-    found: list[tuple[str, str | None]] = []
-    for raw in paths:
-        p = Path(raw)
-        if not p.exists():
-            raise UsageError(f"model path not found: {str(p)!r}")
-        if not p.is_dir():
-            found.append((str(p), None))
-            continue
-        models = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in MODEL_SUFFIXES)
-        if not models:
-            raise UsageError(f"directory {str(p)!r} holds no .tflite or .onnx models")
-        precisions = _manifest_precisions(p)
-        found += [(str(f), precisions.get(f.name)) for f in models]
-    return found
+    from mobiledeploy.models.artifacts import resolve_models
 
-
-def _manifest_precisions(directory: Path) -> dict[str, str]:
-    from mobiledeploy.models.artifacts import read_manifest
-
-    path = directory / "manifest.json"
-    if not path.is_file():
-        return {}
-    return {Path(a["file"]).name: a["precision"] for a in read_manifest(path)["artifacts"]
-            if isinstance(a, dict) and a.get("file") and a.get("precision")}
+    return [(r.path, r.precision) for r in resolve_models(paths, flag="MODEL_OR_DIR", formats=MODEL_FORMATS)]
 
 
 @dataclass(frozen=True)

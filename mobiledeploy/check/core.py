@@ -121,28 +121,13 @@ class Resolved:
     preprocessing: str | None = None
 
 
-def _load_manifest(directory: Path) -> dict | None:
-    """The export manifest of ``directory`` (None if there is none), read once for all commands."""
-    from mobiledeploy.models.artifacts import read_manifest
+def _rows(directory: Path) -> list[Resolved]:
+    """The directory's tflite/onnx artifacts from its manifest, through the one artifact resolver."""
+    from mobiledeploy.models.artifacts import export_refs
 
-    p = directory / "manifest.json"
-    return read_manifest(p) if p.is_file() else None
-
-
-def _manifest_rows(manifest: dict, directory: Path) -> list[Resolved]:
-    m = manifest.get("model") or {}
-    rows = []
-    for a in manifest["artifacts"]:
-        if a.get("format") not in ("tflite", "onnx"):
-            continue  # the .keras source cannot be benchmarked or checked here
-        sel = Selector(arch=m.get("arch"), alpha=_float(m.get("alpha")), resolution=m.get("resolution"),
-                       format=a.get("format"), precision=a.get("precision"))
-        rows.append(Resolved(directory / a["file"], a["format"], sel, m.get("preprocessing")))
-    return rows
-
-
-def _float(v):
-    return float(v) if v is not None else None
+    return [Resolved(Path(r.path), r.format, Selector(arch=r.arch, alpha=r.alpha, resolution=r.resolution,
+                                                      format=r.format, precision=r.precision), r.preprocessing)
+            for r in export_refs(directory, formats=("tflite", "onnx"))]
 
 
 def _matches(row: Selector, want: Selector) -> bool:
@@ -164,22 +149,26 @@ class Resolver:
 
     def __init__(self, root: Path, *, flag: str, budget_path: Path):
         self.root, self.flag, self.budget_path = root, flag, budget_path
-        self._manifest: dict | None | bool = False
+        self._rows: list[Resolved] | None = None
 
     @property
-    def manifest(self) -> dict | None:
-        if self._manifest is False:
-            self._manifest = _load_manifest(self.root) if self.root.is_dir() else None
-        return self._manifest
+    def manifest(self) -> bool:
+        """Whether the root is an export directory (has a manifest.json)."""
+        return self.root.is_dir() and (self.root / "manifest.json").is_file()
 
     def rows(self) -> list[Resolved]:
-        return _manifest_rows(self.manifest, self.root) if self.manifest else []
+        if self._rows is None:
+            self._rows = _rows(self.root) if self.manifest else []
+        return self._rows
 
-    def by_path(self, rel: str, *, what: str) -> Resolved:
+    def by_path(self, rel: str, *, what: str, given: bool = False) -> Resolved:
+        """``rel`` from the budget file (kept inside the root), or a path the user ``given`` on the command line."""
+        from mobiledeploy.models.artifacts import contained_path
         from mobiledeploy.models.inspect import detect_format
 
-        p = Path(rel)
-        p = p if p.is_absolute() else self.root / p
+        p = Path(rel) if given else self.root / rel
+        if not given:
+            contained_path(self.root, rel, key=f"{what} path", source=self.budget_path, must_exist=False)
         if not p.is_file():
             raise UsageError(f"{what}: artifact not found: {str(p)!r} (paths in {self.budget_path.name} "
                              f"resolve under {str(self.root)!r}; set it with {self.flag})")
@@ -190,7 +179,7 @@ class Resolver:
         return Resolved(p, fmt, Selector(format=fmt))
 
     def by_selector(self, sel: Selector, *, what: str) -> Resolved:
-        if self.manifest is None:
+        if not self.manifest:
             raise UsageError(f"{what}: [{sel.describe()}] is an export config, but {str(self.root)!r} has no "
                              f"manifest.json (give the export directory with {self.flag})")
         found = [r for r in self.rows() if _matches(r.selector, sel)]
@@ -234,7 +223,7 @@ def plan_checks(bf: BudgetFile, cfg: CheckConfig, *, target: str) -> list[Plan]:
     if cfg.baseline is not None:
         bp = Path(cfg.baseline)
         if bp.is_file():
-            base_file = res.by_path(str(bp.resolve()), what="--baseline")
+            base_file = res.by_path(str(bp.resolve()), what="--baseline", given=True)
         elif bp.is_dir():
             base_res = Resolver(bp, flag="--baseline", budget_path=bf.path)
         else:
@@ -247,7 +236,7 @@ def plan_checks(bf: BudgetFile, cfg: CheckConfig, *, target: str) -> list[Plan]:
         if b.max_int8_top1_drop is not None and "accuracy" not in cfg.skip:
             if b.float_ref is not None:
                 flt = res.resolve(b.float_ref, what=f"{what} (float)", like=art)
-            elif res.manifest is not None and art.selector.precision is not None:
+            elif res.manifest and art.selector.precision is not None:
                 flt = res.by_selector(art.selector.merged(Selector(precision="fp32")), what=f"{what} (float)")
             else:
                 raise UsageError(f"{what}: max_int8_top1_drop needs the float artifact: set float = \"...\" "
@@ -271,7 +260,7 @@ def _resolve_baseline(b: ArtifactBudget, art: Resolved, res: Resolver, base_file
     if base_res is not None:
         if b.baseline is not None:
             return base_res.resolve(b.baseline, what=what, like=art)
-        if (base_res.root / art.path.name).is_file() or base_res.manifest is None:
+        if (base_res.root / art.path.name).is_file() or not base_res.manifest:
             return base_res.by_path(art.path.name, what=what)
         return base_res.by_selector(art.selector, what=what)
     if b.baseline is not None:

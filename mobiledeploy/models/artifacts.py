@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mobiledeploy.errors import UsageError
 from mobiledeploy.models import inspect
+from mobiledeploy.models.inspect import KERAS_SUFFIXES
 
 FORMAT_RUNTIME = {"keras": "keras", "tflite": "litert", "onnx": "onnxruntime"}
 
@@ -36,6 +37,8 @@ class ModelRef:
     manifest: str | None = None  # the manifest.json that describes it
     source: str | None = field(default=None, compare=False)  # float .keras of the same export
     calibration: dict | None = field(default=None, compare=False, hash=False)
+    arch: str | None = None  # from the manifest
+    alpha: float | None = None
 
     @property
     def runtime(self) -> str:
@@ -46,71 +49,106 @@ class ModelRef:
         return Path(self.path).name
 
 
+def contained_path(base: Path, value, *, key: str, source: str | os.PathLike, must_exist: bool = True) -> Path:
+    """A path read from a file (manifest, budget, target): relative, inside ``base``, a regular file.
+
+    ``base`` is the directory the file came from; symlinks are resolved before the check,
+    so neither ``..``, an absolute path nor a link can lead outside it. Anything else is a
+    usage error naming the file and the key, never echoing what the path points at.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{str(source)!r}: {key} must be a non-empty relative path")
+    rel = Path(value)
+    if rel.is_absolute():
+        raise UsageError(f"{str(source)!r}: {key} = {value!r} is an absolute path; paths in it must be "
+                         f"relative to {str(base)!r}")
+    p = base / rel
+    try:
+        inside = p.resolve().is_relative_to(base.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise UsageError(f"{str(source)!r}: {key} = {value!r} points outside {str(base)!r}")
+    if must_exist:
+        if not p.exists():
+            raise UsageError(f"{str(source)!r} lists {value!r} ({key}) but the file is missing")
+        if not p.is_file():
+            raise UsageError(f"{str(source)!r}: {key} = {value!r} is not a regular file")
+    return p
+
+
 def read_manifest(path: Path) -> dict:
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read export manifest {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
-    if not isinstance(m, dict) or not isinstance(m.get("artifacts"), list):
+    if not isinstance(m, dict) or not isinstance(m.get("artifacts"), list) \
+            or not all(isinstance(a, dict) for a in m["artifacts"]):
         raise UsageError(f"{str(path)!r} is not a mobiledeploy export manifest (no 'artifacts' list)")
     return m
 
 
 def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
     model = m.get("model") or {}
-    p = mpath.parent / entry["file"]
+    p = contained_path(mpath.parent, entry.get("file"), key="artifacts[].file", source=mpath)
     return ModelRef(path=str(p), format=entry.get("format") or inspect.detect_format(p),
                     precision=entry.get("precision") or inspect.precision(p),
                     preprocessing=model.get("preprocessing"), resolution=model.get("resolution"),
-                    manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"))
+                    manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"),
+                    arch=model.get("arch"), alpha=_float(model.get("alpha")))
+
+
+def _float(v) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _float_source(mpath: Path, m: dict) -> str | None:
     """The export's float Keras model: its ``.keras`` artifact, else the file it was loaded from."""
-    keras_src = next((a["file"] for a in m["artifacts"] if a.get("format") == "keras"), None)
+    keras_src = next((a.get("file") for a in m["artifacts"] if a.get("format") == "keras"), None)
     if keras_src:
-        return str(mpath.parent / keras_src)
+        return str(contained_path(mpath.parent, keras_src, key="artifacts[].file", source=mpath))
     loaded = (m.get("model") or {}).get("source")  # "build", or the --model path as given to export
     if isinstance(loaded, str) and loaded != "build" and Path(loaded).is_file():
         return loaded
     return None
 
 
-def resolve_models(paths, *, flag: str = "MODEL") -> list[ModelRef]:
-    """Files and export directories -> ``ModelRef`` list (usage error for anything else)."""
+def export_refs(directory: Path, *, formats=FORMAT_RUNTIME, flag: str = "MODEL") -> list[ModelRef]:
+    """The artifacts of one directory, in ``formats``: its manifest's entries (the .keras source
+    first), or, without a manifest, every model file in it."""
+    mpath = directory / "manifest.json"
+    if not mpath.is_file():
+        suffixes = {"keras": KERAS_SUFFIXES, "tflite": (".tflite",), "onnx": (".onnx",)}
+        want = tuple(s for f in formats for s in suffixes[f])
+        files = sorted(f for f in directory.iterdir() if f.is_file() and f.suffix.lower() in want)
+        if not files:
+            kinds = " or ".join("." + f for f in formats if f != "keras")
+            raise UsageError(f"directory {str(directory)!r} ({flag}) holds no {kinds} models and has no "
+                             "manifest.json; pass model files or a directory written by `mobiledeploy export`")
+        return [ModelRef(path=str(f), format=inspect.detect_format(f), precision=inspect.precision(f))
+                for f in files]
+    m = read_manifest(mpath)
+    entries = [a for a in m["artifacts"] if a.get("format") in formats]
+    entries.sort(key=lambda a: a.get("format") != "keras")  # the float source first
+    if not entries:
+        raise UsageError(f"export manifest {str(mpath)!r} lists no {'/'.join('.' + f for f in formats)} artifacts")
+    return [_from_manifest(mpath, m, a) for a in entries]
+
+
+def resolve_models(paths, *, flag: str = "MODEL", formats=FORMAT_RUNTIME) -> list[ModelRef]:
+    """Files and export directories -> ``ModelRef`` list, one row per file (usage error for anything else)."""
     out: list[ModelRef] = []
     for raw in paths:
         p = Path(raw)
         if not p.exists():
             raise UsageError(f"model not found ({flag}): {str(p)!r}")
         if p.is_dir():
-            mpath = p / "manifest.json"
-            if not mpath.is_file():
-                raise UsageError(f"directory {str(p)!r} ({flag}) has no manifest.json; pass model files "
-                                 "(.keras/.tflite/.onnx) or a directory written by `mobiledeploy export`")
-            m = read_manifest(mpath)
-            entries = [a for a in m["artifacts"] if a.get("format") in FORMAT_RUNTIME and a.get("file")]
-            entries.sort(key=lambda a: a.get("format") != "keras")  # the float source first
-            for a in entries:
-                if not (p / a["file"]).is_file():
-                    raise UsageError(f"{str(mpath)!r} lists {a['file']!r} but the file is missing")
-                out.append(_from_manifest(mpath, m, a))
-            if not entries:
-                raise UsageError(f"export manifest {str(mpath)!r} lists no .keras/.tflite/.onnx artifacts")
+            out += export_refs(p, formats=formats, flag=flag)
             continue
-        fmt = inspect.detect_format(p)
-        mpath = p.parent / "manifest.json"
-        if mpath.is_file():
-            try:
-                m = read_manifest(mpath)
-            except UsageError:
-                m = None
-            entry = next((a for a in (m or {}).get("artifacts", []) if a.get("file") == p.name), None)
-            if entry is not None:
-                out.append(_from_manifest(mpath, m, entry))
-                continue
-        out.append(ModelRef(path=str(p), format=fmt, precision=inspect.precision(p)))
-    # one row per file
+        out.append(file_ref(p))
     seen, unique = set(), []
     for r in out:
         key = os.path.realpath(r.path)
@@ -118,6 +156,21 @@ def resolve_models(paths, *, flag: str = "MODEL") -> list[ModelRef]:
             seen.add(key)
             unique.append(r)
     return unique
+
+
+def file_ref(p: Path) -> ModelRef:
+    """One model file, described by the manifest beside it when that manifest lists it."""
+    fmt = inspect.detect_format(p)
+    mpath = p.parent / "manifest.json"
+    if mpath.is_file():
+        try:
+            m = read_manifest(mpath)
+            entry = next((a for a in m["artifacts"] if a.get("file") == p.name), None)
+            if entry is not None:
+                return _from_manifest(mpath, m, entry)
+        except UsageError:
+            pass  # a broken manifest beside a file does not stop the file from being used
+    return ModelRef(path=str(p), format=fmt, precision=inspect.precision(p))
 
 
 def default_reference(refs: list[ModelRef]) -> ModelRef | None:
