@@ -309,3 +309,24 @@ def test_broken_manifest_is_a_config_error(tmp_path):
     p = budget(tmp_path, f'artifacts = "{d}"\n[[artifact]]\nprecision = "int8"\nmax_size_kb = 1\n')
     r = invoke("--budget", p)
     assert r.exit_code == 2 and "manifest" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_new_check_kind_is_one_registry_row(tmp_path, export_dir, monkeypatch):
+    """A check kind is a function and one row in check/kinds.py: the budget schema and the run follow."""
+    from mobiledeploy.check import kinds
+    from mobiledeploy.models import inspect
+
+    def max_inputs(checker, plan, limit):  # how many graph inputs the artifact has
+        n = len(inspect.inputs(plan.artifact.path))
+        return kinds.CheckOutcome(plan.budget.name, "inputs", limit, "<=", "", kinds.PASS if n <= limit else kinds.FAIL,
+                                  measured=n)
+
+    monkeypatch.setitem(kinds.KINDS, "max_inputs", kinds.CheckKind("max_inputs", "size", kinds.number(low=0), max_inputs))
+    p = budget(tmp_path, f'artifacts = "{export_dir}"\n[[artifact]]\nprecision = "int8"\nmax_inputs = 0\n')
+    r = invoke("--budget", p, "--json", tmp_path / "r.json")
+    assert r.exit_code == 1 and "Traceback" not in r.stderr
+    (row,) = json.loads((tmp_path / "r.json").read_text())["checks"]
+    assert (row["check"], row["verdict"], row["measured"]) == ("inputs", "fail", 1)
+    assert invoke("--budget", p, "--skip", "size").exit_code == 0  # its group is skippable like the others
+    bad = budget(tmp_path, f'artifacts = "{export_dir}"\n[[artifact]]\nprecision = "int8"\nmax_inputs = -1\n', "b.toml")
+    assert invoke("--budget", bad).exit_code == 2  # and its bounds are the schema's

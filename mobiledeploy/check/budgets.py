@@ -46,7 +46,6 @@ SCHEMA_VERSION = 1
 FORMATS = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 SELECTOR_KEYS = ("arch", "alpha", "resolution", "format", "precision")
-LIMIT_KEYS = ("max_size_kb", "min_top1", "max_int8_top1_drop", "max_latency_ratio", "max_latency_ms")
 
 
 @dataclass(frozen=True)
@@ -90,11 +89,7 @@ class ArtifactBudget:
 
     name: str
     ref: ArtifactRef
-    max_size_kb: float | None = None
-    min_top1: float | None = None
-    max_int8_top1_drop: float | None = None
-    max_latency_ratio: float | None = None
-    max_latency_ms: dict[str, float] = field(default_factory=dict)  # target -> ms
+    limits: dict = field(default_factory=dict)  # check kind key (check/kinds.py) -> its parsed limit
     baseline: ArtifactRef | None = None  # for max_latency_ratio (path, or selector overrides)
     float_ref: ArtifactRef | None = None  # for max_int8_top1_drop (default: fp32 in the manifest)
 
@@ -148,7 +143,7 @@ _LATENCY_KEYS = {"rounds", "max_rounds", "max_time_s", "confidence", "quantile",
                  "min_time_s", "timeout_s"}
 STATISTICS = ("min", "p10", "median")
 _YARDSTICK_KEYS = {"reference_ms", "machine"}
-_ARTIFACT_KEYS = {"name", "path", "baseline", "float", *SELECTOR_KEYS, *LIMIT_KEYS}
+_REF_KEYS = {"name", "path", "baseline", "float", *SELECTOR_KEYS}
 
 
 class _Ctx:
@@ -321,7 +316,9 @@ def _parse_ref(ctx: _Ctx, t: dict, key: str, where: str) -> ArtifactRef | None:
 
 def _parse_artifact(ctx: _Ctx, e: Any, i: int, default_target: str) -> ArtifactBudget:
     where = f"[[artifact]] #{i + 1}"
-    ctx.check_keys(e, _ARTIFACT_KEYS, where)
+    from mobiledeploy.check.kinds import KINDS
+
+    ctx.check_keys(e, _REF_KEYS | set(KINDS), where)
     path = ctx.string(e, "path", where)
     sel = _parse_selector(ctx, e, where)
     if path is not None and not sel.is_empty():
@@ -332,16 +329,9 @@ def _parse_artifact(ctx: _Ctx, e: Any, i: int, default_target: str) -> ArtifactB
                               "(arch/alpha/resolution/format/precision)")
     ref = ArtifactRef(path=path, selector=sel)
     name = ctx.string(e, "name", where) or ref.describe()
-    b = ArtifactBudget(
-        name=name, ref=ref,
-        max_size_kb=ctx.number(e, "max_size_kb", where, low=0, low_open=True),
-        min_top1=ctx.number(e, "min_top1", where, low=0, high=1),
-        max_int8_top1_drop=ctx.number(e, "max_int8_top1_drop", where, low=-1, high=1),
-        max_latency_ratio=ctx.number(e, "max_latency_ratio", where, low=0, low_open=True),
-        max_latency_ms=ctx.per_target(e, "max_latency_ms", where, default_target),
-        baseline=_parse_ref(ctx, e, "baseline", where),
-        float_ref=_parse_ref(ctx, e, "float", where),
-    )
-    if all(getattr(b, k) in (None, {}) for k in LIMIT_KEYS):
-        raise ctx.fail(where, f"{name!r} has no limits; give at least one of {', '.join(LIMIT_KEYS)}")
+    limits = {k: kind.parse(ctx, e, where, default_target, k) for k, kind in KINDS.items()}
+    b = ArtifactBudget(name=name, ref=ref, limits={k: v for k, v in limits.items() if v is not None},
+                       baseline=_parse_ref(ctx, e, "baseline", where), float_ref=_parse_ref(ctx, e, "float", where))
+    if not b.limits:
+        raise ctx.fail(where, f"{name!r} has no limits; give at least one of {', '.join(KINDS)}")
     return b

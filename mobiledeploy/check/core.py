@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 from mobiledeploy.check.budgets import ArtifactBudget, ArtifactRef, BudgetFile, Selector, load_budgets
+from mobiledeploy.check.kinds import GROUPS, KINDS, holds
+from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, SKIPPED, VERDICTS, CheckOutcome  # noqa: F401
 from mobiledeploy.errors import MobiledeployError, UsageError
-
-PASS, FAIL, INCONCLUSIVE, ERROR, SKIPPED = "pass", "fail", "inconclusive", "error", "skipped"
-VERDICTS = (PASS, FAIL, INCONCLUSIVE, ERROR, SKIPPED)
-
 
 @dataclass(frozen=True)
 class CheckConfig:
@@ -42,33 +40,6 @@ class CheckConfig:
     strict: bool = False  # inconclusive latency checks fail
     skip: tuple[str, ...] = ()  # check kinds not to run: size, accuracy, latency
     progress: Callable[[str], None] | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """One row of the report: one limit of one artifact."""
-
-    artifact: str  # the budget entry's name
-    check: str  # size | top1 | int8_top1_drop | latency_ratio | latency_ms
-    limit: float
-    op: str  # "<=" or ">=": what must hold for measured vs. limit
-    unit: str
-    verdict: str
-    measured: float | None = None
-    low: float | None = None  # confidence interval (latency checks)
-    high: float | None = None
-    detail: str = ""
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return f"{self.artifact}: {self.check}"
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "artifact": self.artifact, "check": self.check, "limit": self.limit,
-                "op": self.op, "unit": self.unit, "verdict": self.verdict, "measured": self.measured,
-                "interval": [self.low, self.high] if self.low is not None else None,
-                "detail": self.detail, **self.extra}
 
 
 @dataclass(frozen=True)
@@ -204,6 +175,17 @@ class Resolver:
 
 
 @dataclass(frozen=True)
+class Checker:
+    """What every check kind's ``run`` gets: the budget file and the shared measuring machinery."""
+
+    budget: BudgetFile
+    target: object
+    accuracy: "_Accuracy"
+    meter: object
+    say: Callable[[str], None]
+
+
+@dataclass(frozen=True)
 class Plan:
     """One budget entry with every file it needs, resolved before anything is measured."""
 
@@ -233,7 +215,8 @@ def plan_checks(bf: BudgetFile, cfg: CheckConfig, *, target: str) -> list[Plan]:
         what = f"budget {b.name!r}"
         art = res.resolve(b.ref, what=what)
         flt = base = None
-        if b.max_int8_top1_drop is not None and "accuracy" not in cfg.skip:
+        lim = b.limits
+        if "max_int8_top1_drop" in lim and "accuracy" not in cfg.skip:
             if b.float_ref is not None:
                 flt = res.resolve(b.float_ref, what=f"{what} (float)", like=art)
             elif res.manifest and art.selector.precision is not None:
@@ -241,9 +224,9 @@ def plan_checks(bf: BudgetFile, cfg: CheckConfig, *, target: str) -> list[Plan]:
             else:
                 raise UsageError(f"{what}: max_int8_top1_drop needs the float artifact: set float = \"...\" "
                                  f"in the budget entry (or check an export directory with a manifest)")
-        if b.max_latency_ratio is not None and "latency" not in cfg.skip:
+        if "max_latency_ratio" in lim and "latency" not in cfg.skip:
             base = _resolve_baseline(b, art, res, base_file, base_res, what)
-        if b.max_latency_ms and "latency" not in cfg.skip and target in b.max_latency_ms \
+        if "latency" not in cfg.skip and target in lim.get("max_latency_ms", {}) \
                 and target not in bf.yardstick_ms:
             raise UsageError(f"{bf.path}: budget {b.name!r} has max_latency_ms for target {target!r} but "
                              f"[yardstick] has no reference_ms for it; measure it on the machine the budget "
@@ -280,41 +263,21 @@ def run_check(cfg: CheckConfig) -> CheckReport:
 
     t0 = time.monotonic()
     bf = load_budgets(cfg.budget)
-    bad = sorted(set(cfg.skip) - {"size", "accuracy", "latency"})
+    bad = sorted(set(cfg.skip) - set(GROUPS))
     if bad:
-        raise UsageError(f"unknown check kind {bad[0]!r} (--skip); choose from size, accuracy, latency")
+        raise UsageError(f"unknown check kind {bad[0]!r} (--skip); choose from {', '.join(GROUPS)}")
     target = latency.resolve_target(cfg.target or bf.target, cfg.target_file)
     plans = plan_checks(bf, cfg, target=target.name)
     say = cfg.progress or (lambda msg: None)
     spec = bf.latency if cfg.max_time_s is None else _replace(bf.latency, max_time_s=cfg.max_time_s)
     outcomes: list[CheckOutcome] = []
-    acc = _Accuracy(bf)
     meter = latency.LatencyMeter(target, spec, progress=say)
+    checker = Checker(budget=bf, target=target, accuracy=_Accuracy(bf), meter=meter, say=say)
     try:
         for p in plans:
-            b = p.budget
-            if b.max_size_kb is not None and "size" not in cfg.skip:
-                outcomes.append(size_check(b.name, p.artifact.path, b.max_size_kb))
-            if "accuracy" not in cfg.skip:
-                if b.min_top1 is not None:
-                    say(f"{b.name}: top-1 on {bf.data.source}")
-                    outcomes.append(acc.min_top1(b.name, p.artifact, b.min_top1))
-                if b.max_int8_top1_drop is not None:
-                    say(f"{b.name}: top-1 drop vs. {p.float_artifact.path.name}")
-                    outcomes.append(acc.drop(b.name, p.artifact, p.float_artifact, b.max_int8_top1_drop))
-            if "latency" not in cfg.skip:
-                if b.max_latency_ratio is not None:
-                    outcomes.append(meter.ratio_check(b.name, p.artifact.path, p.baseline.path,
-                                                      b.max_latency_ratio))
-                if b.max_latency_ms:
-                    if target.name in b.max_latency_ms:
-                        outcomes.append(meter.absolute_check(b.name, p.artifact.path,
-                                                             b.max_latency_ms[target.name],
-                                                             bf.yardstick_ms[target.name]))
-                    else:
-                        outcomes.append(CheckOutcome(b.name, "latency_ms", min(b.max_latency_ms.values()), "<=",
-                                                     "ms", SKIPPED, detail=f"no max_latency_ms for target "
-                                                     f"{target.name!r} (has {', '.join(b.max_latency_ms)})"))
+            for key, value in p.budget.limits.items():
+                if KINDS[key].group not in cfg.skip:
+                    outcomes.append(KINDS[key].run(checker, p, value))
     finally:
         meter.close()
     env = {"target": target.to_json() if hasattr(target, "to_json") else target.name,
@@ -328,20 +291,6 @@ def _replace(obj, **kw):
     import dataclasses
 
     return dataclasses.replace(obj, **kw)
-
-
-def _holds(measured: float, op: str, limit: float) -> bool:
-    """Exact comparison, forgiving only float rounding (1e-9): a limit that is met holds."""
-    eps = 1e-9 * max(1.0, abs(limit))
-    return measured <= limit + eps if op == "<=" else measured >= limit - eps
-
-
-def size_check(name: str, path: Path, max_kb: float) -> CheckOutcome:
-    """Exact: the file's size in KiB (1024 bytes) against ``max_size_kb``."""
-    size = path.stat().st_size
-    kb = size / 1024
-    return CheckOutcome(name, "size", float(max_kb), "<=", "KiB", PASS if _holds(kb, "<=", max_kb) else FAIL,
-                        measured=kb, detail=f"{size} bytes", extra={"size_bytes": size, "file": str(path)})
 
 
 def _input_resolution(path: Path) -> int:
@@ -395,7 +344,7 @@ class _Accuracy:
             if isinstance(e, UsageError):
                 raise
             return CheckOutcome(name, "top1", float(limit), ">=", "", ERROR, detail=str(e))
-        return CheckOutcome(name, "top1", float(limit), ">=", "", PASS if _holds(top1, ">=", limit) else FAIL,
+        return CheckOutcome(name, "top1", float(limit), ">=", "", PASS if holds(top1, ">=", limit) else FAIL,
                             measured=top1, detail=f"{n} samples of {self.bf.data.source}/{self.bf.data.split}",
                             extra={"samples": n})
 
@@ -408,6 +357,6 @@ class _Accuracy:
                 raise
             return CheckOutcome(name, "int8_top1_drop", float(limit), "<=", "", ERROR, detail=str(e))
         drop = f - q
-        return CheckOutcome(name, "int8_top1_drop", float(limit), "<=", "", PASS if _holds(drop, "<=", limit) else FAIL,
+        return CheckOutcome(name, "int8_top1_drop", float(limit), "<=", "", PASS if holds(drop, "<=", limit) else FAIL,
                             measured=drop, detail=f"top-1 {q:.4f} vs. {f:.4f} ({flt.path.name}), {n} samples",
                             extra={"top1": q, "float_top1": f, "float_file": str(flt.path), "samples": n})

@@ -24,7 +24,7 @@ from typing import Callable
 
 from mobiledeploy.check import stats
 from mobiledeploy.check.budgets import LatencySpec
-from mobiledeploy.check.core import ERROR, FAIL, INCONCLUSIVE, PASS, CheckOutcome
+from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, CheckOutcome
 
 
 def resolve_target(name: str | None, file=None):

@@ -11,7 +11,8 @@ import math
 import os
 import xml.etree.ElementTree as ET
 
-from mobiledeploy.check.core import ERROR, FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckOutcome, CheckReport
+from mobiledeploy.check.core import CheckReport
+from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckOutcome
 
 _STYLE = {PASS: "green", FAIL: "bold red", ERROR: "bold red", INCONCLUSIVE: "yellow", SKIPPED: "dim"}
 _MD_MARK = {PASS: "✅ pass", FAIL: "❌ fail", ERROR: "❌ error", INCONCLUSIVE: "⚠️ inconclusive", SKIPPED: "➖ skipped"}
