@@ -25,7 +25,7 @@ import numpy as np
 
 from mobiledeploy.accuracy import metrics
 from mobiledeploy.accuracy.data import Dataset
-from mobiledeploy.errors import MobiledeployError, UsageError
+from mobiledeploy.errors import UsageError
 from mobiledeploy.models.artifacts import ModelRef, resolve_models
 
 

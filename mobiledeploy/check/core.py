@@ -26,7 +26,7 @@ from typing import Callable
 
 from mobiledeploy.check.budgets import ArtifactBudget, ArtifactRef, BudgetFile, Selector, load_budgets
 from mobiledeploy.check.kinds import GROUPS, KINDS, holds
-from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, SKIPPED, VERDICTS, CheckOutcome  # noqa: F401
+from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, VERDICTS, CheckOutcome
 from mobiledeploy.errors import MobiledeployError, UsageError
 
 @dataclass(frozen=True)

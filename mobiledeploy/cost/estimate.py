@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from mobiledeploy.errors import UsageError
-from mobiledeploy.cost.graph import OP_CLASSES, LayerStats
+from mobiledeploy.cost.ir import OP_CLASSES, LayerStats
 
 COMPUTE_CLASSES = ("conv1x1", "convkxk", "depthwise", "fc")
 PRECISIONS = ("fp32", "int8")

@@ -1,4 +1,4 @@
-"""ONNX files -> the nodes of ``mobiledeploy.cost.graph`` (``onnx`` + shape inference, no TensorFlow).
+"""ONNX files -> the layer IR of ``mobiledeploy.cost.ir`` (``onnx`` + shape inference, no TensorFlow).
 
 Handles float graphs (tf2onnx output: NHWC input, Transpose, Conv, Clip, Mul, ...),
 QDQ-quantized graphs (DequantizeLinear on initializers = int8 weights; Q/DQ pairs on
@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
-from mobiledeploy.cost.graph import _Node
+from mobiledeploy.cost.ir import LayerStats, _fuse_and_measure, _Node
 
 _KINDS = {
     "Conv": "conv", "QLinearConv": "conv", "ConvInteger": "conv",
@@ -180,3 +180,9 @@ def _fallback_shape(op: str, in_shapes: list, attrs: dict, inits: dict, values: 
     if op == "QLinearGlobalAveragePool":
         return (x[0], x[1], 1, 1) if not attrs.get("channels_last", 0) else (x[0], 1, 1, x[3])
     return tuple(x)
+
+
+def onnx_layers(path: str | Path) -> tuple[list[LayerStats], tuple[int, ...]]:
+    """(layers, input shape) of an ONNX file."""
+    nodes, in_shape = onnx_nodes(path)
+    return _fuse_and_measure(nodes, channels_last=False), in_shape

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
-from mobiledeploy.cost.graph import LayerStats, keras_layers
+from mobiledeploy.cost.graph import keras_layers
+from mobiledeploy.cost.ir import LayerStats
 
 __all__ = ["LayerStats", "ModelStats", "keras_stats", "model_stats", "config_stats", "build_config_model"]
 
@@ -104,7 +105,9 @@ def _file_stats(path: Path) -> ModelStats:
         layers = tuple(graph.tflite_layers(path))
         in_shape = tuple(d or 1 for d in inspect.inputs(path)[0].shape)
     else:
-        layers, in_shape = graph.onnx_model_layers(path)
+        from mobiledeploy.cost.graph_onnx import onnx_layers
+
+        layers, in_shape = onnx_layers(path)
         layers = tuple(layers)
     precision = inspect.precision(path)
     params, macs = _totals(layers)
