@@ -378,3 +378,28 @@ def test_ctrl_c_is_held_back_during_the_final_renames():
             done.append("renames finished")  # not interrupted half-way
     assert done == ["renames finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_per_tensor_recipe_is_converted_recorded_and_read_back(tiny_file, tmp_path):
+    """--per-tensor / --onnx-calibration reach both converters and the manifest; --per-layer reads them back."""
+    import onnx
+    from onnx import numpy_helper
+
+    from mobiledeploy.accuracy.perlayer import tflite_per_channel
+    from mobiledeploy.export.recipes import QuantRecipe
+
+    res = export_model(ExportConfig(model_path=str(tiny_file), formats=("tflite", "onnx"), precisions=("int8",),
+                                    per_channel=False, onnx_calibration="percentile", calib="random",
+                                    calib_samples=16, validate_samples=4, out=str(tmp_path / "pt")))
+    q = json.loads(res.manifest_path.read_text())["quantization"]
+    assert q["tflite"]["per_channel"] is False and q["onnx"]["per_channel"] is False
+    assert q["onnx"]["calibrate_method"] == "percentile"
+    recipe = QuantRecipe.from_manifest(q, np.zeros((1, 4)))
+    assert (recipe.per_channel, recipe.onnx_calibration) == (False, "percentile")
+    paths = {a.format: res.out_dir / a.file for a in res.artifacts}
+    assert tflite_per_channel(paths["tflite"]) is False
+    g = onnx.load(str(paths["onnx"])).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    weight_scales = [inits[n.input[1]] for n in g.node if n.op_type == "DequantizeLinear"
+                     and n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    assert weight_scales and all(s.size == 1 for s in weight_scales)

@@ -21,10 +21,10 @@ from mobiledeploy.accuracy.perlayer import TFLITE_FLAG, per_layer_report, render
 def tiny_onnx_int8(tiny_onnx, tiny_calib, tmp_path_factory):
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from mobiledeploy.accuracy.perlayer import onnx_reader
+    from mobiledeploy.export.recipes import calibration_reader
 
     path = tmp_path_factory.mktemp("q") / "tiny_int8.onnx"
-    quantize_static(str(tiny_onnx), str(path), onnx_reader("input", tiny_calib), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(tiny_onnx), str(path), calibration_reader("input", tiny_calib, batch=1), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     return path
 

@@ -22,7 +22,7 @@ import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,14 +113,14 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
 
     from mobiledeploy.models.artifacts import load_keras
 
+    from mobiledeploy.export.formats.tflite import converter_for
+    from mobiledeploy.export.recipes import QuantRecipe
+
     model = load_keras(str(src), unsafe_load)
     calib, cal_note = _calibration(ref, dataset)
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
-    per_channel = tflite_per_channel(Path(ref.path))
-    if not per_channel:  # re-run the artifact's own recipe, not the default one
-        conv._experimental_disable_per_channel = True  # noqa: SLF001 - TFLite's only switch for it
+    per_channel = tflite_per_channel(Path(ref.path))  # what the artifact holds, whatever the manifest says
+    recipe = replace(QuantRecipe.from_manifest(ref.quantization, calib), per_channel=per_channel, int8_io=False)
+    conv = converter_for(model, "int8", recipe)  # the exporter's own converter and recipe
     debug = lambda: ([x[i:i + 1]] for i in range(len(x)))  # noqa: E731
     try:
         with _quiet():
@@ -186,6 +186,7 @@ def _onnx_report(ref, x) -> PerLayerReport:
                                                          create_activation_matching,
                                                          modify_model_output_intermediate_tensors)
 
+    from mobiledeploy.export.recipes import calibration_reader
     from mobiledeploy.models.inspect import onnx_model as _onnx_model
 
     g = _onnx_model(Path(ref.path)).graph
@@ -199,12 +200,12 @@ def _onnx_report(ref, x) -> PerLayerReport:
             with _quiet():
                 aug = Path(tmp) / "qdq_aug.onnx"
                 modify_model_output_intermediate_tensors(ref.path, aug)
-                q_acts = collect_activations(str(aug), onnx_reader(input_name, x))
+                q_acts = collect_activations(str(aug), calibration_reader(input_name, x, batch=1))
                 f_acts = None
                 if float_path:
                     faug = Path(tmp) / "float_aug.onnx"
                     modify_model_output_intermediate_tensors(float_path, faug)
-                    f_acts = collect_activations(str(faug), onnx_reader(input_name, x))
+                    f_acts = collect_activations(str(faug), calibration_reader(input_name, x, batch=1))
                 matching = create_activation_matching(q_acts, f_acts)
                 for m in matching.values():  # ORT reads m["float"] even when no float model was given
                     m.setdefault("float", [])
@@ -227,21 +228,6 @@ def _onnx_report(ref, x) -> PerLayerReport:
     return PerLayerReport(model=ref.path, method="onnxruntime.quantization.qdq_loss_debug", metric="sqnr_db",
                           threshold=ONNX_FLAG_DB, samples=len(x), layers=tuple(layers),
                           note=f"SQNR {what}; higher is better")
-
-
-def onnx_reader(input_name: str, x: np.ndarray):
-    """An ONNX Runtime ``CalibrationDataReader`` feeding ``x`` one sample (batch 1) at a time."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(range(len(x)))
-
-        def get_next(self):
-            i = next(self._it, None)
-            return None if i is None else {input_name: np.ascontiguousarray(x[i:i + 1], np.float32)}
-
-    return _Reader()
 
 
 def _float_onnx(ref) -> str | None:

@@ -34,7 +34,7 @@ from mobiledeploy.export.calibration import load_calibration
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
 from mobiledeploy.export.formats._quiet import quiet_converter
 from mobiledeploy.errors import UsageError
-from mobiledeploy.export.recipes import ONNX_QUANT_TYPES, QuantRecipe, choose_onnx_types
+from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES, QuantRecipe, choose_onnx_types
 from mobiledeploy.export.validate import Validation, judge, validate_artifact
 
 SCHEMA_VERSION = 1
@@ -61,6 +61,8 @@ class ExportConfig:
     precisions: tuple[str, ...] = DEFAULT_PRECISIONS
     int8_io: bool = False
     onnx_quant_types: str | None = None  # None: chosen for this host
+    per_channel: bool = True  # int8 weights per output channel (False: per tensor)
+    onnx_calibration: str = "minmax"  # ONNX Runtime calibration method (recipes.ONNX_CALIBRATION)
     # data
     calib: str = "digits"
     calib_samples: int = 200
@@ -88,6 +90,9 @@ class ExportConfig:
         if self.onnx_quant_types is not None and self.onnx_quant_types not in ONNX_QUANT_TYPES:
             raise UsageError(f"unknown ONNX quantization types {self.onnx_quant_types!r} (--onnx-quant-types); "
                              f"choose from {', '.join(ONNX_QUANT_TYPES)}")
+        if self.onnx_calibration not in ONNX_CALIBRATION:
+            raise UsageError(f"unknown ONNX calibration method {self.onnx_calibration!r} (--onnx-calibration); "
+                             f"choose from {', '.join(ONNX_CALIBRATION)}")
         if self.preprocessing is not None:
             from mobiledeploy.accuracy.data import get_preprocessing
 
@@ -200,8 +205,9 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
              "model?): top-1 agreement and SQNR say little; export trained weights (--weights/--model) "
              "for meaningful int8 figures")
     needs_int8 = "int8" in config.precisions and "onnx" in config.formats
-    recipe = QuantRecipe(calib=cal.calib, int8_io=config.int8_io,
-                         onnx=choose_onnx_types(config.onnx_quant_types) if needs_int8 else None)
+    recipe = QuantRecipe(calib=cal.calib, int8_io=config.int8_io, per_channel=config.per_channel,
+                         onnx=choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
+                         onnx_calibration=config.onnx_calibration)
     stem = _stem(info, config)
     artifacts, skipped = [], []
     for fmt_name in config.formats:
@@ -216,10 +222,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
             with step(f"{fmt_name} {precision}"):
                 path = fmt.converter()(model, precision, recipe, staging, stem)
                 artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn))
-    quant = {"tflite": {"int8_io": config.int8_io, "per_channel": True,
-                        "calibration_samples": int(cal.calib.shape[0])}}
-    if recipe.onnx is not None:
-        quant["onnx"] = recipe.onnx.to_json()
+    quant = recipe.to_json()
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
                         calibration=cal.to_json(), quantization=quant, versions=versions(),

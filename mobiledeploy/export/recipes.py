@@ -1,7 +1,10 @@
 """Quantization recipe: what post-training quantization uses, decided once, recorded.
 
-``QuantRecipe`` carries the calibration samples and the choices that affect int8
-artifacts (int8 I/O for TFLite, activation/weight types for ONNX Runtime). The ONNX
+``QuantRecipe`` is the one definition of the recipe: the calibration samples and every
+choice that affects quantized artifacts (per-channel or per-tensor weights, int8 I/O for
+TFLite, activation/weight types and calibration method for ONNX Runtime). The exporter
+converts with it and writes ``to_json()`` into the manifest; ``eval --per-layer`` rebuilds
+the same recipe from the manifest (``from_manifest``) and re-runs the same converter. The ONNX
 types follow ONNX Runtime's own guidance (docs: "Quantize ONNX models", data type
 selection): S8S8 in QDQ format is the default and the fastest on CPUs with VNNI and on
 ARM; on x86-64 CPUs *without* VNNI, U8S8 with ``reduce_range`` avoids the saturation
@@ -19,6 +22,8 @@ import numpy as np
 from mobiledeploy.errors import UsageError
 
 ONNX_QUANT_TYPES = ("s8s8", "u8s8")
+ONNX_CALIBRATION = ("minmax", "entropy", "percentile")  # onnxruntime.quantization.CalibrationMethod
+CALIB_BATCH = 10  # MinMax statistics are the same however samples are batched; batches run faster
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "avx10")
 
 
@@ -34,7 +39,7 @@ class OnnxQuantTypes:
 
     def to_json(self) -> dict:
         return {"types": self.name, "activation": self.activation, "weight": "int8",
-                "reduce_range": self.reduce_range, "format": "QDQ", "per_channel": True, "reason": self.reason}
+                "reduce_range": self.reduce_range, "format": "QDQ", "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,49 @@ class QuantRecipe:
     calib: np.ndarray = field(repr=False)  # (N, H, W, 3) float32, preprocessed
     int8_io: bool = False
     onnx: OnnxQuantTypes | None = None
+    per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
+    onnx_calibration: str = "minmax"  # ONNX Runtime's activation calibration method
 
     def representative(self):
         """TFLite representative_dataset: one sample (batch 1) per step."""
         for i in range(self.calib.shape[0]):
             yield [self.calib[i:i + 1]]
+
+    def to_json(self) -> dict:
+        """The manifest's ``quantization`` record."""
+        out = {"tflite": {"int8_io": self.int8_io, "per_channel": self.per_channel,
+                          "calibration_samples": int(self.calib.shape[0])}}
+        if self.onnx is not None:
+            out["onnx"] = {**self.onnx.to_json(), "per_channel": self.per_channel,
+                           "calibrate_method": self.onnx_calibration}
+        return out
+
+    @classmethod
+    def from_manifest(cls, quantization: dict | None, calib: np.ndarray) -> "QuantRecipe":
+        """The recipe an export recorded (defaults for what older manifests did not record)."""
+        q = quantization or {}
+        tfl, onx = q.get("tflite") or {}, q.get("onnx") or {}
+        onnx = (OnnxQuantTypes(onx["types"], bool(onx.get("reduce_range")), onx.get("reason", ""))
+                if onx.get("types") in ONNX_QUANT_TYPES else None)
+        method = onx.get("calibrate_method", "minmax")
+        return cls(calib=calib, int8_io=bool(tfl.get("int8_io")), onnx=onnx,
+                   per_channel=bool(tfl.get("per_channel", True)),
+                   onnx_calibration=method if method in ONNX_CALIBRATION else "minmax")
+
+
+def calibration_reader(input_name: str, x: np.ndarray, *, batch: int = CALIB_BATCH):
+    """An ONNX Runtime ``CalibrationDataReader`` feeding ``x`` in batches (the ONNX batch is dynamic)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{input_name: np.ascontiguousarray(x[i:i + batch], np.float32)}
+                             for i in range(0, x.shape[0], batch)])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    return _Reader()
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:

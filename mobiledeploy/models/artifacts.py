@@ -37,6 +37,7 @@ class ModelRef:
     manifest: str | None = None  # the manifest.json that describes it
     source: str | None = field(default=None, compare=False)  # float .keras of the same export
     calibration: dict | None = field(default=None, compare=False, hash=False)
+    quantization: dict | None = field(default=None, compare=False, hash=False)  # the export's recipe
     arch: str | None = None  # from the manifest
     alpha: float | None = None
 
@@ -95,6 +96,7 @@ def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
                     precision=entry.get("precision") or inspect.precision(p),
                     preprocessing=model.get("preprocessing"), resolution=model.get("resolution"),
                     manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"),
+                    quantization=m.get("quantization"),
                     arch=model.get("arch"), alpha=_float(model.get("alpha")))
 
 

@@ -3,8 +3,9 @@
 - fp32: tf2onnx from the frozen trace (opset 17), tensors named ``input``/``output``,
   NHWC input with a dynamic batch.
 - int8: the fp32 graph is pre-processed (``quant_pre_process``) and quantized with
-  ``quantize_static`` in QDQ format, per-channel weights, over the recipe's calibration
-  samples; activation/weight types from the recipe (see ``mobiledeploy.export.recipes``).
+  ``quantize_static`` in QDQ format over the recipe's calibration samples; per-channel or
+  per-tensor weights, activation/weight types and the calibration method from the recipe
+  (see ``mobiledeploy.export.recipes``).
 - dynamic: ``quantize_dynamic`` (int8 weights, activations quantized at run time).
 
 The fp32 ONNX is converted once per staging directory and reused by the quantizers.
@@ -15,16 +16,18 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.formats._graph import INPUT_NAME, OUTPUT_NAME, frozen_function
 from mobiledeploy.export.formats._quiet import quiet_converter
 from mobiledeploy.errors import ConversionError
+from mobiledeploy.export.recipes import CALIB_BATCH, calibration_reader
 
 OPSET = 17
+CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                       "percentile": CalibrationMethod.Percentile}
 
 
 def _fp32(model, out_dir: Path, stem: str) -> Path:
@@ -46,17 +49,9 @@ def _fp32(model, out_dir: Path, stem: str) -> Path:
     return path
 
 
-CALIB_BATCH = 10  # MinMax statistics are the same however samples are batched; batches run faster
-
-
-class _Reader(CalibrationDataReader):
-    """Calibration samples in batches (the ONNX batch is dynamic)."""
-
-    def __init__(self, name: str, calib: np.ndarray) -> None:
-        self._it = iter([{name: calib[i:i + CALIB_BATCH]} for i in range(0, calib.shape[0], CALIB_BATCH)])
-
-    def get_next(self):
-        return next(self._it, None)
+def _batch(recipe) -> int:
+    """MinMax statistics do not depend on batching; ORT's histogram calibrators need equal batches."""
+    return CALIB_BATCH if recipe.onnx_calibration == "minmax" else 1
 
 
 def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
@@ -69,11 +64,13 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
             if precision == "dynamic":
-                quantize_dynamic(str(pre), str(path), per_channel=True, weight_type=QuantType.QInt8)
+                quantize_dynamic(str(pre), str(path), per_channel=recipe.per_channel, weight_type=QuantType.QInt8)
             elif precision == "int8":
                 types = recipe.onnx
                 quantize_static(
-                    str(pre), str(path), _Reader(INPUT_NAME, recipe.calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                    str(pre), str(path), calibration_reader(INPUT_NAME, recipe.calib, batch=_batch(recipe)),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=recipe.per_channel, calibrate_method=CALIBRATION_METHODS[recipe.onnx_calibration],
                     reduce_range=types.reduce_range,
                     activation_type=QuantType.QInt8 if types.name == "s8s8" else QuantType.QUInt8,
                     weight_type=QuantType.QInt8,

@@ -34,6 +34,8 @@ def converter_for(model, precision: str, recipe):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = recipe.representative
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not recipe.per_channel:
+            conv._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch for it
         if recipe.int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
