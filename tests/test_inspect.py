@@ -32,14 +32,14 @@ def variants(tiny_keras, tiny_tflite, tiny_tflite_int8, tiny_onnx, tmp_path_fact
 
 
 def test_precision_from_content_and_every_reader_agrees(variants):
-    from mobiledeploy import runtimes
+    from mobiledeploy.bench.core import BenchSettings, bench_model
     from mobiledeploy.cost.info import model_stats
     from mobiledeploy.models.artifacts import resolve_models
 
     for want, files in variants.items():
         for f in files:
             assert inspect.precision(f) == want, f.name
-            assert runtimes.open_session(f).precision() == want, f.name  # what bench reports
+            assert bench_model(f, BenchSettings(runs=1, warmup=0)).precision == want, f.name  # what bench reports
             assert model_stats(str(f)).precision == want, f.name  # what info/estimate report
             assert resolve_models([str(f)])[0].precision == want, f.name  # what eval reports
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from mobiledeploy.errors import UsageError
 from mobiledeploy.models import inspect
-from mobiledeploy.models.inspect import KERAS_SUFFIXES
+from mobiledeploy.runtimes import KERAS_SUFFIXES
 
-FORMAT_RUNTIME = {"keras": "keras", "tflite": "litert", "onnx": "onnxruntime"}
+MODEL_FORMATS = ("keras", "tflite", "onnx")  # what eval/bench/check read from an export
+
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class ModelRef:
 
     @property
     def runtime(self) -> str:
-        return FORMAT_RUNTIME[self.format]
+        from mobiledeploy.runtimes import format_runtime
+
+        return format_runtime().get(self.format, "keras")
 
     @property
     def name(self) -> str:
@@ -118,12 +121,14 @@ def _float_source(mpath: Path, m: dict) -> str | None:
     return None
 
 
-def export_refs(directory: Path, *, formats=FORMAT_RUNTIME, flag: str = "MODEL") -> list[ModelRef]:
+def export_refs(directory: Path, *, formats=MODEL_FORMATS, flag: str = "MODEL") -> list[ModelRef]:
     """The artifacts of one directory, in ``formats``: its manifest's entries (the .keras source
     first), or, without a manifest, every model file in it."""
     mpath = directory / "manifest.json"
     if not mpath.is_file():
-        suffixes = {"keras": KERAS_SUFFIXES, "tflite": (".tflite",), "onnx": (".onnx",)}
+        from mobiledeploy.runtimes import RUNTIMES
+
+        suffixes = {"keras": KERAS_SUFFIXES, **{rt.format: rt.suffixes for rt in RUNTIMES.values()}}
         want = tuple(s for f in formats for s in suffixes[f])
         files = sorted(f for f in directory.iterdir() if f.is_file() and f.suffix.lower() in want)
         if not files:
@@ -140,7 +145,7 @@ def export_refs(directory: Path, *, formats=FORMAT_RUNTIME, flag: str = "MODEL")
     return [_from_manifest(mpath, m, a) for a in entries]
 
 
-def resolve_models(paths, *, flag: str = "MODEL", formats=FORMAT_RUNTIME) -> list[ModelRef]:
+def resolve_models(paths, *, flag: str = "MODEL", formats=MODEL_FORMATS) -> list[ModelRef]:
     """Files and export directories -> ``ModelRef`` list, one row per file (usage error for anything else)."""
     out: list[ModelRef] = []
     for raw in paths:
@@ -182,7 +187,7 @@ def default_reference(refs: list[ModelRef]) -> ModelRef | None:
             continue
         m = read_manifest(Path(r.manifest))
         cands = [_from_manifest(Path(r.manifest), m, a) for a in m["artifacts"]
-                 if a.get("format") in FORMAT_RUNTIME and a.get("file")
+                 if a.get("format") in MODEL_FORMATS and a.get("file")
                  and (Path(r.manifest).parent / a["file"]).is_file()]
         for fmt in ("keras", "tflite", "onnx"):
             for c in cands:

@@ -1,4 +1,4 @@
-"""What a model file is, read from its bytes: format, precision and inputs.
+"""What a model file is, read from its bytes: format (``runtimes.detect_format``), precision and inputs.
 
 The one place that answers these questions for every command (bench, eval, info,
 estimate, check). It never runs a model and never imports TensorFlow: TFLite files are
@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.runtimes import detect_format  # noqa: F401 - the one format check, re-exported
 
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-TFLITE_MAGIC = b"TFL3"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "unknown")
 _WEIGHTED_TFLITE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 _ONNX_DYNAMIC = {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
@@ -40,29 +39,6 @@ class InputInfo:
     name: str
     shape: tuple[int | None, ...]
     dtype: str
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """'keras', 'tflite' or 'onnx': Keras by suffix, the others by bytes (then suffix)."""
-    p = Path(path)
-    if p.suffix.lower() in KERAS_SUFFIXES:
-        return "keras"
-    if not p.exists():
-        raise UsageError(f"model file not found: {str(p)!r}")
-    if p.is_dir():
-        raise UsageError(f"expected a model file, got a directory: {str(p)!r}")
-    try:
-        with open(p, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise UsageError(f"cannot read {str(p)!r}: {e.strerror or e}") from None
-    if head[4:8] == TFLITE_MAGIC:
-        return "tflite"
-    if p.suffix.lower() == ".tflite":
-        return "tflite"  # let the runtime say what is wrong with it
-    if p.suffix.lower() == ".onnx":
-        return "onnx"
-    raise UsageError(f"{str(p)!r} is neither a TFLite nor an ONNX model (expected .tflite or .onnx)")
 
 
 def precision(path: str | os.PathLike) -> str:

@@ -8,7 +8,9 @@ its input/output specs and two ways to run it:
 - ``predict(session, x)``: float data in, float outputs out, quantizing int8/uint8
   inputs and dequantizing outputs with each tensor's scale and zero point.
 
-Adding a runtime is one class with ``open`` and one line in ``RUNTIMES``.
+Adding a runtime is one session class (``set_inputs``/``invoke``/``get_outputs`` and
+its ``inputs``/``outputs`` specs) and one row in ``RUNTIMES``; the row's ``suffixes`` (and
+``magic``) are how ``detect_format`` recognises its files.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from mobiledeploy.errors import RuntimeFailure, UsageError
-from mobiledeploy.models import inspect
-from mobiledeploy.models.inspect import detect_format  # noqa: F401 - the runtimes' own format check
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -51,6 +51,7 @@ class Session(Protocol):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
+    def input_shape(self, name: str) -> tuple[int, ...]: ...  # concrete, after --shape and batch 1
     def set_inputs(self, feeds: dict[str, np.ndarray]) -> None: ...
     def invoke(self) -> None: ...
     def get_outputs(self) -> list[np.ndarray]: ...
@@ -102,9 +103,8 @@ class LiteRTSession:
     def interpreter(self):
         return self._it
 
-    def precision(self) -> str:
-        return inspect.precision(self.path)
-
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        return next(tuple(int(s) for s in d["shape"]) for d in self._it.get_input_details() if d["name"] == name)
 
 def _tflite_spec(d: dict) -> TensorSpec:
     sig = d.get("shape_signature")
@@ -202,10 +202,6 @@ class OrtSession:
     def get_outputs(self) -> list[np.ndarray]:
         return list(self._result)
 
-    def precision(self) -> str:
-        return inspect.precision(self.path)
-
-
 def _ort_dtype(type_str: str) -> np.dtype:
     table = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
@@ -218,6 +214,9 @@ def _ort_dtype(type_str: str) -> np.dtype:
 # ---------------------------------------------------------------- registry
 
 
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")  # Keras models: run by Keras itself (eval), never in a runtime
+
+
 @dataclass(frozen=True)
 class Runtime:
     name: str
@@ -225,6 +224,10 @@ class Runtime:
     module: str  # what to import to report its version
     session: type = field(repr=False)
     library: str = ""  # the module the session imports (preloaded by bench before measuring memory)
+    label: str = ""  # how users call the format ("TFLite")
+    suffixes: tuple[str, ...] = ()
+    magic: bytes = b""  # file identifier at bytes 4..8 (FlatBuffers), if any
+    package: str = ""  # the distribution to report the version of
 
     def load_library(self) -> None:
         import importlib
@@ -235,24 +238,56 @@ class Runtime:
         import importlib.metadata as md
 
         try:
-            return md.version({"litert": "ai-edge-litert", "onnxruntime": "onnxruntime"}[self.name])
+            return md.version(self.package or self.module)
         except Exception:
             return "unknown"
 
 
 RUNTIMES: dict[str, Runtime] = {
-    "litert": Runtime("litert", "tflite", "ai_edge_litert", LiteRTSession, "ai_edge_litert.interpreter"),
-    "onnxruntime": Runtime("onnxruntime", "onnx", "onnxruntime", OrtSession),
+    "litert": Runtime("litert", "tflite", "ai_edge_litert", LiteRTSession, "ai_edge_litert.interpreter", "TFLite",
+                      (".tflite",), b"TFL3", "ai-edge-litert"),
+    "onnxruntime": Runtime("onnxruntime", "onnx", "onnxruntime", OrtSession, "", "ONNX", (".onnx",),
+                           package="onnxruntime"),
 }
-FORMAT_RUNTIME = {rt.format: name for name, rt in RUNTIMES.items()}
+
+
+def format_runtime() -> dict[str, str]:
+    """{file format: runtime name}, from the registry."""
+    return {rt.format: name for name, rt in RUNTIMES.items()}
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'keras' by suffix, else a runtime's format: by its magic bytes, then by suffix; UsageError otherwise."""
+    p = Path(path)
+    if p.suffix.lower() in KERAS_SUFFIXES:
+        return "keras"
+    if not p.exists():
+        raise UsageError(f"model file not found: {str(p)!r}")
+    if p.is_dir():
+        raise UsageError(f"expected a model file, got a directory: {str(p)!r}")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise UsageError(f"cannot read {str(p)!r}: {e.strerror or e}") from None
+    rts = list(RUNTIMES.values())
+    for rt in rts:
+        if rt.magic and head[4:8] == rt.magic:
+            return rt.format
+    for rt in rts:
+        if p.suffix.lower() in rt.suffixes:
+            return rt.format  # let the runtime say what is wrong with it
+    kinds = " nor ".join(f"{'an' if rt.label[:1] in 'AEIOU' else 'a'} {rt.label}" for rt in rts)
+    raise UsageError(f"{str(p)!r} is neither {kinds} model (expected {' or '.join(s for rt in rts for s in rt.suffixes)})")
 
 
 def runtime_for(path: str | os.PathLike) -> Runtime:
     """The runtime that runs ``path`` (UsageError for a file no runtime here can run)."""
     fmt = detect_format(path)
-    if fmt not in FORMAT_RUNTIME:
-        raise UsageError(f"{str(path)!r} is neither a TFLite nor an ONNX model (expected .tflite or .onnx)")
-    return RUNTIMES[FORMAT_RUNTIME[fmt]]
+    by_format = format_runtime()
+    if fmt not in by_format:
+        raise UsageError(f"{str(path)!r} is a {fmt} model; it runs in Keras, not in a runtime")
+    return RUNTIMES[by_format[fmt]]
 
 
 def open_session(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool = True,
@@ -265,10 +300,7 @@ def open_session(path: str | os.PathLike, *, threads: int | None = None, xnnpack
 
 def input_shape(session: Session, spec: TensorSpec) -> tuple[int, ...]:
     """The concrete shape a session expects for ``spec`` (after dynamic dims are resolved)."""
-    if isinstance(session, OrtSession):
-        return session.input_shape(spec.name)
-    idx = {d["name"]: d for d in session.interpreter.get_input_details()}
-    return tuple(int(s) for s in idx[spec.name]["shape"])
+    return tuple(session.input_shape(spec.name))
 
 
 def quantize_input(x: np.ndarray, spec: TensorSpec) -> np.ndarray:

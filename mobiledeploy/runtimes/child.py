@@ -108,7 +108,9 @@ def measure(settings: dict) -> dict:
     min_runs, min_time_s, max_runs = run_plan(settings.get("runs"), settings.get("min_time_s"))
     samples = timed_loop(session.invoke, min_runs=min_runs, min_time_s=min_time_s, max_runs=max_runs)
     rss1 = peak_rss_kb()
-    return {"status": "ok", "runtime": session.runtime, "precision": session.precision(),
+    from mobiledeploy.models.inspect import precision
+
+    return {"status": "ok", "runtime": session.runtime, "precision": precision(settings["model"]),
             "init_ms": init_ns / 1e6, "first_ms": first_ns / 1e6, "samples_ms": [s / 1e6 for s in samples],
             "peak_rss_mb": (rss1 - rss0) / 1024.0, "process_peak_rss_mb": rss1 / 1024.0,
             "inputs": [s.to_json() | {"shape": list(runtimes.input_shape(session, s))} for s in session.inputs],
