@@ -43,9 +43,9 @@ from mobiledeploy.export.recipes import ONNX_QUANT_TYPES
 @click.option("--validate-samples", type=click.IntRange(min=1), default=32, show_default=True,
               help="Held-out samples each artifact is validated on.")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Absolute part of the fp32 tolerance (fp16: x500); see --rtol.")
+              help="Absolute part of the fp32 tolerance (fp16: x1000); see --rtol.")
 @click.option("--rtol", type=float, default=1e-4, show_default=True,
-              help="fp32 tolerance relative to the largest |reference| logit (fp16: x500).")
+              help="fp32 tolerance relative to the largest |reference| logit (fp16: x1000).")
 @click.option("--strict/--no-strict", default=True, show_default=True,
               help="Fail the export when a float artifact is outside its tolerance.")
 @click.option("--out", default="build", show_default=True, type=click.Path(file_okay=False),

@@ -35,7 +35,7 @@ from mobiledeploy.export import logits
 from mobiledeploy.export.logits import LOGITS, OUTPUTS
 from mobiledeploy.errors import MobiledeployError, ToleranceError, UsageError, ValidationError
 
-FP16_FACTOR = 500.0
+FP16_FACTOR = 1000.0
 TOLERANCE_RULES = {"fp32": 1.0, "fp16": FP16_FACTOR}  # precision -> factor on the tolerance; others: reported
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4

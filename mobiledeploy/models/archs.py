@@ -130,15 +130,25 @@ def build_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: i
 
 BN_GAMMA = (0.5, 1.5)  # uniform range of the drawn batch-norm scales
 BN_BETA = (-0.5, 0.5)  # ... and offsets
-BN_STAT_IMAGES = 16  # seeded synthetic images the moving statistics are measured on
+BN_STAT_VALUES = 512  # values per channel (images x positions) the moving statistics are measured on, at least
+BN_STAT_MIN_IMAGES = 16
+BN_VARIANCE_FLOOR = 0.1  # a channel's moving variance is at least this fraction of its layer's mean
+
+
+def bn_stat_images(resolution: int) -> int:
+    """Synthetic images for the statistics: the last feature map (stride 32) must still hold enough values."""
+    last = max(1, int(resolution) // 32) ** 2
+    return max(BN_STAT_MIN_IMAGES, -(-BN_STAT_VALUES // last))
 
 
 def random_init_json(seed: int) -> dict:
     """How ``build_model(..., vary_batch_norm=True)`` initialised a model (for the manifest)."""
     return {"weights": "keras default initializers", "seed": int(seed),
             "batch_norm": {"gamma": f"uniform{BN_GAMMA}", "beta": f"uniform{BN_BETA}",
-                           "moving_mean_variance": f"measured on {BN_STAT_IMAGES} seeded synthetic images "
-                                                   "(smooth colour fields plus pixel noise)"}}
+                           "moving_mean_variance": "measured on seeded synthetic images (smooth colour fields "
+                                                   f"plus pixel noise), at least {BN_STAT_VALUES} values per "
+                                                   f"channel; variance floored at {BN_VARIANCE_FLOOR} x the "
+                                                   "layer's mean"}}
 
 
 def seeded_batch_norm(model, *, seed: int, preprocessing: str = "mobilenet") -> None:
@@ -149,8 +159,10 @@ def seeded_batch_norm(model, *, seed: int, preprocessing: str = "mobilenet") -> 
     batch norm at its defaults (mean 0, variance 1) does not undo it: every input then
     gives the same output. Here gamma and beta are drawn per channel (seeded), and each
     layer's moving mean and variance are set to the statistics of its input over
-    ``BN_STAT_IMAGES`` seeded synthetic images (one training-mode pass with momentum 0,
-    layers in order), so every batch norm hands on activations of unit order.
+    seeded synthetic images (one training-mode pass with momentum 0, layers in order), so
+    every batch norm hands on activations of unit order. A channel whose variance is tiny
+    on those images (a ReLU that rarely fires) would blow up on other inputs: its
+    variance is floored at ``BN_VARIANCE_FLOOR`` x the layer's mean.
     """
     import keras
     import numpy as np
@@ -161,7 +173,8 @@ def seeded_batch_norm(model, *, seed: int, preprocessing: str = "mobilenet") -> 
         channels = int(bn.gamma.shape[0])
         bn.gamma.assign(rng.uniform(*BN_GAMMA, channels).astype("float32"))
         bn.beta.assign(rng.uniform(*BN_BETA, channels).astype("float32"))
-    x = _synthetic_images(rng, tuple(int(d) for d in model.inputs[0].shape[1:3]), preprocessing)
+    size = tuple(int(d) for d in model.inputs[0].shape[1:3])
+    x = _synthetic_images(rng, size, bn_stat_images(min(size)), preprocessing)
     momenta = [bn.momentum for bn in bns]
     try:
         for bn in bns:
@@ -170,17 +183,20 @@ def seeded_batch_norm(model, *, seed: int, preprocessing: str = "mobilenet") -> 
     finally:
         for bn, m in zip(bns, momenta):
             bn.momentum = m
+    for bn in bns:
+        var = bn.moving_variance.numpy()
+        bn.moving_variance.assign(np.maximum(var, BN_VARIANCE_FLOOR * var.mean()).astype("float32"))
 
 
-def _synthetic_images(rng, size: tuple[int, int], preprocessing: str):
-    """``BN_STAT_IMAGES`` RGB images: bilinear-upsampled 8x8 colour fields plus pixel noise, preprocessed."""
+def _synthetic_images(rng, size: tuple[int, int], n: int, preprocessing: str):
+    """``n`` RGB images: bilinear-upsampled 8x8 colour fields plus pixel noise, preprocessed."""
     import numpy as np
     from PIL import Image
 
     from mobiledeploy.accuracy.data import get_preprocessing
 
     h, w = size
-    fields = rng.uniform(0, 255, (BN_STAT_IMAGES, 8, 8, 3)).astype(np.uint8)
+    fields = rng.uniform(0, 255, (n, 8, 8, 3)).astype(np.uint8)
     smooth = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in fields])
     pixels = np.clip(smooth + rng.normal(0, 24, smooth.shape), 0, 255).astype(np.float32)
     return get_preprocessing(preprocessing).fn(pixels)
