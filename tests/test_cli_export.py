@@ -63,6 +63,7 @@ def test_export_run_prints_table_and_writes_manifest(tmp_path):
     (["--calib", "/nonexistent/imgs"], 2, ["calibration data not found", "--calib"]),
     (["--onnx-quant-types", "u8u8"], 2, ["--onnx-quant-types"]),
     (["--atol", "-1"], 2, ["--atol"]),
+    (["--rtol", "nan"], 2, ["--rtol"]),
 ])
 def test_usage_errors(args, code, needles, tmp_path):
     _one_line_error(_run(*args, "--out", tmp_path / "o"), code, *needles)

@@ -59,7 +59,8 @@ class Reference:
 
     def to_json(self) -> dict:
         """How much the compared tensor varies: validation means something only if it does."""
-        v = self.values.reshape(len(self.values), -1)
+        v = self.values
+        v = v.reshape(v.shape[0], -1) if v.ndim > 1 else v.reshape(-1, 1)
         return {"compared": self.compared, "samples": int(v.shape[0]),
                 "max_abs": float(np.abs(v).max()) if v.size else 0.0,
                 "std_across_inputs": float(v.std(axis=0).mean()) if v.size else 0.0,
