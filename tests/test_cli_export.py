@@ -35,7 +35,7 @@ def test_export_run_prints_table_and_writes_manifest(tmp_path):
              "mobilenet_v1_0.25_32_fp32.onnx", "mobilenet_v1_0.25_32_int8.onnx"]
     for f in files:
         assert f in r.stdout and (out / f).is_file()
-    assert "ok: max|diff|" in r.stdout and "top-1 agree" in r.stdout
+    assert "ok: logits max|diff|" in r.stdout and "logits: top-1 agree" in r.stdout
     assert "meaningless" in r.stderr  # --calib random is allowed but warned about
     assert "tflite int8" in r.stderr  # progress display on stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -63,6 +63,7 @@ def test_export_run_prints_table_and_writes_manifest(tmp_path):
     (["--calib", "/nonexistent/imgs"], 2, ["calibration data not found", "--calib"]),
     (["--onnx-quant-types", "u8u8"], 2, ["--onnx-quant-types"]),
     (["--atol", "-1"], 2, ["--atol"]),
+    (["--rtol", "nan"], 2, ["--rtol"]),
 ])
 def test_usage_errors(args, code, needles, tmp_path):
     _one_line_error(_run(*args, "--out", tmp_path / "o"), code, *needles)

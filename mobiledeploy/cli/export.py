@@ -47,15 +47,17 @@ from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
 @click.option("--validate-samples", type=click.IntRange(min=1), default=32, show_default=True,
               help="Held-out samples each artifact is validated on.")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Max absolute difference allowed between float artifacts and Keras.")
+              help="Absolute part of the fp32 tolerance (fp16: x1000); see --rtol.")
+@click.option("--rtol", type=float, default=1e-4, show_default=True,
+              help="fp32 tolerance relative to the largest |reference| logit (fp16: x1000).")
 @click.option("--strict/--no-strict", default=True, show_default=True,
-              help="Fail the export when a float artifact is outside --atol.")
+              help="Fail the export when a float artifact is outside its tolerance.")
 @click.option("--out", default="build", show_default=True, type=click.Path(file_okay=False),
               help="Output directory.")
 @json_option
 def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, classes, dropout, weights, seed,
-           quant, formats, int8_io, onnx_quant_types, per_tensor, onnx_calibration, calib, calib_samples, preprocessing, validate_samples,
-           atol, strict, out, json_path):
+           quant, formats, int8_io, onnx_quant_types, per_tensor, onnx_calibration, calib, calib_samples,
+           preprocessing, validate_samples, atol, rtol, strict, out, json_path):
     """Build (or load) a MobileNet and export TFLite/ONNX artifacts, each validated against Keras."""
     from mobiledeploy.export.pipeline import ExportConfig, export_model
 
@@ -66,7 +68,8 @@ def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, c
         precisions=csv_choice(quant, PRECISIONS, "--quant"),
         int8_io=int8_io, onnx_quant_types=onnx_quant_types, per_channel=not per_tensor,
         onnx_calibration=onnx_calibration, calib=calib, calib_samples=calib_samples,
-        preprocessing=preprocessing, validate_samples=validate_samples, atol=atol, strict=strict, out=out)
+        preprocessing=preprocessing, validate_samples=validate_samples, atol=atol, rtol=rtol, strict=strict,
+        out=out)
     config.check()  # usage errors before the progress display starts
     err = stderr_console()
     with _progress(err) as step:

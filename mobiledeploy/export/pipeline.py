@@ -33,9 +33,9 @@ from mobiledeploy.models import archs
 from mobiledeploy.export.calibration import load_calibration
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
 from mobiledeploy.export.formats._quiet import quiet_converter
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, ValidationError
 from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES, QuantRecipe, choose_onnx_types
-from mobiledeploy.export.validate import Validation, judge, validate_artifact
+from mobiledeploy.export.validate import DEFAULT_ATOL, DEFAULT_RTOL, Reference, Validation, judge, validate_artifact
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -69,7 +69,8 @@ class ExportConfig:
     preprocessing: str | None = None  # None: the architecture's
     validate_samples: int = 32
     # checks and output
-    atol: float = 1e-4
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
     strict: bool = True
     out: str = "build"
 
@@ -101,8 +102,9 @@ class ExportConfig:
             raise UsageError(f"--calib-samples must be >= 1, received {self.calib_samples!r}")
         if not isinstance(self.validate_samples, int) or self.validate_samples < 1:
             raise UsageError(f"--validate-samples must be >= 1, received {self.validate_samples!r}")
-        if not isinstance(self.atol, (int, float)) or not math.isfinite(self.atol) or self.atol < 0:
-            raise UsageError(f"--atol must be a finite number >= 0, received {self.atol!r}")
+        for flag, v in (("--atol", self.atol), ("--rtol", self.rtol)):
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise UsageError(f"{flag} must be a finite number >= 0, received {v!r}")
         if self.calib not in ("digits", "random") and not Path(self.calib).expanduser().exists():
             raise UsageError(f"calibration data not found (--calib): {self.calib!r}; expected 'digits', "
                              "'random', a folder of images or a .npz file")
@@ -136,12 +138,13 @@ class ExportResult:
     warnings: tuple[str, ...]
     seconds: float
     timings: dict = field(default_factory=dict)  # step -> wall seconds
+    reference: dict = field(default_factory=dict)  # what validation compared, and how much it varied
 
     def to_json(self) -> dict:
         """The manifest (``manifest.json``)."""
         return {"schema_version": SCHEMA_VERSION, "model": self.model,
                 "artifacts": [a.to_json() for a in self.artifacts], "skipped": list(self.skipped),
-                "calibration": self.calibration, "quantization": self.quantization,
+                "reference": self.reference, "calibration": self.calibration, "quantization": self.quantization,
                 "versions": self.versions, "warnings": list(self.warnings),
                 "export_seconds": round(self.seconds, 2),
                 "timings_s": {k: round(v, 2) for k, v in self.timings.items()}}
@@ -199,11 +202,11 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
         cal = _calibration(config, config.resolution, pre, step, warn)
         model, info, model_json = _source(config, step, warn)
     with step("keras reference outputs"):
-        reference = keras_outputs(model, cal.validation)
-    if reference.size and float(np.ptp(reference, axis=0).max()) < CONSTANT_OUTPUT:
-        warn("the model's outputs barely change across the validation inputs (a randomly initialised "
-             "model?): top-1 agreement and SQNR say little; export trained weights (--weights/--model) "
-             "for meaningful int8 figures")
+        reference = keras_reference(model, cal.validation)
+    if reference.values.size and float(np.ptp(reference.values, axis=0).max()) < CONSTANT_OUTPUT:
+        warn(f"the model's {reference.compared} barely change across the validation inputs: validation, "
+             "top-1 agreement and SQNR say little; export trained weights (--weights/--model) for "
+             "meaningful figures")
     needs_int8 = "int8" in config.precisions and "onnx" in config.formats
     recipe = QuantRecipe(calib=cal.calib, int8_io=config.int8_io, per_channel=config.per_channel,
                          onnx=choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
@@ -226,7 +229,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
                         calibration=cal.to_json(), quantization=quant, versions=versions(),
-                        warnings=tuple(warnings), seconds=time.perf_counter() - t0)
+                        warnings=tuple(warnings), seconds=time.perf_counter() - t0, reference=reference.to_json())
 
 
 def _unsupported(fmt, precision: str, config: ExportConfig) -> str | None:
@@ -243,7 +246,7 @@ def _validated(path: Path, fmt: str, precision: str, model, cal, reference, conf
     else:
         with quiet_converter():  # LiteRT prints its delegate banner from C++
             v = validate_artifact(path, fmt=fmt, precision=precision, x=cal.validation, reference=reference,
-                                  atol=config.atol, strict=config.strict, int8_io=config.int8_io,
+                                  atol=config.atol, rtol=config.rtol, strict=config.strict, int8_io=config.int8_io,
                                   inputs=cal.validation_inputs)
     if v.status == "fail":
         warn(f"{path.name} is outside the tolerance ({v.summary}); kept because of --no-strict")
@@ -252,10 +255,13 @@ def _validated(path: Path, fmt: str, precision: str, model, cal, reference, conf
 
 
 def _validate_keras(path: Path, model, cal, reference, config) -> Validation:
-    """The saved source model must load back (safe mode) and give the same outputs."""
-    again = archs.load_model(path, unsafe=config.unsafe_load)
-    return judge(path.name, precision="fp32", reference=reference, out=keras_outputs(again, cal.validation),
-                 atol=config.atol, strict=config.strict, runtime="keras", inputs=cal.validation_inputs)
+    """The saved source model must load back (safe mode) and give the same outputs (logits)."""
+    again = keras_reference(archs.load_model(path, unsafe=config.unsafe_load), cal.validation)
+    if again.compared != reference.compared:
+        raise ValidationError(f"{path.name} loads back without the source model's final softmax")
+    return judge(path.name, precision="fp32", reference=reference.values, out=again.values, atol=config.atol,
+                 rtol=config.rtol, strict=config.strict, runtime="keras", inputs=cal.validation_inputs,
+                 compared=reference.compared)
 
 
 def _source(config: ExportConfig, step, warn):
@@ -264,7 +270,8 @@ def _source(config: ExportConfig, step, warn):
         model = (archs.load_model(config.model_path, unsafe=config.unsafe_load) if config.model_path else
                  archs.build_model(config.arch, alpha=config.alpha, resolution=config.resolution,
                                    classes=config.classes, depth_multiplier=config.depth_multiplier,
-                                   dropout=config.dropout, weights=config.weights, seed=config.seed))
+                                   dropout=config.dropout, weights=config.weights, seed=config.seed,
+                                   vary_batch_norm=True))
         info = archs.describe(model, arch=None if config.model_path else config.arch,
                               alpha=None if config.model_path else config.alpha,
                               preprocessing=config.preprocessing)
@@ -283,9 +290,21 @@ def _calibration(config: ExportConfig, resolution: int, preprocessing: str, step
     return cal
 
 
+def keras_reference(model, x: np.ndarray) -> Reference:
+    """The Keras model's outputs on ``x`` and, when it ends in a softmax, its logits."""
+    from mobiledeploy.export.logits import keras_logits_model
+
+    twin = keras_logits_model(model)
+    return Reference(outputs=keras_outputs(model, x), logits=None if twin is None else keras_outputs(twin, x))
+
+
 def keras_outputs(model, x: np.ndarray, *, batch: int = 8) -> np.ndarray:
     """The Keras model's float outputs on ``x`` (eager, inference mode, no tracing)."""
-    parts = [np.asarray(model(x[i:i + batch], training=False), np.float32) for i in range(0, len(x), batch)]
+    import warnings
+
+    with warnings.catch_warnings():  # Keras 3 warns when a single-input model is called with a bare tensor
+        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+        parts = [np.asarray(model(x[i:i + batch], training=False), np.float32) for i in range(0, len(x), batch)]
     return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
 
@@ -303,6 +322,8 @@ def _model_json(model, info: archs.ModelInfo, config: ExportConfig, warn) -> dic
     if not config.model_path:
         d.update({"depth_multiplier": config.depth_multiplier, "dropout": config.dropout, "seed": config.seed,
                   "weights": str(config.weights) if config.weights else None})
+        if not config.weights:
+            d["init"] = archs.random_init_json(config.seed)
     return d
 
 

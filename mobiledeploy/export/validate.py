@@ -3,16 +3,21 @@
 Rules (documented in docs/export.md):
 
 - Broken is always fatal: an input or output whose shape or dtype is not what the
-  source model and the requested precision imply raises ``ValidationError``.
-- ``fp32`` is an exact float graph: it must match Keras within ``atol`` (max absolute
-  difference of the outputs), else ``ToleranceError`` (``status="fail"`` and a warning
-  with ``strict=False``).
-- ``fp16`` stores weights in half precision (about 3 significant digits) and computes
-  in float: it must match within ``FP16_ATOL_FACTOR * atol`` (1e-2 at the default
-  1e-4), same strictness. Its agreement and SQNR are reported too.
+  source model and the requested precision imply, or a non-finite output, raises
+  ``ValidationError``.
+- What is compared: the pre-softmax logits when the model ends in a softmax
+  (``mobiledeploy.export.logits``), the outputs otherwise.
+- Tolerances scale with the compared tensor's range: ``atol + rtol * max|reference|``.
+  ``fp32`` is an exact float graph: its max absolute difference must stay within that,
+  else ``ToleranceError`` (``status="fail"`` and a warning with ``strict=False``).
+  ``fp16`` stores weights in half precision (about 3 significant digits) and computes
+  in float: both terms are multiplied by ``FP16_FACTOR``, same strictness.
 - ``dynamic`` and ``int8`` are quantized: top-1 agreement and SQNR (dB) are reported
   (``status="reported"``); they never fail the export, since what is acceptable depends
   on the model and the data (budgets belong to ``mobiledeploy check``).
+
+Exact equality (zero difference, infinite SQNR) is a pass like any other: some CPUs
+run the float graphs bit-identically to Keras.
 """
 
 from __future__ import annotations
@@ -26,15 +31,55 @@ import numpy as np
 from mobiledeploy import runtimes
 
 from mobiledeploy.accuracy import metrics
+from mobiledeploy.export import logits
+from mobiledeploy.export.logits import LOGITS, OUTPUTS
 from mobiledeploy.errors import MobiledeployError, ToleranceError, UsageError, ValidationError
 
-FP16_ATOL_FACTOR = 100.0
-TOLERANCE_RULES = {"fp32": 1.0, "fp16": FP16_ATOL_FACTOR}  # precision -> factor on atol; others: reported
+FP16_FACTOR = 1000.0
+TOLERANCE_RULES = {"fp32": 1.0, "fp16": FP16_FACTOR}  # precision -> factor on the tolerance; others: reported
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The Keras model's answers on the validation inputs."""
+
+    outputs: np.ndarray
+    logits: np.ndarray | None = None  # pre-softmax, None when the model does not end in a softmax
+
+    @property
+    def compared(self) -> str:
+        return OUTPUTS if self.logits is None else LOGITS
+
+    @property
+    def values(self) -> np.ndarray:
+        """What artifacts are compared on: the logits where there are, else the outputs."""
+        return self.outputs if self.logits is None else self.logits
+
+    def to_json(self) -> dict:
+        """How much the compared tensor varies: validation means something only if it does."""
+        v = self.values
+        v = v.reshape(v.shape[0], -1) if v.ndim > 1 else v.reshape(-1, 1)
+        return {"compared": self.compared, "samples": int(v.shape[0]),
+                "max_abs": float(np.abs(v).max()) if v.size else 0.0,
+                "std_across_inputs": float(v.std(axis=0).mean()) if v.size else 0.0,
+                "distinct_top1": int(len(np.unique(v.argmax(axis=1)))) if v.size else 0}
+
+
+def tolerance(precision: str, reference: np.ndarray, atol: float, rtol: float) -> float | None:
+    """The absolute tolerance for ``precision`` on ``reference`` (None: quantized, reported only)."""
+    factor = TOLERANCE_RULES.get(precision)
+    if factor is None:
+        return None
+    scale = float(np.abs(reference).max()) if reference.size else 0.0
+    return factor * (float(atol) + float(rtol) * scale)
 
 
 @dataclass(frozen=True)
 class Validation:
     reference: str
+    compared: str  # "logits" | "outputs"
     runtime: str
     samples: int
     inputs: str  # where the validation samples came from
@@ -50,12 +95,14 @@ class Validation:
     @property
     def summary(self) -> str:
         if self.tolerance is None:
-            return f"top-1 agree {self.top1_agreement:.1%}, SQNR {_fmt_db(self.sqnr_db)}"
+            return f"{self.compared}: top-1 agree {self.top1_agreement:.1%}, SQNR {_fmt_db(self.sqnr_db)}"
         ok = self.status == "pass"
-        return f"{'ok' if ok else 'FAIL'}: max|diff| {self.max_abs_diff:.1e} {'<=' if ok else '>'} {self.tolerance:g}"
+        return (f"{'ok' if ok else 'FAIL'}: {self.compared} max|diff| {self.max_abs_diff:.1e} "
+                f"{'<=' if ok else '>'} {self.tolerance:.1e}")
 
     def to_json(self) -> dict:
-        return {"reference": self.reference, "runtime": self.runtime, "samples": self.samples,
+        return {"reference": self.reference, "compared": self.compared, "runtime": self.runtime,
+                "samples": self.samples,
                 "inputs": self.inputs, "max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff,
                 "top1_agreement": self.top1_agreement, "sqnr_db": _json_float(self.sqnr_db),
                 "tolerance": self.tolerance, "status": self.status,
@@ -68,9 +115,10 @@ def expected_dtypes(fmt: str, precision: str, int8_io: bool) -> tuple[str, str]:
     return "float32", "float32"
 
 
-def validate_artifact(path: Path, *, fmt: str, precision: str, x: np.ndarray, reference: np.ndarray,
-                      atol: float, strict: bool, int8_io: bool = False, inputs: str = "") -> Validation:
-    """Run ``path`` on ``x`` with its runtime and compare with ``reference`` (Keras outputs)."""
+def validate_artifact(path: Path, *, fmt: str, precision: str, x: np.ndarray, reference: Reference,
+                      atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, strict: bool = True,
+                      int8_io: bool = False, inputs: str = "") -> Validation:
+    """Run ``path`` on ``x`` with its runtime and compare with ``reference`` (Keras, same inputs)."""
     name = Path(path).name
     try:
         sess = runtimes.open_session(path)
@@ -92,30 +140,46 @@ def validate_artifact(path: Path, *, fmt: str, precision: str, x: np.ndarray, re
         out = runtimes.predict(sess, x)
     except UsageError as e:
         raise ValidationError(f"{name}: {e}") from None
-    if out.shape != reference.shape:
-        raise ValidationError(f"{name} output shape {_fmt(out.shape[1:])} differs from the source model's "
-                              f"{_fmt(reference.shape[1:])}")
-    if not np.all(np.isfinite(out)):
-        raise ValidationError(f"{name} produces non-finite outputs (NaN or inf)")
-    return judge(name, precision=precision, reference=reference, out=out, atol=atol, strict=strict,
-                 runtime=sess.runtime, inputs=inputs, dtypes=(got_in, got_out))
+    _check_values(name, "output", out, reference.outputs)
+    compared, ref = OUTPUTS, reference.outputs
+    if reference.logits is not None:
+        got = logits.artifact_logits(path, fmt, x)
+        if got is not None:
+            _check_values(name, "logits", got, reference.logits)
+            compared, ref, out = LOGITS, reference.logits, got
+    return judge(name, precision=precision, reference=ref, out=out, atol=atol, rtol=rtol, strict=strict,
+                 runtime=sess.runtime, inputs=inputs, dtypes=(got_in, got_out), compared=compared)
 
 
-def judge(name: str, *, precision: str, reference: np.ndarray, out: np.ndarray, atol: float, strict: bool,
-          runtime: str, inputs: str, dtypes: tuple[str, str] = ("float32", "float32")) -> Validation:
-    """Apply the precision's rule to outputs ``out`` against ``reference`` (see module doc)."""
+def _check_values(name: str, what: str, got: np.ndarray, want: np.ndarray) -> None:
+    if got.shape != want.shape:
+        raise ValidationError(f"{name} {what} shape {_fmt(got.shape[1:])} differs from the source model's "
+                              f"{_fmt(want.shape[1:])}")
+    if not np.all(np.isfinite(got)):
+        raise ValidationError(f"{name} produces non-finite {what} (NaN or inf)")
+
+
+def judge(name: str, *, precision: str, reference: np.ndarray, out: np.ndarray, strict: bool, runtime: str,
+          inputs: str, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+          dtypes: tuple[str, str] = ("float32", "float32"), compared: str = OUTPUTS) -> Validation:
+    """Apply the precision's rule to ``out`` against ``reference`` (see module doc)."""
     mad = metrics.max_abs_diff(reference, out)
-    factor = TOLERANCE_RULES.get(precision)
-    tol = None if factor is None else float(atol) * factor
+    tol = tolerance(precision, reference, atol, rtol)
     status = "reported" if tol is None else ("pass" if mad <= tol else "fail")
-    v = Validation(reference="keras", runtime=runtime, samples=int(out.shape[0]), inputs=inputs,
+    v = Validation(reference="keras", compared=compared, runtime=runtime, samples=int(out.shape[0]), inputs=inputs,
                    max_abs_diff=mad, mean_abs_diff=metrics.mean_abs_diff(reference, out),
                    top1_agreement=metrics.top1_agreement(reference, out), sqnr_db=metrics.sqnr_db(reference, out),
                    tolerance=tol, status=status, input_dtype=dtypes[0], output_dtype=dtypes[1])
     if status == "fail" and strict:
-        raise ToleranceError(f"{name} differs from the Keras model by up to {mad:.3g} (tolerance {tol:g} for "
-                             f"{precision}); raise --atol or pass --no-strict to keep it anyway")
+        raise ToleranceError(f"{name} {compared} differ from the Keras model's by up to {mad:.3g} (tolerance "
+                             f"{tol:.3g} for {precision}: {_rule(precision, atol, rtol)}); raise --rtol/--atol "
+                             "or pass --no-strict to keep it anyway")
     return v
+
+
+def _rule(precision: str, atol: float, rtol: float) -> str:
+    factor = TOLERANCE_RULES[precision]
+    return f"{factor * atol:g} + {factor * rtol:g} x max|reference|"
 
 
 def _fmt(shape) -> str:

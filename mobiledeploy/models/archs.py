@@ -94,10 +94,12 @@ def check_build_args(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resoluti
 
 def build_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224, classes: int = 1000,
                 depth_multiplier: int = 1, dropout: float = 1e-3, weights: str | os.PathLike | None = None,
-                seed: int = 0):
+                seed: int = 0, vary_batch_norm: bool = False):
     """A ``keras.applications`` MobileNet with random init (``seed``) or local ``weights``.
 
-    Raises ``UsageError`` for bad arguments and for a weights file that does not fit the
+    With ``vary_batch_norm`` a randomly initialised model (no ``weights``) also gets
+    non-degenerate batch-norm parameters (``seeded_batch_norm``), so that its outputs
+    depend on its input. Raises ``UsageError`` for bad arguments and for a weights file that does not fit the
     built architecture. Nothing is downloaded.
     """
     a = check_build_args(arch, alpha=alpha, resolution=resolution, classes=classes,
@@ -119,7 +121,85 @@ def build_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: i
                          f"{_one_line(e)}") from None
     if weights is not None:
         _load_weights(model, Path(weights), a, alpha=alpha, resolution=resolution, classes=classes)
+    elif vary_batch_norm:
+        seeded_batch_norm(model, seed=int(seed), preprocessing=a.preprocessing)
     return model
+
+
+# ------------------------------------------------------------------ random init that is not degenerate
+
+BN_GAMMA = (0.5, 1.5)  # uniform range of the drawn batch-norm scales
+BN_BETA = (-0.5, 0.5)  # ... and offsets
+BN_STAT_VALUES = 512  # values per channel (images x positions) the moving statistics are measured on, at least
+BN_STAT_MIN_IMAGES = 16
+BN_VARIANCE_FLOOR = 0.1  # a channel's moving variance is at least this fraction of its layer's mean
+
+
+def bn_stat_images(resolution: int) -> int:
+    """Synthetic images for the statistics: the last feature map (stride 32) must still hold enough values."""
+    last = max(1, int(resolution) // 32) ** 2
+    return max(BN_STAT_MIN_IMAGES, -(-BN_STAT_VALUES // last))
+
+
+def random_init_json(seed: int) -> dict:
+    """How ``build_model(..., vary_batch_norm=True)`` initialised a model (for the manifest)."""
+    return {"weights": "keras default initializers", "seed": int(seed),
+            "batch_norm": {"gamma": f"uniform{BN_GAMMA}", "beta": f"uniform{BN_BETA}",
+                           "moving_mean_variance": "measured on seeded synthetic images (smooth colour fields "
+                                                   f"plus pixel noise), at least {BN_STAT_VALUES} values per "
+                                                   f"channel; variance floored at {BN_VARIANCE_FLOOR} x the "
+                                                   "layer's mean"}}
+
+
+def seeded_batch_norm(model, *, seed: int, preprocessing: str = "mobilenet") -> None:
+    """Give a randomly initialised model batch-norm parameters under which signals survive.
+
+    Keras' default initialisers shrink the activations of a deep MobileNet layer after
+    layer (the depthwise kernels' Glorot scale assumes a fan-in of 9 x channels), and
+    batch norm at its defaults (mean 0, variance 1) does not undo it: every input then
+    gives the same output. Here gamma and beta are drawn per channel (seeded), and each
+    layer's moving mean and variance are set to the statistics of its input over
+    seeded synthetic images (one training-mode pass with momentum 0, layers in order), so
+    every batch norm hands on activations of unit order. A channel whose variance is tiny
+    on those images (a ReLU that rarely fires) would blow up on other inputs: its
+    variance is floored at ``BN_VARIANCE_FLOOR`` x the layer's mean.
+    """
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for bn in bns:
+        channels = int(bn.gamma.shape[0])
+        bn.gamma.assign(rng.uniform(*BN_GAMMA, channels).astype("float32"))
+        bn.beta.assign(rng.uniform(*BN_BETA, channels).astype("float32"))
+    size = tuple(int(d) for d in model.inputs[0].shape[1:3])
+    x = _synthetic_images(rng, size, bn_stat_images(min(size)), preprocessing)
+    momenta = [bn.momentum for bn in bns]
+    try:
+        for bn in bns:
+            bn.momentum = 0.0  # the pass sets moving statistics to this batch's
+        model(x, training=True)
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+    for bn in bns:
+        var = bn.moving_variance.numpy()
+        bn.moving_variance.assign(np.maximum(var, BN_VARIANCE_FLOOR * var.mean()).astype("float32"))
+
+
+def _synthetic_images(rng, size: tuple[int, int], n: int, preprocessing: str):
+    """``n`` RGB images: bilinear-upsampled 8x8 colour fields plus pixel noise, preprocessed."""
+    import numpy as np
+    from PIL import Image
+
+    from mobiledeploy.accuracy.data import get_preprocessing
+
+    h, w = size
+    fields = rng.uniform(0, 255, (n, 8, 8, 3)).astype(np.uint8)
+    smooth = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in fields])
+    pixels = np.clip(smooth + rng.normal(0, 24, smooth.shape), 0, 255).astype(np.float32)
+    return get_preprocessing(preprocessing).fn(pixels)
 
 
 def _load_weights(model, path: Path, a: Arch, *, alpha, resolution, classes) -> None:

@@ -35,7 +35,8 @@ class Format:
 FORMATS: dict[str, Format] = {
     "tflite": Format("tflite", ".tflite", "mobiledeploy.export.formats.tflite", ("fp32", "fp16", "dynamic", "int8"),
                      "litert"),
-    "onnx": Format("onnx", ".onnx", "mobiledeploy.export.formats.onnx", ("fp32", "dynamic", "int8"), "onnxruntime"),
+    "onnx": Format("onnx", ".onnx", "mobiledeploy.export.formats.onnx", ("fp32", "fp16", "dynamic", "int8"),
+                   "onnxruntime"),
     "keras": Format("keras", ".keras", "mobiledeploy.export.formats.keras", ("fp32",), None, per_precision=False),
 }
 DEFAULT_FORMATS = ("tflite", "onnx")

@@ -6,6 +6,10 @@
   ``quantize_static`` in QDQ format over the recipe's calibration samples; per-channel or
   per-tensor weights, activation/weight types and the calibration method from the recipe
   (see ``mobiledeploy.export.recipes``).
+- fp16: ONNX Runtime's float16 converter (``onnxruntime.transformers.float16``):
+  weights and activations in half precision, ``keep_io_types`` so the input and output
+  stay float32 like every other artifact. Where ONNX Runtime's CPU provider has no
+  fp16 kernel it inserts casts and computes that node in float32.
 - dynamic: ``quantize_dynamic`` (int8 weights, activations quantized at run time).
 
 The fp32 ONNX is converted once per staging directory and reused by the quantizers.
@@ -54,11 +58,26 @@ def _batch(recipe) -> int:
     return CALIB_BATCH if recipe.onnx_calibration == "minmax" else 1
 
 
+def _fp16(fp32: Path, path: Path) -> Path:
+    try:
+        with quiet_converter():
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(path))
+    except Exception as e:
+        path.unlink(missing_ok=True)
+        raise ConversionError(f"ONNX fp16 conversion failed: {' '.join(str(e).split())[:300]}") from None
+    return path
+
+
 def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
     fp32 = _fp32(model, out_dir, stem)
     if precision == "fp32":
         return fp32
     path = Path(out_dir) / FORMATS["onnx"].filename(stem, precision)
+    if precision == "fp16":
+        return _fp16(fp32, path)
     try:
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp, quiet_converter():
             pre = Path(tmp) / "pre.onnx"
