@@ -1,0 +1,260 @@
+"""The physical per-layer cost model and its calibration (``estimate``, ``target calibrate``).
+
+Per layer (``mobiledeploy.graph.LayerStats``, activations fused into their conv)::
+
+    compute  = MACs / (peak MAC/s[precision] x efficiency[precision][op class] x speedup)
+    memory   = bytes in cache / (bandwidth x speedup) + bytes spilled / (bandwidth / cache_ratio x speedup)
+    overhead = overhead_us                                  (one dispatch per op, not parallel)
+    time     = compute + memory + overhead                  (total x scale)
+
+- bytes = activations read + written and weights read, at the precision's element size;
+  "spilled" is the part of a layer's working set (those bytes) larger than the cache the
+  profile gives (``[device] l2_kb + l3_kb``): it is charged at ``cache_ratio`` times the
+  cost of a cached byte. ``cache_ratio`` is an assumption (default 2) stated in the label
+  of the parameters.
+- ``speedup = 1 + (threads - 1) x thread_efficiency``.
+- compute and memory are **summed** per layer (``combine = "max"`` is available): on the
+  four 16-config published MobileNet V1 tables, fitted on two corners, the sum predicted
+  the other 14 better on aggregate (``benchmarks/estimate_generalize.py`` reports both).
+
+Calibration (``fit``): least squares on log latency (``scipy.optimize.least_squares``)
+over log-multipliers of named parameters, with bounds that keep them physical (no
+efficiency above 1, a bandwidth between 1/1000 and 8x the prior, an overhead between
+0.01 and 1000 us). One measurement fits ``scale``; two fit ``compute`` and ``memory``
+(``int8`` / ``threads`` replace ``memory`` when the rows mix precisions / thread counts);
+three or more add ``overhead``, then ``depthwise``. The fit reports its in-sample
+residuals and a leave-one-out error (each row predicted by the fit on the others).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mobiledeploy.errors import UsageError
+
+COMBINES = ("sum", "max")
+DEFAULT_COMBINE = "sum"
+DEFAULT_CACHE_RATIO = 2.0  # cost of a spilled byte / a cached byte (an assumption)
+FIT_PARAMS = ("scale", "compute", "memory", "int8", "threads", "overhead", "depthwise")
+PARAM_ALIASES = {"bandwidth": "memory"}
+PRIOR_WEIGHT = 0.05  # residual weight of log(param / prior) when the fit is over-determined
+# log-multiplier bounds per parameter (lower, upper); compute/int8 are capped further so
+# that no efficiency exceeds 1 (the peak rate)
+_BOUNDS = {"scale": (-5.0, 5.0), "compute": (-6.0, 6.0), "depthwise": (-4.0, 4.0), "int8": (-4.0, 4.0),
+           "memory": (-math.log(1000.0), math.log(8.0)), "threads": (-4.0, 0.0), "overhead": None}
+
+
+def bytes_per_element(precision: str) -> tuple[int, int]:
+    from mobiledeploy.estimate import PRECISION_BYTES
+
+    return PRECISION_BYTES[precision]
+
+
+class LayerArrays:
+    """A model's runtime layers as arrays: one evaluation of the cost model is a few numpy ops."""
+
+    def __init__(self, layers, precision: str, threads: int = 1):
+        from mobiledeploy.estimate import PRECISION_BYTES, PRECISION_RATE, runtime_layers
+
+        if precision not in PRECISION_BYTES:
+            raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISION_BYTES)}")
+        self.layers = runtime_layers(layers)
+        act_b, w_b = PRECISION_BYTES[precision]
+        self.precision, self.rate, self.threads = precision, PRECISION_RATE[precision], int(threads)
+        self.macs = np.array([x.macs for x in self.layers], float)
+        self.bytes = np.array([x.bytes_moved(act_b, w_b) for x in self.layers], float)
+        self.cls = [x.op_class for x in self.layers]
+
+    def terms(self, model, threads: int | None = None) -> dict[str, np.ndarray]:
+        """Per-layer seconds: compute, memory, overhead, and the spilled bytes."""
+        eff = np.array([model.efficiency[self.rate].get(c, np.inf) for c in self.cls])
+        speed = model.speedup(threads or self.threads)
+        comp = np.where(self.macs > 0, self.macs / (model.peak_gmacs[self.rate] * 1e9 * eff), 0.0) / speed
+        cache = getattr(model, "cache_kb", 0.0) * 1024.0
+        ratio = getattr(model, "cache_ratio", DEFAULT_CACHE_RATIO)
+        spill = np.maximum(0.0, self.bytes - cache) if cache > 0 else np.zeros_like(self.bytes)
+        mem = (self.bytes + (ratio - 1.0) * spill) / (model.bandwidth_gbs * 1e9) / speed
+        ovh = np.full_like(self.bytes, model.overhead_us * 1e-6)
+        return {"compute": comp, "memory": mem, "overhead": ovh, "spill": spill}
+
+    def layer_seconds(self, model, threads: int | None = None, *, smooth: float | None = None) -> np.ndarray:
+        t = self.terms(model, threads)
+        combine = getattr(model, "combine", DEFAULT_COMBINE)
+        if combine == "max":
+            c, m = t["compute"], t["memory"]
+            both = np.maximum(c, m) if smooth is None else (c ** smooth + m ** smooth) ** (1.0 / smooth)
+        else:
+            both = t["compute"] + t["memory"]
+        return (both + t["overhead"]) * model.scale
+
+    def predict_ms(self, model, threads: int | None = None, *, smooth: float | None = None) -> float:
+        return float(self.layer_seconds(model, threads, smooth=smooth).sum() * 1e3)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def _apply(base, names: tuple[str, ...], theta):
+    from mobiledeploy.estimate import COMPUTE_CLASSES, PRECISIONS
+
+    m = {n: math.exp(float(t)) for n, t in zip(names, theta)}
+    eff = {p: {c: base.efficiency[p][c] * m.get("compute", 1.0) * (m.get("depthwise", 1.0) if c == "depthwise" else 1.0)
+               * (m.get("int8", 1.0) if p == "int8" else 1.0) for c in COMPUTE_CLASSES} for p in PRECISIONS}
+    return replace(base, efficiency=eff, scale=base.scale * m.get("scale", 1.0),
+                   overhead_us=base.overhead_us * m.get("overhead", 1.0),
+                   bandwidth_gbs=base.bandwidth_gbs * m.get("memory", 1.0),
+                   thread_efficiency=min(1.0, base.thread_efficiency * m.get("threads", 1.0)))
+
+
+def _bounds(base, names: tuple[str, ...]):
+    """Log-multiplier bounds that keep the fitted parameters physical."""
+    lo, hi = [], []
+    for n in names:
+        if n == "overhead":  # 0.01 .. 1000 us per op
+            a, b = math.log(0.01 / base.overhead_us), math.log(1000.0 / base.overhead_us)
+        else:
+            a, b = _BOUNDS[n]
+        if n in ("compute", "int8", "depthwise"):  # no efficiency above the peak rate
+            precs = ("int8",) if n == "int8" else ("fp32", "int8")
+            classes = ("depthwise",) if n == "depthwise" else None
+            top = max(v for p in precs for c, v in base.efficiency[p].items() if classes is None or c in classes)
+            b = min(b, math.log(1.0 / top))
+        if n == "threads":
+            b = min(b, math.log(1.0 / base.thread_efficiency)) if base.thread_efficiency < 1 else 0.0
+        b = max(b, a + 1e-6)
+        lo.append(a)
+        hi.append(b)
+    return np.array(lo), np.array(hi)
+
+
+def default_params(rows) -> tuple[str, ...]:
+    """As many parameters as the rows allow (see the module docstring)."""
+    n = len(rows)
+    if n <= 1:
+        return ("scale",)
+    order = ["compute"]
+    if len({r.precision == "int8" for r in rows}) > 1:
+        order.append("int8")
+    if len({r.threads for r in rows}) > 1:
+        order.append("threads")
+    order += ["memory", "overhead", "depthwise"]
+    return tuple(dict.fromkeys(order))[:n]
+
+
+def solve(base, rows, names: tuple[str, ...]):
+    """The fitted model (least squares on log latency, bounded); no error checks."""
+    from scipy.optimize import least_squares
+
+    arrays = [LayerArrays(r.layers, r.precision, r.threads) for r in rows]
+    logs = np.log([r.latency_ms for r in rows])
+    prior = PRIOR_WEIGHT if len(rows) > len(names) else 0.0
+    lo, hi = _bounds(base, names)
+
+    def residuals(theta, smooth=None):
+        m = _apply(base, names, theta)
+        pred = np.log([a.predict_ms(m, smooth=smooth) for a in arrays])
+        return np.concatenate([pred - logs, prior * np.asarray(theta)])
+
+    starts = [np.clip(np.zeros(len(names)), lo, hi)]
+    for name, value in (("memory", -2.0), ("memory", 1.5), ("compute", -1.5), ("overhead", 1.5)):
+        if name in names:
+            x0 = np.zeros(len(names))
+            x0[names.index(name)] = value
+            starts.append(np.clip(x0, lo, hi))
+    best = None
+    smooth = 4.0 if getattr(base, "combine", DEFAULT_COMBINE) == "max" else None
+    for x0 in starts:
+        s = least_squares(residuals, x0, bounds=(lo, hi), method="trf", kwargs={"smooth": smooth})
+        if smooth:
+            s = least_squares(residuals, s.x, bounds=(lo, hi), method="trf")
+        if best is None or s.cost < best.cost:
+            best = s
+    return _apply(base, names, best.x)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: object  # estimate.CostModel
+    params: tuple[str, ...]
+    rows: tuple
+    estimates_ms: tuple[float, ...]
+    errors_pct: tuple[float, ...]  # (estimate - measured) / measured, in-sample
+    loo_errors_pct: tuple[float, ...] = ()  # each row predicted by the fit on the other rows
+
+    @property
+    def median_abs_error_pct(self) -> float:
+        return float(statistics.median(abs(e) for e in self.errors_pct))
+
+    @property
+    def worst_abs_error_pct(self) -> float:
+        return float(max(abs(e) for e in self.errors_pct))
+
+    @property
+    def loo_median_abs_error_pct(self) -> float | None:
+        return float(statistics.median(abs(e) for e in self.loo_errors_pct)) if self.loo_errors_pct else None
+
+    @property
+    def loo_worst_abs_error_pct(self) -> float | None:
+        return float(max(abs(e) for e in self.loo_errors_pct)) if self.loo_errors_pct else None
+
+    def to_json(self) -> dict:
+        loo = list(self.loo_errors_pct) or [None] * len(self.rows)
+        return {"params": list(self.params), "n_rows": len(self.rows),
+                "median_abs_error_pct": self.median_abs_error_pct, "worst_abs_error_pct": self.worst_abs_error_pct,
+                "loo_median_abs_error_pct": self.loo_median_abs_error_pct,
+                "loo_worst_abs_error_pct": self.loo_worst_abs_error_pct,
+                "rows": [{**r.to_json(), "estimate_ms": e, "error_pct": err, "loo_error_pct": lo}
+                         for r, e, err, lo in zip(self.rows, self.estimates_ms, self.errors_pct, loo)],
+                "cost_model": self.model.to_json()}
+
+
+def check_rows(rows, names) -> tuple[str, ...]:
+    if not rows:
+        raise UsageError("no measurements to fit (--measurements has no rows)")
+    for r in rows:
+        if not (isinstance(r.latency_ms, (int, float)) and math.isfinite(r.latency_ms) and r.latency_ms > 0):
+            raise UsageError(f"measured latency for {r.label} must be a positive number of ms, got {r.latency_ms!r}")
+    names = tuple(dict.fromkeys(PARAM_ALIASES.get(p, p) for p in names)) if names else default_params(rows)
+    bad = [p for p in names if p not in FIT_PARAMS]
+    if bad:
+        raise UsageError(f"unknown fit parameter {bad[0]!r} (--params); choose from {', '.join(FIT_PARAMS)}")
+    if len(names) > len(rows):
+        raise UsageError(f"too few rows: {len(rows)} measurement(s) cannot fit {len(names)} parameters "
+                         f"({', '.join(names)}); give at least {len(names)} rows or fewer --params")
+    return names
+
+
+def fit(base, rows, *, params: tuple[str, ...] | None = None, loo: bool = True) -> FitResult:
+    """Fit ``params`` (default: as many as the rows allow) of ``base`` to ``rows``."""
+    rows = list(rows)
+    names = check_rows(rows, params)
+    fitted = solve(base, rows, names)
+    model = replace(fitted, fitted=True, notes=tuple(n for n in base.notes if "no calibrated" not in n))
+    est = tuple(LayerArrays(r.layers, r.precision, r.threads).predict_ms(model) for r in rows)
+    errs = tuple(100.0 * (e - r.latency_ms) / r.latency_ms for e, r in zip(est, rows))
+    loo_errs = ()
+    if loo and len(rows) >= 2:
+        out = []
+        for i, held in enumerate(rows):
+            rest = rows[:i] + rows[i + 1:]
+            sub = tuple(p for p in names if p in default_params(rest)) if params else default_params(rest)
+            m = solve(base, rest, sub[:len(rest)] or ("scale",))
+            pred = LayerArrays(held.layers, held.precision, held.threads).predict_ms(m)
+            out.append(100.0 * (pred - held.latency_ms) / held.latency_ms)
+        loo_errs = tuple(out)
+    return FitResult(model=model, params=names, rows=tuple(rows), estimates_ms=est, errors_pct=errs,
+                     loo_errors_pct=loo_errs)
+
+
+def expected_error_text(cost_model_table: dict) -> str:
+    """What a target's [cost_model] says about its own accuracy, for estimate labels."""
+    for key, what in (("loo_median_abs_error_pct", "leave-one-out"), ("heldout_median_abs_error_pct", "held-out"),
+                      ("fit_median_abs_error_pct", "in-sample only")):
+        v = cost_model_table.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return f"expected error ~{v:.0f}% ({what} median)"
+    return "expected error unknown (priors only: 2x or more)"
