@@ -71,14 +71,11 @@ def measurement_for(*, label: str, layers=None, model: str | None = None, arch: 
 def read_measurements(path: str | os.PathLike, *, default_threads: int = 1) -> list[Measurement]:
     """Rows of ``model`` (a file, relative to the CSV) or ``arch,alpha,res[,classes]``, plus
     ``precision`` (fp32|int8), optional ``threads`` and ``latency_ms`` (on the device)."""
+    from mobiledeploy.measurements import FLAG as flag
+    from mobiledeploy.measurements import read_text
+
     p = Path(path)
-    flag = "--measurements"
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"measurements file not found: {str(p)!r} ({flag})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {str(p)!r} ({flag}): {getattr(e, 'strerror', None) or e}") from None
+    text = read_text(p)
     reader = csv.DictReader([line for line in text.splitlines() if line.strip() and not line.startswith("#")])
     cols = set(reader.fieldnames or ())
     if "latency_ms" not in cols or not ({"model"} & cols or {"arch", "alpha", "res"} <= cols):
@@ -205,7 +202,7 @@ def write_cost_model_table(path: str | os.PathLike, table: dict, *, comment: str
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    measurements: str
+    measurements: str | tuple[str, ...]  # PATH or MODEL=PATH (see mobiledeploy.measurements), one or more
     out: str
     target: str | None = None
     target_file: str | None = None
@@ -237,7 +234,13 @@ def calibrate(config: CalibrateConfig) -> CalibrateResult:
         raise UsageError(f"--out {str(out)!r} must be a .toml file")
     if out.exists() and out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a directory")
-    rows = read_measurements(config.measurements, default_threads=target.threads or 1)
+    from mobiledeploy.measurements import read, split_spec
+
+    specs = (config.measurements,) if isinstance(config.measurements, str) else tuple(config.measurements)
+    if not specs:
+        raise UsageError("no --measurements given")
+    rows = [row for spec in specs for row in read(spec, default_threads=target.threads or 1)]
+    sources = ", ".join(split_spec(spec)[1].name for spec in specs)
     base = cost_model_for(target)
     result = fit(base, rows, params=config.params)
     name = config.name or out.stem
@@ -246,11 +249,14 @@ def calibrate(config: CalibrateConfig) -> CalibrateResult:
     if not n:
         text = f"name = {_toml_value(name)}\n" + text
     header = (f"# Calibrated by `mobiledeploy target calibrate` from {target.name!r} with "
-              f"{Path(config.measurements).name}.\n")
-    table = fit_table(result, source=f"{Path(config.measurements).name} (base target {target.name})")
+              f"{sources}.\n")
+    table = fit_table(result, source=f"{sources} (base target {target.name})")
     comment = (f"fitted on {len(rows)} measurement(s), parameters {', '.join(result.params)}: "
                f"median |error| {result.median_abs_error_pct:.1f}%, worst {result.worst_abs_error_pct:.1f}% "
                f"(in-sample)")
+    if result.loo_errors_pct:
+        comment += (f"\nleave-one-out (each row predicted by the fit on the others): median |error| "
+                    f"{result.loo_median_abs_error_pct:.1f}%, worst {result.loo_worst_abs_error_pct:.1f}%")
     with io.atomic_path(out) as tmp:
         tmp.write_text(header + text + cost_model_toml(table, comment=comment), encoding="utf-8")
         load_target(file=tmp)  # what we write must load as a target (else nothing is written)
