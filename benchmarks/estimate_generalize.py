@@ -72,8 +72,9 @@ def _summary(errs: list[float]) -> dict:
             "worst_abs_error_pct": max(abs(e) for e in errs)}
 
 
-def evaluate(table: dict, device: dict, **overrides) -> dict:
-    from mobiledeploy.estimate_fit import Measurement, fit, predict_ms
+def evaluate(table: dict, device: dict, prior_log_multipliers: dict | None = None, **overrides) -> dict:
+    from mobiledeploy.cost_model import apply_multipliers
+    from mobiledeploy.estimate_fit import Measurement
 
     rows = []
     for model, ms in table["rows"]:
@@ -81,6 +82,16 @@ def evaluate(table: dict, device: dict, **overrides) -> dict:
         rows.append(Measurement(label=model, layers=layers, precision=table["precision"], threads=table["threads"],
                                 latency_ms=float(ms), macs=sum(x.macs for x in layers)))
     base = prior(device, table["device"], table["threads"], **overrides)
+    if prior_log_multipliers:
+        names = tuple(prior_log_multipliers)
+        base = apply_multipliers(base, names, [prior_log_multipliers[n] for n in names])
+    return score(rows, base)
+
+
+def score(rows, base) -> dict:
+    """Two-corner and one-point calibration of ``base`` on ``rows``, scored on the others."""
+    from mobiledeploy.estimate_fit import fit, predict_ms
+
     big, small = max(rows, key=lambda r: r.macs), min(rows, key=lambda r: r.macs)
     two = fit(base, [big, small], loo=False)
     rest = [r for r in rows if r not in (big, small)]
@@ -92,9 +103,11 @@ def evaluate(table: dict, device: dict, **overrides) -> dict:
     e2, n2 = _errs(pred2, rest), [100.0 * (k2 * r.macs - r.latency_ms) / r.latency_ms for r in rest]
     e1 = _errs(pred1, others)
     n1 = [100.0 * (big.latency_ms * r.macs / big.macs - r.latency_ms) / r.latency_ms for r in others]
-    m = two.model
+    m, rate = two.model, "int8" if big.precision == "int8" else "fp32"
     return {
         "corners": [big.label, small.label], "fit_params": list(two.params),
+        "log_multipliers": {"compute": math.log(m.efficiency[rate]["conv1x1"] / base.efficiency[rate]["conv1x1"]),
+                            "memory": math.log(m.bandwidth_gbs / base.bandwidth_gbs)},
         "fitted": {"effective_gmacs": {p: m.peak_gmacs[p] * m.efficiency[p]["conv1x1"] for p in m.peak_gmacs},
                    "bandwidth_gbs": m.bandwidth_gbs, "overhead_us": m.overhead_us},
         "two_corners": _summary(e2), "two_corners_naive": _summary(n2),
@@ -117,7 +130,20 @@ def main() -> int:
         dev = data["devices"][t["device"]]
         res = {"name": t["name"], "source": t["source"], **evaluate(t, dev)}
         res["variants"] = {k: evaluate(t, dev, **v)["two_corners"] for k, v in variants.items()}
+        res["_table"], res["precision"] = t, t["precision"]
         report["tables"].append(res)
+    # One point with learned priors: the compute/memory balance of the priors replaced by the
+    # median two-corner fit of the tables from OTHER sources (same precision), then a scale
+    # fitted on this table's largest config. Nothing of this table's source is used.
+    for res in report["tables"]:
+        t = res.pop("_table")
+        src = t["source"].split(",")[0]
+        others = [o for o in report["tables"] if o["source"].split(",")[0] != src
+                  and o["precision"] == t["precision"]]
+        if others:
+            learned = {k: statistics.median(o["log_multipliers"][k] for o in others) for k in ("compute", "memory")}
+            res["one_point_learned"] = evaluate(t, data["devices"][t["device"]], learned)["one_point"]
+            res["one_point_learned"]["prior_log_multipliers"] = learned
         _print(res)
     bars = {"two_corner_median_max_pct": 6.0, "two_corner_worst_max_pct": 15.0, "one_point_median_max_pct": 10.0}
     tabs = report["tables"]
@@ -128,6 +154,8 @@ def main() -> int:
         "better_than_naive": [t["name"] for t in tabs if t["two_corners"]["median_abs_error_pct"]
                               >= t["two_corners_naive"]["median_abs_error_pct"]],
         "one_point_median": [t["name"] for t in tabs if t["one_point"]["median_abs_error_pct"] > bars["one_point_median_max_pct"]],
+        "one_point_learned_median": [t["name"] for t in tabs if t.get("one_point_learned", t["one_point"])
+                                     ["median_abs_error_pct"] > bars["one_point_median_max_pct"]],
     }
     report["meets"] = {k: {"failing_tables": v, "all_tables_pass": not v} for k, v in report["meets"].items()}
     from mobiledeploy import io
@@ -144,7 +172,7 @@ def _print(r: dict) -> None:
     print(f"{r['name'][:52]:<52} n={s2['n']:>2} 2-corner {s2['median_abs_error_pct']:5.1f}/{s2['worst_abs_error_pct']:5.1f}% "
           f"(naive {n2['median_abs_error_pct']:5.1f}/{n2['worst_abs_error_pct']:5.1f})  1-point "
           f"{s1['median_abs_error_pct']:5.1f}/{s1['worst_abs_error_pct']:5.1f}% (naive {n1['median_abs_error_pct']:5.1f}/"
-          f"{n1['worst_abs_error_pct']:5.1f})  [max {v['max']['median_abs_error_pct']:.1f}/{v['max']['worst_abs_error_pct']:.1f}, "
+          f"{n1['worst_abs_error_pct']:5.1f}) learned {r.get('one_point_learned', s1)['median_abs_error_pct']:5.1f}  [max {v['max']['median_abs_error_pct']:.1f}/{v['max']['worst_abs_error_pct']:.1f}, "
           f"no-spill {v['no_spill_penalty']['median_abs_error_pct']:.1f}/{v['no_spill_penalty']['worst_abs_error_pct']:.1f}]",
           flush=True)
 

@@ -242,7 +242,7 @@ def calibrate(config: CalibrateConfig) -> CalibrateResult:
     rows = [row for spec in specs for row in read(spec, default_threads=target.threads or 1)]
     sources = ", ".join(split_spec(spec)[1].name for spec in specs)
     base = cost_model_for(target)
-    result = fit(base, rows, params=config.params)
+    result = fit(base, rows, params=config.params, loo=True)
     name = config.name or out.stem
     text = strip_cost_model(target.path.read_text(encoding="utf-8"))
     text, n = re.subn(r'(?m)^name\s*=\s*".*"$', f"name = {_toml_value(name)}", text, count=1)
