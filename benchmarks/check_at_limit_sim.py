@@ -4,7 +4,7 @@ ratio is exactly at the limit, or clearly above/below it?
 Per-round figures are drawn as: true ratio x lognormal own noise (sd 3 % or 10 %), and a
 share of child processes (0 % or 30 %) slowed as a whole by 1.1-1.7x, the failure mode
 seen on the shared machine (docs/check.md). The sequential rule of `check` is applied as
-is (mobiledeploy.stats: decide after 6 rounds, then every 2, up to 20).
+is (mobiledeploy.check.stats: decide after 6 rounds, then every 2, up to 20).
 Writes benchmarks/results/check_at_limit_sim.json.
 
     .venv/bin/python benchmarks/check_at_limit_sim.py [--sims 200]
@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 from check_common import RESULTS
-from mobiledeploy import stats
+from mobiledeploy.check import stats
 
 
 def one_check(rng, true, sd, disturbed, limit=1.10, first=6, max_rounds=20):

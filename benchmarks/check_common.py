@@ -32,7 +32,7 @@ def mobilenet_tflite(resolution: int, *, alpha: float = 0.25) -> Path:
     import tensorflow as tf
 
     from mobiledeploy import io
-    from mobiledeploy.archs import build_model
+    from mobiledeploy.models.archs import build_model
 
     model = build_model("mobilenet_v1", alpha=alpha, resolution=resolution, seed=0)
     with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):
@@ -42,7 +42,7 @@ def mobilenet_tflite(resolution: int, *, alpha: float = 0.25) -> Path:
 
 def macs(path: Path) -> int | None:
     try:
-        from mobiledeploy.info import model_stats
+        from mobiledeploy.cost.info import model_stats
 
         return int(model_stats(path).macs)
     except Exception as e:  # the figure is informative only
@@ -58,7 +58,7 @@ def identical_copy(path: Path) -> Path:
 
 
 def conditions() -> dict:
-    from mobiledeploy.bench import machine_conditions
+    from mobiledeploy.bench.core import machine_conditions
 
     return machine_conditions()
 
@@ -67,7 +67,7 @@ def run_series(*, name: str, candidate: Path, baseline: Path, limit: float, chec
                threads: str | None = None, extra: dict | None = None) -> dict:
     """``checks`` independent `mobiledeploy check` runs of candidate vs. baseline."""
     from mobiledeploy import io
-    from mobiledeploy.check import CheckConfig, run_check
+    from mobiledeploy.check.core import CheckConfig, run_check
 
     budget = CACHE / f"{name}.toml"
     latency = f'[latency]\nthreads = {threads if threads.isdigit() else repr(threads)}\n' if threads else ""

@@ -23,7 +23,7 @@ STATS = {"min": np.min, "p10": lambda a: np.percentile(a, 10), "median": np.medi
 
 
 def collect(pairs, threads, rounds):
-    from mobiledeploy.bench import bench_model, settings_for_target
+    from mobiledeploy.bench.core import bench_model, settings_for_target
     from mobiledeploy.targets import load_target
 
     s = settings_for_target(load_target("host"), threads=threads, warmup=5, runs=20, min_time_s=0.3)

@@ -5,7 +5,7 @@
 For every table of ``benchmarks/data/published_latency.toml`` with at least 3 configs (one
 device, one precision, one thread count, one runtime):
 
-- **two corners**: ``target calibrate``'s fit (``mobiledeploy.cost_model.fit``, default
+- **two corners**: ``target calibrate``'s fit (``mobiledeploy.cost.model.fit``, default
   parameters for 2 rows: compute and memory) on the table's largest and smallest config
   (by MACs), starting from the device's priors; every other config is predicted.
 - **one point**: the same fit on the largest config alone (a global scale on the priors).
@@ -13,7 +13,7 @@ device, one precision, one thread count, one runtime):
   geometric mean of their ms/MAC; one point: the largest config's).
 
 Nothing is fitted on the configs that are scored, and the model's priors are the
-target-profile defaults (``mobiledeploy.estimate``), not tuned per table. Sensitivity
+target-profile defaults (``mobiledeploy.cost.estimate``), not tuned per table. Sensitivity
 rows (2 corners): ``combine = "max"`` instead of the sum, and no cache-spill penalty
 (``cache_ratio = 1``). Layers come from the Keras builds of each config (cached as JSON
 under build/estimate_generalize/). Published figures, so no machine is involved.
@@ -41,13 +41,13 @@ DEVICE_KEYS = ("clock_ghz", "fp32_flops_per_cycle", "int8_ops_per_cycle", "mem_b
 
 def layers_for(model: str):
     """LayerStats of "arch alpha res" (Keras build once, then the JSON cache)."""
-    from mobiledeploy.graph import LayerStats
+    from mobiledeploy.cost.ir import LayerStats
 
     arch, alpha, res = model.split()
     path = CACHE / f"{arch}_{alpha}_{res}.json"
     if not path.exists():
         from mobiledeploy import io
-        from mobiledeploy.info import config_stats
+        from mobiledeploy.cost.info import config_stats
 
         io.write_json(path, config_stats(arch, alpha=float(alpha), resolution=int(res), classes=1000).to_json())
     data = json.loads(path.read_text())
@@ -56,7 +56,7 @@ def layers_for(model: str):
 
 
 def prior(device: dict, name: str, threads: int, **overrides):
-    from mobiledeploy.estimate import cost_model_for
+    from mobiledeploy.cost.estimate import cost_model_for
     from mobiledeploy.targets import Target
 
     dev = {k: device[k] for k in DEVICE_KEYS if k in device}
@@ -73,8 +73,8 @@ def _summary(errs: list[float]) -> dict:
 
 
 def evaluate(table: dict, device: dict, prior_log_multipliers: dict | None = None, **overrides) -> dict:
-    from mobiledeploy.cost_model import apply_multipliers
-    from mobiledeploy.estimate_fit import Measurement
+    from mobiledeploy.cost.model import apply_multipliers
+    from mobiledeploy.cost.fit import Measurement
 
     rows = []
     for model, ms in table["rows"]:
@@ -90,7 +90,7 @@ def evaluate(table: dict, device: dict, prior_log_multipliers: dict | None = Non
 
 def score(rows, base) -> dict:
     """Two-corner and one-point calibration of ``base`` on ``rows``, scored on the others."""
-    from mobiledeploy.estimate_fit import fit, predict_ms
+    from mobiledeploy.cost.fit import fit, predict_ms
 
     big, small = max(rows, key=lambda r: r.macs), min(rows, key=lambda r: r.macs)
     two = fit(base, [big, small], loo=False)

@@ -5,7 +5,7 @@
 
 1. Converts the MobileNet V1 alpha {0.25,0.5,0.75,1.0} x res {128,160,192,224} grid
    (untrained, seed 0, 1000 classes) to fp32 .tflite, cached under build/estimate_host/.
-2. Measures each with ``mobiledeploy.bench.bench_model`` (its own child process, LiteRT +
+2. Measures each with ``mobiledeploy.bench.core.bench_model`` (its own child process, LiteRT +
    XNNPACK, ONE thread pinned to one core (--core, default 1)), ``--repeats`` times in interleaved rounds;
    per round the minimum latency (--stat; the least disturbed run, since this 2-core host is
    shared), then the minimum over rounds (for --stat p50/mean: the median over rounds). The spread across rounds (and of the per-round
@@ -65,7 +65,7 @@ def convert_grid() -> None:
     import tensorflow as tf
 
     from mobiledeploy import io
-    from mobiledeploy.archs import build_model
+    from mobiledeploy.models.archs import build_model
 
     for a, r in todo:
         t0 = time.time()
@@ -77,7 +77,7 @@ def convert_grid() -> None:
 
 
 def measure_grid(repeats: int, min_time_s: float, core: int, stat: str) -> dict[str, dict]:
-    from mobiledeploy.bench import BenchSettings, bench_model
+    from mobiledeploy.bench.core import BenchSettings, bench_model
 
     settings = BenchSettings(threads=1, affinity=(core,), xnnpack=True, warmup=5, min_time_s=min_time_s,
                              target="host")
@@ -152,7 +152,7 @@ def measure_cpu_grid(repeats: int, min_time_s: float, core: int) -> dict[str, di
 
 
 def machine_conditions() -> dict:
-    from mobiledeploy.bench import machine_conditions as conditions
+    from mobiledeploy.bench.core import machine_conditions as conditions
 
     c = conditions()
     return {**c["host"], "loadavg_1_5_15": c["loadavg_1_5_15"], "time_utc": c["time_utc"]}
@@ -204,7 +204,7 @@ def main() -> int:
     io.write_json(out_path, result)
     _print(result)
     if args.write_target:
-        from mobiledeploy.estimate_fit import write_cost_model_table
+        from mobiledeploy.cost.fit import write_cost_model_table
 
         comment = (f"Fitted by benchmarks/estimate_host.py on {len(fit_keys)} of the 16 MobileNet V1 fp32 "
                    f"configs (1 thread, clock {args.clock}), measured on the dev host ({conditions['cpu']});\n"
@@ -220,7 +220,7 @@ def main() -> int:
 def host_prior(threads: int = 1):
     """Cost-model priors for this host: peak = clock x 16 fp32 MAC/cycle (AVX2, 2 FMA pipes),
     int8 2x that, 10 GB/s, 1 us per op (assumptions); cache = L2 + L3 as the kernel reports them."""
-    from mobiledeploy.estimate import DEFAULT_EFFICIENCY, CostModel
+    from mobiledeploy.cost.estimate import DEFAULT_EFFICIENCY, CostModel
 
     ghz = _cpu_ghz()
     return CostModel(target="host", peak_gmacs={"fp32": ghz * 16, "int8": ghz * 32},
@@ -249,7 +249,7 @@ def corners_from_bench_json(pattern: str, out_path: Path, *, stat: str = "min", 
     from estimate_generalize import score
 
     from mobiledeploy import io
-    from mobiledeploy.estimate_fit import measurement_for
+    from mobiledeploy.cost.fit import measurement_for
 
     cols: dict[tuple, dict] = {}
     files = sorted(glob.glob(pattern))
@@ -289,7 +289,7 @@ def corners_from_bench_json(pattern: str, out_path: Path, *, stat: str = "min", 
 
 def _write_host_target(cols: dict, stat: str) -> None:
     """Fit host.toml's [cost_model] on the four corners of the fp32 and int8 1-thread columns."""
-    from mobiledeploy.estimate_fit import fit, fit_table, measurement_for, write_cost_model_table
+    from mobiledeploy.cost.fit import fit, fit_table, measurement_for, write_cost_model_table
 
     rows = []
     for prec in ("fp32", "int8"):
@@ -320,7 +320,7 @@ def _cpu_ghz() -> float:
 
 
 def grid_report(measured: dict, fit_keys: list[str], *, source: str = "benchmarks/estimate_host.py") -> dict:
-    from mobiledeploy.estimate_fit import fit, fit_table, measurement_for, predict_ms
+    from mobiledeploy.cost.fit import fit, fit_table, measurement_for, predict_ms
 
     rows = {k: measurement_for(label=f"mobilenet_v1 {k} fp32", model=str(model_path(*_key(k))),
                                threads=1, latency_ms=v["latency_ms"]) for k, v in measured.items()}

@@ -77,12 +77,12 @@ for threads, f, q in ((1, 30.56, 14.41), (2, 18.59, 8.34), (4, 10.44, 4.37)):
 
 def layers_for(key: str):
     """LayerStats of a model (Keras build once, then the JSON cache)."""
-    from mobiledeploy.graph import LayerStats
+    from mobiledeploy.cost.graph import LayerStats
 
     path = CACHE / f"{key}.json"
     if not path.exists():
         from mobiledeploy import io
-        from mobiledeploy.info import config_stats
+        from mobiledeploy.cost.info import config_stats
 
         arch, alpha = MODELS[key]
         io.write_json(path, config_stats(arch, alpha=alpha, resolution=224, classes=1000).to_json())
@@ -92,7 +92,7 @@ def layers_for(key: str):
 
 
 def base_model(device: str):
-    from mobiledeploy.estimate import cost_model_for
+    from mobiledeploy.cost.estimate import cost_model_for
     from mobiledeploy.targets import Target, load_target
 
     if device in DEVICES:
@@ -103,7 +103,7 @@ def base_model(device: str):
 
 
 def measurement(point):
-    from mobiledeploy.estimate_fit import Measurement
+    from mobiledeploy.cost.fit import Measurement
 
     source, device, model, precision, threads, ms = point
     layers = layers_for(model)
@@ -115,7 +115,7 @@ def measurement(point):
 def leave_one_out(*, whole_model: bool = False) -> dict:
     """Hold out one point (or, with ``whole_model``, every point of one model in the group:
     a model the fit has never seen at any thread count or precision)."""
-    from mobiledeploy.estimate_fit import fit, predict_ms
+    from mobiledeploy.cost.fit import fit, predict_ms
 
     groups: dict[tuple, list] = {}
     for p in POINTS:
@@ -153,7 +153,7 @@ def _summary(rows) -> dict:
 
 def write_targets() -> dict:
     """Fit the shipped pixel4 / pixel4-big [cost_model] on all of their points."""
-    from mobiledeploy.estimate_fit import fit, fit_table, write_cost_model_table
+    from mobiledeploy.cost.fit import fit, fit_table, write_cost_model_table
 
     out = {}
     for device, source in (("pixel4", TFL), ("pixel4-big", PDL)):

@@ -29,10 +29,10 @@ def main() -> int:
     import tf2onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from mobiledeploy.archs import load_model
-    from mobiledeploy.data import load_dataset
-    from mobiledeploy.evaluate import EvalConfig, run_eval
-    from mobiledeploy.perlayer import onnx_reader
+    from mobiledeploy.models.archs import load_model
+    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
+    from mobiledeploy.export.recipes import calibration_reader
 
     model = load_model(MODEL)
     cal = load_dataset("digits", resolution=32, split="train", limit=200).x
@@ -55,7 +55,7 @@ def main() -> int:
             conv.representative_dataset = lambda: ([x[None]] for x in cal)
             conv._experimental_disable_per_channel = not per_channel  # noqa: SLF001 - the documented switch
             (d / "m_int8.tflite").write_bytes(conv.convert())
-            quantize_static(str(onnx_fp32), str(d / "m_int8.onnx"), onnx_reader("input", cal), quant_format=QuantFormat.QDQ,
+            quantize_static(str(onnx_fp32), str(d / "m_int8.onnx"), calibration_reader("input", cal, batch=1), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8)
             arts = [("m_fp32.keras", "keras", "fp32"), ("m_int8.tflite", "tflite", "int8"),

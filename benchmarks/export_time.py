@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mobiledeploy.bench import host_info
+from mobiledeploy.bench.core import host_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "export_time.json"

@@ -66,7 +66,7 @@ def main() -> int:
         print(f"{r['cmd']:<70} median {r['median_s']:6.3f} s  min {r['min_s']:6.3f} s  max {r['max_s']:6.3f} s")
     tf_in = {"bench --help": heavy_imports([str(BIN), "bench", "--help"]),
              "bench (parent)": heavy_imports(bench_cmd)}
-    from mobiledeploy.bench import BenchSettings, _run_child
+    from mobiledeploy.bench.core import BenchSettings, _run_child
 
     child = _run_child(model, BenchSettings(warmup=1, runs=3))
     tf_in["bench (child)"] = ["tensorflow"] if child.get("tensorflow_imported") else []

@@ -1,11 +1,11 @@
-"""mobiledeploy.archs: registry, checked builder, safe loader."""
+"""mobiledeploy.models.archs: registry, checked builder, safe loader."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mobiledeploy.archs import ARCHS, build_model, check_build_args, describe, load_model
+from mobiledeploy.models.archs import ARCHS, build_model, check_build_args, describe, load_model
 from mobiledeploy.errors import UsageError
 
 

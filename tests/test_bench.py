@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mobiledeploy import bench as b
+from mobiledeploy.bench import core as b
 from mobiledeploy import targets as tg
-from mobiledeploy._child import FAULT_ENV, run_plan, timed_loop
+from mobiledeploy.runtimes.child import FAULT_ENV, run_plan, timed_loop
 from mobiledeploy.cli import cli
 
 FAST = b.BenchSettings(warmup=1, runs=5, timeout_s=120)
@@ -159,7 +159,8 @@ def test_export_directory_with_manifest_and_a_bad_model(tiny_tflite, tiny_onnx, 
     manifest = {"schema_version": 1, "artifacts": [
         {"file": "m_fp32.tflite", "format": "tflite", "precision": "fp32"},
         {"file": "m_int8.tflite", "format": "tflite", "precision": "int8"},
-        {"file": "m_fp32.onnx", "format": "onnx", "precision": "fp16"}]}  # manifest wins over inference
+        {"file": "m_fp32.onnx", "format": "onnx", "precision": "fp16"},  # manifest wins over inference
+        {"file": "m_bad.onnx", "format": "onnx", "precision": "fp32"}]}  # listed, but no runtime can load it
     (d / "manifest.json").write_text(json.dumps(manifest))
     out, md = tmp_path / "bench.json", tmp_path / "bench.md"
     r = CliRunner().invoke(cli, ["bench", str(d), *FAST_ARGS, "--json", str(out), "--md", str(md)])
@@ -214,7 +215,7 @@ def test_user_target_file_and_overrides_on_cli(tiny_onnx, tmp_path):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["missing.tflite"], 2, "model path not found"),
+    (["missing.tflite"], 2, "model not found"),
     (["{empty}"], 2, "holds no .tflite or .onnx models"),
     (["{tflite}", "--target", "nope"], 2, "unknown target 'nope'"),
     (["{tflite}", "--shape", "input=1xAx3"], 2, "--shape"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mobiledeploy import bench as b
+from mobiledeploy.bench import core as b
 from mobiledeploy import runtimes
 from mobiledeploy.cli import cli
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mobiledeploy.budgets import LatencySpec, Selector, load_budgets
+from mobiledeploy.check.budgets import LatencySpec, Selector, load_budgets
 from mobiledeploy.errors import UsageError
 
 FULL = """
@@ -65,8 +65,8 @@ def test_full_file_parses(tmp_path):
     assert a.name == "int8"
     assert a.ref.selector == Selector("mobilenet_v1", 0.25, 32, "tflite", "int8")
     assert a.baseline.selector == Selector(precision="fp32")
-    assert a.max_latency_ms == {"pixel4": 2.0, "host": 1.5}
-    assert b.name == "a.onnx" and b.ref.path == "a.onnx" and b.max_latency_ms == {"pixel4": 3}
+    assert a.limits["max_latency_ms"] == {"pixel4": 2.0, "host": 1.5}
+    assert b.name == "a.onnx" and b.ref.path == "a.onnx" and b.limits["max_latency_ms"] == {"pixel4": 3}
 
 
 @pytest.mark.parametrize("text, where, key", [

@@ -42,7 +42,7 @@ def export_dir(tmp_path_factory, tiny_tflite, tiny_tflite_int8):
 def truth(export_dir):
     """Top-1 on digits/test of each artifact, computed directly with the runtime."""
     from mobiledeploy import runtimes
-    from mobiledeploy.data import load_dataset
+    from mobiledeploy.accuracy.data import load_dataset
 
     ds = load_dataset("digits", resolution=32, split="test", labelled=True)
     out = {}
@@ -130,7 +130,7 @@ max_int8_top1_drop = {drop - 1 / n!r}
 @pytest.fixture(scope="module")
 def onnx_dir(tmp_path_factory):
     """TF-free models: the yardstick's twin, a small net and one ~9x bigger."""
-    from mobiledeploy.yardstick import conv_net_bytes, yardstick_bytes
+    from mobiledeploy.check.yardstick import conv_net_bytes, yardstick_bytes
 
     d = tmp_path_factory.mktemp("onnx")
     (d / "twin.onnx").write_bytes(yardstick_bytes())
@@ -207,8 +207,8 @@ def test_missing_budget_file_and_flag(tmp_path):
 
 
 def test_inconclusive_passes_unless_strict(tmp_path):
-    from mobiledeploy import report
-    from mobiledeploy.check import CheckOutcome, CheckReport
+    from mobiledeploy.check import report
+    from mobiledeploy.check.core import CheckOutcome, CheckReport
 
     o = CheckOutcome("m", "latency_ratio", 1.1, "<=", "x", "inconclusive", measured=1.08, low=1.0, high=1.17,
                      extra={"confidence": 0.95})
@@ -223,8 +223,8 @@ def test_inconclusive_passes_unless_strict(tmp_path):
 
 def test_baseline_resolution(tmp_path, export_dir, onnx_dir):
     """--baseline DIR: same file name there; a selector override looks in its manifest; FILE: that file."""
-    from mobiledeploy.budgets import load_budgets
-    from mobiledeploy.check import CheckConfig, plan_checks
+    from mobiledeploy.check.budgets import load_budgets
+    from mobiledeploy.check.core import CheckConfig, plan_checks
     from mobiledeploy.errors import UsageError
 
     main = tmp_path / "main"
@@ -309,3 +309,24 @@ def test_broken_manifest_is_a_config_error(tmp_path):
     p = budget(tmp_path, f'artifacts = "{d}"\n[[artifact]]\nprecision = "int8"\nmax_size_kb = 1\n')
     r = invoke("--budget", p)
     assert r.exit_code == 2 and "manifest" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_new_check_kind_is_one_registry_row(tmp_path, export_dir, monkeypatch):
+    """A check kind is a function and one row in check/kinds.py: the budget schema and the run follow."""
+    from mobiledeploy.check import kinds
+    from mobiledeploy.models import inspect
+
+    def max_inputs(checker, plan, limit):  # how many graph inputs the artifact has
+        n = len(inspect.inputs(plan.artifact.path))
+        return kinds.CheckOutcome(plan.budget.name, "inputs", limit, "<=", "", kinds.PASS if n <= limit else kinds.FAIL,
+                                  measured=n)
+
+    monkeypatch.setitem(kinds.KINDS, "max_inputs", kinds.CheckKind("max_inputs", "size", kinds.number(low=0), max_inputs))
+    p = budget(tmp_path, f'artifacts = "{export_dir}"\n[[artifact]]\nprecision = "int8"\nmax_inputs = 0\n')
+    r = invoke("--budget", p, "--json", tmp_path / "r.json")
+    assert r.exit_code == 1 and "Traceback" not in r.stderr
+    (row,) = json.loads((tmp_path / "r.json").read_text())["checks"]
+    assert (row["check"], row["verdict"], row["measured"]) == ("inputs", "fail", 1)
+    assert invoke("--budget", p, "--skip", "size").exit_code == 0  # its group is skippable like the others
+    bad = budget(tmp_path, f'artifacts = "{export_dir}"\n[[artifact]]\nprecision = "int8"\nmax_inputs = -1\n', "b.toml")
+    assert invoke("--budget", bad).exit_code == 2  # and its bounds are the schema's

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobiledeploy import stats
-from mobiledeploy.budgets import LatencySpec
+from mobiledeploy.check import stats
+from mobiledeploy.check.budgets import LatencySpec
 
 
 def noisy_pairs(true_ratio, n, *, disturbed=0.0, noise=0.02, seed=0):
@@ -93,7 +93,7 @@ class FakeBench:
 
 
 def meter(bench, **spec):
-    from mobiledeploy.latency import LatencyMeter
+    from mobiledeploy.check.latency import LatencyMeter
     from mobiledeploy.targets import load_target
 
     return LatencyMeter(load_target("host"), LatencySpec(**spec), bench=bench)

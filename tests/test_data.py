@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobiledeploy.data import PREPROCESSING, Dataset, load_dataset, subset
+from mobiledeploy.accuracy.data import PREPROCESSING, Dataset, load_dataset, subset
 from mobiledeploy.errors import DataError, UsageError
 
 

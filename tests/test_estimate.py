@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from mobiledeploy.cli import cli
 from mobiledeploy.errors import UsageError
-from mobiledeploy.estimate import CostModel, cost_model_for, estimate_layers
-from mobiledeploy.estimate_fit import Measurement, default_params, fit, predict_ms
-from mobiledeploy.graph import LayerStats
+from mobiledeploy.cost.estimate import CostModel, cost_model_for, estimate_layers
+from mobiledeploy.cost.fit import Measurement, default_params, fit, predict_ms
+from mobiledeploy.cost.graph import LayerStats
 from mobiledeploy.targets import list_targets, load_target
 
 
@@ -33,7 +33,7 @@ def _layer(cls: str, macs: int, elems: int, name: str = "l") -> LayerStats:
 
 
 def test_layer_time_is_compute_plus_memory_plus_overhead():
-    # The per-layer combination is now the sum (measured choice, see mobiledeploy.cost_model);
+    # The per-layer combination is now the sum (measured choice, see mobiledeploy.cost.model);
     # the old max() is still available as combine="max" and checked below.
     m = _model()
     layers = [_layer("conv1x1", 10**9, 1000, "big"),  # 1e9 / (10e9 * 0.5) = 200 ms; 8000 B = 8 us

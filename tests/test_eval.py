@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from mobiledeploy.cli import cli
-from mobiledeploy.data import Dataset, load_dataset
+from mobiledeploy.accuracy.data import Dataset, load_dataset
 from mobiledeploy.errors import UsageError
-from mobiledeploy.evaluate import evaluate
-from mobiledeploy.modelref import resolve_models
+from mobiledeploy.accuracy.evaluate import evaluate
+from mobiledeploy.models.artifacts import resolve_models
 
 RES = 32
 
@@ -127,7 +127,7 @@ def reference_int8_tflite(tmp_path_factory):
     import tensorflow as tf
 
     from conftest import quiet
-    from mobiledeploy.archs import load_model
+    from mobiledeploy.models.archs import load_model
 
     model = load_model("models/mobilenet_v1_0.25_32_digits.keras")
     cal = load_dataset("digits", resolution=RES, split="train", limit=200).x
@@ -197,12 +197,12 @@ def test_corrupt_model_file_is_one_line_usage_error(tiny_tflite, tmp_path):
 
 def test_runtime_crash_is_an_error_row_and_exit_1(tiny_tflite, tiny_onnx, tmp_path, monkeypatch):
     """A runtime that dies (SIGSEGV in its child) fails its row; the other models are still evaluated."""
-    from mobiledeploy.eval_worker import FAULT_ENV
+    from mobiledeploy.runtimes.child import FAULT_ENV
 
     monkeypatch.setenv(FAULT_ENV, f"segfault:{tiny_onnx.name}")
     out = tmp_path / "e.json"
     r = _run("eval", tiny_tflite, tiny_onnx, "--limit", 20, "--preprocessing", "mobilenet", "--json", out)
-    _one_line_error(r, 1, "1 of 2 models failed", "crashed (SIGSEGV)")
+    _one_line_error(r, 1, "1 of 2 models failed", "crashed with signal SIGSEGV")
     rows = {x["model"]: x for x in json.loads(out.read_text())["results"]}
     assert rows[str(tiny_tflite)]["status"] == "ok" and rows[str(tiny_tflite)]["samples"] == 20
     assert rows[str(tiny_onnx)]["status"] == "error" and "SIGSEGV" in rows[str(tiny_onnx)]["error"]

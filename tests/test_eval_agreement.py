@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from mobiledeploy.data import Dataset
-from mobiledeploy.evaluate import evaluate
+from mobiledeploy.accuracy.data import Dataset
+from mobiledeploy.accuracy.evaluate import evaluate
 
 
 def _onnx(path, factor: float) -> str:

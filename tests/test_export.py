@@ -17,8 +17,8 @@ import pytest
 
 from mobiledeploy import runtimes
 from mobiledeploy.errors import ConversionError, DataError, ToleranceError, UsageError
-from mobiledeploy.export import MANIFEST, STAGING_PREFIX, ExportConfig, export_model, keras_outputs, sha256_file
-from mobiledeploy.metrics import max_abs_diff, sqnr_db, top1_agreement
+from mobiledeploy.export.pipeline import MANIFEST, STAGING_PREFIX, ExportConfig, export_model, keras_outputs, sha256_file
+from mobiledeploy.accuracy.metrics import max_abs_diff, sqnr_db, top1_agreement
 
 STEM = "mobilenet_v1_0.25_32"
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "mobilenet_v1_0.25_32_digits.keras"
@@ -60,14 +60,14 @@ def exported(model_file, tmp_path_factory):
 @pytest.fixture(scope="module")
 def check_data():
     """Fresh digits (not the validation subset) to check the artifacts independently."""
-    from mobiledeploy.data import load_dataset
+    from mobiledeploy.accuracy.data import load_dataset
 
     return load_dataset("digits", resolution=32, split="test", limit=48, seed=7).x
 
 
 @pytest.fixture(scope="module")
 def keras_ref(model_file, check_data):
-    from mobiledeploy.archs import load_model
+    from mobiledeploy.models.archs import load_model
 
     return keras_outputs(load_model(model_file), check_data)
 
@@ -177,7 +177,7 @@ def out_with_old_file(tmp_path):
 
 
 def test_converter_failure_leaves_out_untouched(tiny_file, out_with_old_file, monkeypatch):
-    import mobiledeploy.convert.onnx as conv_onnx
+    import mobiledeploy.export.formats.onnx as conv_onnx
 
     def boom(*a, **k):
         raise ConversionError("ONNX conversion (tf2onnx) failed: simulated")
@@ -192,7 +192,7 @@ def test_converter_failure_leaves_out_untouched(tiny_file, out_with_old_file, mo
 
 
 def test_ctrl_c_during_validation_leaves_out_untouched(tiny_file, out_with_old_file, monkeypatch):
-    import mobiledeploy.export as ex
+    import mobiledeploy.export.pipeline as ex
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -225,7 +225,7 @@ def test_tolerance_strict_fails_and_no_strict_keeps(model_file, out_with_old_fil
 
 
 def test_new_out_dir_removed_on_failure(tiny_file, tmp_path, monkeypatch):
-    import mobiledeploy.convert.tflite as conv_tflite
+    import mobiledeploy.export.formats.tflite as conv_tflite
 
     monkeypatch.setattr(conv_tflite, "convert", lambda *a, **k: (_ for _ in ()).throw(ConversionError("x")))
     out = tmp_path / "fresh"
@@ -241,7 +241,7 @@ def test_new_out_dir_removed_on_failure(tiny_file, tmp_path, monkeypatch):
 def test_calibration_from_folder_counts_skipped(tmp_path):
     from PIL import Image
 
-    from mobiledeploy.calibration import load_calibration
+    from mobiledeploy.export.calibration import load_calibration
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -259,7 +259,7 @@ def test_calibration_from_folder_counts_skipped(tmp_path):
 
 
 def test_calibration_random_warns_and_empty_folder_fails(tmp_path):
-    from mobiledeploy.calibration import load_calibration
+    from mobiledeploy.export.calibration import load_calibration
 
     cal = load_calibration("random", resolution=32, preprocessing="mobilenet", samples=5, validate=3)
     assert cal.calib.shape == (5, 32, 32, 3) and "meaningless" in cal.warnings[0]
@@ -271,7 +271,7 @@ def test_calibration_random_warns_and_empty_folder_fails(tmp_path):
 
 
 def test_onnx_type_choice():
-    from mobiledeploy.quant import choose_onnx_types
+    from mobiledeploy.export.recipes import choose_onnx_types
 
     assert choose_onnx_types(machine="x86_64", flags={"avx2"}).name == "u8s8"
     assert choose_onnx_types(machine="x86_64", flags={"avx2"}).reduce_range is True
@@ -307,7 +307,7 @@ def test_other_archs_export(arch, pre, tmp_path):
 
 def test_validation_rules_and_fatal_mismatches(tiny_tflite, tiny_keras):
     from mobiledeploy.errors import ValidationError
-    from mobiledeploy.validate import judge, validate_artifact
+    from mobiledeploy.export.validate import judge, validate_artifact
 
     ref = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], np.float32)
     off = ref + np.float32(5e-4)
@@ -334,8 +334,8 @@ def test_validation_rules_and_fatal_mismatches(tiny_tflite, tiny_keras):
 
 def test_digits_calibration_is_the_shared_split():
     """calibration.py preprocesses only the picked digits; they must be data.subset's picks."""
-    from mobiledeploy import data
-    from mobiledeploy.calibration import load_calibration
+    from mobiledeploy.accuracy import data
+    from mobiledeploy.export.calibration import load_calibration
 
     cal = load_calibration("digits", resolution=32, preprocessing="mobilenet", samples=50, validate=10, seed=3)
     train = data.subset(data.load_dataset("digits", resolution=32, split="train"), 50, seed=3)
@@ -369,7 +369,7 @@ def test_ctrl_c_is_held_back_during_the_final_renames():
     import os
     import signal
 
-    from mobiledeploy.export import _sigint_deferred
+    from mobiledeploy.export.pipeline import _sigint_deferred
 
     done = []
     with pytest.raises(KeyboardInterrupt):
@@ -378,3 +378,28 @@ def test_ctrl_c_is_held_back_during_the_final_renames():
             done.append("renames finished")  # not interrupted half-way
     assert done == ["renames finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_per_tensor_recipe_is_converted_recorded_and_read_back(tiny_file, tmp_path):
+    """--per-tensor / --onnx-calibration reach both converters and the manifest; --per-layer reads them back."""
+    import onnx
+    from onnx import numpy_helper
+
+    from mobiledeploy.accuracy.perlayer import tflite_per_channel
+    from mobiledeploy.export.recipes import QuantRecipe
+
+    res = export_model(ExportConfig(model_path=str(tiny_file), formats=("tflite", "onnx"), precisions=("int8",),
+                                    per_channel=False, onnx_calibration="percentile", calib="random",
+                                    calib_samples=16, validate_samples=4, out=str(tmp_path / "pt")))
+    q = json.loads(res.manifest_path.read_text())["quantization"]
+    assert q["tflite"]["per_channel"] is False and q["onnx"]["per_channel"] is False
+    assert q["onnx"]["calibrate_method"] == "percentile"
+    recipe = QuantRecipe.from_manifest(q, np.zeros((1, 4)))
+    assert (recipe.per_channel, recipe.onnx_calibration) == (False, "percentile")
+    paths = {a.format: res.out_dir / a.file for a in res.artifacts}
+    assert tflite_per_channel(paths["tflite"]) is False
+    g = onnx.load(str(paths["onnx"])).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    weight_scales = [inits[n.input[1]] for n in g.node if n.op_type == "DequantizeLinear"
+                     and n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    assert weight_scales and all(s.size == 1 for s in weight_scales)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mobiledeploy.cli import cli
-from mobiledeploy.info import config_stats, keras_stats, model_stats
+from mobiledeploy.cost.info import config_stats, keras_stats, model_stats
 
 # MobileNet V1 body: (pointwise output channels, depthwise stride) per block (paper Table 1).
 V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]

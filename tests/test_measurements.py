@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from mobiledeploy.cli import cli
 from mobiledeploy.errors import UsageError
-from mobiledeploy.measurements import (parse_benchmark_model_text, parse_op_profile_csv, parse_ort_profile,
+from mobiledeploy.cost.measurements import (parse_benchmark_model_text, parse_op_profile_csv, parse_ort_profile,
                                        read)
 
 # What LiteRT's benchmark_model prints on a phone (abridged only in the memory lines).

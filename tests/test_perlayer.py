@@ -11,20 +11,20 @@ import pytest
 from click.testing import CliRunner
 
 from mobiledeploy.cli import cli
-from mobiledeploy.data import load_dataset
+from mobiledeploy.accuracy.data import load_dataset
 from mobiledeploy.errors import UsageError
-from mobiledeploy.modelref import resolve_models
-from mobiledeploy.perlayer import TFLITE_FLAG, per_layer_report, render_table, short_tflite_name
+from mobiledeploy.models.artifacts import resolve_models
+from mobiledeploy.accuracy.perlayer import TFLITE_FLAG, per_layer_report, render_table, short_tflite_name
 
 
 @pytest.fixture(scope="module")
 def tiny_onnx_int8(tiny_onnx, tiny_calib, tmp_path_factory):
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from mobiledeploy.perlayer import onnx_reader
+    from mobiledeploy.export.recipes import calibration_reader
 
     path = tmp_path_factory.mktemp("q") / "tiny_int8.onnx"
-    quantize_static(str(tiny_onnx), str(path), onnx_reader("input", tiny_calib), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(tiny_onnx), str(path), calibration_reader("input", tiny_calib, batch=1), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     return path
 
@@ -102,7 +102,7 @@ def test_tflite_recipe_detection_per_channel_vs_per_tensor(tiny_keras, tiny_cali
     import tensorflow as tf
 
     from conftest import quiet
-    from mobiledeploy.perlayer import tflite_per_channel
+    from mobiledeploy.accuracy.perlayer import tflite_per_channel
 
     conv = tf.lite.TFLiteConverter.from_keras_model(tiny_keras)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mobiledeploy.cli import cli
-from mobiledeploy.train import TrainConfig, shift_batch, train
+from mobiledeploy.accuracy.train import TrainConfig, shift_batch, train
 
 
 def test_shift_batch_translates_within_bounds_and_is_seeded():
@@ -39,9 +39,9 @@ def test_train_cli_saves_a_safe_loadable_model_and_reports_test_accuracy(tmp_pat
     assert doc["train_samples"] == 64 and doc["test_samples"] == 360 and doc["classes"] == 10
     assert 0.0 <= doc["test_top1"] <= doc["test_top5"] <= 1.0 and len(doc["loss_history"]) == 1
     assert "test top-1" in r.output and "epoch 1/1" in r.stderr
-    from mobiledeploy.archs import load_model
-    from mobiledeploy.data import load_dataset
-    from mobiledeploy.metrics import topk_accuracy
+    from mobiledeploy.models.archs import load_model
+    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.accuracy.metrics import topk_accuracy
 
     model = load_model(out)  # safe_mode=True
     import io
@@ -61,7 +61,7 @@ def test_same_seed_same_model(tmp_path):
     def weights(name):
         cfg = TrainConfig(out=str(tmp_path / name), limit=32, epochs=1, seed=3)
         train(cfg)
-        from mobiledeploy.archs import load_model
+        from mobiledeploy.models.archs import load_model
 
         return load_model(tmp_path / name).get_weights()
 

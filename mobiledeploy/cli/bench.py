@@ -1,6 +1,6 @@
 """`mobiledeploy bench`: host latency on LiteRT and ONNX Runtime, one child process per model.
 
-Maps options onto ``mobiledeploy.bench`` and prints; never imports TensorFlow.
+Maps options onto ``mobiledeploy.bench.core`` and prints; never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     that model's error row). Numbers are the HOST's latency under the target profile's
     threads, pinned cores and runtime options, never the device's latency.
     """
-    from mobiledeploy import bench as b
-    from mobiledeploy import bench_report as rep
+    from mobiledeploy.bench import core as b
+    from mobiledeploy.bench import report as rep
     from mobiledeploy import io
     from mobiledeploy.errors import RuntimeFailure, UsageError
     from mobiledeploy.targets import load_target
@@ -74,7 +74,7 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
              f"XNNPACK {'on' if settings.xnnpack else 'off'}, ORT opt {settings.ort_opt_level}")
     columns, extras, report_json = None, {}, report.to_json(samples=samples)
     if target.name != "host":  # the cost model's estimate for the device, in its own column
-        from mobiledeploy.estimate import estimates_for
+        from mobiledeploy.cost.estimate import estimates_for
 
         extras = estimates_for([r.model for r in report.results if r.ok], target, threads=threads)
         report_json["device_estimates"] = extras
@@ -82,7 +82,7 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
             f"{target.name} est. ms (device estimate)",
             lambda r, x: f"{x['estimate_ms']:.2f}" if "estimate_ms" in x else "-")]
     if data:  # accuracy from `eval` (H3) in its own column, after size: format, precision, size, top-1, p50
-        from mobiledeploy.evaluate import accuracy_for
+        from mobiledeploy.accuracy.evaluate import accuracy_for
 
         acc = accuracy_for([r.model for r in report.results if r.ok], data, threads=threads)
         extras = {m: {**extras.get(m, {}), **acc.get(m, {})} for m in set(extras) | set(acc)}

@@ -1,6 +1,6 @@
 """`mobiledeploy check`: size, accuracy and latency budgets for CI (exit 0 / 1 / 2).
 
-Maps options onto ``mobiledeploy.check.run_check`` and prints; never imports TensorFlow.
+Maps options onto ``mobiledeploy.check.core.run_check`` and prints; never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def check(budget, artifacts, baseline, target_name, target_file, max_time_s, str
     and a regression is reported only when the whole confidence interval of the ratio
     lies above the limit. Latencies are the HOST's, under the target's settings.
     """
-    from mobiledeploy import report as rep
-    from mobiledeploy.check import CheckConfig, run_check
+    from mobiledeploy.check import report as rep
+    from mobiledeploy.check.core import CheckConfig, run_check
     from mobiledeploy.cli.common import csv_choice
     from mobiledeploy.errors import BudgetError
 
@@ -69,8 +69,8 @@ def check(budget, artifacts, baseline, target_name, target_file, max_time_s, str
 
 def _measure_yardstick(budget, target_name, target_file, progress) -> None:
     """Measured with the budget file's [latency] settings when --budget is given."""
-    from mobiledeploy.budgets import LatencySpec, load_budgets
-    from mobiledeploy.latency import measure_yardstick, resolve_target
+    from mobiledeploy.check.budgets import LatencySpec, load_budgets
+    from mobiledeploy.check.latency import measure_yardstick, resolve_target
 
     bf = load_budgets(budget) if budget else None
     target = resolve_target(target_name or (bf.target if bf else None), target_file)

@@ -30,8 +30,8 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
     Per layer: max(MACs / (peak x efficiency), bytes moved / bandwidth) + overhead, with
     the target's fitted [cost_model] parameters (see `mobiledeploy target calibrate`).
     """
-    from mobiledeploy.estimate import EstimateConfig
-    from mobiledeploy.estimate import estimate as run_estimate
+    from mobiledeploy.cost.estimate import EstimateConfig
+    from mobiledeploy.cost.estimate import estimate as run_estimate
 
     if model is not None and (arch or alpha is not None or resolution is not None):
         raise click.UsageError("give either a MODEL file or --arch/--alpha/--res, not both")

@@ -40,7 +40,7 @@ def eval_(models, json_path, md_path, **kwargs) -> None:
     class scores, SQNR in dB). Throughput is this host's, not a phone's.
     """
     from mobiledeploy.errors import RuntimeFailure
-    from mobiledeploy.evaluate import EvalConfig, run_eval
+    from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
 
     report = run_eval(EvalConfig(models=tuple(models), **kwargs))
     emit_json(json_path, report.to_json())
@@ -99,6 +99,6 @@ def _print(report) -> None:
         if r.status != "ok":
             con.print(f"[red]{r.model}: {r.error}[/red]")
         if r.per_layer is not None:
-            from mobiledeploy.perlayer import render_table
+            from mobiledeploy.accuracy.perlayer import render_table
 
             con.print(render_table(r.per_layer))

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from mobiledeploy.cli.common import csv_choice, emit_json, stderr_console, stdout_console, json_option
-from mobiledeploy.convert import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
-from mobiledeploy.quant import ONNX_QUANT_TYPES
+from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
+from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
 
 
 @click.command("export")
@@ -34,6 +34,10 @@ from mobiledeploy.quant import ONNX_QUANT_TYPES
 @click.option("--int8-io", is_flag=True, help="int8 TFLite with int8 input and output tensors.")
 @click.option("--onnx-quant-types", type=click.Choice(ONNX_QUANT_TYPES), default=None,
               help="ONNX int8 activation/weight types (default: chosen for this CPU, see docs/export.md).")
+@click.option("--per-tensor", is_flag=True,
+              help="int8 weights with one scale per tensor instead of per output channel (for comparison).")
+@click.option("--onnx-calibration", type=click.Choice(ONNX_CALIBRATION), default="minmax", show_default=True,
+              help="ONNX Runtime's activation calibration method for int8.")
 @click.option("--calib", default="digits", show_default=True, metavar="SOURCE",
               help="Calibration data: digits, random, an image folder or a .npz with an 'x' array.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
@@ -50,17 +54,18 @@ from mobiledeploy.quant import ONNX_QUANT_TYPES
               help="Output directory.")
 @json_option
 def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, classes, dropout, weights, seed,
-           quant, formats, int8_io, onnx_quant_types, calib, calib_samples, preprocessing, validate_samples,
+           quant, formats, int8_io, onnx_quant_types, per_tensor, onnx_calibration, calib, calib_samples, preprocessing, validate_samples,
            atol, strict, out, json_path):
     """Build (or load) a MobileNet and export TFLite/ONNX artifacts, each validated against Keras."""
-    from mobiledeploy.export import ExportConfig, export_model
+    from mobiledeploy.export.pipeline import ExportConfig, export_model
 
     config = ExportConfig(
         arch=arch, alpha=alpha, resolution=resolution, classes=classes, depth_multiplier=depth_multiplier,
         dropout=dropout, weights=weights, seed=seed, model_path=model_path, unsafe_load=unsafe_load,
         formats=csv_choice(formats, tuple(FORMATS), "--formats"),
         precisions=csv_choice(quant, PRECISIONS, "--quant"),
-        int8_io=int8_io, onnx_quant_types=onnx_quant_types, calib=calib, calib_samples=calib_samples,
+        int8_io=int8_io, onnx_quant_types=onnx_quant_types, per_channel=not per_tensor,
+        onnx_calibration=onnx_calibration, calib=calib, calib_samples=calib_samples,
         preprocessing=preprocessing, validate_samples=validate_samples, atol=atol, strict=strict, out=out)
     config.check()  # usage errors before the progress display starts
     err = stderr_console()

@@ -26,7 +26,7 @@ def config_options(f):
 
 def stats_for(model, arch, alpha, resolution, classes, depth_multiplier):
     """ModelStats for a MODEL file or a config; a usage error when both or neither are given."""
-    from mobiledeploy import info as info_lib
+    from mobiledeploy.cost import info as info_lib
 
     if model is not None:
         if arch is not None or alpha is not None or resolution is not None:

@@ -11,7 +11,7 @@ from mobiledeploy.cli.common import emit_json, json_option, stderr_console, stdo
 @click.option("--data", "data", default="digits", show_default=True, metavar="SOURCE",
               help="'digits', an image folder with class sub-folders, or a .npz with x and y.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to save the model (.keras).")
-@click.option("--arch", default="mobilenet_v1", show_default=True, help="Architecture (see mobiledeploy.archs).")
+@click.option("--arch", default="mobilenet_v1", show_default=True, help="Architecture (see mobiledeploy.models.archs).")
 @click.option("--alpha", default=0.25, show_default=True, type=float, help="Width multiplier.")
 @click.option("--res", "resolution", default=32, show_default=True, type=int, help="Input resolution (pixels).")
 @click.option("--epochs", default=60, show_default=True, type=int)
@@ -40,7 +40,7 @@ def train(json_path, **kwargs) -> None:
       mobiledeploy train --data digits --alpha 0.25 --res 32 --epochs 60 \\
           --out models/mobilenet_v1_0.25_32_digits.keras
     """
-    from mobiledeploy.train import TrainConfig, train as run_train
+    from mobiledeploy.accuracy.train import TrainConfig, train as run_train
 
     cfg = TrainConfig(**kwargs)
     err = stderr_console()

@@ -1,0 +1,1 @@
+"""Accuracy: data sets, training, evaluation, metrics and per-layer quantization error."""

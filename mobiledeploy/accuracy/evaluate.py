@@ -1,0 +1,271 @@
+"""Accuracy and agreement of Keras, TFLite and ONNX models on one data set.
+
+``evaluate(models, dataset, reference=...)`` runs every model on the same preprocessed
+samples and returns an ``EvalReport``: per model top-1/top-5, samples, host throughput,
+and its agreement with a reference model (top-1 agreement, max/mean absolute output
+difference, SQNR in dB). ``run_eval(EvalConfig)`` is what ``mobiledeploy eval`` calls:
+it expands export directories (``manifest.json``), takes the preprocessing from the
+manifest / the model / the flag, loads the data set and calls ``evaluate``.
+
+TFLite and ONNX models run in a child process each (``mobiledeploy.runtimes.child``), so a
+runtime crash is one failed row, not a dead command. Keras models run in-process
+(TensorFlow is imported only when a ``.keras`` model is evaluated).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mobiledeploy.accuracy import metrics
+from mobiledeploy.accuracy.data import Dataset
+from mobiledeploy.errors import UsageError
+from mobiledeploy.models.artifacts import ModelRef, resolve_models
+
+
+@dataclass(frozen=True)
+class Agreement:
+    reference: str
+    top1_agreement: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    sqnr_db: float  # inf when the outputs are identical (written as null in JSON)
+
+    def to_json(self) -> dict:
+        return {"reference": self.reference, "top1_agreement": self.top1_agreement,
+                "max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff,
+                "sqnr_db": _finite(self.sqnr_db)}
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    model: str
+    format: str
+    precision: str
+    runtime: str
+    status: str  # "ok" | "error"
+    error: str | None = None
+    top1: float | None = None
+    top5: float | None = None
+    samples: int = 0
+    seconds: float | None = None  # wall time of the predictions (host)
+    throughput_ips: float | None = None  # samples per second on this host (batch 1 for TFLite/ONNX)
+    agreement: Agreement | None = None
+    per_layer: object | None = None  # a perlayer.PerLayerReport when asked for
+    outputs: np.ndarray | None = field(default=None, repr=False, compare=False)  # (N, C) float scores
+
+    @property
+    def predictions(self) -> np.ndarray | None:
+        return None if self.outputs is None else np.argmax(self.outputs, axis=1)
+
+    def to_json(self) -> dict:
+        d = {"model": self.model, "format": self.format, "precision": self.precision, "runtime": self.runtime,
+             "status": self.status, "top1": self.top1, "top5": self.top5, "samples": self.samples,
+             "seconds": self.seconds, "throughput_ips": self.throughput_ips,
+             "agreement": self.agreement.to_json() if self.agreement else None}
+        if self.error:
+            d["error"] = self.error
+        if self.per_layer is not None:
+            d["per_layer"] = self.per_layer.to_json()
+        return d
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    data: dict
+    results: tuple[ModelResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status == "ok" for r in self.results)
+
+    def to_json(self) -> dict:
+        return {"schema_version": 1, "data": self.data, "results": [r.to_json() for r in self.results]}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    models: tuple[str, ...]
+    data: str = "digits"
+    split: str = "test"
+    limit: int | None = None
+    preprocessing: str | None = None  # None: from the manifest / the model
+    labels_file: str | None = None
+    reference: str | None = None  # None: the float model of the same export
+    threads: int | None = None
+    timeout_s: float = 600.0
+    seed: int = 0
+    per_layer: bool = False
+    source_model: str | None = None  # float Keras model for --per-layer when there is no manifest
+    unsafe_load: bool = False
+    compare: bool = True  # False: no reference model, no agreement (what `bench --data` asks)
+
+
+# ---------------------------------------------------------------- core
+
+
+def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: ModelRef | str | None = None,
+             threads: int | None = None, timeout_s: float = 600.0, require_labels: bool = True,
+             unsafe_load: bool = False) -> EvalReport:
+    """Run ``models`` (and ``reference``, if not among them) on ``dataset``.
+
+    Raises ``UsageError`` when labels are needed but absent or when a model's output
+    size differs from the data set's classes. A model that fails to load or run is a
+    result with ``status="error"``; the others are still evaluated.
+    """
+    if require_labels and not dataset.labelled:
+        raise UsageError(f"data set {dataset.source!r} has no labels; accuracy needs labels (--data: class "
+                         "sub-folders, a .npz with 'y', or 'digits')")
+    refs = [m if isinstance(m, ModelRef) else resolve_models([m])[0] for m in models]
+    ref = None if reference is None else (reference if isinstance(reference, ModelRef)
+                                          else resolve_models([reference])[0])
+    if ref is not None:
+        same = [r for r in refs if os.path.realpath(r.path) == os.path.realpath(ref.path)]
+        if same:
+            ref = same[0]
+        else:
+            refs = [ref, *refs]
+    raw = {r.path: _predict(r, dataset, threads=threads, timeout_s=timeout_s, unsafe_load=unsafe_load)
+           for r in refs}
+    for r in refs:  # a class-count mismatch is the user's data, not a runtime failure
+        out = raw[r.path][0]
+        if out is not None:
+            _check_classes(r, out, dataset)
+    ref_out = raw[ref.path][0] if ref is not None else None
+    results = []
+    for r in refs:
+        out, seconds, error = raw[r.path]
+        if out is None:
+            results.append(ModelResult(model=r.path, format=r.format, precision=r.precision, runtime=r.runtime,
+                                       status="error", error=error))
+            continue
+        top1 = top5 = None
+        if dataset.labelled:
+            top1 = metrics.topk_accuracy(out, dataset.y, 1)
+            top5 = metrics.topk_accuracy(out, dataset.y, 5) if out.shape[1] >= 5 else None
+        agree = None
+        if ref_out is not None and r.path != ref.path:
+            agree = Agreement(reference=ref.path, top1_agreement=metrics.top1_agreement(ref_out, out),
+                              max_abs_diff=metrics.max_abs_diff(ref_out, out),
+                              mean_abs_diff=metrics.mean_abs_diff(ref_out, out),
+                              sqnr_db=metrics.sqnr_db(ref_out, out))
+        results.append(ModelResult(model=r.path, format=r.format, precision=r.precision, runtime=r.runtime,
+                                   status="ok", top1=top1, top5=top5, samples=len(dataset), seconds=seconds,
+                                   throughput_ips=len(dataset) / seconds if seconds else None,
+                                   agreement=agree, outputs=out))
+    return EvalReport(data=dataset.to_json(), results=tuple(results))
+
+
+def _check_classes(r: ModelRef, out: np.ndarray, ds: Dataset) -> None:
+    n_out = out.shape[1]
+    if ds.class_names is not None and len(ds.class_names) != n_out:
+        raise UsageError(f"{Path(r.path).name} has {n_out} output classes but the data set {ds.source!r} has "
+                         f"{len(ds.class_names)} ({', '.join(ds.class_names[:5])}{', ...' if len(ds.class_names) > 5 else ''});"
+                         " evaluate on matching data (--data) or fix the class names (--labels)")
+    if ds.y is not None and len(ds.y) and int(ds.y.max()) >= n_out:
+        raise UsageError(f"{Path(r.path).name} has {n_out} output classes but the data set {ds.source!r} has "
+                         f"label {int(ds.y.max())}; evaluate on matching data (--data)")
+
+
+def _predict(r: ModelRef, ds: Dataset, *, threads, timeout_s, unsafe_load) -> tuple[np.ndarray | None, float, str | None]:
+    """(outputs (N, C) float32 or None, seconds, error text)."""
+    if r.format == "keras":
+        from mobiledeploy.models.artifacts import load_keras
+
+        model = load_keras(r.path, unsafe_load)  # UsageError for a bad file, before any work
+        try:
+            model.predict(ds.x[:1], verbose=0)  # build the graph before timing
+            t0 = time.perf_counter()
+            out = np.asarray(model.predict(ds.x, batch_size=64, verbose=0), np.float32)
+        except Exception as e:  # noqa: BLE001 - Keras raises many types; one failed row
+            return None, 0.0, f"{r.name}: Keras failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        return _flat(out), time.perf_counter() - t0, None
+    from mobiledeploy.runtimes.child import run_child
+
+    job = {"task": "predict", "model": str(Path(r.path).resolve()), "threads": threads}
+    res = run_child(job, timeout_s=timeout_s, arrays={"x": ds.x.astype(np.float32, copy=False)}, keep=("out",))
+    if res.get("status") != "ok":
+        if res.get("usage"):
+            raise UsageError(res["error"])
+        err = res.get("error") or "unknown failure"
+        return None, 0.0, err if r.name in err else f"{r.name}: {err}"
+    return _flat(res["arrays"]["out"]), float(res["seconds"]), None
+
+
+def _flat(out: np.ndarray) -> np.ndarray:
+    return out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
+
+
+def _finite(v: float | None):
+    return v if v is None or math.isfinite(v) else None
+
+
+# ---------------------------------------------------------------- what the CLI calls
+
+
+def run_eval(cfg: EvalConfig) -> EvalReport:
+    """Resolve ``cfg.models`` (files and export directories), load the data set, evaluate."""
+    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.models.artifacts import default_reference, model_input, preprocessing_for
+
+    refs = resolve_models(cfg.models)
+    if cfg.reference:
+        reference = resolve_models([cfg.reference], flag="--reference")[0]
+    else:
+        reference = default_reference(refs) if cfg.compare else None
+    everyone = refs + ([reference] if reference is not None and reference not in refs else [])
+    pres = {preprocessing_for(r, override=cfg.preprocessing, unsafe_load=cfg.unsafe_load) for r in everyone}
+    resolutions = {model_input(r, unsafe_load=cfg.unsafe_load)[0] for r in everyone}
+    if len(pres) > 1:
+        raise UsageError(f"the models expect different preprocessings ({', '.join(sorted(pres))}); evaluate them "
+                         "separately or force one with --preprocessing")
+    if len(resolutions) > 1:
+        raise UsageError(f"the models take different resolutions ({', '.join(map(str, sorted(resolutions)))}); "
+                         "evaluate them separately")
+    ds = load_dataset(cfg.data, resolution=resolutions.pop(), preprocessing=pres.pop(), split=cfg.split,
+                      limit=cfg.limit, labelled=True, seed=cfg.seed, labels_file=cfg.labels_file)
+    report = evaluate(refs, ds, reference=reference, threads=cfg.threads, timeout_s=cfg.timeout_s,
+                      unsafe_load=cfg.unsafe_load)
+    if not cfg.per_layer:
+        return report
+    from mobiledeploy.accuracy.perlayer import per_layer_report
+
+    by_path = {m.path: m for m in everyone}
+    results = []
+    for res in report.results:
+        r = by_path[res.model]
+        if res.status == "ok" and res.precision == "int8" and r.format in ("tflite", "onnx"):
+            pl = per_layer_report(r, dataset=ds, source_model=cfg.source_model, unsafe_load=cfg.unsafe_load)
+            res = _replace(res, per_layer=pl)
+        results.append(res)
+    return EvalReport(data=report.data, results=tuple(results))
+
+
+def _replace(res: ModelResult, **kw) -> ModelResult:
+    import dataclasses
+
+    return dataclasses.replace(res, **kw)
+
+
+def accuracy_for(models: Sequence[str], data: str, *, threads: int | None = None,
+                 limit: int | None = None) -> dict[str, dict]:
+    """{model path as given: {"top1", "top5", "samples", "data", "status"}} for ``bench --data``.
+
+    Each model is evaluated on its own (its preprocessing and resolution come from its
+    manifest), without a reference. Usage errors (no labels, unknown preprocessing) raise.
+    """
+    out: dict[str, dict] = {}
+    for m in models:
+        rep = run_eval(EvalConfig(models=(m,), data=data, limit=limit, threads=threads, compare=False))
+        r = rep.results[0]
+        out[m] = {"top1": r.top1, "top5": r.top5, "samples": r.samples, "status": r.status,
+                  "data": rep.data["source"] + (f" {rep.data['split']}" if rep.data.get("split") else "")}
+        if r.error:
+            out[m]["error"] = r.error
+    return out

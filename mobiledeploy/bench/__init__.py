@@ -1,0 +1,1 @@
+"""Bench: host latency of artifacts under target settings, in child processes."""

@@ -1,0 +1,95 @@
+"""The bench table, built from one list of column definitions (terminal and Markdown).
+
+Adding a column is one ``Column`` appended to ``COLUMNS`` (or passed in ``columns=``).
+A column's ``value(result, extra)`` gets the ``BenchResult`` and ``extra``, a dict of
+figures that other commands attach to that model (``extras={model_path: {...}}``), e.g.
+an accuracy from ``eval`` or an estimate from ``estimate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from mobiledeploy.bench.core import BenchResult
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    value: Callable[[BenchResult, dict], str]
+    justify: str = "right"
+
+
+def _ms(key: str) -> Callable[[BenchResult, dict], str]:
+    return lambda r, x: f"{r.latency_ms[key]:.3f}" if r.ok and key in r.latency_ms else "-"
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return format(v, fmt) if v is not None else "-"
+
+
+def size_str(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"
+
+
+COLUMNS: list[Column] = [
+    Column("model", lambda r, x: Path(r.model).name, "left"),
+    Column("format", lambda r, x: r.format, "left"),
+    Column("precision", lambda r, x: r.precision, "left"),
+    Column("runtime", lambda r, x: r.runtime, "left"),
+    Column("threads", lambda r, x: str(r.threads or "-")),
+    Column("status", lambda r, x: r.status, "left"),
+    Column("size", lambda r, x: size_str(r.size_bytes)),
+    Column("init ms", lambda r, x: _num(r.init_ms, ".1f") if r.ok else "-"),
+    Column("p50 ms", _ms("p50")),
+    Column("p90 ms", _ms("p90")),
+    Column("p99 ms", _ms("p99")),
+    Column("inf/s", lambda r, x: _num(r.throughput_ips, ".1f") if r.ok else "-"),
+    Column("mem MiB", lambda r, x: _num(r.peak_rss_mb, ".1f") if r.ok else "-"),
+]
+
+
+def rows(results: Sequence[BenchResult], columns: Sequence[Column], extras: dict | None) -> list[list[str]]:
+    extras = extras or {}
+    return [[c.value(r, extras.get(r.model, {})) for c in columns] for r in results]
+
+
+def rich_table(results: Sequence[BenchResult], *, title: str, columns: Sequence[Column] | None = None,
+               extras: dict | None = None):
+    from rich.table import Table
+
+    columns = COLUMNS if columns is None else columns
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c.header, justify=c.justify, no_wrap=c.header != "model",
+                         overflow="fold" if c.header == "model" else "ellipsis")
+    for r, cells in zip(results, rows(results, columns, extras)):
+        table.add_row(*cells, style=None if r.ok else "red")
+    return table
+
+
+def markdown_table(results: Sequence[BenchResult], *, title: str, columns: Sequence[Column] | None = None,
+                   extras: dict | None = None, notes: Sequence[str] = ()) -> str:
+    columns = COLUMNS if columns is None else columns
+
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"### {esc(title)}", "",
+             "| " + " | ".join(c.header for c in columns) + " |",
+             "|" + "|".join("---:" if c.justify == "right" else "---" for c in columns) + "|"]
+    lines += ["| " + " | ".join(esc(v) for v in cells) + " |" for cells in rows(results, columns, extras)]
+    errors = [f"- `{Path(r.model).name}`: {esc(r.error or '')}" for r in results if not r.ok]
+    if errors:
+        lines += ["", "Errors:", ""] + errors
+    if notes:
+        lines += ["", *[f"Note: {esc(n)}" for n in notes]]
+    return "\n".join(lines) + "\n"

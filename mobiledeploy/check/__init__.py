@@ -1,0 +1,1 @@
+"""Check: size, latency and accuracy budgets for CI."""

@@ -1,0 +1,184 @@
+"""Per-layer graph parsing: a Keras model, a ``.tflite`` or an ``.onnx`` file -> layers.
+
+Each format is read into the same small intermediate form (``_Node``: op type, kind,
+activation input/output shapes, weight shapes, MACs per output element); one shared
+pass then fuses what the mobile runtimes fuse and turns nodes into ``LayerStats``.
+
+Counting convention (the MobileNet paper's, Tables 6 and 7):
+
+- MACs are the multiply-accumulates of the weighted layers only: standard, depthwise
+  and pointwise convolutions and the fully connected classifier (in Keras MobileNet
+  V1 a 1x1 convolution over a 1x1 map). BatchNorm, activations, padding, pooling,
+  bias adds and the softmax count 0 MACs (they are still listed, with their bytes).
+- Parameters are the deployed weights: convolution/dense kernels plus one bias per
+  output channel, where a following BatchNorm is folded into that bias (as every
+  converter does). So Keras, TFLite and ONNX files of one model give the same total;
+  Keras's own ``count_params()`` is larger by BatchNorm's mean/variance/scale.
+- Fused activations (ReLU/ReLU6 right after a conv/dense, BatchNorm after a conv)
+  belong to that layer, as LiteRT fuses them; they are not separate layers.
+
+Only ``keras_nodes`` touches Keras, and only on a model object it is given: this module
+never imports TensorFlow. TFLite files are read with the LiteRT interpreter's op and
+tensor details, ONNX files with ``onnx`` and ``onnx.shape_inference``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from mobiledeploy.cost.ir import OP_CLASSES, LayerStats, UnknownOpWarning, _fuse_and_measure, _Node, _prod  # noqa: F401 - re-exported
+from mobiledeploy.errors import UsageError
+
+# ---------------------------------------------------------------- Keras
+
+_KERAS_KINDS = {
+    "Conv2D": "conv", "DepthwiseConv2D": "depthwise", "Dense": "dense",
+    "BatchNormalization": "bn", "ReLU": "act",
+    "GlobalAveragePooling2D": "pool", "AveragePooling2D": "pool", "MaxPooling2D": "pool",
+    "GlobalMaxPooling2D": "pool",
+    "Add": "elementwise", "Multiply": "elementwise", "Subtract": "elementwise",
+    "Rescaling": "elementwise", "Normalization": "elementwise", "Softmax": "elementwise",
+    "Activation": "elementwise", "LeakyReLU": "elementwise", "PReLU": "elementwise",
+    "ZeroPadding2D": "reshape", "Reshape": "reshape", "Flatten": "reshape",
+    "Concatenate": "reshape", "Permute": "reshape", "Cropping2D": "reshape",
+    "InputLayer": "noop", "Dropout": "noop", "SpatialDropout2D": "noop", "GaussianNoise": "noop",
+    "ActivityRegularization": "noop",
+}
+_FUSABLE_ACTIVATIONS = ("relu", "relu6")
+
+
+def _keras_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and type(layer).__name__ in ("Functional", "Sequential", "Model"):
+            yield from _keras_layers(layer)
+        else:
+            yield layer
+
+
+def _keras_tensor_id(t):
+    return id(t)
+
+
+def keras_nodes(model) -> list[_Node]:
+    """The Keras model's layers as nodes (functional models; nested models flattened)."""
+    nodes = []
+    for layer in _keras_layers(model):
+        t = type(layer).__name__
+        kind = _KERAS_KINDS.get(t, "other")
+        if t == "Activation":
+            act = getattr(getattr(layer, "activation", None), "__name__", "")
+            kind = "act" if act in _FUSABLE_ACTIVATIONS else ("noop" if act == "linear" else "elementwise")
+        if t == "ReLU" and (getattr(layer, "negative_slope", 0) or getattr(layer, "threshold", 0)):
+            kind = "elementwise"
+        ins = getattr(layer, "input", None)
+        ins = ins if isinstance(ins, (list, tuple)) else ([ins] if ins is not None else [])
+        out = layer.output
+        n = _Node(name=layer.name, type=t, kind=kind,
+                  inputs=[_keras_tensor_id(x) for x in ins if x is not None and t != "InputLayer"],
+                  in_shapes=[tuple(x.shape) for x in ins if x is not None and t != "InputLayer"],
+                  output=_keras_tensor_id(out), out_shape=tuple(out.shape))
+        if t == "InputLayer":
+            n.inputs, n.in_shapes = [], []
+        weights = [tuple(w.shape) for w in layer.weights]
+        if kind in ("conv", "depthwise"):
+            k = tuple(int(v) for v in layer.kernel_size)
+            n.kernel = k
+            n.weights = weights
+            kshape = tuple(layer.kernel.shape)
+            if kind == "conv":
+                groups = int(getattr(layer, "groups", 1) or 1)
+                n.macs_per_out = _prod(k) * int(kshape[2])  # kernel (kh, kw, cin/groups, cout)
+                n.channels = int(kshape[3])
+            else:
+                n.macs_per_out = _prod(k)
+                n.channels = int(n.out_shape[-1])
+            if kind == "conv" and getattr(layer, "activation", None) is not None:
+                if getattr(layer.activation, "__name__", "linear") not in ("linear",) + _FUSABLE_ACTIVATIONS:
+                    warnings.warn(f"layer {layer.name} has a built-in {layer.activation.__name__} "
+                                  f"activation; counted as fused", UnknownOpWarning, stacklevel=2)
+        elif kind == "dense":
+            n.weights = weights
+            n.macs_per_out = int(layer.kernel.shape[0])
+            n.channels = int(layer.kernel.shape[1])
+        elif kind == "bn":
+            n.channels = int(n.out_shape[-1])
+        elif kind == "other":
+            n.weights = weights
+        nodes.append(n)
+    return nodes
+
+
+def keras_layers(model) -> list[LayerStats]:
+    return _fuse_and_measure(keras_nodes(model), channels_last=True)
+
+
+# ---------------------------------------------------------------- TFLite (LiteRT, no TensorFlow)
+
+_TFLITE_KINDS = {
+    "CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense",
+    "MEAN": "pool", "AVERAGE_POOL_2D": "pool", "MAX_POOL_2D": "pool", "SUM": "pool",
+    "REDUCE_MAX": "pool",
+    "RELU": "act", "RELU6": "act",
+    "ADD": "elementwise", "MUL": "elementwise", "SUB": "elementwise", "DIV": "elementwise",
+    "HARD_SWISH": "elementwise", "LOGISTIC": "elementwise", "TANH": "elementwise",
+    "SOFTMAX": "elementwise", "QUANTIZE": "elementwise", "DEQUANTIZE": "elementwise",
+    "LEAKY_RELU": "elementwise", "PRELU": "elementwise", "RELU_N1_TO_1": "elementwise",
+    "PAD": "reshape", "PADV2": "reshape", "RESHAPE": "reshape", "SQUEEZE": "reshape",
+    "TRANSPOSE": "reshape", "CONCATENATION": "reshape", "STRIDED_SLICE": "reshape",
+    "EXPAND_DIMS": "reshape", "SLICE": "reshape", "SHAPE": "reshape", "PACK": "reshape",
+    "GATHER": "reshape", "CAST": "reshape", "SPLIT": "reshape", "UNPACK": "reshape",
+}
+
+
+def tflite_nodes(path: str | Path) -> list[_Node]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    try:
+        it = Interpreter(model_path=str(path),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(f"cannot read TFLite model {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    produced = {o for op in ops for o in op["outputs"]}
+    inputs = {d["index"] for d in it.get_input_details()}
+
+    def is_const(i):
+        return i >= 0 and i not in produced and i not in inputs
+
+    # DEQUANTIZE of a constant (fp16 / int8 weights) is weight decoding done at load time.
+    const_dq = {op["outputs"][0]: op["inputs"][0] for op in ops
+                if op["op_name"] == "DEQUANTIZE" and is_const(op["inputs"][0])}
+
+    def shape(i):
+        return tuple(int(s) for s in tensors[i]["shape"])
+
+    nodes = []
+    for op in ops:
+        t = op["op_name"]
+        if t == "DEQUANTIZE" and op["outputs"][0] in const_dq:
+            continue
+        kind = _TFLITE_KINDS.get(t, "other")
+        ins = [i for i in op["inputs"] if i >= 0]
+        act = [i for i in ins if not is_const(i) and i not in const_dq]
+        wts = [const_dq.get(i, i) for i in ins if is_const(i) or i in const_dq]
+        out = op["outputs"][0] if len(op["outputs"]) else None
+        n = _Node(name=tensors[out]["name"] if out is not None else f"{t}_{op['index']}", type=t, kind=kind,
+                  inputs=act, in_shapes=[shape(i) for i in act], output=out,
+                  out_shape=shape(out) if out is not None else ())
+        if kind in ("conv", "depthwise", "dense") and len(ins) >= 2:
+            w = shape(const_dq.get(ins[1], ins[1]))
+            n.weights = [shape(i) for i in wts]
+            if kind == "conv":  # (cout, kh, kw, cin/groups)
+                n.kernel, n.macs_per_out, n.channels = (w[1], w[2]), w[1] * w[2] * w[3], w[0]
+            elif kind == "depthwise":  # (1, kh, kw, cout)
+                n.kernel, n.macs_per_out, n.channels = (w[1], w[2]), w[1] * w[2], w[3]
+            else:  # (out, in)
+                n.macs_per_out, n.channels = w[-1], w[0]
+        nodes.append(n)
+    return nodes
+
+
+def tflite_layers(path: str | Path) -> list[LayerStats]:
+    return _fuse_and_measure(tflite_nodes(path), channels_last=True)

@@ -1,0 +1,1 @@
+"""Export: the pipeline from a Keras model to validated TFLite/ONNX artifacts."""

@@ -1,0 +1,86 @@
+"""Keras -> ONNX with tf2onnx (NHWC input kept), then ONNX Runtime quantization.
+
+- fp32: tf2onnx from the frozen trace (opset 17), tensors named ``input``/``output``,
+  NHWC input with a dynamic batch.
+- int8: the fp32 graph is pre-processed (``quant_pre_process``) and quantized with
+  ``quantize_static`` in QDQ format over the recipe's calibration samples; per-channel or
+  per-tensor weights, activation/weight types and the calibration method from the recipe
+  (see ``mobiledeploy.export.recipes``).
+- dynamic: ``quantize_dynamic`` (int8 weights, activations quantized at run time).
+
+The fp32 ONNX is converted once per staging directory and reused by the quantizers.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from mobiledeploy.export.formats import FORMATS
+from mobiledeploy.export.formats._graph import INPUT_NAME, OUTPUT_NAME, frozen_function
+from mobiledeploy.export.formats._quiet import quiet_converter
+from mobiledeploy.errors import ConversionError
+from mobiledeploy.export.recipes import CALIB_BATCH, calibration_reader
+
+OPSET = 17
+CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                       "percentile": CalibrationMethod.Percentile}
+
+
+def _fp32(model, out_dir: Path, stem: str) -> Path:
+    path = Path(out_dir) / FORMATS["onnx"].filename(stem, "fp32")
+    if path.exists():
+        return path
+    try:
+        with quiet_converter():
+            import tf2onnx
+
+            cf = frozen_function(model)
+            names = {cf.inputs[0].name: INPUT_NAME, cf.outputs[0].name: OUTPUT_NAME}
+            tf2onnx.convert.from_graph_def(cf.graph.as_graph_def(), input_names=[cf.inputs[0].name],
+                                           output_names=[cf.outputs[0].name], opset=OPSET,
+                                           tensors_to_rename=names, output_path=str(path))
+    except Exception as e:
+        path.unlink(missing_ok=True)
+        raise ConversionError(f"ONNX conversion (tf2onnx) failed: {' '.join(str(e).split())[:300]}") from None
+    return path
+
+
+def _batch(recipe) -> int:
+    """MinMax statistics do not depend on batching; ORT's histogram calibrators need equal batches."""
+    return CALIB_BATCH if recipe.onnx_calibration == "minmax" else 1
+
+
+def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
+    fp32 = _fp32(model, out_dir, stem)
+    if precision == "fp32":
+        return fp32
+    path = Path(out_dir) / FORMATS["onnx"].filename(stem, precision)
+    try:
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp, quiet_converter():
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            if precision == "dynamic":
+                quantize_dynamic(str(pre), str(path), per_channel=recipe.per_channel, weight_type=QuantType.QInt8)
+            elif precision == "int8":
+                types = recipe.onnx
+                quantize_static(
+                    str(pre), str(path), calibration_reader(INPUT_NAME, recipe.calib, batch=_batch(recipe)),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=recipe.per_channel, calibrate_method=CALIBRATION_METHODS[recipe.onnx_calibration],
+                    reduce_range=types.reduce_range,
+                    activation_type=QuantType.QInt8 if types.name == "s8s8" else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                )
+            else:
+                raise ConversionError(f"ONNX cannot produce precision {precision!r}")
+    except ConversionError:
+        raise
+    except Exception as e:
+        path.unlink(missing_ok=True)
+        raise ConversionError(f"ONNX {precision} quantization failed: {' '.join(str(e).split())[:300]}") from None
+    return path

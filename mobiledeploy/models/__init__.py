@@ -1,0 +1,1 @@
+"""Models: architectures (build/load in Keras) and the artifact resolver/inspector."""

@@ -1,0 +1,270 @@
+"""MobileNet architectures as a registry, a checked builder and a safe loader.
+
+``ARCHS`` maps a name (``mobilenet_v1`` ...) to an ``Arch`` row: the
+``keras.applications`` constructor, which optional arguments it takes and the input
+preprocessing it expects (a name in ``mobiledeploy.accuracy.data.PREPROCESSING``). Adding an
+architecture is one row.
+
+Every argument is checked before Keras is imported, with a message naming the value
+received and the flag that fixes it. Keras (and so TensorFlow) is imported only inside
+``build_model`` / ``load_model``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mobiledeploy.errors import UsageError
+
+MIN_RESOLUTION = 32
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    keras_fn: str  # attribute of keras.applications
+    preprocessing: str  # a name in mobiledeploy.accuracy.data.PREPROCESSING
+    depth_multiplier: bool = False  # takes depth_multiplier=
+    dropout_kw: str | None = None  # name of its dropout keyword, None when it has no dropout
+    extra: tuple[tuple[str, object], ...] = ()  # fixed keyword arguments
+    name_pattern: str = ""  # regex matching the Keras model name it builds
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "keras": f"keras.applications.{self.keras_fn}",
+                "preprocessing": self.preprocessing}
+
+
+ARCHS: dict[str, Arch] = {
+    "mobilenet_v1": Arch("mobilenet_v1", "MobileNet", "mobilenet", depth_multiplier=True,
+                         dropout_kw="dropout", name_pattern=r"^mobilenet_(?P<alpha>[0-9.]+)_\d+$"),
+    "mobilenet_v2": Arch("mobilenet_v2", "MobileNetV2", "mobilenet",
+                         name_pattern=r"^mobilenetv2_(?P<alpha>[0-9.]+)_\d+$"),
+    # Keras' MobileNetV3 rescales inside the model (include_preprocessing): it takes 0..255.
+    "mobilenet_v3_small": Arch("mobilenet_v3_small", "MobileNetV3Small", "raw", dropout_kw="dropout_rate",
+                               extra=(("include_preprocessing", True),), name_pattern=r"^MobileNetV3Small"),
+    "mobilenet_v3_large": Arch("mobilenet_v3_large", "MobileNetV3Large", "raw", dropout_kw="dropout_rate",
+                               extra=(("include_preprocessing", True),), name_pattern=r"^MobileNetV3Large"),
+}
+
+#: suffixes ``--weights`` accepts (what ``keras.Model.load_weights`` reads)
+WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
+
+
+def get_arch(name: str, *, flag: str = "--arch") -> Arch:
+    if name not in ARCHS:
+        raise UsageError(f"unknown architecture {name!r} ({flag}); choose from {', '.join(ARCHS)}")
+    return ARCHS[name]
+
+
+def check_build_args(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224,
+                     classes: int = 1000, depth_multiplier: int = 1, dropout: float = 1e-3,
+                     weights: str | os.PathLike | None = None) -> Arch:
+    """Validate builder arguments without importing Keras; returns the ``Arch`` row."""
+    a = get_arch(arch)
+    if not _is_number(alpha) or not math.isfinite(alpha) or alpha <= 0:
+        raise UsageError(f"alpha (width multiplier, --alpha) must be > 0, received alpha={alpha!r}")
+    if not _is_int(resolution) or resolution < MIN_RESOLUTION:
+        raise UsageError(f"resolution (--res) must be an integer >= {MIN_RESOLUTION}, "
+                         f"received resolution={resolution!r}")
+    if not _is_int(classes) or classes < 1:
+        raise UsageError(f"classes (--classes) must be an integer >= 1, received classes={classes!r}")
+    if not _is_int(depth_multiplier) or depth_multiplier < 1:
+        raise UsageError(f"depth multiplier (--depth-multiplier) must be an integer >= 1, "
+                         f"received depth_multiplier={depth_multiplier!r}")
+    if depth_multiplier != 1 and not a.depth_multiplier:
+        raise UsageError(f"{a.name} has no depth multiplier (--depth-multiplier); only mobilenet_v1 does, "
+                         f"received depth_multiplier={depth_multiplier!r}")
+    if not _is_number(dropout) or not (0.0 <= dropout < 1.0):
+        raise UsageError(f"dropout (--dropout) must be in [0, 1), received dropout={dropout!r}")
+    if weights is not None:
+        p = Path(weights)
+        if not p.exists():
+            raise UsageError(f"weights file not found (--weights): {str(p)!r}")
+        if not p.is_file() or not os.access(p, os.R_OK):
+            raise UsageError(f"weights file is not a readable file (--weights): {str(p)!r}")
+        if not str(p).lower().endswith(WEIGHTS_SUFFIXES):
+            raise UsageError(f"weights file {str(p)!r} (--weights) must end in one of "
+                             f"{', '.join(WEIGHTS_SUFFIXES)}")
+    return a
+
+
+def build_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224, classes: int = 1000,
+                depth_multiplier: int = 1, dropout: float = 1e-3, weights: str | os.PathLike | None = None,
+                seed: int = 0):
+    """A ``keras.applications`` MobileNet with random init (``seed``) or local ``weights``.
+
+    Raises ``UsageError`` for bad arguments and for a weights file that does not fit the
+    built architecture. Nothing is downloaded.
+    """
+    a = check_build_args(arch, alpha=alpha, resolution=resolution, classes=classes,
+                         depth_multiplier=depth_multiplier, dropout=dropout, weights=weights)
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+    kwargs: dict = dict(input_shape=(int(resolution), int(resolution), 3), alpha=float(alpha), weights=None,
+                        classes=int(classes))
+    if a.depth_multiplier:
+        kwargs["depth_multiplier"] = int(depth_multiplier)
+    if a.dropout_kw:
+        kwargs[a.dropout_kw] = float(dropout)
+    kwargs.update(dict(a.extra))
+    try:
+        model = getattr(keras.applications, a.keras_fn)(**kwargs)
+    except ValueError as e:
+        raise UsageError(f"keras cannot build {a.name} with alpha={alpha}, resolution={resolution}: "
+                         f"{_one_line(e)}") from None
+    if weights is not None:
+        _load_weights(model, Path(weights), a, alpha=alpha, resolution=resolution, classes=classes)
+    return model
+
+
+def _load_weights(model, path: Path, a: Arch, *, alpha, resolution, classes) -> None:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras warns per layer before it raises
+            model.load_weights(str(path))
+    except (ValueError, KeyError, OSError, TypeError) as e:
+        msg = _one_line(e)
+        m = (re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", msg)
+             or re.search(r"expects shape (\([^)]*\))\. Received saved weight with shape (\([^)]*\))", msg))
+        detail = f"a layer expects shape {m.group(1)}, the file has {m.group(2)}" if m else msg[:200]
+        raise UsageError(
+            f"weights file {path.name!r} (--weights) does not fit {a.name} alpha={alpha} res={resolution} "
+            f"classes={classes}: {detail}") from None
+
+
+# ------------------------------------------------------------------ loading
+
+
+def check_model_path(path: str | os.PathLike, *, flag: str = "--model") -> Path:
+    """The model path exists, is readable and is .keras / .h5 / a SavedModel directory."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"model not found ({flag}): {str(p)!r}")
+    if p.is_dir():
+        if not (p / "saved_model.pb").is_file():
+            raise UsageError(f"directory {str(p)!r} ({flag}) is not a SavedModel (no saved_model.pb)")
+        return p
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"model file is not readable ({flag}): {str(p)!r}")
+    if p.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+        raise UsageError(f"model {str(p)!r} ({flag}) must be a .keras or .h5 file or a SavedModel directory")
+    return p
+
+
+def load_model(path: str | os.PathLike, *, unsafe: bool = False):
+    """Load a Keras model from ``.keras``, ``.h5`` or a SavedModel directory.
+
+    Keras ``safe_mode=True`` unless ``unsafe``: a model that needs arbitrary code to
+    deserialize (Lambda layers) is refused with a message naming ``--unsafe-load``.
+    A SavedModel directory is wrapped in a ``TFSMLayer`` (its serving signature).
+    """
+    p = check_model_path(path)
+    import keras
+
+    if p.is_dir():
+        return _load_saved_model(p)
+    try:
+        return keras.models.load_model(str(p), compile=False, safe_mode=not unsafe)
+    except ValueError as e:
+        msg = _one_line(e)
+        if "safe_mode=False" in msg or "arbitrary code execution" in msg:  # Keras' own wording
+            raise UsageError(f"{p.name} needs unsafe deserialization (it contains a Lambda layer or other "
+                             f"Python code); pass --unsafe-load only if you trust this file") from None
+        raise UsageError(f"cannot load Keras model {str(p)!r} (--model): {msg[:300]}") from None
+    except (OSError, KeyError, TypeError, AttributeError, ImportError) as e:
+        raise UsageError(f"cannot load Keras model {str(p)!r} (--model): {_one_line(e)[:300]}") from None
+    except Exception as e:  # corrupt archives raise zipfile/h5py errors of their own
+        raise UsageError(f"cannot load Keras model {str(p)!r} (--model): {type(e).__name__}: "
+                         f"{_one_line(e)[:300]}") from None
+
+
+def _load_saved_model(p: Path):
+    import keras
+
+    try:
+        layer = keras.layers.TFSMLayer(str(p), call_endpoint="serving_default")
+        import tensorflow as tf
+
+        loaded = getattr(layer, "_reloaded_obj", None) or tf.saved_model.load(str(p))  # load once if we can
+        sig = loaded.signatures["serving_default"]
+        (spec,) = sig.structured_input_signature[1].values()
+        inp = keras.Input(shape=tuple(spec.shape[1:]), name=spec.name or "input")
+        out = layer(inp)
+        if isinstance(out, dict):
+            if len(out) != 1:
+                raise UsageError(f"SavedModel {str(p)!r} has {len(out)} outputs; export needs exactly one")
+            out = next(iter(out.values()))
+        return keras.Model(inp, out, name=p.name)
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"cannot load SavedModel {str(p)!r} (--model): {_one_line(e)[:300]}") from None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the manifest says about a model: its arch and shape, built or loaded."""
+
+    arch: str | None
+    alpha: float | None
+    resolution: int
+    classes: int
+    input_shape: tuple[int, int, int, int]
+    preprocessing: str
+
+    def to_json(self) -> dict:
+        return {"arch": self.arch, "alpha": self.alpha, "resolution": self.resolution, "classes": self.classes,
+                "input_shape": list(self.input_shape), "preprocessing": self.preprocessing}
+
+
+def describe(model, *, arch: str | None = None, alpha: float | None = None,
+             preprocessing: str | None = None) -> ModelInfo:
+    """Shape facts of a Keras image classifier; arch/alpha guessed from its name if not given.
+
+    Raises ``UsageError`` unless the model has one NHWC image input with 3 channels and
+    one (N, classes) output.
+    """
+    ins = model.inputs
+    if len(ins) != 1:
+        raise UsageError(f"model {model.name!r} has {len(ins)} inputs; export needs one image input")
+    shape = tuple(ins[0].shape)
+    if len(shape) != 4 or shape[3] != 3 or shape[1] is None or shape[2] is None:
+        raise UsageError(f"model {model.name!r} input shape {shape} is not a fixed-size NHWC RGB image "
+                         f"(None, H, W, 3)")
+    outs = model.outputs
+    if len(outs) != 1 or len(outs[0].shape) != 2:
+        raise UsageError(f"model {model.name!r} must have one (batch, classes) output, "
+                         f"has {[tuple(o.shape) for o in outs]}")
+    if arch is None:
+        for a in ARCHS.values():
+            m = re.match(a.name_pattern, model.name or "")
+            if m:
+                arch = a.name
+                if alpha is None and "alpha" in m.groupdict():
+                    alpha = float(m.group("alpha"))
+                break
+    if preprocessing is None:
+        preprocessing = ARCHS[arch].preprocessing if arch in ARCHS else "mobilenet"
+    h, w = int(shape[1]), int(shape[2])
+    return ModelInfo(arch=arch, alpha=alpha, resolution=h if h == w else max(h, w), classes=int(outs[0].shape[1]),
+                     input_shape=(1, h, w, 3), preprocessing=preprocessing)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    return msg if msg else type(e).__name__

@@ -1,0 +1,250 @@
+"""Which models an evaluation runs, and what is known about each one.
+
+``resolve_models(["build/", "m.tflite"])`` expands export directories through their
+``manifest.json`` (every artifact, the ``.keras`` source first) and reads a single file's
+entry from a ``manifest.json`` beside it when there is one. The resulting ``ModelRef``
+says the file's format, precision, runtime and, when a manifest recorded them, its
+preprocessing, resolution and the float Keras source of its export.
+
+Input shapes are read without running a runtime: ONNX through ``onnx`` (protobuf),
+TFLite through the flatbuffer schema shipped with LiteRT, Keras by loading the model
+(safe mode). No TensorFlow import except for ``.keras`` files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mobiledeploy.errors import UsageError
+from mobiledeploy.models import inspect
+from mobiledeploy.runtimes import KERAS_SUFFIXES
+
+MODEL_FORMATS = ("keras", "tflite", "onnx")  # what eval/bench/check read from an export
+
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    path: str
+    format: str  # keras | tflite | onnx
+    precision: str  # fp32 | fp16 | dynamic | int8 | unknown
+    preprocessing: str | None = None  # from the manifest
+    resolution: int | None = None  # from the manifest
+    manifest: str | None = None  # the manifest.json that describes it
+    source: str | None = field(default=None, compare=False)  # float .keras of the same export
+    calibration: dict | None = field(default=None, compare=False, hash=False)
+    quantization: dict | None = field(default=None, compare=False, hash=False)  # the export's recipe
+    arch: str | None = None  # from the manifest
+    alpha: float | None = None
+
+    @property
+    def runtime(self) -> str:
+        from mobiledeploy.runtimes import format_runtime
+
+        return format_runtime().get(self.format, "keras")
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+def contained_path(base: Path, value, *, key: str, source: str | os.PathLike, must_exist: bool = True) -> Path:
+    """A path read from a file (manifest, budget, target): relative, inside ``base``, a regular file.
+
+    ``base`` is the directory the file came from; symlinks are resolved before the check,
+    so neither ``..``, an absolute path nor a link can lead outside it. Anything else is a
+    usage error naming the file and the key, never echoing what the path points at.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{str(source)!r}: {key} must be a non-empty relative path")
+    rel = Path(value)
+    if rel.is_absolute():
+        raise UsageError(f"{str(source)!r}: {key} = {value!r} is an absolute path; paths in it must be "
+                         f"relative to {str(base)!r}")
+    p = base / rel
+    try:
+        inside = p.resolve().is_relative_to(base.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise UsageError(f"{str(source)!r}: {key} = {value!r} points outside {str(base)!r}")
+    if must_exist:
+        if not p.exists():
+            raise UsageError(f"{str(source)!r} lists {value!r} ({key}) but the file is missing")
+        if not p.is_file():
+            raise UsageError(f"{str(source)!r}: {key} = {value!r} is not a regular file")
+    return p
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read export manifest {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(m, dict) or not isinstance(m.get("artifacts"), list) \
+            or not all(isinstance(a, dict) for a in m["artifacts"]):
+        raise UsageError(f"{str(path)!r} is not a mobiledeploy export manifest (no 'artifacts' list)")
+    return m
+
+
+def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
+    model = m.get("model") or {}
+    p = contained_path(mpath.parent, entry.get("file"), key="artifacts[].file", source=mpath)
+    return ModelRef(path=str(p), format=entry.get("format") or inspect.detect_format(p),
+                    precision=entry.get("precision") or inspect.precision(p),
+                    preprocessing=model.get("preprocessing"), resolution=model.get("resolution"),
+                    manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"),
+                    quantization=m.get("quantization"),
+                    arch=model.get("arch"), alpha=_float(model.get("alpha")))
+
+
+def _float(v) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_source(mpath: Path, m: dict) -> str | None:
+    """The export's float Keras model: its ``.keras`` artifact, else the file it was loaded from."""
+    keras_src = next((a.get("file") for a in m["artifacts"] if a.get("format") == "keras"), None)
+    if keras_src:
+        return str(contained_path(mpath.parent, keras_src, key="artifacts[].file", source=mpath))
+    loaded = (m.get("model") or {}).get("source")  # "build", or the --model path as given to export
+    if isinstance(loaded, str) and loaded != "build" and Path(loaded).is_file():
+        return loaded
+    return None
+
+
+def export_refs(directory: Path, *, formats=MODEL_FORMATS, flag: str = "MODEL") -> list[ModelRef]:
+    """The artifacts of one directory, in ``formats``: its manifest's entries (the .keras source
+    first), or, without a manifest, every model file in it."""
+    mpath = directory / "manifest.json"
+    if not mpath.is_file():
+        from mobiledeploy.runtimes import RUNTIMES
+
+        suffixes = {"keras": KERAS_SUFFIXES, **{rt.format: rt.suffixes for rt in RUNTIMES.values()}}
+        want = tuple(s for f in formats for s in suffixes[f])
+        files = sorted(f for f in directory.iterdir() if f.is_file() and f.suffix.lower() in want)
+        if not files:
+            kinds = " or ".join("." + f for f in formats if f != "keras")
+            raise UsageError(f"directory {str(directory)!r} ({flag}) holds no {kinds} models and has no "
+                             "manifest.json; pass model files or a directory written by `mobiledeploy export`")
+        return [ModelRef(path=str(f), format=inspect.detect_format(f), precision=inspect.precision(f))
+                for f in files]
+    m = read_manifest(mpath)
+    entries = [a for a in m["artifacts"] if a.get("format") in formats]
+    entries.sort(key=lambda a: a.get("format") != "keras")  # the float source first
+    if not entries:
+        raise UsageError(f"export manifest {str(mpath)!r} lists no {'/'.join('.' + f for f in formats)} artifacts")
+    return [_from_manifest(mpath, m, a) for a in entries]
+
+
+def resolve_models(paths, *, flag: str = "MODEL", formats=MODEL_FORMATS) -> list[ModelRef]:
+    """Files and export directories -> ``ModelRef`` list, one row per file (usage error for anything else)."""
+    out: list[ModelRef] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise UsageError(f"model not found ({flag}): {str(p)!r}")
+        if p.is_dir():
+            out += export_refs(p, formats=formats, flag=flag)
+            continue
+        out.append(file_ref(p))
+    seen, unique = set(), []
+    for r in out:
+        key = os.path.realpath(r.path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def file_ref(p: Path) -> ModelRef:
+    """One model file, described by the manifest beside it when that manifest lists it."""
+    fmt = inspect.detect_format(p)
+    mpath = p.parent / "manifest.json"
+    if mpath.is_file():
+        try:
+            m = read_manifest(mpath)
+            entry = next((a for a in m["artifacts"] if a.get("file") == p.name), None)
+            if entry is not None:
+                return _from_manifest(mpath, m, entry)
+        except UsageError:
+            pass  # a broken manifest beside a file does not stop the file from being used
+    return ModelRef(path=str(p), format=fmt, precision=inspect.precision(p))
+
+
+def default_reference(refs: list[ModelRef]) -> ModelRef | None:
+    """The float model of the first export among ``refs``: its .keras source, else fp32 TFLite/ONNX."""
+    for r in refs:
+        if r.manifest is None:
+            continue
+        m = read_manifest(Path(r.manifest))
+        cands = [_from_manifest(Path(r.manifest), m, a) for a in m["artifacts"]
+                 if a.get("format") in MODEL_FORMATS and a.get("file")
+                 and (Path(r.manifest).parent / a["file"]).is_file()]
+        for fmt in ("keras", "tflite", "onnx"):
+            for c in cands:
+                if c.format == fmt and c.precision in ("fp32", "float32"):
+                    return c
+        return None
+    return None
+
+
+# ---------------------------------------------------------------- shapes, without a runtime
+
+
+def model_input(r: ModelRef, *, unsafe_load: bool = False) -> tuple[int, int, int]:
+    """(height, width, channels) of the model's single image input; resolution is height."""
+    try:
+        if r.format == "keras":
+            shape = tuple(load_keras(r.path, unsafe_load).inputs[0].shape)
+        else:
+            ins = inspect.inputs(r.path)
+            if len(ins) != 1:
+                raise UsageError(f"{r.name} has {len(ins)} inputs; eval needs one image input")
+            shape = ins[0].shape
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"{r.name} is not a readable {r.format} model (cannot read its input shape: "
+                         f"{' '.join(str(e).split())[:160]})") from None
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        raise UsageError(f"{r.name} input shape {shape} is not a fixed-size NHWC image; eval needs (N, H, W, C)")
+    return int(shape[1]), int(shape[2]), int(shape[3] or 3)
+
+
+@functools.lru_cache(maxsize=8)
+def load_keras(path: str, unsafe: bool = False):
+    from mobiledeploy.models.archs import load_model
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no C++ INFO/WARNING lines from TensorFlow
+
+    return load_model(path, unsafe=unsafe)
+
+
+def preprocessing_for(r: ModelRef, *, override: str | None = None, unsafe_load: bool = False) -> str:
+    """The flag, else the manifest, else the architecture of a Keras model; UsageError if unknown."""
+    from mobiledeploy.accuracy.data import get_preprocessing
+
+    if override:
+        return get_preprocessing(override).name
+    if r.preprocessing:
+        return get_preprocessing(r.preprocessing, flag=f"manifest of {r.name}").name
+    if r.format == "keras":
+        from mobiledeploy.models.archs import ARCHS
+
+        name = load_keras(r.path, unsafe_load).name or ""
+        for a in ARCHS.values():
+            if a.name_pattern and re.match(a.name_pattern, name):
+                return a.preprocessing
+    from mobiledeploy.accuracy.data import PREPROCESSING
+
+    raise UsageError(f"preprocessing unknown for {r.name} (no manifest.json beside it records it); "
+                     f"pass --preprocessing ({'|'.join(PREPROCESSING)})")

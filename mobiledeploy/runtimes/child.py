@@ -1,0 +1,229 @@
+"""The one child process that runs models: ``bench`` timings and ``eval`` predictions.
+
+The parent calls ``run_child(job, ...)``: it starts ``python -m mobiledeploy.runtimes.child``,
+sends the job as one JSON object on stdin and reads the result as one JSON object from
+the child's *original* stdout (the child points fd 1 at stderr, so anything a runtime
+prints cannot corrupt it). Arrays travel as ``.npy`` files in a private temporary folder
+(memory-mapped by the child), never through the pipe. The parent owns the timeout and
+turns a signal death, a hang or a missing result into one error dict; a Ctrl-C kills the
+child. This module never imports TensorFlow (the runtimes are LiteRT and ONNX Runtime).
+
+Tasks are a registry (``TASKS``): ``bench`` (``measure``: load, warm up, time) and
+``predict`` (float outputs over a batch). ``timed_loop`` is the one timing loop;
+``benchmarks/harness_overhead.py`` compares it with a bare ``invoke()`` loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_MIN_RUNS = 50
+DEFAULT_MIN_TIME_S = 2.0
+FAULT_ENV = "MOBILEDEPLOY_TEST_CHILD_FAULT"  # test hook: segfault | sleep | raise [":" model file name]
+
+
+def run_plan(runs: int | None, min_time_s: float | None) -> tuple[int, float, int | None]:
+    """(minimum runs, minimum seconds, maximum runs) for the timed phase.
+
+    - neither given: at least 50 runs and at least 2 s;
+    - ``--runs N`` only: exactly N runs;
+    - ``--min-time S`` only: runs until S seconds have passed (at least one run);
+    - both: at least N runs and at least S seconds.
+    """
+    if runs is None and min_time_s is None:
+        return DEFAULT_MIN_RUNS, DEFAULT_MIN_TIME_S, None
+    if min_time_s is None:
+        return int(runs), 0.0, int(runs)
+    return (int(runs) if runs is not None else 1), float(min_time_s), None
+
+
+def timed_loop(invoke, *, min_runs: int, min_time_s: float = 0.0, max_runs: int | None = None) -> list[int]:
+    """Call ``invoke()`` repeatedly; return each call's duration in nanoseconds.
+
+    Only the call is inside the two clock reads; the stopping test sits outside them.
+    """
+    clock = time.perf_counter_ns
+    min_ns = int(min_time_s * 1e9)
+    samples: list[int] = []
+    append = samples.append
+    start = clock()
+    while True:
+        t0 = clock()
+        invoke()
+        t1 = clock()
+        append(t1 - t0)
+        n = len(samples)
+        if max_runs is not None and n >= max_runs:
+            break
+        if n >= min_runs and t1 - start >= min_ns:
+            break
+    return samples
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident set size (VmHWM) in KiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB elsewhere
+
+
+def measure(settings: dict) -> dict:
+    """Load, warm up and time one model under ``settings``; return the raw figures."""
+    cores = settings.get("cores")
+    if cores and hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the thread count alone applies
+        os.sched_setaffinity(0, cores)  # before the runtime starts its threads
+    _fault_hook(settings["model"])
+    from mobiledeploy import runtimes
+
+    # import the runtime library first: peak_rss_mb is the memory the model adds, not the library
+    runtimes.runtime_for(settings["model"]).load_library()
+    rss0 = peak_rss_kb()
+    shapes = {k: tuple(v) for k, v in (settings.get("shapes") or {}).items()}
+    t0 = time.perf_counter_ns()
+    session = runtimes.open_session(settings["model"], threads=settings.get("threads"),
+                                    xnnpack=settings.get("xnnpack", True),
+                                    ort_opt_level=settings.get("ort_opt_level", "all"), shapes=shapes)
+    init_ns = time.perf_counter_ns() - t0
+    session.set_inputs(runtimes.random_inputs(session, seed=settings.get("seed", 0)))
+    t0 = time.perf_counter_ns()
+    session.invoke()
+    first_ns = time.perf_counter_ns() - t0
+    for _ in range(int(settings.get("warmup", 10))):
+        session.invoke()
+    min_runs, min_time_s, max_runs = run_plan(settings.get("runs"), settings.get("min_time_s"))
+    samples = timed_loop(session.invoke, min_runs=min_runs, min_time_s=min_time_s, max_runs=max_runs)
+    rss1 = peak_rss_kb()
+    from mobiledeploy.models.inspect import precision
+
+    return {"status": "ok", "runtime": session.runtime, "precision": precision(settings["model"]),
+            "init_ms": init_ns / 1e6, "first_ms": first_ns / 1e6, "samples_ms": [s / 1e6 for s in samples],
+            "peak_rss_mb": (rss1 - rss0) / 1024.0, "process_peak_rss_mb": rss1 / 1024.0,
+            "inputs": [s.to_json() | {"shape": list(runtimes.input_shape(session, s))} for s in session.inputs],
+            "outputs": [s.to_json() for s in session.outputs],
+            "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "tensorflow_imported": "tensorflow" in sys.modules}
+
+
+def _fault_hook(model: str) -> None:
+    """Deliberate failures for the isolation tests (never set in normal use)."""
+    fault, _, only = os.environ.get(FAULT_ENV, "").partition(":")
+    if only and Path(model).name != only:
+        return
+    if fault == "segfault":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif fault == "sleep":
+        time.sleep(3600)
+    elif fault == "raise":
+        raise RuntimeError("deliberate failure from " + FAULT_ENV)
+
+
+def predict_task(job: dict) -> dict:
+    """Float outputs of ``runtimes.predict`` over ``DIR/x.npy``, written to ``DIR/out.npy``."""
+    _fault_hook(job["model"])
+    import numpy as np
+
+    from mobiledeploy import runtimes
+
+    session = runtimes.open_session(job["model"], threads=job.get("threads"))
+    x = np.load(os.path.join(job["dir"], "x.npy"), mmap_mode="r")
+    t0 = time.perf_counter()
+    out = runtimes.predict(session, np.asarray(x))
+    seconds = time.perf_counter() - t0
+    np.save(os.path.join(job["dir"], "out.npy"), out)
+    return {"status": "ok", "seconds": seconds}
+
+
+TASKS = {"bench": measure, "predict": predict_task}
+
+
+def main() -> int:
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # runtime chatter on fd 1 goes to stderr, not into our JSON
+    sys.stdout = sys.stderr
+    try:
+        job = json.loads(sys.stdin.read())
+        result = TASKS[job.get("task", "bench")](job)
+    except Exception as e:  # any failure of this one model becomes its error row
+        msg = " ".join(str(e).split()) or type(e).__name__
+        from mobiledeploy.errors import MobiledeployError
+
+        result = {"status": "error", "error": msg if isinstance(e, MobiledeployError) else f"{type(e).__name__}: {msg}",
+                  "usage": getattr(e, "exit_code", 1) == 2}
+    out.write(json.dumps(result))
+    out.flush()
+    return 0
+
+
+# ---------------------------------------------------------------- the parent side
+
+
+def run_child(job: dict, *, timeout_s: float, arrays: dict | None = None, keep: tuple[str, ...] = ()) -> dict:
+    """Run ``job`` (``{"task": ..., "model": ...}``) in a child; never raises for the child's failure.
+
+    ``arrays`` ({name: ndarray}) are saved as ``DIR/name.npy`` for the child; the files named
+    in ``keep`` (e.g. ``("out",)``) are loaded back into ``result["arrays"]``. Returns the
+    child's result dict, or ``{"status": "error", "error": ..., "usage": False}`` for a
+    timeout, a signal or a child that died without a result.
+    """
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="mobiledeploy-child-") as tmp:
+        for name, a in (arrays or {}).items():
+            np.save(os.path.join(tmp, f"{name}.npy"), np.ascontiguousarray(a))
+        result = _spawn({**job, "dir": tmp}, timeout_s)
+        if result.get("status") == "ok" and keep:
+            result["arrays"] = {k: np.load(os.path.join(tmp, f"{k}.npy")) for k in keep}
+    return result
+
+
+def _spawn(job: dict, timeout_s: float) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
+    proc = subprocess.Popen([sys.executable, "-m", "mobiledeploy.runtimes.child"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        out, err = proc.communicate(json.dumps(job).encode(), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"status": "error", "error": f"timed out after {timeout_s:g} s (raise it with --timeout)"}
+    except BaseException:  # Ctrl-C: never leave the child behind
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = str(-proc.returncode)
+        return {"status": "error", "error": f"crashed with signal {name}"}
+    try:
+        return json.loads(out.decode() or "null") or _no_result(proc.returncode, err)
+    except ValueError:
+        return _no_result(proc.returncode, err)
+
+
+def _no_result(code: int, err: bytes) -> dict:
+    lines = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+    tail = f": {lines[-1][:300]}" if lines else ""
+    return {"status": "error", "error": f"child exited with status {code} without a result{tail}"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
