@@ -254,3 +254,17 @@ def test_config_and_converted_file_give_the_same_estimate(model_dir):
     r = CliRunner().invoke(cli, ["estimate", str(model_dir / "fp32.tflite"), "--precision", "int8",
                                  "--target", "pixel4-big"])
     assert r.exit_code == 2 and "is a fp32 model" in r.stderr
+
+
+def test_expected_error_label_says_what_it_rests_on():
+    from mobiledeploy.cost.model import expected_error_text
+
+    rows = [{"model": "a"}, {"model": "b"}, {"model": "c"}]
+    assert expected_error_text({"loo_median_abs_error_pct": 6.1, "fitted_on": rows}) == \
+        "expected error ~6% (leave-one-out median)"
+    assert "held-out" in expected_error_text({"heldout_median_abs_error_pct": 4.0})
+    assert "in-sample median only" in expected_error_text(
+        {"fit_median_abs_error_pct": 3.0, "fitted_on": rows, "fit_params": ["compute", "memory"]})
+    exact = {"fit_median_abs_error_pct": 0.0, "fitted_on": rows[:1], "fit_params": ["scale"]}
+    assert "unknown" in expected_error_text(exact) and "~0%" not in expected_error_text(exact)
+    assert "priors only" in expected_error_text({})

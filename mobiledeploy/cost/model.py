@@ -262,9 +262,14 @@ def fit(base, rows, *, params: tuple[str, ...] | None = None, loo: bool = False)
 
 def expected_error_text(cost_model_table: dict) -> str:
     """What a target's [cost_model] says about its own accuracy, for estimate labels."""
-    for key, what in (("loo_median_abs_error_pct", "leave-one-out"), ("heldout_median_abs_error_pct", "held-out"),
-                      ("fit_median_abs_error_pct", "in-sample only")):
+    for key, what in (("loo_median_abs_error_pct", "leave-one-out"), ("heldout_median_abs_error_pct", "held-out")):
         v = cost_model_table.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return f"expected error ~{v:.0f}% ({what} median)"
+    rows, params = cost_model_table.get("fitted_on") or [], cost_model_table.get("fit_params") or []
+    v = cost_model_table.get("fit_median_abs_error_pct")
+    if rows and len(rows) > len(params) and isinstance(v, (int, float)):
+        return f"expected error ~{v:.0f}% (in-sample median only)"
+    if rows:
+        return "expected error unknown (fitted exactly on as many measurements as parameters)"
     return "expected error unknown (priors only: 2x or more)"
