@@ -16,6 +16,17 @@
 
 Writes benchmarks/results/estimate_host.json. These are host timings on this machine,
 never phone timings.
+
+Second mode, the two-corner check of the cost model (fp32 and int8, 1 and 2 threads):
+
+    mobiledeploy export --arch mobilenet_v1 --alpha A --res R --formats tflite --quant fp32,int8 --out GRID/A_R
+    mobiledeploy bench GRID/*/*.tflite --threads 1 --affinity 1 --json GRID/bench_t1_r1.json   (and --threads 2, more rounds)
+    .venv/bin/python benchmarks/estimate_host.py --bench-json 'GRID/bench_t*_r*.json' --out benchmarks/results/estimate_host_corners.json
+
+per (precision, threads) column: the per-round minimum latency (``--stat``), then the
+minimum over rounds; the cost model calibrated on the two corners (1.0/224 and 0.25/128)
+predicts the other 14, and on 1.0/224 alone (scale) the other 15, next to the naive
+latency-proportional-to-MACs baseline (``benchmarks/estimate_generalize.score``).
 """
 
 from __future__ import annotations
@@ -162,7 +173,12 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "estimate_host.json"))
     ap.add_argument("--write-target", action="store_true",
                     help="write the fitted [cost_model] into mobiledeploy/targets/host.toml")
+    ap.add_argument("--bench-json", metavar="GLOB",
+                    help="two-corner check from `bench --json` files of the V1 grid (fp32+int8, any threads)")
     args = ap.parse_args()
+    if args.bench_json:
+        return corners_from_bench_json(args.bench_json, Path(args.out), stat=args.stat,
+                                       write_target=args.write_target)
     convert_grid()
     if args.convert_only:
         return 0
@@ -201,14 +217,96 @@ def main() -> int:
     return 0
 
 
-def host_prior():
-    """Cost-model priors for this host: peak = clock x 16 fp32 MAC/cycle (AVX2, 2 FMA pipes)."""
+def host_prior(threads: int = 1):
+    """Cost-model priors for this host: peak = clock x 16 fp32 MAC/cycle (AVX2, 2 FMA pipes),
+    int8 2x that, 10 GB/s, 1 us per op (assumptions); cache = L2 + L3 as the kernel reports them."""
     from mobiledeploy.cost.estimate import DEFAULT_EFFICIENCY, CostModel
 
     ghz = _cpu_ghz()
     return CostModel(target="host", peak_gmacs={"fp32": ghz * 16, "int8": ghz * 32},
                      efficiency={p: dict(v) for p, v in DEFAULT_EFFICIENCY.items()}, bandwidth_gbs=10.0,
-                     overhead_us=5.0, threads=1)
+                     overhead_us=1.0, threads=threads, cache_kb=_cache_kb())
+
+
+def _cache_kb() -> float:
+    """L2 + L3 of cpu0 (KiB) from sysfs; 0 when unknown."""
+    total = 0.0
+    for idx in ("index2", "index3"):
+        try:
+            size = Path(f"/sys/devices/system/cpu/cpu0/cache/{idx}/size").read_text().strip()
+        except OSError:
+            continue
+        mult = {"K": 1, "M": 1024}.get(size[-1:], None)
+        total += float(size[:-1]) * mult if mult else float(size) / 1024
+    return total
+
+
+def corners_from_bench_json(pattern: str, out_path: Path, *, stat: str = "min", write_target: bool = False) -> int:
+    """Two-corner / one-point check on the host grid measured with `bench --json`."""
+    import glob
+    import re
+
+    from estimate_generalize import score
+
+    from mobiledeploy import io
+    from mobiledeploy.cost.fit import measurement_for
+
+    cols: dict[tuple, dict] = {}
+    files = sorted(glob.glob(pattern))
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        for r in data["results"]:
+            m = re.search(r"mobilenet_v1_([\d.]+)_(\d+)_(fp32|int8)\.tflite$", r["model"])
+            if r.get("status") != "ok" or not m:
+                continue
+            key = (m.group(3), int(r["threads"]))
+            cols.setdefault(key, {}).setdefault((m.group(1), int(m.group(2)), r["model"]), []).append(
+                r["latency_ms"][stat])
+    if not cols:
+        raise SystemExit(f"--bench-json {pattern!r}: no MobileNet V1 grid results")
+    report = {"what": "MobileNet V1 alpha x res grid, TFLite fp32 / int8, LiteRT + XNNPACK, host timings "
+                      f"(per-round {stat}, minimum over rounds)", "files": [Path(f).name for f in files],
+              "machine": machine_conditions(), "columns": {}}
+    for (prec, threads), grid in sorted(cols.items()):
+        rows = [measurement_for(label=f"{a}:{res}", model=path, precision=prec, threads=threads,
+                                latency_ms=min(v)) for (a, res, path), v in sorted(grid.items())]
+        spread = {f"{a}:{res}": 100.0 * (max(v) - min(v)) / min(v) for (a, res, _), v in grid.items()}
+        res = score(rows, host_prior(threads))
+        res["rounds"] = {f"{a}:{r}": v for (a, r, _), v in grid.items()}
+        res["spread_pct_median"] = statistics.median(spread.values())
+        report["columns"][f"{prec} {threads}t"] = res
+        s2, n2, s1, n1 = res["two_corners"], res["two_corners_naive"], res["one_point"], res["one_point_naive"]
+        print(f"{prec} {threads} thread(s): 2 corners median {s2['median_abs_error_pct']:.1f}% worst "
+              f"{s2['worst_abs_error_pct']:.1f}% (naive {n2['median_abs_error_pct']:.1f}/{n2['worst_abs_error_pct']:.1f}); "
+              f"1 point median {s1['median_abs_error_pct']:.1f}% worst {s1['worst_abs_error_pct']:.1f}% (naive "
+              f"{n1['median_abs_error_pct']:.1f}/{n1['worst_abs_error_pct']:.1f}); round spread median "
+              f"{res['spread_pct_median']:.0f}%", flush=True)
+    io.write_json(out_path, report)
+    if write_target:
+        _write_host_target(cols, stat)
+    return 0
+
+
+def _write_host_target(cols: dict, stat: str) -> None:
+    """Fit host.toml's [cost_model] on the four corners of the fp32 and int8 1-thread columns."""
+    from mobiledeploy.cost.fit import fit, fit_table, measurement_for, write_cost_model_table
+
+    rows = []
+    for prec in ("fp32", "int8"):
+        for (a, res, path), v in sorted(cols.get((prec, 1), {}).items()):
+            if (a, res) in (("0.25", 128), ("1.0", 224)):
+                rows.append(measurement_for(label=f"mobilenet_v1 {a}:{res} {prec}", model=path, precision=prec,
+                                            threads=1, latency_ms=min(v)))
+    result = fit(host_prior(1), rows, loo=True)
+    table = fit_table(result, source=f"benchmarks/estimate_host.py --bench-json (per-round {stat}), corners "
+                                     f"0.25/128 and 1.0/224, fp32 + int8, 1 thread")
+    comment = ("Fitted by benchmarks/estimate_host.py --bench-json on the 0.25/128 and 1.0/224 corners of the "
+               "MobileNet V1 grid, fp32 and int8, 1 thread, measured on the dev host.\n"
+               "peak_gmacs_* are assumptions (clock x 16 fp32 / 32 int8 MAC per cycle); the fit scales "
+               "efficiencies and bandwidth around them. Thread efficiency is not fitted (a prior).")
+    write_cost_model_table(ROOT / "mobiledeploy" / "targets" / "host.toml", table, comment=comment)
+    print(f"wrote [cost_model] to mobiledeploy/targets/host.toml (params {', '.join(result.params)}, "
+          f"leave-one-out median {result.loo_median_abs_error_pct:.1f}%)")
 
 
 def _cpu_ghz() -> float:

@@ -1,4 +1,4 @@
-"""Phones: leave-one-out over the published latencies in /work/shared/reference/device-latency.md.
+"""Phones: leave-one-out over the published latencies in benchmarks/data/published_latency.toml.
 
     .venv/bin/python benchmarks/estimate_phones.py [--write-targets]
 
@@ -37,23 +37,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CACHE = ROOT / "build" / "estimate_phones"
 
-# Devices: one big core's figures. Pixel 4 ones are the shipped targets'; the rest are
-# public SoC specs NOT in the reference file (assumptions): clock of the big cores and
-# fp32 FLOP/cycle (A73-class Kryo 280 and Kryo (SD821): 2 x 64-bit FMA -> 8; A75: 16).
+# Devices: one big core's figures. Pixel 4 ones are the shipped targets'; the rest as in
+# benchmarks/data/published_latency.toml (sources and assumptions named there).
 DEVICES = {
-    "pixel1": {"clock_ghz": 2.15, "fp32_flops_per_cycle": 8, "int8_ops_per_cycle": 16, "mem_bandwidth_gbs": 29.8,
+    "pixel1": {"clock_ghz": 2.15, "fp32_flops_per_cycle": 8, "int8_ops_per_cycle": 16, "mem_bandwidth_gbs": 29.8, "l2_kb": 1024,
                "note": "Snapdragon 821, 2 x 2.15 GHz Kryo (assumption)"},
-    "pixel2": {"clock_ghz": 2.35, "fp32_flops_per_cycle": 8, "int8_ops_per_cycle": 16, "mem_bandwidth_gbs": 29.8,
+    "pixel2": {"clock_ghz": 2.35, "fp32_flops_per_cycle": 8, "int8_ops_per_cycle": 16, "mem_bandwidth_gbs": 29.9, "l2_kb": 2048,
                "note": "Snapdragon 835, 4 x 2.35 GHz Kryo 280 (A73-class) (assumption)"},
-    "pixel3": {"clock_ghz": 2.5, "fp32_flops_per_cycle": 16, "int8_ops_per_cycle": 64, "mem_bandwidth_gbs": 29.8,
+    "pixel3": {"clock_ghz": 2.5, "fp32_flops_per_cycle": 16, "int8_ops_per_cycle": 64, "mem_bandwidth_gbs": 29.9, "l2_kb": 256, "l3_kb": 2048,
                "note": "Snapdragon 845, 4 x 2.5-2.8 GHz Kryo 385 Gold (A75, dot product) (assumption)"},
-    "pixel3a": {"clock_ghz": 2.0, "fp32_flops_per_cycle": 16, "int8_ops_per_cycle": 64, "mem_bandwidth_gbs": 14.9,
+    "pixel3a": {"clock_ghz": 2.0, "fp32_flops_per_cycle": 16, "int8_ops_per_cycle": 64, "mem_bandwidth_gbs": 14.9, "l2_kb": 256, "l3_kb": 1024,
                 "note": "Snapdragon 670, 2 x 2.0 GHz Kryo 360 Gold (A75) (assumption)"},
 }
 MODELS = {"v1": ("mobilenet_v1", 1.0), "v2": ("mobilenet_v2", 1.0), "v2_1.4": ("mobilenet_v2", 1.4),
           "v3l": ("mobilenet_v3_large", 1.0), "v3s": ("mobilenet_v3_small", 1.0)}
 
-# (source, device, model, precision, threads, ms). Copied from the reference file.
+# (source, device, model, precision, threads, ms). The same figures as benchmarks/data/published_latency.toml (sources there).
 XNN = "XNNPACK README (google/XNNPACK 0085ae36, 2020-03-27), fp32"
 V3P = "MobileNetV3 paper, single large core"
 V2P = "MobileNetV2 paper Table 4, Pixel 1 one large core"
@@ -159,7 +158,7 @@ def write_targets() -> dict:
     out = {}
     for device, source in (("pixel4", TFL), ("pixel4-big", PDL)):
         pts = [p for p in POINTS if p[1] == device]
-        result = fit(base_model(device), [measurement(p) for p in pts])
+        result = fit(base_model(device), [measurement(p) for p in pts], loo=True)
         table = fit_table(result, source=f"{source} (benchmarks/estimate_phones.py)")
         comment = (f"Fitted by benchmarks/estimate_phones.py on {len(pts)} published points ({source}).\n"
                    f"In-sample error: median {result.median_abs_error_pct:.1f}%, worst "

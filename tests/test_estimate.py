@@ -32,22 +32,38 @@ def _layer(cls: str, macs: int, elems: int, name: str = "l") -> LayerStats:
                       in_elems=elems, weight_elems=0, out_elems=elems)
 
 
-def test_layer_time_is_max_of_compute_and_memory_plus_overhead():
+def test_layer_time_is_compute_plus_memory_plus_overhead():
+    # The per-layer combination is now the sum (measured choice, see mobiledeploy.cost.model);
+    # the old max() is still available as combine="max" and checked below.
     m = _model()
-    layers = [_layer("conv1x1", 10**9, 1000, "big"),  # 1e9 / (10e9 * 0.5) = 200 ms
+    layers = [_layer("conv1x1", 10**9, 1000, "big"),  # 1e9 / (10e9 * 0.5) = 200 ms; 8000 B = 8 us
               _layer("elementwise", 0, 125_000_000, "copy"),  # 2 * 125e6 * 4 B / 1 GB/s = 1000 ms
               _layer("reshape", 0, 1, "tiny")]  # overhead only
     e = estimate_layers(layers, m, precision="fp32")
     big, copy, tiny = e.layers
-    assert big.bound == "compute" and math.isclose(big.estimate_us, 200_000 + 10, rel_tol=1e-9)
+    assert big.bound == "compute" and math.isclose(big.estimate_us, 200_000 + 8 + 10, rel_tol=1e-9)
     assert copy.bound == "memory" and math.isclose(copy.estimate_us, 1_000_000 + 10, rel_tol=1e-9)
     assert tiny.bound == "overhead" and math.isclose(tiny.estimate_us, 10 + 8e-3, rel_tol=1e-6)
-    assert math.isclose(e.latency_ms, (200_010 + 1_000_010 + 10.008) / 1e3, rel_tol=1e-6)
-    assert "estimate" in e.label and e.macs == 10**9
+    assert math.isclose(e.latency_ms, (200_018 + 1_000_010 + 10.008) / 1e3, rel_tol=1e-6)
+    assert "not a measurement" in e.label and "device estimate for t" in e.label and e.macs == 10**9
+    assert "priors only" in e.label and not e.fitted
     # int8: 4x the peak and 1-byte tensors; 3 threads: 1 + 2 * 0.5 = 2x on compute and memory
     i8 = estimate_layers(layers, m, precision="int8", threads=3)
-    assert math.isclose(i8.layers[0].estimate_us, 1e9 / (40e9 * 0.5) / 2 * 1e6 + 10, rel_tol=1e-9)
+    assert math.isclose(i8.layers[0].estimate_us, (1e9 / (40e9 * 0.5) + 2000 / 1e9) / 2 * 1e6 + 10, rel_tol=1e-9)
     assert math.isclose(i8.layers[1].memory_us, 2 * 125e6 / 1e9 / 2 * 1e6, rel_tol=1e-9)
+    # max(compute, memory) + overhead when the target asks for it
+    mx = estimate_layers(layers, _model(combine="max"), precision="fp32")
+    assert math.isclose(mx.layers[0].estimate_us, 200_000 + 10, rel_tol=1e-9)
+
+
+def test_bytes_beyond_the_cache_cost_cache_ratio_times_more():
+    layer = [_layer("elementwise", 0, 1000, "copy")]  # 8000 B
+    flat = estimate_layers(layer, _model()).layers[0].memory_us
+    assert math.isclose(flat, 8.0, rel_tol=1e-9)
+    spilled = estimate_layers(layer, _model(cache_kb=1.0, cache_ratio=3.0)).layers[0].memory_us
+    assert math.isclose(spilled, (8000 + 2 * (8000 - 1024)) / 1e3, rel_tol=1e-9)
+    fits = estimate_layers(layer, _model(cache_kb=8.0, cache_ratio=3.0)).layers[0].memory_us
+    assert math.isclose(fits, flat, rel_tol=1e-9)
 
 
 def test_other_ops_are_kept_and_warned_about():
@@ -78,7 +94,7 @@ def test_fit_recovers_a_known_model():
     rows = [Measurement(label=f"net{i}", layers=n, precision="fp32", threads=1,
                         latency_ms=estimate_layers(n, truth).latency_ms) for i, n in enumerate(NETS)]
     result = fit(_model(), rows)
-    assert result.params == ("compute", "overhead", "depthwise", "bandwidth")
+    assert result.params == ("compute", "memory", "overhead", "depthwise")
     assert result.worst_abs_error_pct < 1.0
     assert math.isclose(result.model.overhead_us, 25.0, rel_tol=0.05)
     # and it generalises to a network it was not fitted on
@@ -108,8 +124,8 @@ def test_fit_errors():
         fit(_model(), rows, params=("gravity",))
     mixed = rows + [Measurement("q", NETS[3], "int8", 4, 1.0), Measurement("r", NETS[4], "fp32", 1, 2.0),
                     Measurement("s", NETS[5], "int8", 1, 2.0), Measurement("t", NETS[1], "fp32", 4, 2.0)]
-    assert default_params(mixed) == ("compute", "int8", "threads", "overhead", "depthwise", "bandwidth")
-    assert default_params(mixed[:2]) == ("compute", "overhead")
+    assert default_params(mixed) == ("compute", "int8", "threads", "memory", "overhead", "depthwise")
+    assert default_params(mixed[:2]) == ("compute", "memory")
 
 
 def test_target_without_figures_or_peak_is_a_usage_error(tmp_path):
@@ -175,7 +191,8 @@ def test_calibrate_writes_a_loadable_target_and_estimate_uses_it(model_dir, tmp_
     t = load_target(file=out)
     assert t.name == "my-phone" and t.device["core"] == "Cortex-A76" and t.threads == 1
     cm = tomllib.loads(out.read_text())["cost_model"]
-    assert len(cm["fitted_on"]) == 3 and cm["fit_params"] == ["compute", "int8", "overhead"]
+    assert len(cm["fitted_on"]) == 3 and cm["fit_params"] == ["compute", "int8", "memory"]
+    assert cm["loo_median_abs_error_pct"] >= 0 and all("loo_error_pct" in x for x in cm["fitted_on"])
     assert "m.csv" in cm["fitted_from"] and cm["fit_worst_abs_error_pct"] < 50
     r = CliRunner().invoke(cli, ["estimate", str(model_dir / "fp32.tflite"), "--target-file", str(out),
                                  "--json", "-"])
@@ -237,3 +254,17 @@ def test_config_and_converted_file_give_the_same_estimate(model_dir):
     r = CliRunner().invoke(cli, ["estimate", str(model_dir / "fp32.tflite"), "--precision", "int8",
                                  "--target", "pixel4-big"])
     assert r.exit_code == 2 and "is a fp32 model" in r.stderr
+
+
+def test_expected_error_label_says_what_it_rests_on():
+    from mobiledeploy.cost.model import expected_error_text
+
+    rows = [{"model": "a"}, {"model": "b"}, {"model": "c"}]
+    assert expected_error_text({"loo_median_abs_error_pct": 6.1, "fitted_on": rows}) == \
+        "expected error ~6% (leave-one-out median)"
+    assert "held-out" in expected_error_text({"heldout_median_abs_error_pct": 4.0})
+    assert "in-sample median only" in expected_error_text(
+        {"fit_median_abs_error_pct": 3.0, "fitted_on": rows, "fit_params": ["compute", "memory"]})
+    exact = {"fit_median_abs_error_pct": 0.0, "fitted_on": rows[:1], "fit_params": ["scale"]}
+    assert "unknown" in expected_error_text(exact) and "~0%" not in expected_error_text(exact)
+    assert "priors only" in expected_error_text({})

@@ -22,8 +22,15 @@ def test_shipped_profiles_load_with_sourced_figures():
         # every numeric figure names a source (or says it is an assumption)
         for key in ("clock_ghz", "fp32_flops_per_cycle", "int8_ops_per_cycle", "mem_bandwidth_gbs"):
             assert d["sources"].get(key), (name, key)
-        # memory bandwidth is nowhere citable: every profile must say it is assumed
-        assert any(a.startswith("mem_bandwidth_gbs") for a in d["assumptions"]), name
+        # memory bandwidth and cache sizes: a cited source, or an assumption that says so
+        for key in ("mem_bandwidth_gbs", "l2_kb", "l3_kb"):
+            if key not in d:
+                continue
+            cited = d["sources"].get(key, "")
+            assumed = any(a.startswith(key) for a in d.get("assumptions", ()))
+            assert (cited and "assumption" not in cited) or assumed, (name, key)
+    assert "AnandTech 13786" in profiles["pixel4-big"].device["sources"]["mem_bandwidth_gbs"]
+    assert profiles["pixel4-big"].device["l2_kb"] == 512 and profiles["pixel4"].device["l3_kb"] == 2048
     assert profiles["pixel4-big"].threads == 1 and profiles["pixel4-big"].device["clock_ghz"] == 2.84
     assert profiles["pixel4"].threads == 4
     assert profiles["rpi5"].threads == 4 and profiles["rpi5"].device["clock_ghz"] == 2.4

@@ -14,26 +14,29 @@ def target() -> None:
 
 @target.command("calibrate")
 @target_options
-@click.option("--measurements", required=True, type=click.Path(dir_okay=False),
-              help="CSV of device latencies: latency_ms plus model (a file) or arch,alpha,res; "
-                   "optional precision (fp32|int8), threads, classes.")
+@click.option("--measurements", required=True, multiple=True, metavar="[MODEL=]FILE",
+              help="Device latencies (repeatable): a CSV (latency_ms plus model or arch,alpha,res; optional "
+                   "precision, threads, classes), benchmark_model output or its op-profile CSV, an ONNX "
+                   "Runtime profile JSON, or a `bench --json` file. MODEL= names the model file the "
+                   "measurement is of, when the file does not.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the calibrated target profile (.toml).")
 @click.option("--params", default=None,
-              help="Comma list of parameters to fit (scale, compute, depthwise, int8, overhead, "
-                   "bandwidth, threads); default: as many as the rows allow.")
+              help="Comma list of parameters to fit (scale, compute, memory, int8, threads, overhead, "
+                   "depthwise); default: 1 row scale, 2 compute+memory, 3+ adds overhead.")
 @click.option("--name", default=None, help="Name of the new target (default: the --out file's stem).")
 @json_option
 def calibrate(target_name, target_file, measurements, out, params, name, json_path):
     """Fit a target's cost model to latencies measured on the device; write a new target.
 
-    Least squares on log latency; with one measurement only a global scale is fitted.
-    Measure on the phone with LiteRT's benchmark_model, for example.
+    Least squares on log latency, bounded to physical values; one measurement fits a
+    global scale, two the compute and memory terms, three or more the per-op overhead too.
+    The written target records the residuals and a leave-one-out error.
     """
     from mobiledeploy.cost.fit import FIT_PARAMS, CalibrateConfig
     from mobiledeploy.cost.fit import calibrate as run_calibrate
 
-    chosen = csv_choice(params, FIT_PARAMS, "--params") or None
+    chosen = csv_choice(params, FIT_PARAMS + ("bandwidth",), "--params") or None
     result = run_calibrate(CalibrateConfig(measurements=measurements, out=out, target=target_name,
                                            target_file=target_file, params=chosen, name=name))
     emit_json(json_path, result.to_json())
@@ -43,11 +46,15 @@ def calibrate(target_name, target_file, measurements, out, params, name, json_pa
 
     fit = result.fit
     table = Table(title=f"fit of {result.target} (in-sample)")
-    for col in ("model", "precision", "threads", "measured ms", "estimate ms", "error"):
+    for col in ("model", "precision", "threads", "measured ms", "estimate ms", "error", "left-out error"):
         table.add_column(col, justify="left" if col in ("model", "precision") else "right")
-    for r, e, err in zip(fit.rows, fit.estimates_ms, fit.errors_pct):
-        table.add_row(r.label, r.precision, str(r.threads), f"{r.latency_ms:.2f}", f"{e:.2f}", f"{err:+.1f}%")
+    loo = fit.loo_errors_pct or (None,) * len(fit.rows)
+    for r, e, err, lo in zip(fit.rows, fit.estimates_ms, fit.errors_pct, loo):
+        table.add_row(r.label, r.precision, str(r.threads), f"{r.latency_ms:.2f}", f"{e:.2f}", f"{err:+.1f}%",
+                      "-" if lo is None else f"{lo:+.1f}%")
     con = stdout_console()
     con.print(table)
     con.print(f"fitted {', '.join(fit.params)} on {len(fit.rows)} row(s): median |error| "
-              f"{fit.median_abs_error_pct:.1f}%, worst {fit.worst_abs_error_pct:.1f}%; wrote {result.out}", markup=False)
+              f"{fit.median_abs_error_pct:.1f}%, worst {fit.worst_abs_error_pct:.1f}%"
+              + (f"; leave-one-out median {fit.loo_median_abs_error_pct:.1f}%, worst {fit.loo_worst_abs_error_pct:.1f}%"
+                 if fit.loo_errors_pct else "") + f"; wrote {result.out}", markup=False)

@@ -1,10 +1,12 @@
 """On-device latency from a per-layer cost model (``mobiledeploy estimate``).
 
-Per layer (from ``mobiledeploy.cost.graph``, activations fused into their conv)::
+The model itself (per-layer compute + memory + overhead, cache spills, calibration) is
+in ``mobiledeploy.cost.model``; this module resolves a target's parameters and applies
+them. Per layer (from ``mobiledeploy.cost.graph``, activations fused into their conv)::
 
     compute = MACs / (peak MAC/s[precision] * efficiency[precision][op class] * speedup)
-    memory  = bytes moved / (bandwidth * speedup)
-    time    = max(compute, memory) + overhead            (and the total x scale)
+    memory  = (bytes + (cache_ratio - 1) * bytes beyond the cache) / (bandwidth * speedup)
+    time    = compute + memory + overhead                (and the total x scale)
 
 - peak MAC/s from the target's ``[device]`` figures: ``clock_ghz * fp32_flops_per_cycle
   / 2`` (one FMA = 2 FLOP = 1 MAC) for fp32, ``clock_ghz * int8_ops_per_cycle / 2`` for
@@ -23,14 +25,12 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
+from mobiledeploy.cost.ir import OP_CLASSES
+from mobiledeploy.cost.model import (COMBINES, COMPUTE_CLASSES, DEFAULT_CACHE_RATIO, PRECISION_BYTES,  # noqa: F401
+                                     PRECISION_RATE, PRECISIONS, LayerArrays, expected_error_text,
+                                     runtime_layers)
 from mobiledeploy.errors import UsageError
-from mobiledeploy.cost.ir import OP_CLASSES, LayerStats
 
-COMPUTE_CLASSES = ("conv1x1", "convkxk", "depthwise", "fc")
-PRECISIONS = ("fp32", "int8")
-# (activation bytes, weight bytes) per element, and which peak rate the arithmetic uses
-PRECISION_BYTES = {"fp32": (4, 4), "fp16": (4, 2), "dynamic": (4, 1), "int8": (1, 1)}
-PRECISION_RATE = {"fp32": "fp32", "fp16": "fp32", "dynamic": "fp32", "int8": "int8"}
 
 # Priors, used when a target's [cost_model] does not say (and as the fit's starting
 # point). Fractions of peak that XNNPACK-class kernels reach on a big core; guesses,
@@ -43,8 +43,6 @@ DEFAULT_OVERHEAD_US = 5.0
 DEFAULT_THREAD_EFFICIENCY = 0.8
 DEFAULT_BANDWIDTH_FRACTION = 0.5  # of the device's peak DRAM bandwidth, for one core's traffic
 DEFAULT_BANDWIDTH_GBS = 10.0  # when the device gives none (an assumption)
-# Keras layers the TFLite converter folds away (explicit padding before a conv).
-_CONVERTER_FOLDED = {"ZeroPadding2D"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,11 @@ class CostModel:
     threads: int = 1  # the device threads the estimate is for (the target's [run].threads)
     fitted: bool = False  # False: priors only, nothing calibrated
     notes: tuple[str, ...] = ()
+    cache_kb: float = 0.0  # cache one layer's working set can live in ([device] l2_kb + l3_kb); 0 = none
+    cache_ratio: float = 2.0  # cost of a byte beyond the cache / a cached byte (an assumption)
+    combine: str = "sum"  # compute and memory per layer: "sum" or "max"
+    fitted_from: str = ""  # what the parameters were fitted on ("" = priors)
+    expected_error: str = ""  # e.g. "expected error ~5% (leave-one-out median)"
 
     def speedup(self, threads: int | None = None) -> float:
         n = max(1, int(threads or self.threads))
@@ -71,6 +74,7 @@ class CostModel:
         return {"peak_gmacs_fp32": self.peak_gmacs["fp32"], "peak_gmacs_int8": self.peak_gmacs["int8"],
                 "bandwidth_gbs": self.bandwidth_gbs, "overhead_us": self.overhead_us,
                 "thread_efficiency": self.thread_efficiency, "scale": self.scale,
+                "cache_kb": self.cache_kb, "cache_ratio": self.cache_ratio, "combine": self.combine,
                 "efficiency_fp32": dict(self.efficiency["fp32"]),
                 "efficiency_int8": dict(self.efficiency["int8"])}
 
@@ -121,11 +125,22 @@ def cost_model_for(target, *, threads: int | None = None) -> CostModel:
     if not fitted:
         notes.append(f"target {target.name!r} has no calibrated [cost_model]: priors only, "
                      f"expect errors of 2x or more")
+    combine = cm.get("combine", "sum")
+    if combine not in COMBINES:
+        raise UsageError(f"{where}: [cost_model].combine must be one of {', '.join(COMBINES)}, got {combine!r}")
+    cache_kb = cm.get("cache_kb")
+    if cache_kb is None:
+        cache_kb = sum(float(dev.get(k) or 0) for k in ("l2_kb", "l3_kb"))
+    elif isinstance(cache_kb, bool) or not isinstance(cache_kb, (int, float)) or cache_kb < 0:
+        raise UsageError(f"{where}: [cost_model].cache_kb must be a number >= 0, got {cache_kb!r}")
     return CostModel(target=target.name, peak_gmacs=peaks, efficiency=eff, bandwidth_gbs=bw,
                      overhead_us=_num(cm, "overhead_us", DEFAULT_OVERHEAD_US, where),
                      thread_efficiency=min(1.0, _num(cm, "thread_efficiency", DEFAULT_THREAD_EFFICIENCY, where)),
                      scale=_num(cm, "scale", 1.0, where), threads=int(run_threads), fitted=fitted,
-                     notes=tuple(notes))
+                     notes=tuple(notes), cache_kb=float(cache_kb),
+                     cache_ratio=_num(cm, "cache_ratio", DEFAULT_CACHE_RATIO, where), combine=combine,
+                     fitted_from=str(cm.get("fitted_from", "")) if fitted else "",
+                     expected_error=expected_error_text(cm if fitted else {}))
 
 
 @dataclass(frozen=True)
@@ -156,17 +171,15 @@ class Estimate:
     fitted: bool = False
     notes: tuple[str, ...] = ()
     label: str = "estimate for the device (cost model), not a measurement"
+    fitted_from: str = ""
+    expected_error: str = ""
 
     def to_json(self) -> dict:
         return {"model": self.model, "target": self.target, "precision": self.precision,
                 "threads": self.threads, "latency_ms": self.latency_ms, "macs": self.macs,
-                "label": self.label, "fitted": self.fitted, "by_class_ms": self.by_class_ms,
+                "label": self.label, "fitted": self.fitted, "fitted_from": self.fitted_from,
+                "expected_error": self.expected_error, "by_class_ms": self.by_class_ms,
                 "notes": list(self.notes), "layers": [x.to_json() for x in self.layers]}
-
-
-def runtime_layers(layers) -> list[LayerStats]:
-    """The layers a mobile runtime executes: drop what converters fold away."""
-    return [layer for layer in layers if layer.type not in _CONVERTER_FOLDED]
 
 
 def estimate_layers(layers, model: CostModel, *, precision: str = "fp32", threads: int | None = None,
@@ -174,25 +187,19 @@ def estimate_layers(layers, model: CostModel, *, precision: str = "fp32", thread
     """Apply the cost model to a list of ``LayerStats``."""
     if precision not in PRECISION_BYTES:
         raise UsageError(f"unknown precision {precision!r} (--precision); choose from {', '.join(PRECISION_BYTES)}")
-    act_b, w_b = PRECISION_BYTES[precision]
-    rate = PRECISION_RATE[precision]
-    peak = model.peak_gmacs[rate] * 1e9
-    eff = model.efficiency[rate]
-    speed = model.speedup(threads)
-    bw = model.bandwidth_gbs * 1e9
+    arr = LayerArrays(layers, precision, threads or model.threads)
+    terms = arr.terms(model)
+    seconds = arr.layer_seconds(model)
     out, by_class, other = [], {c: 0.0 for c in OP_CLASSES}, []
-    for layer in runtime_layers(layers):
+    for i, layer in enumerate(arr.layers):
         if layer.op_class == "other":
             other.append(layer.type)
-        nbytes = layer.bytes_moved(act_b, w_b)
-        comp = layer.macs / (peak * eff[layer.op_class]) / speed if layer.op_class in eff and layer.macs else 0.0
-        mem = nbytes / bw / speed
-        ovh = model.overhead_us * 1e-6
-        t = (max(comp, mem) + ovh) * model.scale
+        comp, mem, ovh = (float(terms[k][i]) for k in ("compute", "memory", "overhead"))
+        t = float(seconds[i])
         bound = max((("compute", comp), ("memory", mem), ("overhead", ovh)), key=lambda kv: kv[1])[0]
         by_class[layer.op_class] += t * 1e3
         out.append(LayerEstimate(name=layer.name, op_class=layer.op_class, macs=layer.macs,
-                                 bytes_moved=nbytes, bound=bound, compute_us=comp * 1e6,
+                                 bytes_moved=int(arr.bytes[i]), bound=bound, compute_us=comp * 1e6,
                                  memory_us=mem * 1e6, estimate_us=t * 1e6))
     notes = list(model.notes)
     if other:
@@ -204,7 +211,16 @@ def estimate_layers(layers, model: CostModel, *, precision: str = "fp32", thread
     return Estimate(model=name, target=model.target, precision=precision, threads=int(threads or model.threads),
                     latency_ms=total, macs=sum(x.macs for x in out), layers=tuple(out),
                     by_class_ms={k: v for k, v in by_class.items() if v}, fitted=model.fitted,
-                    notes=tuple(notes))
+                    notes=tuple(notes), label=estimate_label(model), fitted_from=model.fitted_from,
+                    expected_error=model.expected_error or "expected error unknown (priors only: 2x or more)")
+
+
+def estimate_label(model: CostModel) -> str:
+    """"device estimate for T (fitted on ...; expected error ...), not a measurement"."""
+    how = (f"cost model fitted on {model.fitted_from}" if model.fitted and model.fitted_from
+           else "cost model, priors only")
+    err = model.expected_error or "expected error unknown (priors only: 2x or more)"
+    return f"device estimate for {model.target} ({how}; {err}), not a measurement"
 
 
 # ---------------------------------------------------------------- the library entry point
@@ -265,7 +281,8 @@ def estimates_for(paths, target, *, threads: int | None = None) -> dict[str, dic
                 e = estimate_layers(stats.layers, model, precision=stats.precision, threads=threads,
                                     name=str(p), warn_other=False)
             out[str(p)] = {"estimate_ms": e.latency_ms, "precision": e.precision, "threads": e.threads,
-                           "fitted": e.fitted, "label": e.label}
+                           "fitted": e.fitted, "label": e.label, "fitted_from": e.fitted_from,
+                           "expected_error": e.expected_error}
         except MobiledeployError as err:
             out[str(p)] = {"estimate_error": str(err)}
     return out

@@ -39,7 +39,8 @@ AFFINITY_POLICIES = ("none", "first")
 
 _TOP_KEYS = {"name", "description", "run", "device", "cost_model"}
 _RUN_KEYS = {"threads", "affinity", "xnnpack", "ort_opt_level"}
-_DEVICE_NUMBERS = ("cores", "clock_ghz", "fp32_flops_per_cycle", "int8_ops_per_cycle", "mem_bandwidth_gbs")
+_DEVICE_NUMBERS = ("cores", "clock_ghz", "fp32_flops_per_cycle", "int8_ops_per_cycle", "mem_bandwidth_gbs",
+                   "l2_kb", "l3_kb")
 
 
 @dataclass(frozen=True)
