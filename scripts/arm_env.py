@@ -247,6 +247,7 @@ def setup(cache: Path, *, force: bool = False) -> dict:
             "processors": emu.host_processors(), "setup_seconds": round(time.perf_counter() - t0, 1),
             "download_bytes": downloaded, "artifact_bytes": sum(files.values()) + qemu_bytes,
             "disk_bytes": sum(p.stat().st_size for p in sysroot.rglob("*") if p.is_file() and not p.is_symlink()),
+            "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tmp = cache / "env.json.part"
     tmp.write_text(json.dumps(info, indent=1))
