@@ -106,18 +106,22 @@ def main() -> int:
                          limit=args.samples).x
         exports[name] = {"dir": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out),
                          "export_seconds": round(secs, 1), "resolution": res}
-        for art in sorted(list(out.glob("*.tflite")) + list(out.glob("*.onnx"))):
-            host = emu.run_worker(art, x, cpu_name=None, timeout_s=120)
+        arts = sorted(list(out.glob("*.tflite")) + list(out.glob("*.onnx")))
+        # + int8 TFLite with LiteRT's built-in kernels instead of XNNPACK, on the CPUs with SVE/SME
+        runs = [(a, True, cpus) for a in arts] + [(a, False, [c for c in cpus if c.startswith("max")])
+                                                  for a in arts if a.suffix == ".tflite" and "int8" in a.name]
+        for art, xnnpack, on in runs:
+            host = emu.run_worker(art, x, cpu_name=None, timeout_s=120, xnnpack=xnnpack)
             host_top1 = host["float_0"].reshape(len(x), -1).argmax(1)
-            for c in cpus:
+            for c in on:
                 t0 = time.perf_counter()
-                r = emu.compare_emulated(art, x, c, args.timeout, env=arm, host=host)
+                r = emu.compare_emulated(art, x, c, args.timeout, env=arm, host=host, xnnpack=xnnpack)
                 row = {"export": name, **r.to_json(), "wall_seconds": round(time.perf_counter() - t0, 1),
                        "host_top1_distinct": int(len(set(host_top1.tolist())))}
                 rows.append(row)
-                print(f"{name:9s} {art.name:38s} {c:12s} " + (f"error: {r.error}" if r.error else
-                      f"bit-exact {r.bit_exact!s:5s} max|diff| {r.max_abs_diff:.2e} top-1 agree "
-                      f"{r.top1_agreement:.0%}"), flush=True)
+                print(f"{name:9s} {art.name:38s} {'' if xnnpack else 'builtin':7s} {c:12s} " + (
+                      f"error: {r.error}" if r.error else f"bit-exact {r.bit_exact!s:5s} max|diff| "
+                      f"{r.max_abs_diff:.2e} top-1 agree {r.top1_agreement:.0%}"), flush=True)
     hw = {c: arm.info["cpus"][c] for c in cpus}
     result = {"what": "outputs of each artifact on emulated ARM CPUs (qemu-user, aarch64 LiteRT and ONNX Runtime "
                       "wheels) vs. the same artifact on this x86 host; emulated seconds are not latencies",
@@ -146,11 +150,15 @@ def print_markdown(result: dict) -> None:
     print("\n| export | artifact | " + " | ".join(cpus) + " |\n|---|---|" + "---|" * len(cpus))
     by = {}
     for r in result["results"]:
-        by.setdefault((r["export"], r["model"]), {})[r["cpu"]] = r
-    for (exp, model), cells in by.items():
-        print(f"| {exp} | {model} | " + " | ".join(_cell(cells.get(c)) for c in cpus) + " |")
+        by.setdefault((r["export"], r["model"], r["xnnpack"]), {})[r["cpu"]] = r
+    for (exp, model, xnnpack), cells in by.items():
+        label = model if xnnpack else f"{model} (LiteRT built-in kernels, no XNNPACK)"
+        print(f"| {exp} | {label} | " + " | ".join(_cell(cells.get(c)) for c in cpus) + " |")
     print("\ncell: bit-exact with x86 (=) or max |diff| of the outputs, then top-1 agreement with x86; "
           "emulated seconds are in the JSON (emulated, not a latency)")
+    emu_s = [r["emulated_seconds"] / r["host_seconds"] for r in result["results"] if r["emulated_seconds"]]
+    if emu_s:
+        print(f"emulated / host inference wall time: {min(emu_s):.0f}x to {max(emu_s):.0f}x (not a latency)")
 
 
 def _cell(r: dict | None) -> str:

@@ -160,7 +160,10 @@ def test_worker_on_the_host_quantizes_inputs_and_dequantizes_outputs(tiny_tflite
     q = out["meta"]["outputs"][0]
     assert q["dtype"] == "int8" and q["scale"] > 0
     np.testing.assert_allclose(flt, (raw.astype(np.float32) - q["zero_point"]) * q["scale"], rtol=1e-6)
-    assert out["meta"]["runtime"] == "litert" and out["meta"]["samples"] == 3
+    assert out["meta"]["runtime"] == "litert" and out["meta"]["samples"] == 3 and out["meta"]["xnnpack"]
+    builtin = emu.run_worker(tiny_tflite_int8, tiny_calib[:3], cpu_name=None, timeout_s=120, xnnpack=False)
+    assert not builtin["meta"]["xnnpack"] and builtin["raw_0"].shape == raw.shape
+    assert np.abs(builtin["float_0"] - flt).max() <= 2 * q["scale"] + 1e-9  # two kernel libraries, same model
 
 
 def test_worker_failure_is_one_line(tmp_path):

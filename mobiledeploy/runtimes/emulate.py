@@ -74,8 +74,8 @@ EMULATED_CPUS: dict[str, EmulatedCpu] = {c.name: c for c in (
                 notes="the server sibling of Cortex-A76 (same ISA features)"),
     EmulatedCpu("max", "max", 0x051, implementer=0x00,
                 notes="every feature qemu 7.2 implements, SVE, SVE2, i8mm, bf16 and SME included; "
-                      "not a real core (MIDR as qemu's own). LiteRT int8 gives wrong results on it "
-                      "under qemu 7.2: use max,sme=off"),
+                      "not a real core (MIDR as qemu's own). Under qemu 7.2, LiteRT int8 with XNNPACK "
+                      "gives wrong results on it (built-in kernels are right): use max,sme=off"),
     EmulatedCpu("max,sme=off", "max,sme=off", 0x051, implementer=0x00,
                 notes="qemu's max without SME: SVE, SVE2, i8mm, bf16 and dot-product"),
 )}
@@ -281,6 +281,7 @@ class EmulatedComparison:
     model: str
     cpu: str
     runtime: str = ""
+    xnnpack: bool = True  # LiteRT: the XNNPACK delegate (default) or the built-in kernels
     samples: int = 0
     integer_outputs: bool = False  # raw outputs are int8/uint8: bit-exactness is meaningful
     bit_exact: bool | None = None  # raw outputs identical (any dtype)
@@ -295,7 +296,7 @@ class EmulatedComparison:
 
 
 def run_worker(model_path: str | os.PathLike, x, *, cpu_name: str | None, timeout_s: float,
-               threads: int = 1, env: ArmEnv | None = None) -> dict:
+               threads: int = 1, xnnpack: bool = True, env: ArmEnv | None = None) -> dict:
     """Run the worker on ``x`` (float32, one sample per row) on the host (``cpu_name=None``)
     or under emulation; return its output arrays and metadata. ``RuntimeFailure`` on failure."""
     import numpy as np
@@ -306,6 +307,7 @@ def run_worker(model_path: str | os.PathLike, x, *, cpu_name: str | None, timeou
         src, dst = Path(tmp, "in.npz"), Path(tmp, "out.npz")
         np.savez(src, x=np.ascontiguousarray(x, dtype=np.float32))
         args = [str(WORKER), str(model_path), str(src), str(dst), "--threads", str(threads)]
+        args += [] if xnnpack else ["--builtin"]
         if cpu_name is None:
             argv, environ = [sys.executable, *args], dict(os.environ)
         else:
@@ -320,13 +322,14 @@ def run_worker(model_path: str | os.PathLike, x, *, cpu_name: str | None, timeou
 
 
 def compare_emulated(model_path: str | os.PathLike, inputs, cpu_name: str, timeout: float = 600.0, *,
-                     threads: int = 1, env: ArmEnv | None = None,
+                     threads: int = 1, xnnpack: bool = True, env: ArmEnv | None = None,
                      host: dict | None = None) -> EmulatedComparison:
     """Run ``model_path`` on ``inputs`` (float32, one preprocessed sample per row; the worker
     quantizes them for integer inputs) on the host and on the emulated ``cpu_name``, compare.
 
     ``timeout`` bounds the emulated run (the host run gets ``timeout / EMULATION_SLOWDOWN``,
-    at least 60 s); ``host`` reuses an earlier ``run_worker(..., cpu_name=None)`` result.
+    at least 60 s); ``host`` reuses an earlier ``run_worker(..., cpu_name=None)`` result
+    (with the same ``xnnpack``). ``xnnpack=False``: LiteRT's built-in kernels on both sides.
     Failures do not raise: they fill ``error`` (a bad ``cpu_name`` or a missing environment
     still raise ``UsageError``).
     """
@@ -334,12 +337,13 @@ def compare_emulated(model_path: str | os.PathLike, inputs, cpu_name: str, timeo
 
     cpu(cpu_name)
     env = env or find_env()
-    res = EmulatedComparison(model=Path(model_path).name, cpu=cpu_name, samples=int(len(inputs)))
+    res = EmulatedComparison(model=Path(model_path).name, cpu=cpu_name, samples=int(len(inputs)), xnnpack=xnnpack)
     try:
         if host is None:
-            host = run_worker(model_path, inputs, cpu_name=None, threads=threads,
+            host = run_worker(model_path, inputs, cpu_name=None, threads=threads, xnnpack=xnnpack,
                               timeout_s=max(60.0, timeout / EMULATION_SLOWDOWN))
-        emu = run_worker(model_path, inputs, cpu_name=cpu_name, timeout_s=timeout, threads=threads, env=env)
+        emu = run_worker(model_path, inputs, cpu_name=cpu_name, timeout_s=timeout, threads=threads,
+                         xnnpack=xnnpack, env=env)
     except RuntimeFailure as e:
         res.error = str(e)
         return res

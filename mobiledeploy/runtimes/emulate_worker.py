@@ -4,7 +4,7 @@ Standalone: it needs only the standard library, numpy and the runtime (ai_edge_l
 onnxruntime), so the same file runs on the host and, under qemu, on the aarch64 Python
 of ``make arm-env``, where mobiledeploy itself is not installed.
 
-    python emulate_worker.py MODEL IN.npz OUT.npz [--threads N]
+    python emulate_worker.py MODEL IN.npz OUT.npz [--threads N] [--builtin]
 
 IN.npz holds ``x``: float32 samples, one per row, fed one at a time (batch 1) to the
 model's first input, quantized with its scale and zero point when that input is an
@@ -41,11 +41,12 @@ def _dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 class _LiteRT:
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, xnnpack: bool = True) -> None:
         from ai_edge_litert import interpreter as lit
 
         self.version = _dist_version("ai-edge-litert")
-        self.it = lit.Interpreter(model_path=path, num_threads=threads)
+        resolver = lit.OpResolverType.AUTO if xnnpack else lit.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.it = lit.Interpreter(model_path=path, num_threads=threads, experimental_op_resolver_type=resolver)
         self.it.allocate_tensors()
         self.inp = self.it.get_input_details()[0]
         self.outs = self.it.get_output_details()
@@ -61,7 +62,7 @@ class _LiteRT:
 
 
 class _Ort:
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, xnnpack: bool = True) -> None:
         import onnxruntime as ort
 
         self.version = ort.__version__
@@ -96,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("inputs")
     ap.add_argument("out")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--builtin", action="store_true", help="LiteRT: built-in kernels, no XNNPACK delegate")
     args = ap.parse_args(argv)
     name = os.path.basename(args.model)
     try:
         kind = _LiteRT if args.model.lower().endswith(".tflite") else _Ort
         t0 = time.perf_counter()
-        model = kind(args.model, args.threads)
+        model = kind(args.model, args.threads, xnnpack=not args.builtin)
         load_s = time.perf_counter() - t0
         with np.load(args.inputs) as z:
             x = z["x"]
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"runtime": "litert" if kind is _LiteRT else "onnxruntime", "version": model.version,
                 "numpy": np.__version__, "machine": platform.machine(), "seconds": seconds,
                 "load_seconds": load_s, "samples": int(len(x)), "threads": args.threads,
+                "xnnpack": not args.builtin,
                 "outputs": [{"dtype": arrays[f"raw_{i}"].dtype.name, "scale": float(q[0]), "zero_point": int(q[1])}
                             for i, q in enumerate(model.out_q)]}
         tmp = args.out + ".part.npz"
