@@ -199,4 +199,19 @@ def test_int8_tflite_on_cortex_a76_matches_the_host(tiny_tflite_int8, tiny_calib
     assert r.max_abs_diff <= 2 * step + 1e-9, (r.max_abs_diff, step)
     assert r.bit_exact == (r.max_abs_diff == 0.0)
     assert r.top1_agreement >= 0.75
+    assert r.outputs.shape == host["float_0"].shape and "outputs" not in r.to_json()
     assert r.emulated_seconds > 0 and r.to_json()["emulated_seconds_label"] == emu.EMULATED_LABEL
+
+
+def test_arm_env_setup_refuses_a_non_x86_host_in_one_line(monkeypatch, capsys, tmp_path):
+    import importlib.util
+    import platform
+
+    spec = importlib.util.spec_from_file_location("arm_env", Path(__file__).parents[1] / "scripts" / "arm_env.py")
+    arm_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(arm_env)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert arm_env.main(["--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("arm-env: error: needs an x86_64 Linux host") and "\n" not in err
+    assert not (tmp_path / "cache").exists()  # nothing half-made

@@ -290,9 +290,10 @@ class EmulatedComparison:
     host_seconds: float | None = None  # inference wall time on the host
     emulated_seconds: float | None = None  # inference wall time under qemu: EMULATED_LABEL
     error: str | None = None
+    outputs: object = field(default=None, repr=False)  # the emulated float outputs (first output), for eval
 
     def to_json(self) -> dict:
-        return asdict(self) | {"emulated_seconds_label": EMULATED_LABEL}
+        return {k: v for k, v in asdict(self).items() if k != "outputs"} | {"emulated_seconds_label": EMULATED_LABEL}
 
 
 def run_worker(model_path: str | os.PathLike, x, *, cpu_name: str | None, timeout_s: float,
@@ -356,6 +357,7 @@ def compare_emulated(model_path: str | os.PathLike, inputs, cpu_name: str, timeo
     res.max_abs_diff = max(float(np.max(np.abs(host[k].astype(np.float64) - emu[k].astype(np.float64))))
                            for k in floats)
     a, b = host["float_0"], emu["float_0"]
+    res.outputs = b
     res.top1_agreement = float(np.mean(a.reshape(len(a), -1).argmax(1) == b.reshape(len(b), -1).argmax(1)))
     return res
 
