@@ -78,6 +78,8 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--cpus", default=",".join(CPUS).replace("max,sme=off", "max-sme-off"))
     ap.add_argument("--models", default="demo,randbn,reference")
+    ap.add_argument("--builtin-cpus", default="max,max-sme-off",
+                    help="CPUs (of --cpus) that also run int8 TFLite with LiteRT's built-in kernels")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "emulate_numerics")
     ap.add_argument("--timeout", type=float, default=900.0, help="per emulated run, seconds")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "emulate_numerics.json")
@@ -91,6 +93,7 @@ def main() -> int:
     try:
         arm = emu.find_env()
         cpus = [emu.cpu(c.replace("max-sme-off", "max,sme=off")).name for c in args.cpus.split(",")]
+        builtin_cpus = {emu.cpu(c.replace("max-sme-off", "max,sme=off")).name for c in args.builtin_cpus.split(",")}
     except MobiledeployError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -107,8 +110,8 @@ def main() -> int:
         exports[name] = {"dir": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out),
                          "export_seconds": round(secs, 1), "resolution": res}
         arts = sorted(list(out.glob("*.tflite")) + list(out.glob("*.onnx")))
-        # + int8 TFLite with LiteRT's built-in kernels instead of XNNPACK, on the CPUs with SVE/SME
-        runs = [(a, True, cpus) for a in arts] + [(a, False, [c for c in cpus if c.startswith("max")])
+        # + int8 TFLite with LiteRT's built-in kernels instead of XNNPACK, on --builtin-cpus
+        runs = [(a, True, cpus) for a in arts] + [(a, False, [c for c in cpus if c in builtin_cpus])
                                                   for a in arts if a.suffix == ".tflite" and "int8" in a.name]
         for art, xnnpack, on in runs:
             host = emu.run_worker(art, x, cpu_name=None, timeout_s=120, xnnpack=xnnpack)
