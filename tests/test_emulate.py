@@ -22,7 +22,7 @@ def _env_or_none():
 
 
 ARM = _env_or_none()
-needs_env = pytest.mark.skipif(isinstance(ARM, str), reason=f"no ARM emulation environment: {ARM}")
+needs_env = pytest.mark.skipif(isinstance(ARM, str), reason=str(ARM))
 
 
 # ---------------------------------------------------------------- pure functions
