@@ -143,12 +143,14 @@ def download_wheels(dest: Path, versions: dict[str, str]) -> None:
                                                   "wheels for CPython 3.11?")
 
 
+def wheel_dist(whl: Path) -> tuple[str, str]:
+    """(distribution name as PyPI normalises it, version) from a wheel's file name."""
+    name, version = whl.name.split("-")[:2]
+    return name.replace("_", "-").lower(), version
+
+
 def wheel_versions(wheels: Path) -> dict[str, str]:
-    out = {}
-    for w in wheels.glob("*.whl"):
-        name, version = w.name.split("-")[:2]
-        out[name.replace("_", "-").lower()] = version
-    return out
+    return dict(wheel_dist(w) for w in wheels.glob("*.whl"))
 
 
 def build_sysroot(cache: Path, debs: Path, wheels: Path) -> Path:
@@ -202,19 +204,18 @@ def qemu_version(qemu: str) -> str:
     return run([qemu, "--version"], "qemu --version").splitlines()[0].strip()
 
 
-def up_to_date(cache: Path, versions: dict[str, str]) -> dict | None:
+def up_to_date(cache: Path) -> dict | None:
+    """The stamp of a complete environment pinned to this host's versions (find_env checks both)."""
     try:
-        env = emu.find_env(cache)
+        return emu.find_env(cache).info
     except UsageError:
         return None
-    return env.info if env.wheels == env.info.get("wheels") and all(
-        env.wheels.get(k) == v for k, v in versions.items()) else None
 
 
 def setup(cache: Path, *, force: bool = False) -> dict:
     check_host()
     versions = host_versions()
-    if not force and (info := up_to_date(cache, versions)):
+    if not force and (info := up_to_date(cache)):
         say(f"up to date in {cache} ({info['qemu_version']}; " + ", ".join(
             f"{k} {v}" for k, v in info["wheels"].items() if k in emu.PINNED) + ")")
         return info
@@ -225,13 +226,14 @@ def setup(cache: Path, *, force: bool = False) -> dict:
     qemu, qemu_bytes = ensure_qemu(apt)
     before = {p: p.stat().st_size for p in cache.glob("*/*") if p.suffix in (".deb", ".whl")}
     debs = download_debs(apt, cache / "debs")
-    stale = [w for w in (cache / "wheels").glob("*.whl") if w.name.split("-")[0].replace("_", "-").lower()
-             in versions and w.name.split("-")[1] != versions[w.name.split("-")[0].replace("_", "-").lower()]]
-    for w in stale:
-        w.unlink()
+    for w in (cache / "wheels").glob("*.whl"):  # wheels of versions the host no longer has
+        name, version = wheel_dist(w)
+        if name in versions and version != versions[name]:
+            w.unlink()
     download_wheels(cache / "wheels", versions)
     files = {p: p.stat().st_size for p in cache.glob("*/*") if p.suffix in (".deb", ".whl")}
     downloaded = qemu_bytes + sum(s for p, s in files.items() if p not in before)
+    from_nothing = qemu_bytes > 0 and not before  # no qemu and an empty cache: the full set-up cost
     sysroot = build_sysroot(cache, cache / "debs", cache / "wheels")
     env = emu.ArmEnv(cache, qemu, sysroot, wheel_versions(cache / "wheels"))
     cpus = build_cpu_roots(env)
@@ -245,7 +247,7 @@ def setup(cache: Path, *, force: bool = False) -> dict:
     info = {"format": emu.ENV_FORMAT, "qemu": qemu, "qemu_version": qemu_version(qemu), "sysroot": str(sysroot),
             "python": guest["python"], "debs": debs, "wheels": env.wheels, "cpus": cpus,
             "processors": emu.host_processors(), "setup_seconds": round(time.perf_counter() - t0, 1),
-            "download_bytes": downloaded, "artifact_bytes": sum(files.values()) + qemu_bytes,
+            "from_nothing": from_nothing, "download_bytes": downloaded, "artifact_bytes": sum(files.values()) + qemu_bytes,
             "disk_bytes": sum(p.stat().st_size for p in sysroot.rglob("*") if p.is_file() and not p.is_symlink()),
             "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
