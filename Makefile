@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow check clean
+.PHONY: install demo test test-slow check clean arm-env
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ check: $(STAMP)
 	    --calib digits --out build/reference
 	$(BIN)/mobiledeploy check --budget models/budgets.toml --baseline build/reference \
 	    --json build/check.json --junit build/check.xml --md build/check.md
+
+# Optional: qemu + an arm64 Python with the aarch64 LiteRT / ONNX Runtime wheels, for --emulate CPU
+# (x86_64 Debian host, root for apt-get; cache: $MOBILEDEPLOY_ARM_CACHE or ~/.cache/mobiledeploy/arm).
+arm-env: $(STAMP)
+	$(PY) scripts/arm_env.py
 
 clean:
 	rm -rf build .pytest_cache
