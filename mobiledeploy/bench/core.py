@@ -291,17 +291,8 @@ def machine_conditions() -> dict:
 
 
 def host_info() -> dict:
-    import platform
-
+    from mobiledeploy.machine import host
     from mobiledeploy.runtimes import RUNTIMES
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": len(tg.host_cores()), "logical_cpus": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "versions": {rt.module: rt.version() for rt in RUNTIMES.values()} | {"numpy": np.__version__}}
+    return {**host(), "versions": {rt.module: rt.version() for rt in RUNTIMES.values()} | {"numpy": np.__version__}}
 

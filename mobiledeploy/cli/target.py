@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import csv_choice, emit_json, json_option, stdout_console, target_options
+from mobiledeploy.cli.common import csv_choice, emit_json, json_option, stdout_console, target_options, wide_option
 
 
 @click.group("target")
@@ -24,7 +24,8 @@ def target() -> None:
                    "bandwidth, threads); default: as many as the rows allow.")
 @click.option("--name", default=None, help="Name of the new target (default: the --out file's stem).")
 @json_option
-def calibrate(target_name, target_file, measurements, out, params, name, json_path):
+@wide_option
+def calibrate(target_name, target_file, measurements, out, params, name, json_path, wide):
     """Fit a target's cost model to latencies measured on the device; write a new target.
 
     Least squares on log latency; with one measurement only a global scale is fitted.
@@ -39,15 +40,14 @@ def calibrate(target_name, target_file, measurements, out, params, name, json_pa
     emit_json(json_path, result.to_json())
     if json_path == "-":
         return
-    from rich.table import Table
+    from mobiledeploy.cli.table import Column, render
 
     fit = result.fit
-    table = Table(title=f"fit of {result.target} (in-sample)")
-    for col in ("model", "precision", "threads", "measured ms", "estimate ms", "error"):
-        table.add_column(col, justify="left" if col in ("model", "precision") else "right")
-    for r, e, err in zip(fit.rows, fit.estimates_ms, fit.errors_pct):
-        table.add_row(r.label, r.precision, str(r.threads), f"{r.latency_ms:.2f}", f"{e:.2f}", f"{err:+.1f}%")
+    cols = (Column("model"), Column("precision", priority=1), Column("threads", "right", priority=2),
+            Column("measured ms", "right"), Column("estimate ms", "right"), Column("error", "right"))
+    rows = [(r.label, r.precision, str(r.threads), f"{r.latency_ms:.2f}", f"{e:.2f}", f"{err:+.1f}%")
+            for r, e, err in zip(fit.rows, fit.estimates_ms, fit.errors_pct)]
     con = stdout_console()
-    con.print(table)
+    render(con, cols, rows, title=f"fit of {result.target} (in-sample)", wide=wide)
     con.print(f"fitted {', '.join(fit.params)} on {len(fit.rows)} row(s): median |error| "
               f"{fit.median_abs_error_pct:.1f}%, worst {fit.worst_abs_error_pct:.1f}%; wrote {result.out}", markup=False)
