@@ -93,6 +93,9 @@ def write_json(dest: str | os.PathLike, obj: Any) -> Path:
     return write_text(dest, dumps(obj) + "\n")
 
 
+STAMP_KEYS = ("mobiledeploy_version", "created", "machine")
+
+
 def stamp(doc: dict) -> dict:
     """``doc`` plus ``mobiledeploy_version``, ``created`` (UTC, ISO 8601) and ``machine``.
 
@@ -104,10 +107,8 @@ def stamp(doc: dict) -> dict:
     from mobiledeploy import __version__
     from mobiledeploy.machine import conditions
 
-    return {**doc, **{k: v for k, v in (
-        ("mobiledeploy_version", __version__),
-        ("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
-        ("machine", conditions())) if k not in doc}}
+    values = (__version__, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), conditions())
+    return {**doc, **{k: v for k, v in zip(STAMP_KEYS, values) if k not in doc}}
 
 
 def _finite(o: Any) -> Any:

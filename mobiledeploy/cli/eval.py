@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, md_option, stdout_console, wide_option
+from mobiledeploy.cli.common import emit_json, json_option, md_option, progress, stdout_console, wide_option
 from mobiledeploy.cli.table import Column
 
 COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", priority=1),
@@ -47,7 +47,9 @@ def eval_(models, json_path, md_path, wide, **kwargs) -> None:
     from mobiledeploy.errors import RuntimeFailure
     from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
 
-    report = run_eval(EvalConfig(models=tuple(models), **kwargs))
+    with progress() as steps:
+        report = run_eval(EvalConfig(models=tuple(models), **kwargs,
+                                     progress=lambda msg, done: (steps.done if done else steps.start)(msg)))
     emit_json(json_path, report.to_json())
     if md_path:
         from mobiledeploy import io

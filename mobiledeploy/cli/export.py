@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import click
@@ -68,14 +69,31 @@ def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, c
     with _progress(err) as step:
         result = export_model(config, progress=step,
                               warn=lambda msg: err.print(f"[yellow]warning:[/] {msg}", markup=True, soft_wrap=True))
-    emit_json(json_path, result.to_json())
+    if json_path:  # the manifest as written, stamp included
+        import json
+
+        emit_json(json_path, json.loads(result.manifest_path.read_text()))
     if json_path != "-":  # JSON on stdout: nothing else there
         _print_table(result, wide)
 
 
 @contextlib.contextmanager
 def _progress(console):
-    """A rich progress display on stderr: one line per slow step, with its time."""
+    """A rich progress display on stderr: one line per slow step, with its time.
+
+    When stderr is not a terminal (a CI log), plain lines: one as each step starts and one
+    as it ends, so a slow step is never silent.
+    """
+    if not console.is_terminal:
+        @contextlib.contextmanager
+        def plain(name: str):
+            t = time.perf_counter()
+            console.print(f"{name} ...", markup=False, highlight=False)
+            yield
+            console.print(f"{name}: done in {time.perf_counter() - t:.1f} s", markup=False, highlight=False)
+
+        yield plain
+        return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"),

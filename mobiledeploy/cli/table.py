@@ -114,7 +114,11 @@ def render(con, columns: Sequence, rows: Sequence[Sequence[Cell]], *, wide: bool
     available = 10**6 if wide else con.width
     t, dropped = table(columns, rows, available=available, wide=wide, **kw)
     if wide:  # as wide as it takes: the terminal (or the reader's pager) wraps, nothing is cut
-        con.print(t, width=max(con.width, _frame(_natural(columns, rows))))
+        saved, con.width = con._width, max(con.width, _frame(_natural(columns, rows)))
+        try:
+            con.print(t)
+        finally:
+            con._width = saved
     else:
         con.print(t)
     if dropped:
