@@ -1,4 +1,4 @@
-"""Phones: leave-one-out over the published latencies in /work/shared/reference/device-latency.md.
+"""Phones: leave-one-out over the published latencies in docs/reference.md.
 
     .venv/bin/python benchmarks/estimate_phones.py [--write-targets]
 
