@@ -1,7 +1,7 @@
 """How sizes are written, everywhere: IEC binary units (1 KiB = 1024 bytes).
 
 Tables, Markdown reports and the docs all use ``format_size``; JSON keeps exact byte
-counts (``size_bytes``). Budget files give sizes in KiB (``max_size_kib``).
+counts (``size_bytes``). A budget file's ``max_size_kb`` is in KiB too.
 """
 
 from __future__ import annotations

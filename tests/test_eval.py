@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import errors
 
 from mobiledeploy.cli import cli
 from mobiledeploy.accuracy.data import Dataset, load_dataset
@@ -149,7 +150,7 @@ def reference_int8_tflite(tmp_path_factory):
 
 def _one_line_error(r, code, *needles):
     assert r.exit_code == code, (r.exit_code, r.output, r.stderr)
-    lines = r.stderr.strip().splitlines()
+    lines = errors(r.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert "Traceback" not in r.output + r.stderr
     for n in needles:

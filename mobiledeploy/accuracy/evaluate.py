@@ -249,6 +249,8 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
             if cfg.progress:
                 cfg.progress(f"per-layer {r.path}", False)
             pl = per_layer_report(r, dataset=ds, source_model=cfg.source_model, unsafe_load=cfg.unsafe_load)
+            if cfg.progress:
+                cfg.progress(f"per-layer {r.path}: {len(pl.flagged)} of {len(pl.layers)} layers flagged", True)
             res = _replace(res, per_layer=pl)
         results.append(res)
     return EvalReport(data=report.data, results=tuple(results))

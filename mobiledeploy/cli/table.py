@@ -48,10 +48,11 @@ def width() -> int | None:
     return None if os.isatty(1) else PIPE_WIDTH
 
 
-def console(*, stderr: bool = False):
+def console():
+    """The stdout console every command prints its tables on."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False, width=width(), stderr=stderr)
+    return Console(highlight=False, soft_wrap=False, width=width())
 
 
 def _text(cell: Cell) -> Text:
