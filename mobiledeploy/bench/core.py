@@ -286,7 +286,9 @@ def machine_conditions() -> dict:
     """What a benchmark records about the machine at a point in time: host facts and load."""
     import time
 
-    return {"host": host_info(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    from mobiledeploy.machine import conditions
+
+    return {"host": host_info(), "loadavg_1_5_15": conditions()["loadavg_1_5_15"],
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
