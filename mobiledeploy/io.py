@@ -1,14 +1,20 @@
-"""Atomic file output: nothing half-written is ever left behind.
+"""Atomic file output, and the one JSON encoding.
 
 Every file the toolkit writes goes to a temporary path in the same directory first and
 is renamed into place only when complete, so a failure or Ctrl-C leaves either the old
 file or nothing.
+
+Every JSON document is encoded by ``dumps``: JSON has no infinity or NaN, so non-finite
+numbers are written as the strings ``"inf"``, ``"-inf"`` and ``"nan"`` (Python's
+``float()`` reads them back; ``null`` always means "not measured"). Documents a command
+emits carry ``stamp()``'s keys: the mobiledeploy version, when, and on what machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -78,8 +84,44 @@ def write_text(dest: str | os.PathLike, text: str) -> Path:
     return Path(dest)
 
 
+def dumps(obj: Any) -> str:
+    """JSON text, indented; numpy values as plain numbers, non-finite floats as strings."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+
+
 def write_json(dest: str | os.PathLike, obj: Any) -> Path:
-    return write_text(dest, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return write_text(dest, dumps(obj) + "\n")
+
+
+STAMP_KEYS = ("mobiledeploy_version", "created", "machine")
+
+
+def stamp(doc: dict) -> dict:
+    """``doc`` plus ``mobiledeploy_version``, ``created`` (UTC, ISO 8601) and ``machine``.
+
+    ``machine`` is what the numbers depend on: CPU model, cores, load average at the time.
+    Keys already in ``doc`` are kept as they are.
+    """
+    import time
+
+    from mobiledeploy import __version__
+    from mobiledeploy.machine import conditions
+
+    values = (__version__, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), conditions())
+    return {**doc, **{k: v for k, v in zip(STAMP_KEYS, values) if k not in doc}}
+
+
+def _finite(o: Any) -> Any:
+    """Replace float infinities and NaN (also numpy's) by "inf", "-inf", "nan", recursively."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else str(o)  # 'inf', '-inf', 'nan'
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if type(o).__module__ == "numpy" and hasattr(o, "tolist"):
+        return _finite(o.tolist())
+    return o
 
 
 def _json_default(o: Any) -> Any:

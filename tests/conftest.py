@@ -23,6 +23,11 @@ def quiet():
         yield
 
 
+def errors(stderr: str) -> list[str]:
+    """stderr without the progress lines piped runs print ("bench PATH ...", "eval PATH ...")."""
+    return [ln for ln in stderr.strip().splitlines() if not ln.startswith(("bench ", "eval ", "per-layer "))]
+
+
 @pytest.fixture(scope="session")
 def tiny_keras():
     """MobileNet V1, alpha 0.25, 32x32x3, 10 classes, fixed seed."""

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import errors
 
 from mobiledeploy.bench import core as b
 from mobiledeploy import targets as tg
@@ -121,7 +122,7 @@ def test_a_model_that_crashes_the_runtime_is_an_error_row(tiny_tflite, tmp_path)
     out = tmp_path / "r.json"
     r = CliRunner().invoke(cli, ["bench", str(crash), str(tiny_tflite), *FAST_ARGS, "--json", str(out)])
     assert r.exit_code == 1
-    assert r.stderr.strip().splitlines() == [f"error: {crash}: crashed with signal SIGSEGV"]
+    assert errors(r.stderr) == [f"error: {crash}: crashed with signal SIGSEGV"]
     rows = json.loads(out.read_text())["results"]
     assert [row["status"] for row in rows] == ["error", "ok"]  # the next model still ran
     # the builtin kernels refuse the same file cleanly
@@ -229,7 +230,7 @@ def test_bad_input_is_one_clear_line(tiny_tflite, tmp_path, args, code, message)
     args = [a.format(empty=tmp_path / "empty", tflite=tiny_tflite, other=tmp_path / "model.bin") for a in args]
     r = CliRunner().invoke(cli, ["bench", *args])
     assert r.exit_code == code, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
+    lines = errors(r.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
 
 

@@ -235,7 +235,7 @@ def test_bench_shows_the_device_estimate_in_its_own_column(model_dir):
     assert r.exit_code == 0, r.output + r.stderr
     est = json.loads(r.stdout)["device_estimates"][path]
     assert est["estimate_ms"] > 0 and "not a measurement" in est["label"]
-    r = CliRunner().invoke(cli, ["bench", path, "--target", "pixel4-big", "--runs", "2", "--warmup", "0"])
+    r = CliRunner().invoke(cli, ["bench", path, "--target", "pixel4-big", "--runs", "2", "--warmup", "0", "--wide"])
     assert "pixel4-big est. ms (device estimate)" in r.stdout and "not pixel4-big latency" in r.stdout
 
 

@@ -19,7 +19,7 @@ def test_bench_data_adds_top1_column_equal_to_eval(tiny_tflite_int8, tmp_path):
         "artifacts": [{"file": "tiny_int8.tflite", "format": "tflite", "precision": "int8"}]}))
     model = str(d / "tiny_int8.tflite")
     r = CliRunner().invoke(cli, ["bench", model, "--runs", "3", "--warmup", "0", "--data", "digits",
-                                 "--json", str(tmp_path / "b.json")])
+                                 "--json", str(tmp_path / "b.json"), "--wide"])  # --wide: headers on one line
     assert r.exit_code == 0, r.output + r.stderr
     acc = json.loads((tmp_path / "b.json").read_text())["accuracy"][model]
     assert acc["samples"] == 360 and acc["status"] == "ok"

@@ -40,12 +40,12 @@ def test_keras_reference_top1_is_the_recorded_one(tmp_path):
     assert doc["data"]["preprocessing"] == "mobilenet"
     res = doc["results"][0]
     assert res["samples"] == 360
-    assert res["top1"] == pytest.approx(_row(_numerics(), "keras", "fp32")["top1"], abs=1e-6)
+    assert _close_to_recorded(res["top1"], _row(_numerics(), "keras", "fp32"))
 
 
 @pytest.mark.slow
 def test_export_then_eval_reproduces_every_recorded_row(tmp_path):
-    """The full pipeline: H1's export of the reference model, then eval of every artifact."""
+    """The full pipeline: export of the reference model, then eval of every artifact."""
     out = tmp_path / "ref"
     r = CliRunner().invoke(cli, ["export", "--model", str(MODEL), "--calib", "digits", "--quant",
                                  "fp32,fp16,dynamic,int8", "--formats", "tflite,onnx,keras", "--out", str(out)])
@@ -58,7 +58,7 @@ def test_export_then_eval_reproduces_every_recorded_row(tmp_path):
     for row in num["result"]:
         x = got[(row["format"], row["precision"])]
         assert x["runtime"] == row["runtime"]
-        assert x["top1"] == pytest.approx(row["top1"], abs=1e-6), row
+        assert _close_to_recorded(x["top1"], row), (x["top1"], row)
     float_top1 = got[("keras", "fp32")]["top1"]
     assert float_top1 - got[("tflite", "int8")]["top1"] <= 0.005
     assert float_top1 - got[("onnx", "int8")]["top1"] <= 0.005
@@ -69,6 +69,17 @@ def test_export_then_eval_reproduces_every_recorded_row(tmp_path):
     for x in got.values():
         if x["format"] in ("tflite", "onnx"):
             assert x["top1"] == pytest.approx(_independent_top1(x["model"], ds.x, ds.y), abs=1e-12), x["model"]
+
+
+def _close_to_recorded(top1: float, row: dict) -> bool:
+    """Within a borderline sample or two of the recorded top-1 (measured on one AMD AVX2 machine).
+
+    Exact on the machine that recorded it; another CPU's kernels (AVX-512, VNNI, ARM dot
+    products) may flip a sample whose two best scores are nearly tied: one for float
+    models, two for quantized ones, whose integer kernels differ more between CPUs.
+    """
+    flips = 1 if row["precision"] in ("fp32", "fp16") else 2
+    return abs(top1 - row["top1"]) * row["samples"] <= flips + 1e-3
 
 
 def _independent_top1(path: str, xs, ys) -> float:

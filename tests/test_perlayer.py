@@ -14,7 +14,7 @@ from mobiledeploy.cli import cli
 from mobiledeploy.accuracy.data import load_dataset
 from mobiledeploy.errors import UsageError
 from mobiledeploy.models.artifacts import resolve_models
-from mobiledeploy.accuracy.perlayer import TFLITE_FLAG, per_layer_report, render_table, short_tflite_name
+from mobiledeploy.accuracy.perlayer import TFLITE_FLAG, per_layer_report, short_tflite_name
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_cli_per_layer_reports_both_int8_artifacts_worst_first(int8_export, tmp_
 
     onx = rows["tiny_int8.onnx"]["per_layer"]
     assert onx["metric"] == "sqnr_db"
-    sq = [layer["value"] for layer in onx["layers"] if layer["value"] is not None]
+    sq = [float(layer["value"]) for layer in onx["layers"] if layer["value"] != "nan"]  # "inf": identical
     assert len(sq) >= 20 and sq == sorted(sq)  # worst (lowest SQNR) first
     assert "xmodel_sqnr_db" in onx["layers"][0]  # compared with the float ONNX of the same export
     assert "per-layer rmse/scale" in r.output and "per-layer sqnr_db" in r.output
@@ -81,7 +81,17 @@ def test_onnx_per_layer_without_float_model_uses_qdq_pairs(tiny_onnx_int8):
     vals = [layer.value for layer in rep.layers]
     assert not any(math.isnan(v) for v in vals) and vals == sorted(vals)
     assert max(vals) > 20  # (a random-init model has dead and saturated tensors, so only a loose bound)
-    render_table(rep)  # renders without error
+    from io import StringIO
+
+    from rich.console import Console
+
+    from mobiledeploy.cli.eval import PER_LAYER_TOP, _print_per_layer
+
+    con = Console(width=80, record=True, file=StringIO())
+    _print_per_layer(con, rep, wide=False)  # fits 80 columns, every figure shown in full
+    text = con.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert all(("inf" if v == math.inf else f"{v:.1f}") in text for v in vals[:PER_LAYER_TOP])
 
 
 def test_tflite_per_layer_needs_the_float_model(tiny_tflite_int8, tiny_keras, tmp_path):

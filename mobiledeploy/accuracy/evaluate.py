@@ -14,12 +14,11 @@ runtime crash is one failed row, not a dead command. Keras models run in-process
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,12 +34,12 @@ class Agreement:
     top1_agreement: float
     max_abs_diff: float
     mean_abs_diff: float
-    sqnr_db: float  # inf when the outputs are identical (written as null in JSON)
+    sqnr_db: float  # inf when the outputs are identical (JSON: "inf")
 
     def to_json(self) -> dict:
         return {"reference": self.reference, "top1_agreement": self.top1_agreement,
                 "max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff,
-                "sqnr_db": _finite(self.sqnr_db)}
+                "sqnr_db": self.sqnr_db}
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,9 @@ class EvalReport:
         return {"schema_version": 1, "data": self.data, "results": [r.to_json() for r in self.results]}
 
 
+Progress = Callable[[str, bool], None]  # (message, done): a model starts (False) or ends (True)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     models: tuple[str, ...]
@@ -105,6 +107,7 @@ class EvalConfig:
     source_model: str | None = None  # float Keras model for --per-layer when there is no manifest
     unsafe_load: bool = False
     compare: bool = True  # False: no reference model, no agreement (what `bench --data` asks)
+    progress: Progress | None = None  # called as each model starts and ends (the CLI's stderr lines)
 
 
 # ---------------------------------------------------------------- core
@@ -112,7 +115,7 @@ class EvalConfig:
 
 def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: ModelRef | str | None = None,
              threads: int | None = None, timeout_s: float = 600.0, require_labels: bool = True,
-             unsafe_load: bool = False) -> EvalReport:
+             unsafe_load: bool = False, progress: Progress | None = None) -> EvalReport:
     """Run ``models`` (and ``reference``, if not among them) on ``dataset``.
 
     Raises ``UsageError`` when labels are needed but absent or when a model's output
@@ -131,8 +134,15 @@ def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: M
             ref = same[0]
         else:
             refs = [ref, *refs]
-    raw = {r.path: _predict(r, dataset, threads=threads, timeout_s=timeout_s, unsafe_load=unsafe_load)
-           for r in refs}
+    progress = progress or (lambda msg, done: None)
+
+    def predict(r: ModelRef):
+        progress(f"eval {r.path}", False)
+        out = _predict(r, dataset, threads=threads, timeout_s=timeout_s, unsafe_load=unsafe_load)
+        progress(f"eval {r.path}: " + (f"{out[1]:.1f} s" if out[0] is not None else "error"), True)
+        return out
+
+    raw = {r.path: predict(r) for r in refs}
     for r in refs:  # a class-count mismatch is the user's data, not a runtime failure
         out = raw[r.path][0]
         if out is not None:
@@ -202,10 +212,6 @@ def _flat(out: np.ndarray) -> np.ndarray:
     return out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
 
 
-def _finite(v: float | None):
-    return v if v is None or math.isfinite(v) else None
-
-
 # ---------------------------------------------------------------- what the CLI calls
 
 
@@ -231,7 +237,7 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
     ds = load_dataset(cfg.data, resolution=resolutions.pop(), preprocessing=pres.pop(), split=cfg.split,
                       limit=cfg.limit, labelled=True, seed=cfg.seed, labels_file=cfg.labels_file)
     report = evaluate(refs, ds, reference=reference, threads=cfg.threads, timeout_s=cfg.timeout_s,
-                      unsafe_load=cfg.unsafe_load)
+                      unsafe_load=cfg.unsafe_load, progress=cfg.progress)
     if not cfg.per_layer:
         return report
     from mobiledeploy.accuracy.perlayer import per_layer_report
@@ -241,7 +247,11 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
     for res in report.results:
         r = by_path[res.model]
         if res.status == "ok" and res.precision == "int8" and r.format in ("tflite", "onnx"):
+            if cfg.progress:
+                cfg.progress(f"per-layer {r.path}", False)
             pl = per_layer_report(r, dataset=ds, source_model=cfg.source_model, unsafe_load=cfg.unsafe_load)
+            if cfg.progress:
+                cfg.progress(f"per-layer {r.path}: {len(pl.flagged)} of {len(pl.layers)} layers flagged", True)
             res = _replace(res, per_layer=pl)
         results.append(res)
     return EvalReport(data=report.data, results=tuple(results))

@@ -44,9 +44,8 @@ class LayerError:
     tensor: str = ""  # the full tensor name, when ``name`` is a shortened one
 
     def to_json(self) -> dict:
-        return {"name": self.name, "op": self.op, "value": _finite(self.value), "flagged": self.flagged,
-                "tensor": self.tensor or self.name,
-                **{k: _finite(v) for k, v in self.detail}}
+        return {"name": self.name, "op": self.op, "value": self.value, "flagged": self.flagged,
+                "tensor": self.tensor or self.name, **dict(self.detail)}
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,6 @@ class PerLayerReport:
         return {"model": self.model, "method": self.method, "metric": self.metric, "threshold": self.threshold,
                 "samples": self.samples, "flagged": len(self.flagged), "note": self.note,
                 "layers": [layer.to_json() for layer in self.layers]}
-
-
-def _finite(v):
-    return v if v is None or math.isfinite(v) else None
 
 
 def per_layer_report(ref, *, dataset, source_model: str | None = None, unsafe_load: bool = False,
@@ -272,23 +267,3 @@ def short_tflite_name(name: str) -> str:
     core = re.sub(r":\d+$", "", core)
     parts = core.split("/")
     return "/".join(parts[1:]) if len(parts) > 2 else core
-
-
-# ---------------------------------------------------------------- display
-
-
-def render_table(report: PerLayerReport, *, top: int = 12):
-    from rich.table import Table
-
-    worse = "higher" if report.metric == "rmse/scale" else "lower"
-    flag = f"> {report.threshold}" if report.metric == "rmse/scale" else f"< {report.threshold:.0f} dB"
-    table = Table(title=f"{Path(report.model).name}: per-layer {report.metric} ({worse} is worse; flagged {flag}), "
-                        f"{len(report.flagged)} of {len(report.layers)} flagged, worst {min(top, len(report.layers))}",
-                  caption=report.note)
-    for c in ("layer", "op", report.metric, "flag"):
-        table.add_column(c, justify="right" if c == report.metric else "left", overflow="fold")
-    for layer in report.layers[:top]:
-        v = "inf" if layer.value == math.inf else f"{layer.value:.3f}" if report.metric == "rmse/scale" \
-            else f"{layer.value:.1f}"
-        table.add_row(layer.name, layer.op, v, "[red]!![/red]" if layer.flagged else "")
-    return table

@@ -236,22 +236,15 @@ def machine_conditions() -> dict:
     """What a benchmark records about the machine at a point in time: host facts and load."""
     import time
 
-    return {"host": host_info(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    from mobiledeploy.machine import conditions
+
+    return {"host": host_info(), "loadavg_1_5_15": conditions()["loadavg_1_5_15"],
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def host_info() -> dict:
-    import platform
-
+    from mobiledeploy.machine import host
     from mobiledeploy.runtimes import RUNTIMES
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": len(tg.host_cores()), "logical_cpus": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "versions": {rt.module: rt.version() for rt in RUNTIMES.values()} | {"numpy": np.__version__}}
+    return {**host(), "versions": {rt.module: rt.version() for rt in RUNTIMES.values()} | {"numpy": np.__version__}}
 

@@ -1,6 +1,8 @@
 """The bench table, built from one list of column definitions (terminal and Markdown).
 
 Adding a column is one ``Column`` appended to ``COLUMNS`` (or passed in ``columns=``).
+Its ``priority`` says when it may be left out of a narrow terminal (0: never; the highest
+numbers go first; see ``mobiledeploy.cli.table``); Markdown always has every column.
 A column's ``value(result, extra)`` gets the ``BenchResult`` and ``extra``, a dict of
 figures that other commands attach to that model (``extras={model_path: {...}}``), e.g.
 an accuracy from ``eval`` or an estimate from ``estimate``.
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from mobiledeploy.bench.core import BenchResult
+from mobiledeploy.units import format_size
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class Column:
     header: str
     value: Callable[[BenchResult, dict], str]
     justify: str = "right"
+    priority: int = 0
+    fold: bool = False
 
 
 def _ms(key: str) -> Callable[[BenchResult, dict], str]:
@@ -30,50 +35,26 @@ def _num(v: float | None, fmt: str) -> str:
     return format(v, fmt) if v is not None else "-"
 
 
-def size_str(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return "-"
-
-
 COLUMNS: list[Column] = [
     Column("model", lambda r, x: Path(r.model).name, "left"),
-    Column("format", lambda r, x: r.format, "left"),
-    Column("precision", lambda r, x: r.precision, "left"),
-    Column("runtime", lambda r, x: r.runtime, "left"),
-    Column("threads", lambda r, x: str(r.threads or "-")),
-    Column("status", lambda r, x: r.status, "left"),
-    Column("size", lambda r, x: size_str(r.size_bytes)),
-    Column("init ms", lambda r, x: _num(r.init_ms, ".1f") if r.ok else "-"),
+    Column("format", lambda r, x: r.format, "left", priority=3),  # the file name says it too
+    Column("precision", lambda r, x: r.precision, "left", priority=1),
+    Column("runtime", lambda r, x: r.runtime, "left", priority=4),
+    Column("threads", lambda r, x: str(r.threads or "-"), priority=5),  # also in the title
+    Column("status", lambda r, x: r.status, "left", priority=2),
+    Column("size", lambda r, x: format_size(r.size_bytes), priority=1),
+    Column("init ms", lambda r, x: _num(r.init_ms, ".1f") if r.ok else "-", priority=4),
     Column("p50 ms", _ms("p50")),
-    Column("p90 ms", _ms("p90")),
-    Column("p99 ms", _ms("p99")),
-    Column("inf/s", lambda r, x: _num(r.throughput_ips, ".1f") if r.ok else "-"),
-    Column("mem MiB", lambda r, x: _num(r.peak_rss_mb, ".1f") if r.ok else "-"),
+    Column("p90 ms", _ms("p90"), priority=3),
+    Column("p99 ms", _ms("p99"), priority=2),
+    Column("inf/s", lambda r, x: _num(r.throughput_ips, ".1f") if r.ok else "-", priority=5),
+    Column("mem MiB", lambda r, x: _num(r.peak_rss_mb, ".1f") if r.ok else "-", priority=4),
 ]
 
 
 def rows(results: Sequence[BenchResult], columns: Sequence[Column], extras: dict | None) -> list[list[str]]:
     extras = extras or {}
     return [[c.value(r, extras.get(r.model, {})) for c in columns] for r in results]
-
-
-def rich_table(results: Sequence[BenchResult], *, title: str, columns: Sequence[Column] | None = None,
-               extras: dict | None = None):
-    from rich.table import Table
-
-    columns = COLUMNS if columns is None else columns
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c.header, justify=c.justify, no_wrap=c.header != "model",
-                         overflow="fold" if c.header == "model" else "ellipsis")
-    for r, cells in zip(results, rows(results, columns, extras)):
-        table.add_row(*cells, style=None if r.ok else "red")
-    return table
 
 
 def markdown_table(results: Sequence[BenchResult], *, title: str, columns: Sequence[Column] | None = None,

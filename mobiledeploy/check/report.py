@@ -1,4 +1,4 @@
-"""Render a ``CheckReport``: terminal table, JUnit XML, Markdown (JSON is ``to_json``).
+"""Render a ``CheckReport``: rows for the terminal table, JUnit XML, Markdown (JSON is ``to_json``).
 
 Every renderer shows the same five things per check: check, limit, measured, interval,
 verdict. Writers go through ``mobiledeploy.io`` (atomic), except the GitHub step summary,
@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from mobiledeploy.check.core import CheckReport
 from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckOutcome
 
-_STYLE = {PASS: "green", FAIL: "bold red", ERROR: "bold red", INCONCLUSIVE: "yellow", SKIPPED: "dim"}
+STYLE = {PASS: "green", FAIL: "bold red", ERROR: "bold red", INCONCLUSIVE: "yellow", SKIPPED: "dim"}
 _MD_MARK = {PASS: "✅ pass", FAIL: "❌ fail", ERROR: "❌ error", INCONCLUSIVE: "⚠️ inconclusive", SKIPPED: "➖ skipped"}
 
 
@@ -57,23 +57,7 @@ def rows(report: CheckReport) -> list[tuple[str, str, str, str, str, str]]:
              verdict_text(o, report.strict), o.detail) for o in report.outcomes]
 
 
-def print_table(report: CheckReport, console) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    t = Table(title=Text(f"mobiledeploy check: {report.budget} ({_latency_label(report)})"), title_justify="left")
-    for col in ("check", "limit", "measured", "interval", "verdict"):
-        t.add_column(col, no_wrap=col != "check", justify="right" if col in ("limit", "measured") else "left")
-    for o, r in zip(report.outcomes, rows(report)):  # Text: names such as "[precision=int8]" are not markup
-        t.add_row(*(Text(x) for x in r[:4]), Text(r[4], style=_STYLE[o.verdict]))
-    console.print(t)
-    for o, r in zip(report.outcomes, rows(report)):
-        if o.verdict in (FAIL, ERROR, INCONCLUSIVE) and r[5]:
-            console.print(Text(f"  {o.name}: {r[5]}"))
-    console.print(Text(report.summary()))
-
-
-def _latency_label(report: CheckReport) -> str:
+def latency_label(report: CheckReport) -> str:
     if not any(o.check.startswith("latency") for o in report.outcomes):
         return f"target {report.target}; no latency checks"
     return report.environment.get("latency", {}).get("label") or f"host latency, {report.target} settings"
@@ -116,7 +100,7 @@ def markdown(report: CheckReport) -> str:
         return s.replace("|", "\\|").replace("\n", " ")
 
     lines = [f"### mobiledeploy check: {'✅' if report.ok else '❌'} {report.summary()}", "",
-             f"Budget `{report.budget}` ({_latency_label(report)}; host latency is never a phone's).", "",
+             f"Budget `{report.budget}` ({latency_label(report)}; host latency is never a phone's).", "",
              "| check | limit | measured | interval | verdict |", "|---|---:|---:|---|---|"]
     for o, r in zip(report.outcomes, rows(report)):
         verdict = _MD_MARK[o.verdict] + (" (fails: --strict)" if o.verdict == INCONCLUSIVE and report.strict

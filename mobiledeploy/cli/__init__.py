@@ -38,6 +38,20 @@ def _debug_requested(args) -> bool:
     return _debug or "--debug" in (args or ()) or os.environ.get("MOBILEDEPLOY_DEBUG") == "1"
 
 
+def quiet_tensorflow() -> None:
+    """Before any command can import TensorFlow: no TensorFlow/oneDNN log lines on stderr.
+
+    C++ logs (the CPU-feature and oneDNN notices) below ERROR are dropped unless
+    TF_CPP_MIN_LOG_LEVEL is already set; TF_ENABLE_ONEDNN_OPTS is left as it is. The
+    Python-side absl and tensorflow loggers show errors only.
+    """
+    import logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("absl", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 class _Group(click.Group):
     """Lazy subcommands and the one place where errors become exit codes."""
 
@@ -60,6 +74,7 @@ class _Group(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         global _debug
         _debug = False
+        quiet_tensorflow()
         if args is None:
             args = sys.argv[1:]
         try:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, md_option, stderr_console, stdout_console, target_options
+from mobiledeploy.cli.common import (emit_json, json_option, md_option, progress, stdout_console, target_options,
+                                     wide_option)
 
 
 def _parse_shapes(ctx, param, values) -> dict[str, tuple[int, ...]]:
@@ -46,8 +47,9 @@ def _parse_shapes(ctx, param, values) -> dict[str, tuple[int, ...]]:
               help="Also measure top-1 on this labelled data set (digits, image folder, .npz); see `eval`.")
 @json_option
 @md_option
+@wide_option
 def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_level, warmup, runs,
-          min_time_s, timeout_s, shapes, samples, data, json_path, md_path) -> None:
+          min_time_s, timeout_s, shapes, samples, data, json_path, md_path, wide) -> None:
     """Measure latency of .tflite/.onnx files, or of every model in an export directory.
 
     Each model runs in its own child process (a crash or a hang past --timeout becomes
@@ -56,6 +58,7 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     """
     from mobiledeploy.bench import core as b
     from mobiledeploy.bench import report as rep
+    from mobiledeploy.cli.table import render
     from mobiledeploy import io
     from mobiledeploy.errors import RuntimeFailure, UsageError
     from mobiledeploy.targets import load_target
@@ -66,9 +69,14 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
                                      min_time_s=min_time_s, timeout_s=timeout_s, shapes=shapes)
     for note in settings.notes:
         click.echo(f"note: {note}", err=True)
-    with stderr_console().status("") as status:
+    def finished(r) -> None:
+        p50 = f"p50 {r.latency_ms['p50']:.3f} ms" if r.ok and "p50" in r.latency_ms else r.status
+        steps.done(f"bench {r.model}: {p50}")  # a failure's reason: in the error line after the table
+
+    with progress() as steps:
         report = b.bench_models(b.BenchConfig(models=tuple(models), settings=settings, target=target),
-                                on_start=lambda p: status.update(f"bench {p} ({settings.label})"))
+                                on_start=lambda p: steps.start(f"bench {p} ({settings.label})"),
+                                on_result=finished)
     cores = ",".join(map(str, settings.affinity)) if settings.affinity else "not pinned"
     title = (f"{settings.label}: {settings.threads} thread(s), cores {cores}, "
              f"XNNPACK {'on' if settings.xnnpack else 'off'}, ORT opt {settings.ort_opt_level}")
@@ -81,7 +89,7 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
         columns = rep.COLUMNS + [rep.Column(
             f"{target.name} est. ms (device estimate)",
             lambda r, x: f"{x['estimate_ms']:.2f}" if "estimate_ms" in x else "-")]
-    if data:  # accuracy from `eval` (H3) in its own column, after size: format, precision, size, top-1, p50
+    if data:  # accuracy from `eval` in its own column, after size: format, precision, size, top-1, p50
         from mobiledeploy.accuracy.evaluate import accuracy_for
 
         acc = accuracy_for([r.model for r in report.results if r.ok], data, threads=threads)
@@ -96,7 +104,9 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
                                                   columns=columns, extras=extras))
     if json_path != "-":
         out = stdout_console()
-        out.print(rep.rich_table(report.results, title=title, columns=columns, extras=extras))
+        columns = columns or rep.COLUMNS
+        render(out, columns, rep.rows(report.results, columns, extras), title=title, wide=wide,
+               row_styles=[None if r.ok else "red" for r in report.results])
         if target.name != "host":
             out.print(f"These are host timings with {target.name}'s settings, not {target.name} latency; "
                       f"the last column is the cost model's estimate for the device (`mobiledeploy estimate`).")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, md_option, stderr_console, stdout_console, target_options
+from mobiledeploy.cli.common import (emit_json, json_option, md_option, stderr_console, stdout_console, target_options,
+                                     wide_option)
 
 
 @click.command()
@@ -32,8 +33,9 @@ from mobiledeploy.cli.common import emit_json, json_option, md_option, stderr_co
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @json_option
 @md_option
+@wide_option
 def check(budget, artifacts, baseline, target_name, target_file, max_time_s, strict, skip, junit_path,
-          measure_yardstick, quiet, json_path, md_path) -> None:
+          measure_yardstick, quiet, json_path, md_path, wide) -> None:
     """Check every budget in FILE: exit 0 when all hold, 1 when any is broken, 2 on a config error.
 
     Size and accuracy are exact. Latency is compared, in the same run, against a
@@ -61,10 +63,31 @@ def check(budget, artifacts, baseline, target_name, target_file, max_time_s, str
     emit_json(json_path, report.to_json())
     rep.write_outputs(report, junit_path=junit_path, md_path=md_path)
     if json_path != "-":
-        rep.print_table(report, stdout_console())
+        _print(report, wide)
     if not report.ok:
         names = ", ".join(o.name for o in report.broken())
         raise BudgetError(f"{len(report.broken())} of {len(report.outcomes)} budget checks broken: {names}")
+
+
+def _print(report, wide: bool) -> None:
+    """check, limit, measured, interval, verdict; then the detail of each broken check, the summary."""
+    from rich.text import Text
+
+    from mobiledeploy.check import report as rep
+    from mobiledeploy.check.core import ERROR, FAIL, INCONCLUSIVE
+    from mobiledeploy.cli.table import Column, render
+
+    con = stdout_console()
+    rows = rep.rows(report)
+    render(con, (Column("check", fold=True), Column("limit", "right"), Column("measured", "right"),
+                 Column("interval", priority=1), Column("verdict", fold=True)),
+           [(*r[:4], Text(r[4], style=rep.STYLE[o.verdict])) for o, r in zip(report.outcomes, rows)],
+           title=Text(f"mobiledeploy check: {report.budget} ({rep.latency_label(report)})"), title_justify="left",
+           wide=wide)
+    for o, r in zip(report.outcomes, rows):
+        if o.verdict in (FAIL, ERROR, INCONCLUSIVE) and r[5]:
+            con.print(Text(f"  {o.name}: {r[5]}"))
+    con.print(Text(report.summary()))
 
 
 def _measure_yardstick(budget, target_name, target_file, progress) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 
 import click
@@ -41,10 +41,16 @@ def target_options(f):
     return f
 
 
-def stdout_console():
-    from rich.console import Console
+def wide_option(f):
+    return click.option("--wide", is_flag=True,
+                        help="Show every table column, however wide (default: fit the terminal, "
+                             "or $COLUMNS, else 80 columns when piped).")(f)
 
-    return Console(highlight=False, soft_wrap=False, width=None if os.isatty(1) else 200)
+
+def stdout_console():
+    from mobiledeploy.cli.table import console
+
+    return console()
 
 
 def stderr_console():
@@ -54,15 +60,49 @@ def stderr_console():
     return Console(stderr=True, highlight=False, soft_wrap=not os.isatty(2))
 
 
+class Progress:
+    """Progress on stderr: a live status line on a terminal; plain lines when stderr is not one.
+
+    In a CI log each item gets one line when it starts and one when it ends, so a slow
+    step is never silent and a log shows where a run stopped.
+    """
+
+    def __init__(self, console, status=None):
+        self.console, self._status = console, status
+
+    def start(self, msg: str) -> None:
+        if self._status is not None:
+            self._status.update(msg)
+        else:
+            self.console.print(msg, markup=False, highlight=False)
+
+    def done(self, msg: str) -> None:
+        if self._status is None:
+            self.console.print(msg, markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def progress():
+    err = stderr_console()
+    if err.is_terminal:
+        with err.status("") as status:
+            yield Progress(err, status)
+    else:
+        yield Progress(err)
+
+
 def emit_json(path: str | None, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically, or to stdout when path is '-'."""
+    """Write ``obj`` as JSON to ``path`` atomically, or to stdout when path is '-'.
+
+    Every command's --json goes through here: the document gets the version, time and
+    machine stamp (``io.stamp``) and the one encoding of non-finite numbers (``io.dumps``).
+    """
     if not path:
         return
-    import json
-
     from mobiledeploy import io
 
+    doc = io.stamp(obj) if isinstance(obj, dict) else obj
     if path == "-":
-        click.echo(json.dumps(obj, indent=2, default=io._json_default))
+        click.echo(io.dumps(doc))
     else:
-        io.write_json(path, obj)
+        io.write_json(path, doc)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, stderr_console, stdout_console, target_options
+from mobiledeploy.cli.common import emit_json, json_option, stderr_console, stdout_console, target_options, wide_option
+from mobiledeploy.cli.table import Column, render
 from mobiledeploy.cli.info import ARCH_CHOICES
 
 
@@ -23,8 +24,9 @@ from mobiledeploy.cli.info import ARCH_CHOICES
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer breakdown.")
 @json_option
+@wide_option
 def estimate(model, arch, alpha, resolution, classes, precision, target_name, target_file, threads,
-             show_layers, json_path):
+             show_layers, json_path, wide):
     """Estimate MODEL's latency ON THE DEVICE of --target (a cost model, not a measurement).
 
     Per layer: max(MACs / (peak x efficiency), bytes moved / bandwidth) + overhead, with
@@ -51,16 +53,10 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
         return
     con = stdout_console()
     if show_layers:
-        from rich.markup import escape
-        from rich.table import Table
-
-        table = Table()
-        for col, just in (("layer", "left"), ("class", "left"), ("MACs", "right"), ("bytes", "right"),
-                          ("bound", "left"), ("est. µs", "right")):
-            table.add_column(col, justify=just, overflow="ellipsis", max_width=60 if col == "layer" else None)
-        for x in result.layers:
-            table.add_row(escape(x.name), x.op_class, f"{x.macs:,}", f"{x.bytes_moved:,}", x.bound, f"{x.estimate_us:.1f}")
-        con.print(table)
+        cols = (Column("layer", fold=True), Column("class", priority=1), Column("MACs", "right"),
+                Column("bytes", "right", priority=2), Column("bound", priority=1), Column("est. µs", "right"))
+        render(con, cols, [(x.name, x.op_class, f"{x.macs:,}", f"{x.bytes_moved:,}", x.bound, f"{x.estimate_us:.1f}")
+                           for x in result.layers], wide=wide)
         con.print("by class (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in result.by_class_ms.items()))
     for note in result.notes:
         err.print(f"note: {note}", markup=False)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, md_option, stdout_console
+from mobiledeploy.cli.common import emit_json, json_option, md_option, progress, stdout_console, wide_option
+from mobiledeploy.cli.table import Column
 
-COLUMNS = ("model", "format", "precision", "runtime", "top-1", "top-5", "samples", "img/s (host)",
-           "top-1 agree", "max abs diff", "SQNR dB")
+COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", priority=1),
+           Column("runtime", priority=4), Column("top-1", "right"), Column("top-5", "right", priority=2),
+           Column("samples", "right", priority=4), Column("img/s (host)", "right", priority=3),
+           Column("top-1 agree", "right", priority=1), Column("max abs diff", "right", priority=2),
+           Column("SQNR dB", "right", priority=1))
 
 
 @click.command("eval")
@@ -32,7 +36,8 @@ COLUMNS = ("model", "format", "precision", "runtime", "top-1", "top-5", "samples
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for the --limit subset.")
 @json_option
 @md_option
-def eval_(models, json_path, md_path, **kwargs) -> None:
+@wide_option
+def eval_(models, json_path, md_path, wide, **kwargs) -> None:
     """Top-1/top-5 of MODEL... (.keras, .tflite, .onnx files or export directories) on --data.
 
     Every model sees the same preprocessed samples. Agreement columns compare each
@@ -42,14 +47,16 @@ def eval_(models, json_path, md_path, **kwargs) -> None:
     from mobiledeploy.errors import RuntimeFailure
     from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
 
-    report = run_eval(EvalConfig(models=tuple(models), **kwargs))
+    with progress() as steps:
+        report = run_eval(EvalConfig(models=tuple(models), **kwargs,
+                                     progress=lambda msg, done: (steps.done if done else steps.start)(msg)))
     emit_json(json_path, report.to_json())
     if md_path:
         from mobiledeploy import io
 
         io.write_text(md_path, markdown_table(report))
     if json_path != "-":
-        _print(report)
+        _print(report, wide)
     failed = [r for r in report.results if r.status != "ok"]
     if failed:
         raise RuntimeFailure(f"{len(failed)} of {len(report.results)} models failed; first: {failed[0].error}")
@@ -70,7 +77,8 @@ def rows(report) -> list[list[str]]:
 
 
 def markdown_table(report) -> str:
-    lines = [_title(report.data), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [_title(report.data), "", "| " + " | ".join(c.header for c in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
     return "\n".join(lines) + "\n"
 
@@ -85,20 +93,37 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def _print(report) -> None:
-    from rich.table import Table
+def _print(report, wide: bool) -> None:
+    from rich.text import Text
+
+    from mobiledeploy.cli.table import render
 
     con = stdout_console()
-    table = Table(title=_title(report.data))
-    for c in COLUMNS:
-        table.add_column(c, justify="left" if c in ("model", "format", "precision", "runtime") else "right")
-    for row in rows(report):
-        table.add_row(*row)
-    con.print(table)
+    render(con, COLUMNS, rows(report), title=_title(report.data), wide=wide)
     for r in report.results:
         if r.status != "ok":
-            con.print(f"[red]{r.model}: {r.error}[/red]")
+            con.print(Text(f"{r.model}: {r.error}", style="red"))
         if r.per_layer is not None:
-            from mobiledeploy.accuracy.perlayer import render_table
+            _print_per_layer(con, r.per_layer, wide)
 
-            con.print(render_table(r.per_layer))
+
+PER_LAYER_TOP = 12  # worst layers shown; --json has them all
+
+
+def _print_per_layer(con, report, wide: bool) -> None:
+    from pathlib import Path
+
+    from rich.text import Text
+
+    from mobiledeploy.cli.table import render
+
+    worse = "higher" if report.metric == "rmse/scale" else "lower"
+    flag = f"> {report.threshold}" if report.metric == "rmse/scale" else f"< {report.threshold:.0f} dB"
+    shown = report.layers[:PER_LAYER_TOP]
+    title = (f"{Path(report.model).name}: per-layer {report.metric} ({worse} is worse; flagged {flag}), "
+             f"{len(report.flagged)} of {len(report.layers)} flagged, worst {len(shown)}")
+    cols = (Column("layer", fold=True), Column("op", priority=1), Column(report.metric, "right"), Column("flag"))
+    fmt = ".3f" if report.metric == "rmse/scale" else ".1f"
+    rows_ = [(layer.name, layer.op, "inf" if layer.value == float("inf") else format(layer.value, fmt),
+              Text("!!", style="red") if layer.flagged else "") for layer in shown]
+    render(con, cols, rows_, title=title, caption=report.note or None, wide=wide)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import click
 
-from mobiledeploy.cli.common import csv_choice, emit_json, stderr_console, stdout_console, json_option
+from mobiledeploy.cli.common import csv_choice, emit_json, json_option, stderr_console, stdout_console, wide_option
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
 from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
 
@@ -55,9 +56,10 @@ from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
 @click.option("--out", default="build", show_default=True, type=click.Path(file_okay=False),
               help="Output directory.")
 @json_option
+@wide_option
 def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, classes, dropout, weights, seed,
            quant, formats, int8_io, onnx_quant_types, per_tensor, onnx_calibration, calib, calib_samples,
-           preprocessing, validate_samples, atol, rtol, strict, out, json_path):
+           preprocessing, validate_samples, atol, rtol, strict, out, json_path, wide):
     """Build (or load) a MobileNet and export TFLite/ONNX artifacts, each validated against Keras."""
     from mobiledeploy.export.pipeline import ExportConfig, export_model
 
@@ -75,14 +77,31 @@ def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, c
     with _progress(err) as step:
         result = export_model(config, progress=step,
                               warn=lambda msg: err.print(f"[yellow]warning:[/] {msg}", markup=True, soft_wrap=True))
-    emit_json(json_path, result.to_json())
+    if json_path:  # the manifest as written, stamp included
+        import json
+
+        emit_json(json_path, json.loads(result.manifest_path.read_text()))
     if json_path != "-":  # JSON on stdout: nothing else there
-        _print_table(result)
+        _print_table(result, wide)
 
 
 @contextlib.contextmanager
 def _progress(console):
-    """A rich progress display on stderr: one line per slow step, with its time."""
+    """A rich progress display on stderr: one line per slow step, with its time.
+
+    When stderr is not a terminal (a CI log), plain lines: one as each step starts and one
+    as it ends, so a slow step is never silent.
+    """
+    if not console.is_terminal:
+        @contextlib.contextmanager
+        def plain(name: str):
+            t = time.perf_counter()
+            console.print(f"{name} ...", markup=False, highlight=False)
+            yield
+            console.print(f"{name}: done in {time.perf_counter() - t:.1f} s", markup=False, highlight=False)
+
+        yield plain
+        return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"),
@@ -105,28 +124,20 @@ def _progress(console):
         yield step
 
 
-def _print_table(result) -> None:
-    from rich.table import Table
+def _print_table(result, wide: bool) -> None:
+    from rich.text import Text
+
+    from mobiledeploy.cli.table import Column, render
+    from mobiledeploy.units import format_size
 
     m = result.model
     facts = " ".join(f"{k}={m[k]}" for k in ("alpha", "resolution", "classes") if m.get(k) is not None)
-    title = f"{m['arch'] or Path(m['source']).name} {facts} -> {result.out_dir}"
-    table = Table(title=title, title_justify="left")
-    for col, kw in (("file", {}), ("format", {}), ("precision", {}), ("size", {"justify": "right"}),
-                    ("validation", {})):
-        table.add_column(col, **kw)
-    for a in result.artifacts:
-        table.add_row(a.file, a.format, a.precision, _size(a.size_bytes), a.validation.summary)
+    title = Text(f"{m['arch'] or Path(m['source']).name} {facts} -> {result.out_dir}")
+    cols = (Column("file"), Column("format", priority=3), Column("precision", priority=2), Column("size", "right"),
+            Column("validation", fold=True))
+    rows = [(a.file, a.format, a.precision, format_size(a.size_bytes), a.validation.summary) for a in result.artifacts]
     console = stdout_console()
-    console.print(table)
+    render(console, cols, rows, title=title, title_justify="left", wide=wide)
     cal = result.calibration
     console.print(f"calibration: {cal['samples']} samples of {cal['source']} ({cal['preprocessing']}); "
-                  f"validation on {cal['validation_inputs']}; manifest: {result.manifest_path}")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+                  f"validation on {cal['validation_inputs']}; manifest: {result.manifest_path}", markup=False)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, stdout_console
+from mobiledeploy.cli.common import emit_json, json_option, stdout_console, wide_option
+from mobiledeploy.cli.table import Column, render
 
 ARCH_CHOICES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
 
@@ -47,7 +48,8 @@ def fmt_shape(shape) -> str:
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer table.")
 @json_option
-def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers, json_path):
+@wide_option
+def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers, json_path, wide):
     """Parameters and multiply-accumulates of MODEL (.keras/.h5/.tflite/.onnx) or of a config.
 
     Counting follows the MobileNet paper: MACs of convolutions and the classifier only;
@@ -58,20 +60,15 @@ def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers,
     emit_json(json_path, stats.to_json())
     if json_path == "-":  # JSON on stdout: nothing else there
         return
-    from rich.markup import escape
-    from rich.table import Table
-
     con = stdout_console()
     if show_layers:
-        table = Table(title=None, show_lines=False)
-        for col, just in (("#", "right"), ("layer", "left"), ("type", "left"), ("class", "left"),
-                          ("output", "left"), ("params", "right"), ("MACs", "right")):
-            table.add_column(col, justify=just, overflow="ellipsis", max_width=60 if col == "layer" else None)
-        for i, layer in enumerate(stats.layers):
-            name = layer.name + (f" (+{len(layer.fused)} fused)" if layer.fused else "")
-            table.add_row(str(i), escape(name), escape(layer.type), layer.op_class, fmt_shape(layer.output_shape),
-                          f"{layer.params:,}", f"{layer.macs:,}")
-        con.print(table)
+        cols = (Column("#", "right", priority=2), Column("layer", fold=True), Column("type", priority=2),
+                Column("class", priority=1), Column("output", priority=1), Column("params", "right"),
+                Column("MACs", "right"))
+        rows = [(str(i), layer.name + (f" (+{len(layer.fused)} fused)" if layer.fused else ""), layer.type,
+                 layer.op_class, fmt_shape(layer.output_shape), f"{layer.params:,}", f"{layer.macs:,}")
+                for i, layer in enumerate(stats.layers)]
+        render(con, cols, rows, wide=wide)
     what = stats.arch or stats.source
     detail = ", ".join(x for x in (
         f"alpha {stats.alpha:g}" if stats.alpha is not None else "",

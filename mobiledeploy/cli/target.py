@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import csv_choice, emit_json, json_option, stdout_console, target_options
+from mobiledeploy.cli.common import csv_choice, emit_json, json_option, stdout_console, target_options, wide_option
 
 
 @click.group("target")
@@ -26,7 +26,8 @@ def target() -> None:
                    "depthwise); default: 1 row scale, 2 compute+memory, 3+ adds overhead.")
 @click.option("--name", default=None, help="Name of the new target (default: the --out file's stem).")
 @json_option
-def calibrate(target_name, target_file, measurements, out, params, name, json_path):
+@wide_option
+def calibrate(target_name, target_file, measurements, out, params, name, json_path, wide):
     """Fit a target's cost model to latencies measured on the device; write a new target.
 
     Least squares on log latency, bounded to physical values; one measurement fits a
@@ -42,18 +43,18 @@ def calibrate(target_name, target_file, measurements, out, params, name, json_pa
     emit_json(json_path, result.to_json())
     if json_path == "-":
         return
-    from rich.table import Table
+    from mobiledeploy.cli.table import Column, render
 
     fit = result.fit
-    table = Table(title=f"fit of {result.target} (in-sample)")
-    for col in ("model", "precision", "threads", "measured ms", "estimate ms", "error", "left-out error"):
-        table.add_column(col, justify="left" if col in ("model", "precision") else "right")
+    cols = (Column("model"), Column("precision", priority=1), Column("threads", "right", priority=2),
+            Column("measured ms", "right"), Column("estimate ms", "right"), Column("error", "right"),
+            Column("left-out error", "right", priority=1))
     loo = fit.loo_errors_pct or (None,) * len(fit.rows)
-    for r, e, err, lo in zip(fit.rows, fit.estimates_ms, fit.errors_pct, loo):
-        table.add_row(r.label, r.precision, str(r.threads), f"{r.latency_ms:.2f}", f"{e:.2f}", f"{err:+.1f}%",
-                      "-" if lo is None else f"{lo:+.1f}%")
+    rows = [(r.label, r.precision, str(r.threads), f"{r.latency_ms:.2f}", f"{e:.2f}", f"{err:+.1f}%",
+             "-" if lo is None else f"{lo:+.1f}%")
+            for r, e, err, lo in zip(fit.rows, fit.estimates_ms, fit.errors_pct, loo)]
     con = stdout_console()
-    con.print(table)
+    render(con, cols, rows, title=f"fit of {result.target} (in-sample)", wide=wide)
     con.print(f"fitted {', '.join(fit.params)} on {len(fit.rows)} row(s): median |error| "
               f"{fit.median_abs_error_pct:.1f}%, worst {fit.worst_abs_error_pct:.1f}%"
               + (f"; leave-one-out median {fit.loo_median_abs_error_pct:.1f}%, worst {fit.loo_worst_abs_error_pct:.1f}%"

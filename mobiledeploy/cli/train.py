@@ -52,9 +52,11 @@ def train(json_path, **kwargs) -> None:
     emit_json(json_path, result.to_json())
     if json_path == "-":
         return
+    from mobiledeploy.units import format_size
+
     top5 = f", top-5 {result.test_top5:.2%}" if result.test_top5 is not None else ""
     stdout_console().print(
-        f"saved {result.out} ({result.size_bytes / 1024:.0f} KiB): {result.arch} alpha {result.alpha} "
+        f"saved {result.out} ({format_size(result.size_bytes)}): {result.arch} alpha {result.alpha} "
         f"res {result.resolution}, {result.classes} classes, preprocessing {result.preprocessing}\n"
         f"test top-1 {result.test_top1:.2%}{top5} on {result.test_samples} samples ({result.test_split}); "
         f"train top-1 {result.train_top1:.2%} on {result.train_samples}; {result.seconds:.0f} s")

@@ -341,7 +341,7 @@ def _commit(staging: Path, out: Path, files: list[Path], manifest: dict) -> None
     Each move is an atomic rename in the same directory tree; Ctrl-C is held back
     until the few renames are done, so ``out`` never holds half of an export.
     """
-    io.write_json(staging / MANIFEST, manifest)
+    io.write_json(staging / MANIFEST, io.stamp(manifest))
     with _sigint_deferred():
         for f in files:
             os.replace(f, out / f.name)

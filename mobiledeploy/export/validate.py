@@ -104,7 +104,7 @@ class Validation:
         return {"reference": self.reference, "compared": self.compared, "runtime": self.runtime,
                 "samples": self.samples,
                 "inputs": self.inputs, "max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff,
-                "top1_agreement": self.top1_agreement, "sqnr_db": _json_float(self.sqnr_db),
+                "top1_agreement": self.top1_agreement, "sqnr_db": self.sqnr_db,
                 "tolerance": self.tolerance, "status": self.status,
                 "input_dtype": self.input_dtype, "output_dtype": self.output_dtype}
 
@@ -188,10 +188,3 @@ def _fmt(shape) -> str:
 
 def _fmt_db(v: float) -> str:
     return "inf dB" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
-
-
-def _json_float(v: float):
-    """JSON has no inf/NaN: written as the strings "inf"/"nan" (``float()`` reads them back)."""
-    if math.isinf(v) or math.isnan(v):
-        return str(v)
-    return v

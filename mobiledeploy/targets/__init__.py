@@ -159,10 +159,9 @@ def parse_affinity(value: Any, *, where: str = "--affinity") -> str | tuple[int,
 
 def host_cores() -> list[int]:
     """The cores this process may run on."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return list(range(os.cpu_count() or 1))
+    from mobiledeploy.machine import usable_cores
+
+    return usable_cores()
 
 
 @dataclass(frozen=True)

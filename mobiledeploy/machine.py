@@ -1,0 +1,38 @@
+"""The machine a number was measured on: CPU model, cores, load (cheap: no runtime imports)."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_model() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return cpu
+
+
+def usable_cores() -> list[int]:
+    """The cores this process may run on."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def host() -> dict:
+    return {"cpu": cpu_model(), "cores": len(usable_cores()), "logical_cpus": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def conditions() -> dict:
+    """Host facts plus the load average now (1, 5, 15 minutes), as every JSON output records them."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available on this platform
+        load = None
+    return {**host(), "loadavg_1_5_15": load}
