@@ -267,3 +267,9 @@ def test_bench_over_a_real_export_directory(tmp_path):
     assert len(rows) == len([f for f in manifest if f.endswith((".tflite", ".onnx"))]) >= 4
     for row in rows:
         assert row["status"] == "ok" and row["precision"] == manifest[row["model"].rsplit("/", 1)[-1]]
+
+
+def test_a_target_with_priors_only_says_so_like_estimate(tiny_tflite):
+    r = CliRunner().invoke(cli, ["bench", str(tiny_tflite), "--target", "a55-little", "--runs", "2", "--warmup", "0"])
+    assert r.exit_code == 0, r.stderr
+    assert "warning: target 'a55-little' has no calibrated [cost_model]: priors only" in r.stderr

@@ -29,7 +29,7 @@ def _one_line_error(result, code: int, *needles: str) -> None:
 def test_export_run_prints_table_and_writes_manifest(tmp_path):
     out = tmp_path / "build"
     r = _run("--alpha", 0.25, "--res", 32, "--classes", 10, "--calib", "random", "--calib-samples", 8,
-             "--validate-samples", 4, "--out", out, "--json", tmp_path / "m.json")
+             "--validate-samples", 4, "--out", out, "--json", tmp_path / "m.json", "--wide")
     assert r.exit_code == 0, r.stderr
     files = ["mobilenet_v1_0.25_32_fp32.tflite", "mobilenet_v1_0.25_32_int8.tflite",
              "mobilenet_v1_0.25_32_fp32.onnx", "mobilenet_v1_0.25_32_int8.onnx"]

@@ -86,6 +86,8 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
 
         extras = estimates_for([r.model for r in report.results if r.ok], target, threads=threads)
         report_json["device_estimates"] = extras
+        for note in dict.fromkeys(n for x in extras.values() for n in x.get("notes", ())):
+            click.echo(f"warning: {note}", err=True)  # e.g. a target with priors only, as `estimate` says
         columns = rep.COLUMNS + [rep.Column(
             f"{target.name} est. ms (device estimate)",
             lambda r, x: f"{x['estimate_ms']:.2f}" if "estimate_ms" in x else "-")]

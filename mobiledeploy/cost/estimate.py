@@ -282,7 +282,7 @@ def estimates_for(paths, target, *, threads: int | None = None) -> dict[str, dic
                                     name=str(p), warn_other=False)
             out[str(p)] = {"estimate_ms": e.latency_ms, "precision": e.precision, "threads": e.threads,
                            "fitted": e.fitted, "label": e.label, "fitted_from": e.fitted_from,
-                           "expected_error": e.expected_error}
+                           "expected_error": e.expected_error, "notes": list(e.notes)}
         except MobiledeployError as err:
             out[str(p)] = {"estimate_error": str(err)}
     return out
