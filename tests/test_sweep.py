@@ -161,7 +161,7 @@ def test_unwritable_out_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     _one_line_error(_sweep("--out", blocker / "sub"), 2, "--out")
-    _one_line_error(_sweep("--out", blocker), 2, "not a directory")
+    _one_line_error(_sweep("--out", blocker), 2, "--out")
 
 
 def test_bad_input_never_imports_tensorflow():
@@ -244,3 +244,33 @@ def test_ray_local_instance_runs_the_same_sweep(tiny_sweep, tmp_path):
                      tuple(sorted(x["est_ms"].items())))
     # identical results apart from latency noise
     assert sorted(map(key, ray_s["rows"])) == sorted(map(key, local_s["rows"]))
+
+
+@pytest.mark.slow
+def test_killed_midway_then_rerun_loses_no_finished_config(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mobiledeploy", "sweep", "--alpha", "0.25", "--res", "32,48,64",
+           "--formats", "tflite", "--samples", "10", "--jobs", "1", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not list((out / "rows").glob("*.json")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        finished = {p.name: p.read_bytes() for p in (out / "rows").glob("*.json")}
+        assert finished, "no config finished before the deadline"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-sweep
+        proc.wait()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    s = _summary(out)
+    assert s["executor"]["cached"] >= len(finished) and len(s["configs"]) == 3
+    assert all(c["status"] == "ok" for c in s["configs"])
+    for name, data in finished.items():  # what was finished was kept, byte for byte
+        assert (out / "rows" / name).read_bytes() == data
+    assert not [p for p in out.rglob(".*") if p.name.startswith((".mobiledeploy-export-", ".results", ".report"))]

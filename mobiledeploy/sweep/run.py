@@ -78,12 +78,16 @@ def run_job(job) -> dict:
 
 
 def _export(job) -> tuple[dict, bool]:
-    from mobiledeploy.export.pipeline import MANIFEST, export_model
+    import shutil
+
+    from mobiledeploy.export.pipeline import MANIFEST, STAGING_PREFIX, export_model
     from mobiledeploy.models.artifacts import read_manifest
 
     path = Path(job.export.out) / MANIFEST
     if path.is_file():  # written last, atomically: the export is complete
         return read_manifest(path), True
+    for stale in Path(job.export.out).glob(f"{STAGING_PREFIX}*"):  # left by a killed worker
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         export_model(job.export)
     finally:
