@@ -129,7 +129,7 @@ def _print(s: dict, result) -> None:
     con = stdout_console()
     for target, files in s["fronts"].items():
         table = Table(title=f"Pareto front on {target} (device estimate vs size"
-                            f"{' vs top-1' if s['use_accuracy'] else ''})", title_justify="left")
+                            f"{' vs top-1' if s['use_accuracy'] else ' vs MACs, the accuracy proxy'})", title_justify="left")
         for col in ("artifact", "size KB", f"{target} est. ms", "host p50 ms", "top-1"):
             table.add_column(col, justify="left" if col == "artifact" else "right")
         for r in (r for r in s["rows"] if r["file"] in files):

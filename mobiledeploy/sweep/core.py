@@ -80,7 +80,12 @@ def run_sweep(cfg: grid.SweepConfig, *, on_event: OnEvent | None = None, checked
         if json.dumps(res["artifacts"], sort_keys=True) != before:
             io.write_json(rows_dir / job.result_name, res)
     summary = summarize(cfg, ordered, executor, wall_s=time.perf_counter() - t0)
+    previous = (_load(out / "results.json") or {}).get("report_key")
+    summary["report_key"] = grid.input_hash({k: summary[k] for k in ("sweep", "rows", "fronts", "recommendations",
+                                                                "warnings", "versions")})
     files = report.write_tables(out, summary)
+    if previous == summary["report_key"] and (out / "report.html").is_file():
+        return SweepResult(summary=summary, out=out, files=files + [out / "report.html"])  # plots unchanged
     pngs = report.plots(out, summary)
     files += [*pngs.values(), report.write_html(out, summary, pngs)]
     return SweepResult(summary=summary, out=out, files=files)

@@ -240,17 +240,17 @@ def with_keys(job: Job) -> Job:
         export_inputs["weights_sha256"] = sha256_file(Path(job.export.weights))
     export_inputs["versions"] = {k: v.get(k) for k in ("mobiledeploy", "tensorflow", "keras", "tf2onnx",
                                                        "onnx", "onnxruntime", "ai-edge-litert", "python")}
-    export_key = _hash({"key_version": KEY_VERSION, **export_inputs})
+    export_key = input_hash({"key_version": KEY_VERSION, **export_inputs})
     row_inputs = {"export_key": export_key, "bench_target": _target_fingerprint(job.bench_target),
                   "samples": job.samples, "warmup": job.warmup, "data": job.data,
                   "data_fingerprint": _path_fingerprint(job.data), "eval_limit": job.eval_limit,
                   "runtimes": {k: v.get(k) for k in ("onnxruntime", "ai-edge-litert", "numpy")}}
-    row_key = _hash({"key_version": KEY_VERSION, **row_inputs})
+    row_key = input_hash({"key_version": KEY_VERSION, **row_inputs})
     export = dataclasses.replace(job.export, out=f"{job.export.out}-{export_key[:12]}")
     return dataclasses.replace(job, export=export, export_key=export_key, row_key=row_key)
 
 
-def _hash(obj) -> str:
+def input_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 

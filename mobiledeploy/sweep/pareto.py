@@ -6,7 +6,8 @@ artifact, with ``est_ms`` (device estimate per target), ``size_kb``, ``top1`` (o
 
 - ``front(rows, target)``: the artifacts no other artifact beats on every objective:
   device-estimated latency (lower), size (lower) and, when measured on trained weights,
-  top-1 (higher).
+  top-1 (higher); without it, top-1's proxy (below): MACs (higher), then precision
+  (fp32 before fp16, dynamic, int8).
 - ``recommend(...)``: ONE artifact under ``--max-latency-ms``, ``--max-size-kb`` and
   ``--min-top1`` on a target, and why. With meaningful accuracy it is the most accurate
   artifact that fits; without (no ``--data``, or random weights) the one with the most
@@ -30,9 +31,11 @@ def _ok(rows, target: str) -> list[dict]:
 
 
 def objectives(row: dict, target: str, use_accuracy: bool) -> tuple[float, ...]:
-    """Smaller is better on every axis."""
+    """Smaller is better on every axis. Without accuracy, its proxy: more MACs, then a wider precision."""
     obj = (row["est_ms"][target], row["size_kb"])
-    return obj + (-row["top1"],) if use_accuracy else obj
+    if use_accuracy:
+        return obj + (-row["top1"],)
+    return obj + (-(row.get("macs") or 0), PRECISION_RANK.get(row["precision"], 9))
 
 
 def front(rows: list[dict], target: str, *, use_accuracy: bool) -> list[dict]:

@@ -147,8 +147,8 @@ def pareto_figure(plt, summary: dict, target: str):
     rows = [r for r in summary["rows"] if r["status"] == "ok" and r["est_ms"].get(target) is not None]
     on_front = set(summary["fronts"].get(target, []))
     acc = summary["use_accuracy"] or any(r.get("top1") is not None for r in rows)
-    fig, axes = plt.subplots(1, 2 if acc else 1, figsize=(13 if acc else 7.5, 5.2), squeeze=False)
-    panels = [("size_kb", "size (KB)")] + ([("top1", "top-1")] if acc else [])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), squeeze=False)
+    panels = [("size_kb", "size (KB)"), ("top1", "top-1") if acc else ("macs_m", "million MACs (accuracy proxy)")]
     for ax, (key, label) in zip(axes[0], panels):
         for r in rows:
             if r.get(key) is None:
@@ -174,7 +174,7 @@ def pareto_figure(plt, summary: dict, target: str):
                 for p in sorted({r["precision"] for r in rows}, key=lambda p: list(COLORS).index(p) if p in COLORS else 9)]
     handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front (outlined)"))
     axes[0][0].legend(handles=handles, fontsize=8, loc="best")
-    title = f"{target}: device estimate vs size" + (" vs top-1" if acc else "")
+    title = f"{target}: device estimate vs size vs " + ("top-1" if acc else "MACs")
     if acc and summary["random_weights"]:
         title += " (RANDOM WEIGHTS: top-1 meaningless)"
     fig.suptitle(title)
