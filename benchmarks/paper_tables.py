@@ -40,6 +40,7 @@ def per_config(summary: dict) -> list[dict]:
         tag = f"{r['format']}_{r['precision']}"
         c[f"size_kb_{tag}"] = r["size_kb"]
         c[f"host_p50_ms_{tag}"] = r["host_p50_ms"]
+        c[f"host_min_ms_{tag}"] = r.get("host_min_ms")
         if r.get("top1") is not None:
             c[f"top1_{tag}"] = r["top1"]
         if r["format"] == "tflite":
@@ -56,12 +57,16 @@ def markdown(summary: dict, configs: list[dict]) -> str:
     targets = summary["sweep"]["targets"]
     m = summary["machine"]
     acc = summary.get("use_accuracy")
-    lines = [f"Measured on {m.get('cpu')} ({m.get('cores')} cores), {summary['bench_label']}; load average "
-             f"{m.get('loadavg_1_5_15')} when the tables were written. Host latencies are this machine's, never a "
+    loads = [c.get("bench_loadavg_1m") for c in summary["configs"] if c.get("bench_loadavg_1m") is not None]
+    lines = [f"Measured on {m.get('cpu')} ({m.get('cores')} cores), {summary['bench_label']}; host latency is "
+             f"p50 (and min) of {summary['sweep']['samples']} timed runs, 1-minute load average "
+             f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} during the benches (the host columns "
+             "are only as quiet as the machine was). Host latencies are this machine's, never a "
              "phone's; the est. columns are the cost model's estimate for the device (TFLite). "
              + ("" if acc else "Accuracy was not measured on trained weights: no top-1 column."), ""]
     head = ["alpha", "res", "MMACs", "M params", "TFLite fp32 KB", "TFLite int8 KB", "ONNX fp32 KB", "ONNX int8 KB",
             "host TFLite fp32 ms", "host TFLite int8 ms", "host ONNX fp32 ms", "host ONNX int8 ms",
+            "host TFLite fp32 min ms", "host TFLite int8 min ms",
             *(f"{t} est. {p} ms" for t in targets for p in ("fp32", "int8"))]
     if acc:
         head.append("top-1 TFLite int8")
@@ -70,6 +75,7 @@ def markdown(summary: dict, configs: list[dict]) -> str:
         cells = [f"{c['alpha']:g}", str(c["resolution"]), _f(c["macs_m"], "{:.1f}"), _f(c["params_m"], "{:.3f}"),
                  *(_f(c.get(f"size_kb_{k}"), "{:.0f}") for k in ("tflite_fp32", "tflite_int8", "onnx_fp32", "onnx_int8")),
                  *(_f(c.get(f"host_p50_ms_{k}")) for k in ("tflite_fp32", "tflite_int8", "onnx_fp32", "onnx_int8")),
+                 *(_f(c.get(f"host_min_ms_{k}")) for k in ("tflite_fp32", "tflite_int8")),
                  *(_f(c.get(f"est_ms_{t}_{p}")) for t in targets for p in ("fp32", "int8"))]
         if acc:
             cells.append(_f(c.get("top1_tflite_int8") and 100 * c["top1_tflite_int8"], "{:.2f} %"))
@@ -82,12 +88,12 @@ def markdown(summary: dict, configs: list[dict]) -> str:
             continue
         lines += ["", f"**{title}**: measured here vs. the paper (paper columns quoted, not measured)", "",
                   "| config | MMACs (here) | MMACs (paper) | M params (here) | M params (paper) | "
-                  "paper ImageNet top-1 | host TFLite fp32 ms | " + " | ".join(f"{t} est. fp32 ms" for t in targets) + " |",
+                  "paper ImageNet top-1 | host TFLite fp32 p50 / min ms | " + " | ".join(f"{t} est. fp32 ms" for t in targets) + " |",
                   "|---|" + "---:|" * (6 + len(targets))]
         for k in rows:
             c, (top1, macs, params) = by[k], PAPER[k]
             lines.append(f"| {k[0]:g} MobileNet-{k[1]} | {_f(c['macs_m'], '{:.0f}')} | {macs} | "
-                         f"{_f(c['params_m'], '{:.2f}')} | {params} | {top1} % | {_f(c.get('host_p50_ms_tflite_fp32'))} | "
+                         f"{_f(c['params_m'], '{:.2f}')} | {params} | {top1} % | {_f(c.get('host_p50_ms_tflite_fp32'))} / {_f(c.get('host_min_ms_tflite_fp32'))} | "
                          + " | ".join(_f(c.get(f"est_ms_{t}_fp32")) for t in targets) + " |")
     return "\n".join(lines) + "\n"
 

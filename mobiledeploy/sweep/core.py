@@ -81,8 +81,9 @@ def run_sweep(cfg: grid.SweepConfig, *, on_event: OnEvent | None = None, checked
             io.write_json(rows_dir / job.result_name, res)
     summary = summarize(cfg, ordered, executor, wall_s=time.perf_counter() - t0)
     previous = (_load(out / "results.json") or {}).get("report_key")
-    summary["report_key"] = grid.input_hash({k: summary[k] for k in ("sweep", "rows", "fronts", "recommendations",
-                                                                "warnings", "versions")})
+    summary["report_key"] = grid.input_hash({**{k: summary[k] for k in ("sweep", "rows", "fronts", "recommendations",
+                                                                   "warnings", "versions")},
+                                             "report_code": Path(report.__file__).read_bytes()})
     files = report.write_tables(out, summary)
     if previous == summary["report_key"] and (out / "report.html").is_file():
         return SweepResult(summary=summary, out=out, files=files + [out / "report.html"])  # plots unchanged

@@ -35,7 +35,7 @@ def table_rows(results: list[dict], targets) -> list[dict]:
                 "node": (res.get("node") or {}).get("host"), "host_label": (res.get("bench") or {}).get("label")}
         if not res["artifacts"]:
             rows.append({**base, "file": None, "path": None, "format": None, "precision": None, "runtime": None,
-                         "size_kb": None, "host_p50_ms": None, "host_mean_ms": None, "top1": None,
+                         "size_kb": None, "host_p50_ms": None, "host_mean_ms": None, "host_min_ms": None, "top1": None,
                          "est_ms": {t: None for t in targets}, "status": "error", "error": res.get("error"),
                          "samples_ms": []})
             continue
@@ -44,7 +44,7 @@ def table_rows(results: list[dict], targets) -> list[dict]:
             rows.append({**base, "file": a["file"], "path": a["path"], "format": a["format"],
                          "precision": a["precision"], "runtime": a["runtime"],
                          "size_kb": round(a["size_bytes"] / 1024, 1), "host_p50_ms": host.get("p50"),
-                         "host_mean_ms": host.get("mean"), "top1": a.get("top1"),
+                         "host_mean_ms": host.get("mean"), "host_min_ms": host.get("min"), "top1": a.get("top1"),
                          "est_ms": {t: (a.get("estimates", {}).get(t) or {}).get("ms") for t in targets},
                          "status": a["status"], "error": a.get("error"), "samples_ms": a.get("samples_ms", [])})
     return rows
@@ -150,19 +150,19 @@ def pareto_figure(plt, summary: dict, target: str):
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), squeeze=False)
     panels = [("size_kb", "size (KB)"), ("top1", "top-1") if acc else ("macs_m", "million MACs (accuracy proxy)")]
     for ax, (key, label) in zip(axes[0], panels):
-        for r in rows:
-            if r.get(key) is None:
-                continue
+        pts = [r for r in rows if r.get(key) is not None]
+        stairs = _panel_front(pts, target, key, lower=key == "size_kb")
+        for r in pts:
             front = r["file"] in on_front
             ax.scatter(r["est_ms"][target], r[key], marker=MARKERS.get(r["format"], "^"),
-                       c=COLORS.get(r["precision"], "grey"), s=70 if front else 30,
-                       edgecolors="black" if front else "none", alpha=1.0 if front else 0.55, zorder=3)
-            if front:
-                ax.annotate(f"{r['alpha']:g}/{r['resolution']}", (r["est_ms"][target], r[key]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7)
-        pts = sorted(((r["est_ms"][target], r[key]) for r in rows if r["file"] in on_front and r.get(key) is not None))
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "k--", lw=0.8, zorder=2, label="Pareto front")
+                       c=COLORS.get(r["precision"], "grey"), s=60 if front else 25,
+                       edgecolors="black" if front else "none", alpha=1.0 if front else 0.5, zorder=3)
+        for r in stairs:  # label the panel's own front only: readable, and what the eye follows
+            ax.annotate(f"{r['alpha']:g}/{r['resolution']} {r['precision']}", (r["est_ms"][target], r[key]),
+                        textcoords="offset points", xytext=(4, -9 if key == "size_kb" else 4), fontsize=7)
+        if stairs:
+            ax.step([r["est_ms"][target] for r in stairs], [r[key] for r in stairs], "k--", where="post", lw=0.8,
+                    zorder=2)
         ax.set_xlabel(f"estimated latency on {target} (ms, cost model)")
         ax.set_ylabel(label)
         if key == "size_kb":
@@ -172,13 +172,24 @@ def pareto_figure(plt, summary: dict, target: str):
                for f in sorted({r["format"] for r in rows})]
     handles += [plt.Line2D([], [], ls="", marker="o", color=COLORS.get(p, "grey"), label=p)
                 for p in sorted({r["precision"] for r in rows}, key=lambda p: list(COLORS).index(p) if p in COLORS else 9)]
-    handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front (outlined)"))
+    handles.append(plt.Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="on the front (all axes)"))
+    handles.append(plt.Line2D([], [], ls="--", color="black", label="front of this panel's two axes"))
     axes[0][0].legend(handles=handles, fontsize=8, loc="best")
     title = f"{target}: device estimate vs size vs " + ("top-1" if acc else "MACs")
     if acc and summary["random_weights"]:
         title += " (RANDOM WEIGHTS: top-1 meaningless)"
     fig.suptitle(title)
     return fig
+
+
+def _panel_front(rows: list[dict], target: str, key: str, *, lower: bool) -> list[dict]:
+    """The staircase of one panel: by rising latency, each point that improves ``key``."""
+    out, best = [], None
+    for r in sorted(rows, key=lambda r: (r["est_ms"][target], r[key] if lower else -r[key])):
+        if best is None or (r[key] < best if lower else r[key] > best):
+            out.append(r)
+            best = r[key]
+    return out
 
 
 def histogram_figure(plt, summary: dict):
@@ -238,7 +249,10 @@ def write_html(out: Path, summary: dict, pngs: dict[str, Path]) -> Path:
     parts += [f"<div class='notice'>{e(n)}</div>" for n in notices(summary)]
     parts += [f"<div class='rec'><b>Recommended for {e(r['target'])}:</b> {e(r['reason'])}</div>"
               for r in summary["recommendations"]]
-    parts += [f"<div class='notice'>warning: {e(w)}</div>" for w in summary["warnings"]]
+    if summary["warnings"]:
+        parts.append(f"<details class='notice'><summary>{len(summary['warnings'])} warning(s): quantized artifacts "
+                     "slower than their fp32 sibling on the same runtime (host), failed configs</summary><ul>"
+                     + "".join(f"<li>{e(w)}</li>" for w in summary["warnings"]) + "</ul></details>")
     if not pngs:
         parts.append("<p class='notice'>plots missing: matplotlib is not installed "
                      "(pip install 'mobiledeploy[report]')</p>")
