@@ -50,9 +50,8 @@ def run_job(job) -> dict:
         result.update(export_reused=reused, model=manifest["model"], versions=manifest["versions"],
                       warnings=list(manifest.get("warnings", ())))
         stage = "bench"
-        t = time.perf_counter()
-        bench = _bench(job)
-        result["timings_s"]["bench"] = round(time.perf_counter() - t, 2)
+        bench, waited, seconds = _bench(job)
+        result["timings_s"].update(bench_wait=round(waited, 2), bench=round(seconds, 2))
         result["bench"] = {"label": bench.settings.label, "settings": bench.settings.to_json(),
                            "loadavg_1m": round(os.getloadavg()[0], 2)}
         rows = [_artifact_row(a, bench, Path(job.export.out)) for a in manifest["artifacts"]
@@ -104,13 +103,18 @@ def _release_keras_memory() -> None:
 
 
 def _bench(job):
+    """(BenchReport, seconds waited for this machine's bench lock, seconds measuring)."""
     from mobiledeploy.bench.core import BenchConfig, bench_models, settings_for_target
     from mobiledeploy.targets import load_target
 
     target = load_target(job.bench_target)
     settings = settings_for_target(target, runs=job.samples, warmup=job.warmup, timeout_s=job.timeout_s)
+    t = time.perf_counter()
     with bench_lock():
-        return bench_models(BenchConfig(models=(job.export.out,), settings=settings, target=target))
+        waited = time.perf_counter() - t
+        t = time.perf_counter()
+        report = bench_models(BenchConfig(models=(job.export.out,), settings=settings, target=target))
+    return report, waited, time.perf_counter() - t
 
 
 def _artifact_row(artifact: dict, bench, export_dir: Path) -> dict:
