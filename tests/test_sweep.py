@@ -246,10 +246,12 @@ def test_ray_local_instance_runs_the_same_sweep(tiny_sweep, tmp_path):
     assert ray_s["executor"]["kind"] == "ray" and ray_s["executor"]["nodes"] == 1
     assert ray_s["executor"]["cpus"] == 2
     assert all(c["node"].get("ray_node_id") for c in ray_s["configs"])
-    key = lambda x: (x["file"], x["size_kb"], x["macs"], x["params"], x["top1"],  # noqa: E731
-                     tuple(sorted(x["est_ms"].items())))
-    # identical results apart from latency noise
+    key = lambda x: (x["file"], x["macs"], x["params"], x["top1"], tuple(sorted(x["est_ms"].items())))  # noqa: E731
+    # identical results apart from latency noise ...
     assert sorted(map(key, ray_s["rows"])) == sorted(map(key, local_s["rows"]))
+    # ... and a few bytes of names in the ONNX graph, which depend on what the worker process built before
+    sizes = {x["file"]: x["size_kb"] for x in local_s["rows"]}
+    assert all(abs(x["size_kb"] - sizes[x["file"]]) <= 1.0 for x in ray_s["rows"])
 
 
 @pytest.mark.slow
