@@ -54,7 +54,7 @@ def run_mode(mode: str, grid: list[str]) -> dict:
             "workers": summary.get("executor", {}).get("workers"),
             "nodes": sorted({(c.get("node") or {}).get("host") for c in configs if c.get("node")}),
             "stage_s": {k: round(sum((c.get("timings_s") or {}).get(k, 0.0) for c in configs), 1)
-                        for k in ("export", "bench_wait", "bench", "eval", "total")}}
+                        for k in ("export", "bench_wait", "bench", "eval", "total", "cpu")}}
 
 
 def n_node_model(serial: dict, startup_s: float, workers: int, nodes=(1, 2, 4, 8, 16)) -> list[dict]:

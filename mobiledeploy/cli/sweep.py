@@ -102,7 +102,7 @@ def sweep(arch, alpha, res, quant, formats, targets, bench_target, data, eval_li
         if kind == "cached":
             msg = "cached"
         elif result["status"] == "ok":
-            steps = ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k not in ("total", "bench_wait"))
+            steps = ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k not in ("total", "bench_wait", "cpu"))
             node = (result.get("node") or {}).get("host", "?")
             msg = f"done in {t.get('total', 0):.1f} s ({steps}) on {node}"
         else:

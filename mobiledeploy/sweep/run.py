@@ -38,7 +38,7 @@ OnResult = Callable[[object, dict], None]
 
 def run_job(job) -> dict:
     """Export, bench, eval and estimate one job; a dict, never an exception."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_s()
     result = {"name": job.name, "row_key": job.row_key, "export_key": job.export_key, "status": "ok",
               "error": None, "stage": None, "node": node_info(), "timings_s": {}, "artifacts": [],
               "model": {}, "warnings": [], "export_dir": job.export.out}
@@ -73,7 +73,17 @@ def run_job(job) -> dict:
     if result["status"] == "ok" and failed:
         result.update(status="partial", error=f"{len(failed)} of {len(result['artifacts'])} artifacts failed")
     result["timings_s"]["total"] = round(time.perf_counter() - t0, 2)
+    result["timings_s"]["cpu"] = round(_cpu_s() - cpu0, 2)  # this worker and its bench/eval children, all threads
     return result
+
+
+def _cpu_s() -> float:
+    try:
+        import resource
+    except ImportError:
+        return time.process_time()
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _export(job) -> tuple[dict, bool]:
