@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("mobiledeploy.cli.train", "train", "Train a MobileNet on a labelled data set."),
     "eval": ("mobiledeploy.cli.eval", "eval_", "Accuracy and agreement of models on labelled data."),
     "check": ("mobiledeploy.cli.check", "check", "Check size, latency and accuracy budgets (for CI)."),
+    "sweep": ("mobiledeploy.cli.sweep", "sweep", "Sweep alpha x resolution x precision: Pareto front, report."),
 }
 
 _debug = False

@@ -1,0 +1,280 @@
+"""The sweep's options (``SweepConfig``), checked up front, and its expansion into jobs.
+
+``SweepConfig.check()`` runs every cheap check (lists, ranges, targets, data set, the
+output directory, the Ray address) before anything is written and before TensorFlow is
+imported; each failure is one ``UsageError``. ``jobs(cfg)`` expands the grid into one
+``Job`` per (arch, alpha, resolution): one export with every format x precision.
+
+Each job carries two hashes of its inputs: ``export_key`` (what shapes the artifacts:
+the export options and the converter versions) names the export directory, ``row_key``
+(``export_key`` plus the bench settings, the data set and the runtime versions) names
+the job's result file. A rerun finds both and redoes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from mobiledeploy.errors import UsageError
+
+PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)  # MobileNet paper, Table 6
+PAPER_RESOLUTIONS = (224, 192, 160, 128)  # Table 7
+DEFAULT_TARGETS = ("pixel4",)
+DEFAULT_SAMPLES = 50
+DEFAULT_CALIB_SAMPLES = 100  # half of `export`'s 200: int8 calibration dominates a sweep's time
+MAX_ALPHA = 1.4  # the widest MobileNet Keras ships (V2 1.4); the paper's V1 grid stops at 1.0
+EXECUTORS = ("local", "ray")
+KEY_VERSION = 1  # bump when what a result file holds changes
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    archs: tuple[str, ...] = ("mobilenet_v1",)
+    alphas: tuple[float, ...] = PAPER_ALPHAS
+    resolutions: tuple[int, ...] = PAPER_RESOLUTIONS
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    formats: tuple[str, ...] = ("tflite", "onnx")
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    bench_target: str = "host"  # whose [run] settings the host latency is measured with
+    classes: int = 1000
+    weights: str | None = None  # a file, or a pattern with {arch} {alpha} {res}
+    seed: int = 0
+    calib: str = "digits"
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    validate_samples: int = 32
+    data: str | None = None
+    eval_limit: int | None = None
+    samples: int = DEFAULT_SAMPLES  # timed runs per artifact, all kept for the histograms
+    warmup: int = 5
+    timeout_s: float = 300.0
+    out: str = "build/sweep"
+    max_latency_ms: float | None = None
+    max_size_kb: float | None = None
+    min_top1: float | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+    jobs: int | None = None  # parallel workers; None = the host's cores
+
+    # ------------------------------------------------------------ checks
+
+    def check(self) -> None:
+        """Every check that needs neither TensorFlow nor a write. Raises UsageError."""
+        for flag, values in (("--arch", self.archs), ("--alpha", self.alphas), ("--res", self.resolutions),
+                             ("--quant", self.precisions), ("--formats", self.formats), ("--target", self.targets)):
+            if not values:
+                raise UsageError(f"{flag} is empty; give at least one value")
+        for a in self.alphas:
+            if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or not 0 < a <= MAX_ALPHA:
+                raise UsageError(f"alpha (width multiplier, --alpha) must be in (0, {MAX_ALPHA}], received {a!r}")
+        for job in jobs(self, keys=False):
+            job.export.check()  # arch, resolution, formats x precisions, calibration data, weights
+        self._check_targets()
+        _positive("--samples", self.samples, integer=True)
+        _positive("--jobs", self.jobs, integer=True)
+        _positive("--eval-limit", self.eval_limit, integer=True)
+        _positive("--max-latency-ms", self.max_latency_ms)
+        _positive("--max-size-kb", self.max_size_kb)
+        _positive("--timeout", self.timeout_s)
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must be >= 0, received {self.warmup!r}")
+        if self.min_top1 is not None:
+            if not isinstance(self.min_top1, (int, float)) or not 0.0 <= self.min_top1 <= 1.0:
+                raise UsageError(f"--min-top1 is a fraction in [0, 1] (0.7 for 70 %), received {self.min_top1!r}")
+            if self.data is None:
+                raise UsageError("--min-top1 needs accuracy: give a labelled data set with --data")
+        if self.data is not None:
+            self._check_data()
+        check_out_dir(self.out)
+        self._check_executor()
+
+    def _check_targets(self) -> None:
+        from mobiledeploy.targets import load_target
+
+        for name in (*self.targets, self.bench_target):
+            load_target(name)
+
+    def _check_data(self) -> None:
+        from mobiledeploy.accuracy.data import load_dataset
+
+        ds = load_dataset(self.data, resolution=32, preprocessing="raw", labelled=True, limit=self.eval_limit)
+        n = ds.num_classes
+        if self.weights is None and n is not None and n != self.classes:
+            raise UsageError(f"the data set {self.data!r} (--data) has {n} classes but the models are built with "
+                             f"{self.classes} (--classes); pass --classes {n}")
+
+    def _check_executor(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise UsageError(f"unknown executor {self.executor!r} (--executor); choose from {', '.join(EXECUTORS)}")
+        if self.executor == "local":
+            if self.ray_address:
+                raise UsageError("--ray-address needs --executor ray")
+            return
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--executor ray needs Ray: pip install 'mobiledeploy[ray]'")
+        if self.ray_address and self.ray_address not in ("auto", "local"):
+            check_ray_address(self.ray_address)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights is None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _positive(flag: str, value, *, integer: bool = False) -> None:
+    if value is None:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    if not ok or not math.isfinite(value) or value <= 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise UsageError(f"{flag} must be {kind}, received {value!r}")
+
+
+def check_out_dir(out: str | os.PathLike) -> None:
+    """``out`` exists as a writable directory, or can be created; creates nothing."""
+    p = Path(out).expanduser().absolute()
+    if p.exists():
+        if not p.is_dir():
+            raise UsageError(f"output path {str(out)!r} (--out) is not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise UsageError(f"output directory {str(out)!r} (--out) is not writable")
+        return
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create output directory {str(out)!r} (--out): {str(parent)!r} is not writable")
+
+
+def check_ray_address(address: str, timeout_s: float = 3.0) -> None:
+    """A Ray address (``host:port`` or ``ray://host:port``) answers a TCP connect, or UsageError."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"Ray address {address!r} (--ray-address) is not host:port or ray://host:port")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise UsageError(f"Ray address {address!r} (--ray-address) is unreachable: "
+                         f"{e.strerror or type(e).__name__}") from None
+
+
+# ---------------------------------------------------------------- expansion and keys
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (arch, alpha, resolution): one export, its benches, evals and estimates."""
+
+    name: str  # e.g. mobilenet_v1_0.25_128
+    arch: str
+    alpha: float
+    resolution: int
+    export: object  # mobiledeploy.export.pipeline.ExportConfig (out = the export directory)
+    bench_target: str
+    samples: int
+    warmup: int
+    timeout_s: float
+    data: str | None
+    eval_limit: int | None
+    targets: tuple[str, ...]
+    export_key: str = ""
+    row_key: str = ""
+
+    @property
+    def result_name(self) -> str:
+        return f"{self.name}-{self.row_key[:12]}.json"
+
+
+def jobs(cfg: SweepConfig, *, keys: bool = True) -> list[Job]:
+    """The grid in the order given (arch, then alpha, then resolution), duplicates dropped."""
+    from mobiledeploy.export.pipeline import ExportConfig
+
+    out = Path(cfg.out).expanduser().absolute()
+    result = []
+    for arch in dict.fromkeys(cfg.archs):
+        for alpha in dict.fromkeys(float(a) for a in cfg.alphas):
+            for res in dict.fromkeys(cfg.resolutions):
+                name = f"{arch}_{alpha}_{res}"
+                export = ExportConfig(arch=arch, alpha=alpha, resolution=res, classes=cfg.classes,
+                                      weights=_weights_for(cfg.weights, arch, alpha, res), seed=cfg.seed,
+                                      formats=tuple(cfg.formats), precisions=tuple(cfg.precisions),
+                                      calib=cfg.calib, calib_samples=cfg.calib_samples,
+                                      validate_samples=cfg.validate_samples, out=str(out / "exports" / name))
+                job = Job(name=name, arch=arch, alpha=alpha, resolution=res, export=export,
+                          bench_target=cfg.bench_target, samples=cfg.samples, warmup=cfg.warmup,
+                          timeout_s=cfg.timeout_s, data=cfg.data, eval_limit=cfg.eval_limit,
+                          targets=tuple(dict.fromkeys(cfg.targets)))
+                result.append(with_keys(job) if keys else job)
+    return result
+
+
+def _weights_for(pattern: str | None, arch: str, alpha: float, res: int) -> str | None:
+    if pattern is None:
+        return None
+    try:
+        return pattern.format(arch=arch, alpha=alpha, res=res)
+    except (KeyError, IndexError, ValueError) as e:
+        raise UsageError(f"--weights pattern {pattern!r}: only {{arch}}, {{alpha}} and {{res}} may be "
+                         f"substituted ({type(e).__name__}: {e})") from None
+
+
+def with_keys(job: Job) -> Job:
+    """The job with its two hashes filled in, its export directory named by the first."""
+    from mobiledeploy.export.pipeline import sha256_file, versions
+
+    v = versions()
+    export_inputs = {k: val for k, val in dataclasses.asdict(job.export).items() if k != "out"}
+    if job.export.weights:
+        export_inputs["weights_sha256"] = sha256_file(Path(job.export.weights))
+    export_inputs["versions"] = {k: v.get(k) for k in ("mobiledeploy", "tensorflow", "keras", "tf2onnx",
+                                                       "onnx", "onnxruntime", "ai-edge-litert", "python")}
+    export_key = input_hash({"key_version": KEY_VERSION, **export_inputs})
+    row_inputs = {"export_key": export_key, "bench_target": _target_fingerprint(job.bench_target),
+                  "samples": job.samples, "warmup": job.warmup, "data": job.data,
+                  "data_fingerprint": _path_fingerprint(job.data), "eval_limit": job.eval_limit,
+                  "runtimes": {k: v.get(k) for k in ("onnxruntime", "ai-edge-litert", "numpy")}}
+    row_key = input_hash({"key_version": KEY_VERSION, **row_inputs})
+    export = dataclasses.replace(job.export, out=f"{job.export.out}-{export_key[:12]}")
+    return dataclasses.replace(job, export=export, export_key=export_key, row_key=row_key)
+
+
+def input_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _target_fingerprint(name: str) -> dict:
+    from mobiledeploy.targets import load_target
+
+    t = load_target(name)
+    return {"name": t.name, "threads": t.threads, "affinity": t.affinity, "xnnpack": t.xnnpack,
+            "ort_opt_level": t.ort_opt_level}
+
+
+def _path_fingerprint(source: str | None) -> list | None:
+    """Size and mtime of a data file or folder (not its content: folders can be big)."""
+    if source is None or source in ("digits", "random"):
+        return None
+    p = Path(source).expanduser()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    return [[str(f.relative_to(p)) if f != p else f.name, f.stat().st_size, int(f.stat().st_mtime)]
+            for f in files]
+
+
+def target_fingerprint_hash(name: str) -> str:
+    """A hash of a target profile's file (its cost model): estimates are redone when it changes."""
+    from mobiledeploy.targets import load_target
+
+    t = load_target(name)
+    return hashlib.sha256(Path(t.path).read_bytes()).hexdigest()[:16] if t.path else "-"

@@ -1,0 +1,291 @@
+"""One sweep job end to end (``run_job``) and the executors that run many.
+
+``run_job`` runs in a worker process: export (reused when its directory, named by the
+inputs' hash, already holds a manifest), host latency of every artifact through
+``bench_models`` under a node-wide lock (latency measurements never overlap on one
+machine; exports and evals do), top-1 through ``accuracy_for`` when there is a data
+set, and the device estimate per target through ``estimates_for``. It never raises:
+a failure is a result with ``status="error"`` and the stage it failed in.
+
+Executors call ``on_result(job, result)`` in the driver as each job finishes; the driver
+writes the result atomically right away, so an interrupted sweep keeps every finished
+job. ``local`` keeps ``jobs`` worker processes alive for the whole sweep (TensorFlow is
+imported once per worker, not per config); ``ray`` sends one task per job to a Ray
+cluster (each node measures its own latency; the node is recorded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from mobiledeploy.errors import MobiledeployError, UsageError
+
+LOCK_NAME = "mobiledeploy-bench.lock"
+OnResult = Callable[[object, dict], None]
+
+
+# ---------------------------------------------------------------- one job (in a worker)
+
+
+def run_job(job) -> dict:
+    """Export, bench, eval and estimate one job; a dict, never an exception."""
+    t0, cpu0 = time.perf_counter(), _cpu_s()
+    result = {"name": job.name, "row_key": job.row_key, "export_key": job.export_key, "status": "ok",
+              "error": None, "stage": None, "node": node_info(), "timings_s": {}, "artifacts": [],
+              "model": {}, "warnings": [], "export_dir": job.export.out}
+    stage = "export"
+    try:
+        t = time.perf_counter()
+        manifest, reused = _export(job)
+        result["timings_s"]["export"] = round(time.perf_counter() - t, 2)
+        result.update(export_reused=reused, model=manifest["model"], versions=manifest["versions"],
+                      warnings=list(manifest.get("warnings", ())))
+        stage = "bench"
+        bench, waited, seconds = _bench(job)
+        result["timings_s"].update(bench_wait=round(waited, 2), bench=round(seconds, 2))
+        result["bench"] = {"label": bench.settings.label, "settings": bench.settings.to_json(),
+                           "loadavg_1m": round(os.getloadavg()[0], 2)}
+        rows = [_artifact_row(a, bench, Path(job.export.out)) for a in manifest["artifacts"]
+                if a["format"] in ("tflite", "onnx")]
+        if job.data:
+            stage = "eval"
+            t = time.perf_counter()
+            _eval(job, rows)
+            result["timings_s"]["eval"] = round(time.perf_counter() - t, 2)
+        stage = "estimate"
+        add_estimates(rows, job.targets)
+        result["artifacts"] = rows
+    except (MobiledeployError, OSError) as e:
+        result.update(status="error", stage=stage, error=f"{stage}: {e}", usage_error=isinstance(e, UsageError))
+    except Exception as e:  # noqa: BLE001 - one job's bug is one error row, never the end of the sweep
+        result.update(status="error", stage=stage, error=f"{stage}: internal error: {type(e).__name__}: {e}",
+                      traceback=traceback.format_exc(limit=8))
+    failed = [r for r in result["artifacts"] if r["status"] != "ok"]
+    if result["status"] == "ok" and failed:
+        result.update(status="partial", error=f"{len(failed)} of {len(result['artifacts'])} artifacts failed")
+    result["timings_s"]["total"] = round(time.perf_counter() - t0, 2)
+    result["timings_s"]["cpu"] = round(_cpu_s() - cpu0, 2)  # this worker and its bench/eval children, all threads
+    return result
+
+
+def _cpu_s() -> float:
+    try:
+        import resource
+    except ImportError:
+        return time.process_time()
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _export(job) -> tuple[dict, bool]:
+    import shutil
+
+    from mobiledeploy.export.pipeline import MANIFEST, STAGING_PREFIX, export_model
+    from mobiledeploy.models.artifacts import read_manifest
+
+    path = Path(job.export.out) / MANIFEST
+    if path.is_file():  # written last, atomically: the export is complete
+        return read_manifest(path), True
+    for stale in Path(job.export.out).glob(f"{STAGING_PREFIX}*"):  # left by a killed worker
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        export_model(job.export)
+    finally:
+        _release_keras_memory()
+    return read_manifest(path), False
+
+
+def _release_keras_memory() -> None:
+    """A worker builds many models: drop Keras' global state between them."""
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        with contextlib.suppress(Exception):
+            keras.backend.clear_session()
+
+
+def _bench(job):
+    """(BenchReport, seconds waited for this machine's bench lock, seconds measuring)."""
+    from mobiledeploy.bench.core import BenchConfig, bench_models, settings_for_target
+    from mobiledeploy.targets import load_target
+
+    target = load_target(job.bench_target)
+    settings = settings_for_target(target, runs=job.samples, warmup=job.warmup, timeout_s=job.timeout_s)
+    t = time.perf_counter()
+    with bench_lock():
+        waited = time.perf_counter() - t
+        t = time.perf_counter()
+        report = bench_models(BenchConfig(models=(job.export.out,), settings=settings, target=target))
+    return report, waited, time.perf_counter() - t
+
+
+def _artifact_row(artifact: dict, bench, export_dir: Path) -> dict:
+    path = str(export_dir / artifact["file"])
+    b = next((r for r in bench.results if Path(r.model).name == artifact["file"]), None)
+    row = {"file": artifact["file"], "path": path, "format": artifact["format"],
+           "precision": artifact["precision"], "size_bytes": artifact["size_bytes"],
+           "validation": artifact.get("validation", {}).get("summary"), "status": "ok", "error": None,
+           "runtime": None, "host_ms": None, "samples_ms": [], "top1": None, "top5": None, "estimates": {}}
+    if b is None:
+        row.update(status="error", error="not benchmarked")
+    elif not b.ok:
+        row.update(status="error", error=f"bench: {b.error}", runtime=b.runtime)
+    else:
+        row.update(runtime=b.runtime, host_ms={k: round(v, 4) for k, v in b.latency_ms.items()},
+                   samples_ms=[round(s, 4) for s in b.samples_ms], init_ms=b.init_ms,
+                   peak_rss_mb=b.peak_rss_mb)
+    return row
+
+
+def _eval(job, rows: list[dict]) -> None:
+    from mobiledeploy.accuracy.evaluate import accuracy_for
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    acc = accuracy_for([r["path"] for r in ok], job.data, limit=job.eval_limit)
+    for r in ok:
+        a = acc.get(r["path"], {})
+        r.update(top1=a.get("top1"), top5=a.get("top5"), eval_samples=a.get("samples"), eval_data=a.get("data"))
+        if a.get("status") != "ok":
+            r.update(status="error", error=f"eval: {a.get('error') or 'failed'}")
+
+
+def add_estimates(rows: list[dict], targets) -> None:
+    """Fill ``row["estimates"][target]`` (ms or an error) for each target that lacks one."""
+    from mobiledeploy.cost.estimate import estimates_for
+    from mobiledeploy.sweep.grid import target_fingerprint_hash
+    from mobiledeploy.targets import load_target
+
+    for name in targets:
+        fp = target_fingerprint_hash(name)
+        todo = [r for r in rows if r.get("estimates", {}).get(name, {}).get("target_hash") != fp]
+        todo = [r for r in todo if Path(r["path"]).is_file()]
+        if not todo:
+            continue
+        est = estimates_for([r["path"] for r in todo], load_target(name))
+        for r in todo:
+            e = est.get(r["path"], {})
+            r.setdefault("estimates", {})[name] = {"ms": e.get("estimate_ms"), "fitted": e.get("fitted"),
+                                                   "error": e.get("estimate_error"), "target_hash": fp}
+
+
+def node_info() -> dict:
+    d = {"host": socket.gethostname(), "cpu": platform.processor() or platform.machine(), "pid": os.getpid()}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        with contextlib.suppress(Exception):
+            d["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    return d
+
+
+@contextlib.contextmanager
+def bench_lock():
+    """One latency measurement at a time on this machine (all processes, all sweeps)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield
+        return
+    path = Path(tempfile.gettempdir()) / LOCK_NAME
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def error_result(job, message: str) -> dict:
+    return {"name": job.name, "row_key": job.row_key, "export_key": job.export_key, "status": "error",
+            "stage": "worker", "error": message, "node": None, "timings_s": {}, "artifacts": [], "model": {},
+            "warnings": [], "export_dir": job.export.out}
+
+
+# ---------------------------------------------------------------- executors (in the driver)
+
+
+def _worker_init() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; it cancels and kills workers
+
+
+def run_local(jobs: list, workers: int, on_result: OnResult) -> None:
+    """``workers`` long-lived processes; a crashed worker's jobs are retried alone, then error rows."""
+    if not jobs:
+        return
+    crashed = _pool_run(jobs, workers, on_result)
+    for job in crashed:  # isolate: which job killed the pool?
+        if _pool_run([job], 1, on_result):
+            on_result(job, error_result(job, "the worker process died (crash or out of memory) running this job"))
+
+
+def _pool_run(jobs: list, workers: int, on_result: OnResult) -> list:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    crashed = []
+    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), initializer=_worker_init,
+                               mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for fut in as_completed(futures):
+            job = futures[fut]
+            try:
+                res = fut.result()
+            except BrokenProcessPool:
+                crashed.append(job)
+                continue
+            on_result(job, res)
+    except BaseException:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(Exception):
+                proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return crashed
+
+
+def run_ray(jobs: list, on_result: OnResult, *, address: str | None = None, workers: int | None = None) -> dict:
+    """One Ray task per job; returns facts about the cluster for the report."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        kw = {"address": address} if address and address != "local" else {"num_cpus": workers}
+        try:
+            env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+            if os.environ.get("PYTHONPATH"):  # a source checkout: the workers import the same code
+                env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+            ray.init(**kw, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": env})
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UsageError(f"cannot connect to Ray at {address!r} (--ray-address): {e}") from None
+    try:
+        info = {"nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
+                "cpus": ray.cluster_resources().get("CPU"), "address": address or "local"}
+        task = ray.remote(num_cpus=1, max_retries=0)(run_job)
+        pending = {task.remote(job): job for job in jobs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job = pending.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - a dead worker or node: that job's error row
+                    res = error_result(job, f"Ray task failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+                on_result(job, res)
+        return info
+    finally:
+        if started:
+            ray.shutdown()
