@@ -67,14 +67,14 @@ PREPROCESSING: dict[str, Preprocessing] = {
 def _add_presets() -> None:
     from mobiledeploy.accuracy.presets import presets
 
-    PREPROCESSING.update(presets())  # torch (torchvision mean/std), caffe (BGR mean)
+    PREPROCESSING.update({k: Preprocessing(*v) for k, v in presets().items()})  # torch (torchvision mean/std), caffe (BGR mean)
 
 
 def get_preprocessing(name: str, *, flag: str = "--preprocessing") -> Preprocessing:
     if isinstance(name, str) and name.startswith("mean="):  # explicit --mean/--std (accuracy/presets.py)
         from mobiledeploy.accuracy.presets import custom
 
-        return custom(name, flag)
+        return Preprocessing(*custom(name, flag))
     try:
         return PREPROCESSING[name]
     except KeyError:
@@ -147,9 +147,11 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
             raise UsageError(f"data source not found: {name!r} ({flag}); expected 'digits', 'random', "
                              "a folder of images or a .npz file")
         if p.is_dir() and label_pattern:  # class ids from file names (accuracy/labels.py)
-            from mobiledeploy.accuracy.labels import load_pattern_folder
+            from mobiledeploy.accuracy.labels import pattern_entries
 
-            ds = load_pattern_folder(p, label_pattern, resolution, pre)
+            x, labels, skipped = read_entries(pattern_entries(p, label_pattern, IMAGE_SUFFIXES), resolution)
+            ds = Dataset(x=pre(x), y=np.asarray(labels, np.int64), class_names=None, source=str(p),
+                         preprocessing=pre.name, skipped=skipped)
         elif p.is_dir():
             ds = _load_folder(p, resolution, pre)
         elif p.suffix.lower() == ".npz":

@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from mobiledeploy.errors import DataError, UsageError
 
 
@@ -39,15 +37,11 @@ def label_of(rx: re.Pattern, name: str) -> int:
                          "not an integer class id") from None
 
 
-def load_pattern_folder(folder: Path, pattern: str, resolution: int, pre):
-    """A labelled ``Dataset`` of every image under ``folder``, labels from the file names."""
-    from mobiledeploy.accuracy.data import Dataset, read_entries
-    from mobiledeploy.export.augment import image_files
-
+def pattern_entries(folder: Path, pattern: str, suffixes) -> list[tuple[Path, int]]:
+    """(image file, class id) for every image under ``folder`` (suffixes: what counts as an image)."""
     rx = compile_pattern(pattern)
-    files = image_files(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in suffixes)
     if not files:
         raise DataError(f"no images in {str(folder)!r} (--data)")
-    x, labels, skipped = read_entries([(f, label_of(rx, f.name)) for f in files], resolution)
-    return Dataset(x=pre(x), y=np.asarray(labels, np.int64), class_names=None, source=str(folder),
-                   preprocessing=pre.name, skipped=skipped)
+    return [(f, label_of(rx, f.name)) for f in files]

@@ -17,16 +17,15 @@ TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
-def presets() -> dict:
-    from mobiledeploy.accuracy.data import Preprocessing
-
+def presets() -> dict[str, tuple]:
+    """{name: (name, description, fn, low, high)}: the fields of ``data.Preprocessing``."""
     tm, ts = np.float32(TORCH_MEAN), np.float32(TORCH_STD)
     cm = np.float32(CAFFE_MEAN_BGR)
     return {
-        "torch": Preprocessing("torch", "(x/255 - ImageNet mean) / std, RGB (torchvision)",
+        "torch": ("torch", "(x/255 - ImageNet mean) / std, RGB (torchvision)",
                                lambda x: (x / np.float32(255.0) - tm) / ts,
                                float(((0 - tm) / ts).min()), float(((1 - tm) / ts).max())),
-        "caffe": Preprocessing("caffe", "RGB -> BGR, minus the ImageNet BGR mean (Caffe, Keras ResNet50/VGG)",
+        "caffe": ("caffe", "RGB -> BGR, minus the ImageNet BGR mean (Caffe, Keras ResNet50/VGG)",
                                lambda x: x[..., ::-1] - cm, float(-cm.max()), float(255 - cm.min())),
     }
 
@@ -57,10 +56,8 @@ def _three(v, flag: str) -> tuple[float, ...]:
     return vals
 
 
-def custom(name: str, flag: str = "--preprocessing"):
-    """A ``Preprocessing`` for ``"mean=a,b,c std=d,e,f"``; UsageError when it does not parse."""
-    from mobiledeploy.accuracy.data import Preprocessing
-
+def custom(name: str, flag: str = "--preprocessing") -> tuple:
+    """The ``data.Preprocessing`` fields for ``"mean=a,b,c std=d,e,f"``; UsageError when it does not parse."""
     m = re.fullmatch(r"\s*mean=(\S+)(?:\s+std=(\S+))?\s*", name)
     if not m:
         raise UsageError(f"cannot read preprocessing {name!r} ({flag}); expected 'mean=a,b,c std=d,e,f'")
@@ -69,6 +66,6 @@ def custom(name: str, flag: str = "--preprocessing"):
     unit = bool(mean.max() <= 1.0 and std.max() <= 1.0)
     scale = np.float32(1 / 255.0 if unit else 1.0)
     top = 255.0 * float(scale)
-    return Preprocessing(canonical, f"({'x/255' if unit else 'x'} - mean) / std, RGB",
+    return (canonical, f"({'x/255' if unit else 'x'} - mean) / std, RGB",
                          lambda x: (x * scale - mean) / std, float(((0 - mean) / std).min()),
                          float(((top - mean) / std).max()))
