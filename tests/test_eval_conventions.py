@@ -139,3 +139,19 @@ def test_single_file_is_compared_with_its_fp32_sibling(tmp_path):
     ref = next(r for r in rep.results if r.model == str(fp32))
     assert res.agreement.top1_agreement == pytest.approx(
         float(np.mean(ref.outputs.argmax(1) == res.outputs.argmax(1))))
+
+
+def test_eval_warns_when_calibration_statistics_are_far_from_the_data():
+    from mobiledeploy.accuracy.evaluate import calibration_warnings
+    from mobiledeploy.export.augment import channel_stats
+    from mobiledeploy.models.artifacts import ModelRef
+
+    ds = load_dataset("digits", resolution=8, preprocessing="mobilenet", limit=50)
+    near = {"stats": {"calibration": channel_stats(ds.x)}}
+    far = {"stats": {"calibration": channel_stats(np.random.default_rng(0).uniform(-1, 1, (20, 8, 8, 3)))}}
+    refs = [ModelRef(path="a/m.tflite", format="tflite", precision="int8", manifest="a/manifest.json",
+                     calibration=near),
+            ModelRef(path="b/m.tflite", format="tflite", precision="int8", manifest="b/manifest.json",
+                     calibration=far)]
+    (w,) = calibration_warnings(refs, ds)
+    assert w.startswith("b: calibration pixels differ from the evaluation data")

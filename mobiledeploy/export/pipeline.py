@@ -225,7 +225,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     quant = recipe.to_json()
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
-                        calibration=cal.to_json(), quantization=quant, versions=versions(),
+                        calibration={**cal.to_json(), "seed": config.seed}, quantization=quant, versions=versions(),
                         warnings=tuple(warnings), seconds=time.perf_counter() - t0)
 
 
