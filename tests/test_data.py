@@ -146,8 +146,8 @@ def test_bad_sources_and_names_are_usage_errors(tmp_path):
     (tmp_path / "a.csv").write_text("1,2")
     with pytest.raises(UsageError, match="unsupported data source"):
         load_dataset(tmp_path / "a.csv", resolution=8)
-    with pytest.raises(UsageError, match="unknown preprocessing 'caffe'"):
-        load_dataset("digits", resolution=8, preprocessing="caffe")
+    with pytest.raises(UsageError, match="unknown preprocessing 'yolo'"):
+        load_dataset("digits", resolution=8, preprocessing="yolo")
     with pytest.raises(UsageError, match="unknown split"):
         load_dataset("digits", resolution=8, split="val")
     with pytest.raises(UsageError, match="resolution"):

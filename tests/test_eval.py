@@ -182,7 +182,7 @@ def test_limit_larger_than_data_is_usage_error(tiny_tflite):
 
 def test_unknown_preprocessing_asks_for_the_flag(tiny_tflite, tiny_onnx):
     _one_line_error(_run("eval", tiny_tflite), 2, "preprocessing unknown", "--preprocessing")
-    _one_line_error(_run("eval", tiny_onnx, "--preprocessing", "caffe"), 2, "unknown preprocessing 'caffe'")
+    _one_line_error(_run("eval", tiny_onnx, "--preprocessing", "yolo"), 2, "unknown preprocessing 'yolo'")
 
 
 def test_missing_model_and_bare_directory_are_usage_errors(tmp_path):

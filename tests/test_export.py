@@ -268,12 +268,12 @@ def test_calibration_from_folder_counts_skipped(tmp_path):
         Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     (folder / "broken.jpg").write_bytes(b"not an image")
     cal = load_calibration(str(folder), resolution=32, preprocessing="mobilenet", samples=4, validate=8)
-    assert cal.calib.shape == (4, 32, 32, 3) and cal.validation.shape == (2, 32, 32, 3)
+    assert cal.calib.shape == (4, 32, 32, 3) and cal.validation.shape == (8, 32, 32, 3)  # 2 held-out images, cropped
     assert cal.skipped == 1 and cal.calib.min() >= -1 and cal.calib.max() <= 1
     assert any("skipped 1 unreadable" in w for w in cal.warnings)
     small = load_calibration(str(folder), resolution=32, preprocessing="mobilenet", samples=100, validate=8)
-    assert small.calib.shape[0] == 5 and small.validation.shape[0] == 1  # a fifth held out
-    assert "1 held-out samples" in small.validation_inputs
+    assert small.calib.shape[0] == 100 and small.validation.shape[0] == 8  # augmented up to the counts
+    assert small.distinct_images == 5 and "1 held-out images" in small.validation_inputs  # a fifth held out
 
 
 def test_calibration_random_warns_and_empty_folder_fails(tmp_path):

@@ -64,7 +64,17 @@ PREPROCESSING: dict[str, Preprocessing] = {
 }
 
 
+def _add_presets() -> None:
+    from mobiledeploy.accuracy.presets import presets
+
+    PREPROCESSING.update({k: Preprocessing(*v) for k, v in presets().items()})  # torch (torchvision mean/std), caffe (BGR mean)
+
+
 def get_preprocessing(name: str, *, flag: str = "--preprocessing") -> Preprocessing:
+    if isinstance(name, str) and name.startswith("mean="):  # explicit --mean/--std (accuracy/presets.py)
+        from mobiledeploy.accuracy.presets import custom
+
+        return Preprocessing(*custom(name, flag))
     try:
         return PREPROCESSING[name]
     except KeyError:
@@ -109,7 +119,8 @@ class Dataset:
 
 def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: str = "mobilenet",
                  split: str = "test", limit: int | None = None, labelled: bool = False, seed: int = 0,
-                 labels_file: str | os.PathLike | None = None, flag: str = "--data") -> Dataset:
+                 labels_file: str | os.PathLike | None = None, flag: str = "--data",
+                 label_pattern: str | None = None) -> Dataset:
     """Load ``source`` at ``resolution`` with the named preprocessing.
 
     ``split`` applies to ``digits`` only. ``limit`` keeps a seeded random subset of that
@@ -135,7 +146,13 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
         if not p.exists():
             raise UsageError(f"data source not found: {name!r} ({flag}); expected 'digits', 'random', "
                              "a folder of images or a .npz file")
-        if p.is_dir():
+        if p.is_dir() and label_pattern:  # class ids from file names (accuracy/labels.py)
+            from mobiledeploy.accuracy.labels import pattern_entries
+
+            x, labels, skipped = read_entries(pattern_entries(p, label_pattern, IMAGE_SUFFIXES), resolution)
+            ds = Dataset(x=pre(x), y=np.asarray(labels, np.int64), class_names=None, source=str(p),
+                         preprocessing=pre.name, skipped=skipped)
+        elif p.is_dir():
             ds = _load_folder(p, resolution, pre)
         elif p.suffix.lower() == ".npz":
             ds = _load_npz(p, resolution, pre)
@@ -241,13 +258,8 @@ def _read_image(path: Path, resolution: int) -> np.ndarray | None:
         return None
 
 
-def _load_folder(folder: Path, resolution: int, pre: Preprocessing) -> Dataset:
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    entries: list[tuple[Path, int | None]]
-    if classes:
-        entries = [(f, k) for k, c in enumerate(classes) for f in _image_files(folder / c)]
-    else:
-        entries = [(f, None) for f in _image_files(folder)]
+def read_entries(entries, resolution: int) -> tuple[np.ndarray, list, int]:
+    """(uint8 images N,res,res,3, their labels, unreadable count) of ``(path, label)`` pairs."""
     images, labels, skipped = [], [], 0
     for path, label in entries:
         img = _read_image(path, resolution)
@@ -257,6 +269,17 @@ def _load_folder(folder: Path, resolution: int, pre: Preprocessing) -> Dataset:
         images.append(img)
         labels.append(label)
     x = np.stack(images) if images else np.zeros((0, resolution, resolution, 3), np.uint8)
+    return x, labels, skipped
+
+
+def _load_folder(folder: Path, resolution: int, pre: Preprocessing) -> Dataset:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    entries: list[tuple[Path, int | None]]
+    if classes:
+        entries = [(f, k) for k, c in enumerate(classes) for f in _image_files(folder / c)]
+    else:
+        entries = [(f, None) for f in _image_files(folder)]
+    x, labels, skipped = read_entries(entries, resolution)
     y = np.asarray(labels, np.int64) if classes else None
     return Dataset(x=pre(x), y=y, class_names=tuple(classes) if classes else None, source=str(folder),
                    preprocessing=pre.name, skipped=skipped)
@@ -324,3 +347,6 @@ def _with_label_names(ds: Dataset, path: Path) -> Dataset:
                          f"has label {int(y.max())}")
     return Dataset(x=ds.x, y=y, class_names=names, source=ds.source, preprocessing=ds.preprocessing,
                    skipped=ds.skipped, split=ds.split)
+
+
+_add_presets()

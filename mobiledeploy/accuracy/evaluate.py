@@ -57,6 +57,7 @@ class ModelResult:
     throughput_ips: float | None = None  # samples per second on this host (batch 1 for TFLite/ONNX)
     agreement: Agreement | None = None
     per_layer: object | None = None  # a perlayer.PerLayerReport when asked for
+    per_class: dict | None = None  # {class name: {"samples", "correct", "predicted"}} with class names
     outputs: np.ndarray | None = field(default=None, repr=False, compare=False)  # (N, C) float scores
 
     @property
@@ -72,6 +73,8 @@ class ModelResult:
             d["error"] = self.error
         if self.per_layer is not None:
             d["per_layer"] = self.per_layer.to_json()
+        if self.per_class is not None:
+            d["per_class"] = self.per_class
         return d
 
 
@@ -79,13 +82,15 @@ class ModelResult:
 class EvalReport:
     data: dict
     results: tuple[ModelResult, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return all(r.status == "ok" for r in self.results)
 
     def to_json(self) -> dict:
-        return {"schema_version": 1, "data": self.data, "results": [r.to_json() for r in self.results]}
+        return {"schema_version": 1, "data": self.data, "results": [r.to_json() for r in self.results],
+                "warnings": list(self.warnings)}
 
 
 Progress = Callable[[str, bool], None]  # (message, done): a model starts (False) or ends (True)
@@ -108,6 +113,8 @@ class EvalConfig:
     unsafe_load: bool = False
     compare: bool = True  # False: no reference model, no agreement (what `bench --data` asks)
     progress: Progress | None = None  # called as each model starts and ends (the CLI's stderr lines)
+    layout: str | None = None  # None: from the input shape (models/conventions.py)
+    label_pattern: str | None = None  # class id from file names (accuracy/labels.py)
 
 
 # ---------------------------------------------------------------- core
@@ -115,7 +122,8 @@ class EvalConfig:
 
 def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: ModelRef | str | None = None,
              threads: int | None = None, timeout_s: float = 600.0, require_labels: bool = True,
-             unsafe_load: bool = False, progress: Progress | None = None) -> EvalReport:
+             unsafe_load: bool = False, progress: Progress | None = None,
+             layouts: dict[str, str] | None = None) -> EvalReport:
     """Run ``models`` (and ``reference``, if not among them) on ``dataset``.
 
     Raises ``UsageError`` when labels are needed but absent or when a model's output
@@ -138,7 +146,8 @@ def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: M
 
     def predict(r: ModelRef):
         progress(f"eval {r.path}", False)
-        out = _predict(r, dataset, threads=threads, timeout_s=timeout_s, unsafe_load=unsafe_load)
+        out = _predict(r, dataset, threads=threads, timeout_s=timeout_s, unsafe_load=unsafe_load,
+                       layout=(layouts or {}).get(r.path, "nhwc"))
         progress(f"eval {r.path}: " + (f"{out[1]:.1f} s" if out[0] is not None else "error"), True)
         return out
 
@@ -168,7 +177,7 @@ def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: M
         results.append(ModelResult(model=r.path, format=r.format, precision=r.precision, runtime=r.runtime,
                                    status="ok", top1=top1, top5=top5, samples=len(dataset), seconds=seconds,
                                    throughput_ips=len(dataset) / seconds if seconds else None,
-                                   agreement=agree, outputs=out))
+                                   agreement=agree, outputs=out, per_class=per_class(out, dataset)))
     return EvalReport(data=dataset.to_json(), results=tuple(results))
 
 
@@ -183,8 +192,22 @@ def _check_classes(r: ModelRef, out: np.ndarray, ds: Dataset) -> None:
                          f"label {int(ds.y.max())}; evaluate on matching data (--data)")
 
 
-def _predict(r: ModelRef, ds: Dataset, *, threads, timeout_s, unsafe_load) -> tuple[np.ndarray | None, float, str | None]:
-    """(outputs (N, C) float32 or None, seconds, error text)."""
+def per_class(out: np.ndarray, ds: Dataset) -> dict | None:
+    """Top-1 per true class, named: {name: {"samples", "correct", "predicted": most frequent prediction}}."""
+    if ds.y is None or ds.class_names is None or out.shape[1] != len(ds.class_names):
+        return None
+    pred = out.argmax(axis=1)
+    summary = {}
+    for k in np.unique(ds.y):
+        mine = pred[ds.y == k]
+        summary[ds.class_names[int(k)]] = {"samples": int(len(mine)), "correct": int((mine == k).sum()),
+                                           "predicted": ds.class_names[int(np.bincount(mine).argmax())]}
+    return summary
+
+
+def _predict(r: ModelRef, ds: Dataset, *, threads, timeout_s, unsafe_load,
+             layout: str = "nhwc") -> tuple[np.ndarray | None, float, str | None]:
+    """(outputs (N, C) float32 or None, seconds, error text); NCHW models get the samples transposed."""
     if r.format == "keras":
         from mobiledeploy.models.artifacts import load_keras
 
@@ -199,7 +222,10 @@ def _predict(r: ModelRef, ds: Dataset, *, threads, timeout_s, unsafe_load) -> tu
     from mobiledeploy.runtimes.child import run_child
 
     job = {"task": "predict", "model": str(Path(r.path).resolve()), "threads": threads}
-    res = run_child(job, timeout_s=timeout_s, arrays={"x": ds.x.astype(np.float32, copy=False)}, keep=("out",))
+    x = ds.x.astype(np.float32, copy=False)
+    if layout == "nchw":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    res = run_child(job, timeout_s=timeout_s, arrays={"x": x}, keep=("out",))
     if res.get("status") != "ok":
         if res.get("usage"):
             raise UsageError(res["error"])
@@ -218,16 +244,18 @@ def _flat(out: np.ndarray) -> np.ndarray:
 def run_eval(cfg: EvalConfig) -> EvalReport:
     """Resolve ``cfg.models`` (files and export directories), load the data set, evaluate."""
     from mobiledeploy.accuracy.data import load_dataset
-    from mobiledeploy.models.artifacts import default_reference, model_input, preprocessing_for
+    from mobiledeploy.models.artifacts import default_reference, model_input, model_layout, preprocessing_for
+    from mobiledeploy.models.siblings import sibling_reference
 
     refs = resolve_models(cfg.models)
     if cfg.reference:
         reference = resolve_models([cfg.reference], flag="--reference")[0]
     else:
-        reference = default_reference(refs) if cfg.compare else None
+        reference = (default_reference(refs) or sibling_reference(refs)) if cfg.compare else None
     everyone = refs + ([reference] if reference is not None and reference not in refs else [])
     pres = {preprocessing_for(r, override=cfg.preprocessing, unsafe_load=cfg.unsafe_load) for r in everyone}
-    resolutions = {model_input(r, unsafe_load=cfg.unsafe_load)[0] for r in everyone}
+    layouts = {r.path: model_layout(r, cfg.layout, unsafe_load=cfg.unsafe_load) for r in everyone}
+    resolutions = {model_input(r, unsafe_load=cfg.unsafe_load, layout=layouts[r.path])[0] for r in everyone}
     if len(pres) > 1:
         raise UsageError(f"the models expect different preprocessings ({', '.join(sorted(pres))}); evaluate them "
                          "separately or force one with --preprocessing")
@@ -235,9 +263,12 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
         raise UsageError(f"the models take different resolutions ({', '.join(map(str, sorted(resolutions)))}); "
                          "evaluate them separately")
     ds = load_dataset(cfg.data, resolution=resolutions.pop(), preprocessing=pres.pop(), split=cfg.split,
-                      limit=cfg.limit, labelled=True, seed=cfg.seed, labels_file=cfg.labels_file)
+                      limit=cfg.limit, labelled=True, seed=cfg.seed, labels_file=cfg.labels_file,
+                      label_pattern=cfg.label_pattern)
     report = evaluate(refs, ds, reference=reference, threads=cfg.threads, timeout_s=cfg.timeout_s,
-                      unsafe_load=cfg.unsafe_load, progress=cfg.progress)
+                      unsafe_load=cfg.unsafe_load, progress=cfg.progress, layouts=layouts)
+    report = _replace(report, data={**report.data, "layouts": sorted(set(layouts.values()))},
+                      warnings=tuple(calibration_warnings(everyone, ds)))
     if not cfg.per_layer:
         return report
     from mobiledeploy.accuracy.perlayer import per_layer_report
@@ -254,10 +285,26 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
                 cfg.progress(f"per-layer {r.path}: {len(pl.flagged)} of {len(pl.layers)} layers flagged", True)
             res = _replace(res, per_layer=pl)
         results.append(res)
-    return EvalReport(data=report.data, results=tuple(results))
+    return EvalReport(data=report.data, results=tuple(results), warnings=report.warnings)
 
 
-def _replace(res: ModelResult, **kw) -> ModelResult:
+def calibration_warnings(refs: Sequence[ModelRef], ds: Dataset) -> list[str]:
+    """A warning per export whose calibration pixels (manifest statistics) are far from the eval data's."""
+    from mobiledeploy.export.augment import channel_stats, stats_warning
+
+    out, seen = [], set()
+    for r in refs:
+        stats = ((r.calibration or {}).get("stats") or {}).get("calibration")
+        if not stats or r.manifest in seen:
+            continue
+        seen.add(r.manifest)
+        w = stats_warning(stats, channel_stats(ds.x), f"the evaluation data {ds.source!r}")
+        if w:
+            out.append(f"{Path(r.manifest).parent.name}: {w}")
+    return out
+
+
+def _replace(res, **kw):
     import dataclasses
 
     return dataclasses.replace(res, **kw)

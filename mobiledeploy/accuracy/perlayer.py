@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobiledeploy.errors import ConversionError, UsageError
+from mobiledeploy.errors import ConversionError, DataError, UsageError
 
 TFLITE_FLAG = 0.7  # rmse/scale above this is flagged; ~0.29 is rounding noise alone
 ONNX_FLAG_DB = 20.0  # SQNR below this is flagged
@@ -85,6 +85,15 @@ def per_layer_report(ref, *, dataset, source_model: str | None = None, unsafe_lo
 def _calibration(ref, dataset) -> tuple[np.ndarray, str]:
     """The export's calibration samples (from its manifest), else the evaluation samples."""
     cal = ref.calibration or {}
+    if cal.get("source") and cal.get("distinct_images") is not None and Path(cal["source"]).is_dir():
+        from mobiledeploy.export.calibration import load_calibration
+
+        with contextlib.suppress(UsageError, DataError):  # the same split and crops as the export
+            again = load_calibration(cal["source"], resolution=int(dataset.x.shape[1]),
+                                     preprocessing=cal.get("preprocessing") or dataset.preprocessing,
+                                     samples=int(cal["samples"]), validate=int(cal.get("validation_samples") or 1),
+                                     seed=int(cal.get("seed", 0)))
+            return again.calib, f"calibration: {cal['source']} ({len(again.calib)} samples, as in the export)"
     if cal.get("source"):
         from mobiledeploy.accuracy.data import load_dataset
 

@@ -23,9 +23,16 @@ COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", pr
 @click.option("--limit", type=int, help="Evaluate a seeded subset of this many samples.")
 @click.option("--reference", type=click.Path(),
               help="Model to compare outputs with (default: the float model of the same export).")
-@click.option("--preprocessing", help="Input preprocessing (default: from the manifest or the Keras model).")
+@click.option("--preprocessing", help="Input preprocessing: mobilenet, raw, unit, torch, caffe (default: from the "
+              "manifest, the ONNX metadata or the Keras model).")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
               help="Class names, one per line.")
+@click.option("--label-pattern", metavar="REGEX",
+              help=r"Class id from each file name's first group, e.g. 'imagenet_\d+_(\d+)' (flat folders).")
+@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default=None,
+              help="Input layout of TFLite/ONNX models (default: read from the input shape).")
+@click.option("--mean", metavar="M[,M,M]", help="Explicit preprocessing: (x - mean) / std; values <= 1 act on x/255.")
+@click.option("--std", metavar="S[,S,S]", help="Explicit preprocessing: standard deviation (with --mean).")
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the runtime's).")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=float,
               help="Seconds per model before it is reported as failed.")
@@ -37,7 +44,7 @@ COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", pr
 @json_option
 @md_option
 @wide_option
-def eval_(models, json_path, md_path, wide, **kwargs) -> None:
+def eval_(models, json_path, md_path, wide, mean, std, **kwargs) -> None:
     """Top-1/top-5 of MODEL... (.keras, .tflite, .onnx files or export directories) on --data.
 
     Every model sees the same preprocessed samples. Agreement columns compare each
@@ -47,9 +54,21 @@ def eval_(models, json_path, md_path, wide, **kwargs) -> None:
     from mobiledeploy.errors import RuntimeFailure
     from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
 
+    if mean is not None or std is not None:
+        from mobiledeploy.accuracy.presets import spec
+        from mobiledeploy.errors import UsageError
+
+        if kwargs.get("preprocessing"):
+            raise UsageError("--mean/--std and --preprocessing both set the preprocessing; pass one of them")
+        kwargs["preprocessing"] = spec(mean if mean is not None else 0.0, std)
     with progress() as steps:
         report = run_eval(EvalConfig(models=tuple(models), **kwargs,
                                      progress=lambda msg, done: (steps.done if done else steps.start)(msg)))
+    if report.warnings and json_path != "-":
+        from mobiledeploy.cli.common import stderr_console
+
+        for w in report.warnings:
+            stderr_console().print(f"[yellow]warning:[/] {w}", markup=True, soft_wrap=True)
     emit_json(json_path, report.to_json())
     if md_path:
         from mobiledeploy import io

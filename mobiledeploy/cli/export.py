@@ -26,7 +26,8 @@ from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
 @click.option("--classes", type=int, default=1000, show_default=True, help="Number of output classes.")
 @click.option("--dropout", type=float, default=1e-3, show_default=True, help="Dropout before the classifier.")
 @click.option("--weights", type=click.Path(), default=None,
-              help="Local Keras weights file (.h5, .weights.h5), e.g. mobilenet_2_5_128_tf.h5; default random init.")
+              help="'imagenet' (Keras' official file from $KERAS_HOME/models, never downloaded) or a local Keras "
+                   "weights file (.h5, .weights.h5); default random init.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random init and data sampling.")
 @click.option("--quant", default=",".join(DEFAULT_PRECISIONS), show_default=True,
               help=f"Comma list of precisions: {', '.join(PRECISIONS)}.")
@@ -39,8 +40,9 @@ from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
               help="int8 weights with one scale per tensor instead of per output channel (for comparison).")
 @click.option("--onnx-calibration", type=click.Choice(ONNX_CALIBRATION), default="minmax", show_default=True,
               help="ONNX Runtime's activation calibration method for int8.")
-@click.option("--calib", default="digits", show_default=True, metavar="SOURCE",
-              help="Calibration data: digits, random, an image folder or a .npz with an 'x' array.")
+@click.option("--calib", default=None, metavar="SOURCE",
+              help="Calibration data: digits, random, an image folder or a .npz with an 'x' array. Default: digits; "
+                   "for trained ImageNet weights the photos of `make assets` (never digits).")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               help="Number of calibration samples.")
 @click.option("--preprocessing", default=None, metavar="NAME",

@@ -30,7 +30,7 @@ import numpy as np
 from mobiledeploy import io
 
 from mobiledeploy.models import archs
-from mobiledeploy.export.calibration import load_calibration
+from mobiledeploy.export.calibration import choose_source, load_calibration
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
 from mobiledeploy.export.formats._quiet import quiet_converter
 from mobiledeploy.errors import UsageError, ValidationError
@@ -64,7 +64,7 @@ class ExportConfig:
     per_channel: bool = True  # int8 weights per output channel (False: per tensor)
     onnx_calibration: str = "minmax"  # ONNX Runtime calibration method (recipes.ONNX_CALIBRATION)
     # data
-    calib: str = "digits"
+    calib: str | None = None  # None: chosen by calibration.choose_source (never digits for ImageNet weights)
     calib_samples: int = 200
     preprocessing: str | None = None  # None: the architecture's
     validate_samples: int = 32
@@ -105,7 +105,7 @@ class ExportConfig:
         for flag, v in (("--atol", self.atol), ("--rtol", self.rtol)):
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise UsageError(f"{flag} must be a finite number >= 0, received {v!r}")
-        if self.calib not in ("digits", "random") and not Path(self.calib).expanduser().exists():
+        if self.calib not in (None, "digits", "random") and not Path(self.calib).expanduser().exists():
             raise UsageError(f"calibration data not found (--calib): {self.calib!r}; expected 'digits', "
                              "'random', a folder of images or a .npz file")
 
@@ -196,10 +196,10 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None,
 def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     if config.model_path:  # the file says what resolution and input it takes
         model, info, model_json = _source(config, step, warn)
-        cal = _calibration(config, info.resolution, info.preprocessing, step, warn)
+        cal = _calibration(config, info.resolution, info.preprocessing, step, warn, classes=info.classes)
     else:  # bad calibration data fails before TensorFlow is even imported
         pre = config.preprocessing or archs.ARCHS[config.arch].preprocessing
-        cal = _calibration(config, config.resolution, pre, step, warn)
+        cal = _calibration(config, config.resolution, pre, step, warn, classes=config.classes)
         model, info, model_json = _source(config, step, warn)
     with step("keras reference outputs"):
         reference = keras_reference(model, cal.validation)
@@ -228,7 +228,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     quant = recipe.to_json()
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
-                        calibration=cal.to_json(), quantization=quant, versions=versions(),
+                        calibration={**cal.to_json(), "seed": config.seed}, quantization=quant, versions=versions(),
                         warnings=tuple(warnings), seconds=time.perf_counter() - t0, reference=reference.to_json())
 
 
@@ -281,11 +281,14 @@ def _source(config: ExportConfig, step, warn):
         return model, info, _model_json(model, info, config, warn)
 
 
-def _calibration(config: ExportConfig, resolution: int, preprocessing: str, step, warn):
-    with step(f"calibration data ({config.calib})"):
-        cal = load_calibration(config.calib, resolution=resolution, preprocessing=preprocessing,
+def _calibration(config: ExportConfig, resolution: int, preprocessing: str, step, warn, *, classes: int):
+    trained = bool(config.weights or config.model_path)
+    source, chosen, notes = choose_source(config.calib, trained=trained, classes=classes)
+    with step(f"calibration data ({Path(source).name if chosen else source})"):
+        cal = load_calibration(source, resolution=resolution, preprocessing=preprocessing,
                                samples=config.calib_samples, validate=config.validate_samples, seed=config.seed)
-    for w in cal.warnings:
+    cal = replace(cal, chosen=chosen)
+    for w in (*notes, *cal.warnings):
         warn(w)
     return cal
 
@@ -321,10 +324,21 @@ def _model_json(model, info: archs.ModelInfo, config: ExportConfig, warn) -> dic
         warn(f"could not count multiply-accumulates: {type(e).__name__}: {e}")
     if not config.model_path:
         d.update({"depth_multiplier": config.depth_multiplier, "dropout": config.dropout, "seed": config.seed,
-                  "weights": str(config.weights) if config.weights else None})
+                  "weights": _weights_json(config)})
         if not config.weights:
             d["init"] = archs.random_init_json(config.seed)
+    d["trained"] = bool(config.weights or config.model_path)
     return d
+
+
+def _weights_json(config: ExportConfig) -> dict | None:
+    """The weights' name, SHA-256, origin and that they are trained (``models/weights.py``)."""
+    if not config.weights:
+        return None
+    from mobiledeploy.models.weights import describe_weights, resolve_weights
+
+    return describe_weights(resolve_weights(config.weights, arch=config.arch, alpha=config.alpha,
+                                            resolution=config.resolution, classes=config.classes))
 
 
 def _stem(info: archs.ModelInfo, config: ExportConfig) -> str:

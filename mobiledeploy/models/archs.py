@@ -80,7 +80,11 @@ def check_build_args(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resoluti
                          f"received depth_multiplier={depth_multiplier!r}")
     if not _is_number(dropout) or not (0.0 <= dropout < 1.0):
         raise UsageError(f"dropout (--dropout) must be in [0, 1), received dropout={dropout!r}")
-    if weights is not None:
+    if weights is not None and str(weights) == "imagenet":
+        from mobiledeploy.models.weights import resolve_weights
+
+        resolve_weights(weights, arch=a.name, alpha=alpha, resolution=resolution, classes=classes)
+    elif weights is not None:
         p = Path(weights)
         if not p.exists():
             raise UsageError(f"weights file not found (--weights): {str(p)!r}")
@@ -89,13 +93,18 @@ def check_build_args(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resoluti
         if not str(p).lower().endswith(WEIGHTS_SUFFIXES):
             raise UsageError(f"weights file {str(p)!r} (--weights) must end in one of "
                              f"{', '.join(WEIGHTS_SUFFIXES)}")
+        from mobiledeploy.models.weights import check_hdf5, resolve_weights
+
+        resolve_weights(p, arch=a.name, alpha=alpha, resolution=resolution, classes=classes)
+        check_hdf5(p)
     return a
 
 
 def build_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224, classes: int = 1000,
                 depth_multiplier: int = 1, dropout: float = 1e-3, weights: str | os.PathLike | None = None,
                 seed: int = 0, vary_batch_norm: bool = False):
-    """A ``keras.applications`` MobileNet with random init (``seed``) or local ``weights``.
+    """A ``keras.applications`` MobileNet with random init (``seed``) or trained ``weights``
+    (a local file, or ``"imagenet"``: Keras' official file from its cache, see ``models/weights.py``).
 
     With ``vary_batch_norm`` a randomly initialised model (no ``weights``) also gets
     non-degenerate batch-norm parameters (``seeded_batch_norm``), so that its outputs
@@ -120,7 +129,10 @@ def build_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: i
         raise UsageError(f"keras cannot build {a.name} with alpha={alpha}, resolution={resolution}: "
                          f"{_one_line(e)}") from None
     if weights is not None:
-        _load_weights(model, Path(weights), a, alpha=alpha, resolution=resolution, classes=classes)
+        from mobiledeploy.models.weights import resolve_weights
+
+        w = resolve_weights(weights, arch=a.name, alpha=alpha, resolution=resolution, classes=classes)
+        _load_weights(model, w.path, a, alpha=alpha, resolution=resolution, classes=classes)
     elif vary_batch_norm:
         seeded_batch_norm(model, seed=int(seed), preprocessing=a.preprocessing)
     return model

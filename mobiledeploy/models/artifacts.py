@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mobiledeploy.errors import UsageError
 from mobiledeploy.models import inspect
+from mobiledeploy.models.conventions import image_dims, layout_of, metadata_preprocessing, onnx_metadata
 from mobiledeploy.runtimes import KERAS_SUFFIXES
 
 MODEL_FORMATS = ("keras", "tflite", "onnx")  # what eval/bench/check read from an export
@@ -200,8 +201,24 @@ def default_reference(refs: list[ModelRef]) -> ModelRef | None:
 # ---------------------------------------------------------------- shapes, without a runtime
 
 
-def model_input(r: ModelRef, *, unsafe_load: bool = False) -> tuple[int, int, int]:
-    """(height, width, channels) of the model's single image input; resolution is height."""
+def model_input(r: ModelRef, *, unsafe_load: bool = False, layout: str | None = None) -> tuple[int, int, int]:
+    """(height, width, channels) of the model's single image input; resolution is height.
+
+    NHWC or NCHW, as ``model_layout`` reads it (``layout`` overrides)."""
+    return image_dims(_input_shape(r, unsafe_load), model_layout(r, layout, unsafe_load=unsafe_load), name=r.name)
+
+
+def model_layout(r: ModelRef, override: str | None = None, *, unsafe_load: bool = False) -> str:
+    """'nhwc' or 'nchw': Keras models are NHWC; files by their input shape (``models/conventions.py``)."""
+    if r.format == "keras":
+        return "nhwc"
+    if not override:
+        meta = onnx_metadata(r.path) if r.format == "onnx" else {}
+        override = (meta.get("layout") or "").lower() or None
+    return layout_of(_input_shape(r, unsafe_load), override, name=r.name)
+
+
+def _input_shape(r: ModelRef, unsafe_load: bool) -> tuple:
     try:
         if r.format == "keras":
             shape = tuple(load_keras(r.path, unsafe_load).inputs[0].shape)
@@ -215,9 +232,7 @@ def model_input(r: ModelRef, *, unsafe_load: bool = False) -> tuple[int, int, in
     except Exception as e:
         raise UsageError(f"{r.name} is not a readable {r.format} model (cannot read its input shape: "
                          f"{' '.join(str(e).split())[:160]})") from None
-    if len(shape) != 4 or shape[1] is None or shape[2] is None:
-        raise UsageError(f"{r.name} input shape {shape} is not a fixed-size NHWC image; eval needs (N, H, W, C)")
-    return int(shape[1]), int(shape[2]), int(shape[3] or 3)
+    return tuple(shape)
 
 
 @functools.lru_cache(maxsize=8)
@@ -237,6 +252,9 @@ def preprocessing_for(r: ModelRef, *, override: str | None = None, unsafe_load: 
         return get_preprocessing(override).name
     if r.preprocessing:
         return get_preprocessing(r.preprocessing, flag=f"manifest of {r.name}").name
+    meta = metadata_preprocessing(onnx_metadata(r.path)) if r.format == "onnx" else None
+    if meta:
+        return get_preprocessing(meta, flag=f"metadata of {r.name}").name
     if r.format == "keras":
         from mobiledeploy.models.archs import ARCHS
 
@@ -246,5 +264,5 @@ def preprocessing_for(r: ModelRef, *, override: str | None = None, unsafe_load: 
                 return a.preprocessing
     from mobiledeploy.accuracy.data import PREPROCESSING
 
-    raise UsageError(f"preprocessing unknown for {r.name} (no manifest.json beside it records it); "
-                     f"pass --preprocessing ({'|'.join(PREPROCESSING)})")
+    raise UsageError(f"preprocessing unknown for {r.name} (no manifest.json beside it or metadata records it); "
+                     f"pass --preprocessing ({'|'.join(PREPROCESSING)}) or --mean/--std")
