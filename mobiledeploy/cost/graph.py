@@ -279,6 +279,9 @@ _TFLITE_KINDS = {
 def tflite_nodes(path: str | Path) -> list[_Node]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from mobiledeploy.models.inspect import check_model_file
+
+    check_model_file(path)
     try:
         it = Interpreter(model_path=str(path),
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

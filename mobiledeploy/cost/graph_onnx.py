@@ -52,6 +52,9 @@ def onnx_nodes(path: str | Path) -> tuple[list[_Node], tuple[int, ...]]:
     import onnx
     from onnx import shape_inference
 
+    from mobiledeploy.models.inspect import check_model_file
+
+    check_model_file(path)
     try:
         model = onnx.load(str(path))
     except Exception as e:

@@ -20,12 +20,14 @@ Precision, by the weighted layers (convolutions, depthwise convolutions, dense):
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+MAX_MODEL_BYTES = 2**31  # 2 GiB: the protobuf limit of ONNX, far above any mobile model
 TFLITE_MAGIC = b"TFL3"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "unknown")
 _WEIGHTED_TFLITE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -42,15 +44,53 @@ class InputInfo:
     dtype: str
 
 
-def detect_format(path: str | os.PathLike) -> str:
-    """'keras', 'tflite' or 'onnx': Keras by suffix, the others by bytes (then suffix)."""
+def check_model_file(path: str | os.PathLike) -> int:
+    """The size of ``path`` if it is a regular, non-empty file of sane size; UsageError otherwise.
+
+    Called before any model is opened, in the parent process: a FIFO, a device (a link to
+    ``/dev/zero``), a directory or an empty file would block a reader, never end, or read
+    as an empty model. The file is opened non-blocking and checked on its descriptor, so
+    nothing can swap it for a FIFO between the check and the open.
+    """
     p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise UsageError(f"model file not found: {str(p)!r}") from None
+    except IsADirectoryError:
+        raise UsageError(f"expected a model file, got a directory: {str(p)!r}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {str(p)!r}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"expected a model file, got a directory: {str(p)!r}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
+            stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
+        raise UsageError(f"{str(p)!r} is {kind}, not a regular model file")
+    if st.st_size == 0:
+        raise UsageError(f"model file {str(p)!r} is empty (0 bytes)")
+    if st.st_size > MAX_MODEL_BYTES:
+        raise UsageError(f"model file {str(p)!r} is {st.st_size / 2**30:.1f} GiB; models over "
+                         f"{MAX_MODEL_BYTES / 2**30:.0f} GiB are not supported")
+    return st.st_size
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'keras', 'tflite' or 'onnx': Keras by suffix, the others by bytes (then suffix).
+
+    Every model read starts here: ``check_model_file`` refuses FIFOs, devices, directories
+    and empty files before anything opens them.
+    """
+    p = Path(path)
+    if p.suffix.lower() in KERAS_SUFFIXES and p.is_dir():
+        return "keras"  # a SavedModel-style directory: Keras says what is wrong with it
+    check_model_file(p)
     if p.suffix.lower() in KERAS_SUFFIXES:
         return "keras"
-    if not p.exists():
-        raise UsageError(f"model file not found: {str(p)!r}")
-    if p.is_dir():
-        raise UsageError(f"expected a model file, got a directory: {str(p)!r}")
     try:
         with open(p, "rb") as f:
             head = f.read(8)
@@ -98,6 +138,7 @@ def tflite_model(p: Path):
     """(root Model object, schema module) of a .tflite file."""
     from ai_edge_litert import schema_py_generated as schema
 
+    check_model_file(p)
     buf = p.read_bytes()
     return schema.Model.GetRootAsModel(buf, 0), schema
 
@@ -152,6 +193,7 @@ def _tflite_precision(p: Path) -> str:
 def onnx_model(p: Path):
     import onnx
 
+    check_model_file(p)
     return onnx.load(str(p), load_external_data=False)
 
 
