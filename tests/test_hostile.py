@@ -101,3 +101,94 @@ def test_train_and_eval_bad_data_is_exit_2(bad_data, tmp_path, tiny_tflite, name
     assert code == 2 and message in one_error_line(out)
     code, out = run("eval", tiny_tflite, "--data", bad_data / name, "--preprocessing", "mobilenet")
     assert code == 2 and message in one_error_line(out)
+
+
+# ---------------------------------------------------------------- dynamic dimensions, empty models
+
+
+def _onnx(path, nodes, inputs, inits=()):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT,
+                                                                             None)], list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.fixture
+def dynamic_onnx(tmp_path):
+    """A detector-like input [N, 3, H, W] into one 3x3 convolution with 8 filters."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    return _onnx(tmp_path / "det.onnx", [helper.make_node("Conv", ["x", "w"], ["y"])], [x], [w])
+
+
+@pytest.mark.parametrize("command", [["info"], ["estimate", "--target", "pixel4-big"]])
+def test_dynamic_dimensions_are_refused_without_shape(dynamic_onnx, command):
+    code, out = run(*command, dynamic_onnx)
+    line = one_error_line(out)
+    assert code == 2 and "'x'" in line and "--shape x=Nx3xNxN" in line
+
+
+def test_info_counts_the_given_shape(dynamic_onnx, tmp_path):
+    import json
+
+    for res in (64, 128):
+        code, out = run("info", dynamic_onnx, "--shape", f"x=1x3x{res}x{res}", "--json", tmp_path / f"{res}.json")
+        assert code == 0, out
+        stats = json.loads((tmp_path / f"{res}.json").read_text())
+        out_hw = res - 2  # 3x3, no padding
+        assert stats["macs"] == 8 * 27 * out_hw * out_hw
+        assert stats["input_shape"] == [1, 3, res, res]
+
+
+@pytest.mark.parametrize("shape, message", [("x=1x3x64", "does not fit"), ("x=1x4x64x64", "does not fit"),
+                                            ("y=1x3x64x64", "no input named 'y'")])
+def test_a_shape_that_does_not_fit_is_refused(dynamic_onnx, shape, message):
+    code, out = run("info", dynamic_onnx, "--shape", shape)
+    assert code == 2 and message in one_error_line(out)
+
+
+def test_a_repeated_shape_is_refused(dynamic_onnx):
+    code, out = run("info", dynamic_onnx, "--shape", "x=1x3x64x64", "--shape", "x=1x3x32x32")
+    assert code == 2 and "given twice" in one_error_line(out)
+
+
+def test_bench_estimates_the_measured_shape(dynamic_onnx, tmp_path):
+    import json
+
+    ms = {}
+    for res in (32, 96):
+        code, out = run("bench", dynamic_onnx, "--shape", f"x=1x3x{res}x{res}", "--target", "pixel4-big",
+                        "--runs", 3, "--warmup", 0, "--json", tmp_path / f"{res}.json")
+        assert code == 0, out
+        est = json.loads((tmp_path / f"{res}.json").read_text())["device_estimates"]
+        (entry,) = est.values()
+        ms[res] = entry["estimate_ms"]
+    assert ms[96] > ms[32]  # 9x the pixels: the estimate follows --shape
+
+
+def test_fallback_shapes_of_ops_that_do_not_fit_are_not_internal_errors(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    p = _onnx(tmp_path / "rec.onnx", [helper.make_node("MatMul", ["x", "w"], ["h"]),
+                                      helper.make_node("Transpose", ["h"], ["y"], perm=[0, 2, 1])], [x], [w])
+    code, out = run("info", p)
+    assert "internal error" not in out and code in (0, 2), out
+
+
+def test_weightless_and_empty_models_are_errors_not_zeros(tmp_path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    p = _onnx(tmp_path / "relu.onnx", [helper.make_node("Relu", ["x"], ["y"])], [x])
+    for command in (["info"], ["estimate", "--target", "pixel4-big"]):
+        code, out = run(*command, p)
+        assert code == 2 and "no weights" in one_error_line(out)

@@ -66,3 +66,25 @@ def emit_json(path: str | None, obj) -> None:
         click.echo(json.dumps(obj, indent=2, default=io._json_default))
     else:
         io.write_json(path, obj)
+
+
+def _parse_shapes(ctx, param, values) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for v in values:
+        name, sep, dims = v.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d < 1 or d > 2**31 - 1 for d in shape):
+            raise click.BadParameter(f"expected NAME=DIMS such as input=1x224x224x3, got {v!r}", param_hint="--shape")
+        if name in shapes:
+            raise click.BadParameter(f"input {name!r} is given twice", param_hint="--shape")
+        shapes[name] = shape
+    return shapes
+
+
+def shape_option(f):
+    """--shape NAME=DIMS (repeatable, one per input): concrete dims for dynamic inputs."""
+    return click.option("--shape", "shapes", multiple=True, callback=_parse_shapes, metavar="NAME=DIMS",
+                        help="Concrete shape for a dynamic input, e.g. input=1x224x224x3 (repeatable).")(f)

@@ -276,15 +276,24 @@ _TFLITE_KINDS = {
 }
 
 
-def tflite_nodes(path: str | Path) -> list[_Node]:
+def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[_Node]:
+    """The nodes of a TFLite file, its dynamic inputs fixed by ``shapes`` (see ``inspect.concrete_shapes``)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from mobiledeploy.models.inspect import check_model_file
+    from mobiledeploy.models import inspect
 
-    check_model_file(path)
+    fixed = inspect.concrete_shapes(inspect.inputs(path), shapes, path)  # checks the file first
     try:
         it = Interpreter(model_path=str(path),
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        resized = False
+        for d in it.get_input_details():
+            want = fixed.get(d["name"])
+            if want is not None and tuple(int(v) for v in d["shape"]) != tuple(want):
+                it.resize_tensor_input(d["index"], list(want), strict=False)
+                resized = True
+        if resized:
+            it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise UsageError(f"cannot read TFLite model {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
     tensors = {d["index"]: d for d in it.get_tensor_details()}
@@ -328,13 +337,13 @@ def tflite_nodes(path: str | Path) -> list[_Node]:
     return nodes
 
 
-def tflite_layers(path: str | Path) -> list[LayerStats]:
-    return _fuse_and_measure(tflite_nodes(path), channels_last=True)
+def tflite_layers(path: str | Path, shapes: dict | None = None) -> list[LayerStats]:
+    return _fuse_and_measure(tflite_nodes(path, shapes), channels_last=True)
 
 
-def onnx_model_layers(path: str | Path):
+def onnx_model_layers(path: str | Path, shapes: dict | None = None):
     """(layers, input shape) of an ONNX file (see mobiledeploy.cost.graph_onnx)."""
     from mobiledeploy.cost import graph_onnx
 
-    nodes, in_shape = graph_onnx.onnx_nodes(path)
+    nodes, in_shape = graph_onnx.onnx_nodes(path, shapes)
     return _fuse_and_measure(nodes, channels_last=False), in_shape
