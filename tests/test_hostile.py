@@ -192,3 +192,64 @@ def test_weightless_and_empty_models_are_errors_not_zeros(tmp_path):
     for command in (["info"], ["estimate", "--target", "pixel4-big"]):
         code, out = run(*command, p)
         assert code == 2 and "no weights" in one_error_line(out)
+
+
+# ---------------------------------------------------------------- numbers and outputs, checked up front
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "--alpha", "1e9"], "needs about"),
+    (["export", "--res", "100000"], "needs about"),
+    (["export", "--alpha", "nan"], "alpha"),
+    (["info", "--alpha", "1e9"], "needs about"),
+    (["eval", "MODEL", "--timeout", "-1"], "--timeout"),
+    (["eval", "MODEL", "--timeout", "0"], "--timeout"),
+    (["eval", "MODEL", "--timeout", "nan"], "--timeout"),
+    (["bench", "MODEL", "--timeout", "inf"], "--timeout"),
+    (["bench", "MODEL", "--min-time", "inf"], "--min-time"),
+    (["bench", "MODEL", "--shape", "x=1x3", "--shape", "x=1x4"], "given twice"),
+])
+def test_bad_numbers_fail_fast_before_tensorflow(tmp_path, tiny_tflite, args, message):
+    t = time.monotonic()
+    code, out = run(*[str(tiny_tflite) if a == "MODEL" else a for a in args],
+                    *(["--out", tmp_path / "out"] if args[0] == "export" else []))
+    assert code == 2 and message in one_error_line(out), out
+    assert time.monotonic() - t < 5  # refused up front, not after building or converting
+    assert not (tmp_path / "out").exists()
+
+
+def test_threads_zero_in_a_calibration_csv_is_refused(tmp_path):
+    csv = tmp_path / "m.csv"
+    csv.write_text("arch,alpha,res,precision,threads,latency_ms\nmobilenet_v1,0.25,128,fp32,0,3.1\n")
+    code, out = run("target", "calibrate", "--measurements", csv, "--out", tmp_path / "t.toml")
+    assert code == 2 and "threads" in one_error_line(out)
+
+
+def test_calibration_csv_models_stay_beside_the_csv(tmp_path, tiny_tflite):
+    csv = tmp_path / "m.csv"
+    csv.write_text(f"model,precision,latency_ms\n{tiny_tflite},fp32,3.1\n")
+    code, out = run("target", "calibrate", "--measurements", csv, "--out", tmp_path / "t.toml")
+    assert code == 2 and "absolute path" in one_error_line(out)
+
+
+def test_train_checks_a_read_only_out_before_training(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: a read-only directory is still writable")
+        t = time.monotonic()
+        code, out = run("train", "--data", "digits", "--epochs", 50, "--out", ro / "m.keras")
+        assert code == 2 and "permission denied" in one_error_line(out)
+        assert time.monotonic() - t < 5  # before any epoch
+    finally:
+        ro.chmod(0o755)
+
+
+def test_train_checks_an_out_that_is_a_directory_before_training(tmp_path):
+    (tmp_path / "m.keras").mkdir()
+    t = time.monotonic()
+    code, out = run("train", "--data", "digits", "--epochs", 50, "--out", tmp_path / "m.keras")
+    assert code == 2 and "is a directory" in one_error_line(out)
+    assert time.monotonic() - t < 5

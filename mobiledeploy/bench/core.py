@@ -11,6 +11,7 @@ settings"), never a phone's latency.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,8 @@ class BenchSettings:
     def __post_init__(self):
         checks = [(self.warmup >= 0, "--warmup must be >= 0"),
                   (self.runs is None or self.runs >= 1, "--runs must be >= 1"),
-                  (self.min_time_s is None or self.min_time_s > 0, "--min-time must be > 0"),
-                  (self.timeout_s > 0, "--timeout must be > 0"),
+                  (self.min_time_s is None or 0 < self.min_time_s < math.inf, "--min-time must be finite and > 0"),
+                  (0 < self.timeout_s < math.inf, "--timeout must be finite and > 0"),
                   (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
                   (self.ort_opt_level in tg.ORT_OPT_LEVELS,
                    f"--ort-opt-level must be one of {', '.join(tg.ORT_OPT_LEVELS)}")]

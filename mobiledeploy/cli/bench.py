@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import (emit_json, json_option, md_option, shape_option, stderr_console, stdout_console,
-                                     target_options)
+from mobiledeploy.cli.common import (Seconds, emit_json, json_option, md_option, shape_option, stderr_console,
+                                     stdout_console, target_options)
 
 
 @click.command()
@@ -22,9 +22,9 @@ from mobiledeploy.cli.common import (emit_json, json_option, md_option, shape_op
               help="ONNX Runtime graph optimization level (default from the profile: all).")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs after the first.")
 @click.option("--runs", type=click.IntRange(min=1), help="Timed runs (alone: exactly N; with --min-time: at least N).")
-@click.option("--min-time", "min_time_s", type=click.FloatRange(min=0, min_open=True),
+@click.option("--min-time", "min_time_s", type=Seconds(),
               help="Time for at least S seconds. Default: at least 50 runs and at least 2 s.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=Seconds(), default=300.0, show_default=True,
               help="Seconds per model (load + all runs) before its child process is killed.")
 @shape_option
 @click.option("--samples", is_flag=True, help="Include every run's latency (samples_ms) in --json.")

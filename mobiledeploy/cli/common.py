@@ -88,3 +88,20 @@ def shape_option(f):
     """--shape NAME=DIMS (repeatable, one per input): concrete dims for dynamic inputs."""
     return click.option("--shape", "shapes", multiple=True, callback=_parse_shapes, metavar="NAME=DIMS",
                         help="Concrete shape for a dynamic input, e.g. input=1x224x224x3 (repeatable).")(f)
+
+
+class Seconds(click.ParamType):
+    """A duration: a finite number of seconds > 0 and at most a day (no inf, nan, 0 or negatives)."""
+
+    name = "SECONDS"
+    MAX = 86400.0
+
+    def convert(self, value, param, ctx):
+        from mobiledeploy.models.limits import finite
+
+        if isinstance(value, float) or value is None:
+            return value
+        try:
+            return finite(value, "", low=0.0, low_open=True, high=self.MAX)
+        except Exception as e:
+            self.fail(str(e).lstrip(" ").replace(" must", "must", 1), param, ctx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, md_option, stdout_console
+from mobiledeploy.cli.common import Seconds, emit_json, json_option, md_option, stdout_console
 
 COLUMNS = ("model", "format", "precision", "runtime", "top-1", "top-5", "samples", "img/s (host)",
            "top-1 agree", "max abs diff", "SQNR dB")
@@ -23,7 +23,7 @@ COLUMNS = ("model", "format", "precision", "runtime", "top-1", "top-5", "samples
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
               help="Class names, one per line.")
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the runtime's).")
-@click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=float,
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=Seconds(),
               help="Seconds per model before it is reported as failed.")
 @click.option("--per-layer", is_flag=True, help="Per-layer quantization error of int8 artifacts.")
 @click.option("--source-model", type=click.Path(exists=True),

@@ -234,12 +234,14 @@ def read_measurements(path: str | os.PathLike, *, default_threads: int = 1) -> l
             threads = int(rec.get("threads") or default_threads)
         except ValueError:
             raise UsageError(f"{where}: threads {rec.get('threads')!r} is not an integer") from None
+        if not 1 <= threads <= 1024:
+            raise UsageError(f"{where}: threads must be between 1 and 1024, got {threads}")
         prec = (rec.get("precision") or "").strip() or None
         model = (rec.get("model") or "").strip()
         if model:
-            mp = (p.parent / model) if not Path(model).is_absolute() else Path(model)
-            if not mp.exists():
-                raise UsageError(f"{where}: unknown model {model!r} (no such file next to {p.name})")
+            from mobiledeploy.models.artifacts import contained_path
+
+            mp = contained_path(p.parent, model, key=f"line {i} model", source=p)
             rows.append(measurement_for(label=model, model=str(mp), precision=prec, threads=threads, latency_ms=lat))
             continue
         arch = (rec.get("arch") or "").strip()

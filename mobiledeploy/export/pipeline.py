@@ -98,6 +98,11 @@ class ExportConfig:
             raise UsageError(f"--validate-samples must be >= 1, received {self.validate_samples!r}")
         if not isinstance(self.atol, (int, float)) or not math.isfinite(self.atol) or self.atol < 0:
             raise UsageError(f"--atol must be a finite number >= 0, received {self.atol!r}")
+        if self.model_path is None:  # the calibration images too must fit beside the model
+            from mobiledeploy.models.limits import check_fits
+
+            check_fits(self.arch, alpha=self.alpha, resolution=self.resolution, classes=self.classes,
+                       depth_multiplier=self.depth_multiplier, samples=self.calib_samples + self.validate_samples)
         if self.calib not in ("digits", "random") and not Path(self.calib).expanduser().exists():
             raise UsageError(f"calibration data not found (--calib): {self.calib!r}; expected 'digits', "
                              "'random', a folder of images or a .npz file")

@@ -80,6 +80,10 @@ def check_build_args(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resoluti
                          f"received depth_multiplier={depth_multiplier!r}")
     if not _is_number(dropout) or not (0.0 <= dropout < 1.0):
         raise UsageError(f"dropout (--dropout) must be in [0, 1), received dropout={dropout!r}")
+    from mobiledeploy.models.limits import check_fits
+
+    check_fits(a.name, alpha=float(alpha), resolution=int(resolution), classes=int(classes),
+               depth_multiplier=int(depth_multiplier))
     if weights is not None:
         p = Path(weights)
         if not p.exists():

@@ -1,0 +1,89 @@
+"""Up-front limits: numbers that are finite and in range, models that fit in memory, outputs
+that can be written. Checked before TensorFlow is imported, so a bad option fails in
+milliseconds with the estimate that refused it, not minutes later out of memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from mobiledeploy.errors import UsageError
+
+# Parameters at alpha 1 without the classifier, and the classifier's input width, per
+# architecture (Keras applications; rounded up: the estimate is an upper bound).
+_BASE_PARAMS = {"mobilenet_v1": 3.3e6, "mobilenet_v2": 2.3e6, "mobilenet_v3_small": 1.0e6,
+                "mobilenet_v3_large": 3.0e6}
+_HEAD = {"mobilenet_v1": 1024, "mobilenet_v2": 1280, "mobilenet_v3_small": 1024, "mobilenet_v3_large": 1280}
+_WIDEST = 96  # the widest activation at half resolution, per alpha (V2's first expansion)
+_COPIES = 6  # weights live in Keras, the converter's graph, the flatbuffer, the runtime ...
+BATCH = 8  # export runs the Keras model on batches of 8
+
+
+def available_memory() -> int:
+    """Bytes of physical memory on this machine."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not Linux
+        return 1 << 40
+
+
+def model_bytes(arch: str, *, alpha: float, resolution: int, classes: int, depth_multiplier: int = 1,
+                samples: int = 0) -> tuple[float, float]:
+    """(parameters, bytes) an export of this config needs, roughly from above: weights in a few
+    copies, the widest activations of a batch, and ``samples`` float32 images of calibration data."""
+    params = _BASE_PARAMS.get(arch, 4e6) * alpha * alpha * depth_multiplier \
+        + _HEAD.get(arch, 1280) * max(1.0, alpha) * (classes + 1)
+    act = BATCH * (resolution / 2) ** 2 * _WIDEST * alpha * depth_multiplier * 4 * 3
+    data = samples * resolution * resolution * 3 * 4
+    return params, params * 4 * _COPIES + act + data
+
+
+def check_fits(arch: str, *, alpha: float, resolution: int, classes: int, depth_multiplier: int = 1,
+               samples: int = 0) -> None:
+    """UsageError, naming the estimate, when a config cannot fit in this machine's memory."""
+    params, need = model_bytes(arch, alpha=alpha, resolution=resolution, classes=classes,
+                               depth_multiplier=depth_multiplier, samples=samples)
+    have = available_memory()
+    if need > have:
+        raise UsageError(f"{arch} alpha {alpha:g} at {resolution}x{resolution} with {classes} classes needs about "
+                         f"{_fmt_bytes(need)} ({params:.3g} parameters), more than this machine's "
+                         f"{_fmt_bytes(have)} of memory (--alpha / --res / --classes)")
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+    return f"{n:.3g} EiB"  # pragma: no cover
+
+
+def finite(value, flag: str, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False) -> float:
+    """``value`` as a float that is finite and inside [low, high] (``low_open``: > low)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag} must be a number, received {value!r}") from None
+    if not math.isfinite(v):
+        raise UsageError(f"{flag} must be a finite number, received {value!r}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise UsageError(f"{flag} must be {'>' if low_open else '>='} {low:g}, received {value!r}")
+    if high is not None and v > high:
+        raise UsageError(f"{flag} must be <= {high:g}, received {value!r}")
+    return v
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """An output file that can be written: its directory exists and is writable, it is not a directory."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise UsageError(f"output path {str(p)!r} ({flag}) is a directory")
+    if not parent.is_dir():
+        raise UsageError(f"output directory {str(parent)!r} ({flag}) does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UsageError(f"cannot write {str(p)!r} ({flag}): permission denied")
+    return p
