@@ -106,13 +106,16 @@ def _float(v) -> float | None:
 
 
 def _float_source(mpath: Path, m: dict) -> str | None:
-    """The export's float Keras model: its ``.keras`` artifact, else the file it was loaded from."""
+    """The export's float Keras model, inside its directory: the ``.keras`` artifact, else the
+    manifest's ``source_model.file``. Never ``model.source``: that is where export loaded it
+    from, on another machine perhaps, and a path outside the directory (``--source-model``
+    names one on purpose)."""
     keras_src = next((a.get("file") for a in m["artifacts"] if a.get("format") == "keras"), None)
     if keras_src:
         return str(contained_path(mpath.parent, keras_src, key="artifacts[].file", source=mpath))
-    loaded = (m.get("model") or {}).get("source")  # "build", or the --model path as given to export
-    if isinstance(loaded, str) and loaded != "build" and Path(loaded).is_file():
-        return loaded
+    src = m.get("source_model")
+    if isinstance(src, dict) and src.get("file") is not None:
+        return str(contained_path(mpath.parent, src.get("file"), key="source_model.file", source=mpath))
     return None
 
 
