@@ -253,3 +253,25 @@ def test_train_checks_an_out_that_is_a_directory_before_training(tmp_path):
     code, out = run("train", "--data", "digits", "--epochs", 50, "--out", tmp_path / "m.keras")
     assert code == 2 and "is a directory" in one_error_line(out)
     assert time.monotonic() - t < 5
+
+
+@pytest.mark.parametrize("command, kind", [
+    (["check", "--budget", "FIFO"], "budget file"),
+    (["bench", "--target-file", "FIFO", "MODEL"], "target profile"),
+    (["target", "calibrate", "--measurements", "FIFO", "--out", "OUT"], "measurements file"),
+])
+def test_text_inputs_that_never_end_are_refused(tmp_path, tiny_tflite, command, kind):
+    fifo = tmp_path / "f.toml"
+    os.mkfifo(fifo)
+    sub = {"FIFO": fifo, "MODEL": tiny_tflite, "OUT": tmp_path / "o.toml"}
+    code, out = run(*[sub.get(a, a) for a in command])
+    assert code == 2 and "FIFO" in one_error_line(out)
+
+
+def test_a_manifest_that_is_a_fifo_is_refused(tmp_path):
+    d = tmp_path / "exp"
+    d.mkdir()
+    (d / "m.tflite").write_bytes(b"\0\0\0\0TFL3" + b"\0" * 32)
+    os.mkfifo(d / "manifest.json")
+    code, out = run("bench", "--timeout", 5, d)
+    assert code == 2 and "FIFO" in one_error_line(out)

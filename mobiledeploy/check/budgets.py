@@ -215,6 +215,9 @@ def load_budgets(path: str | os.PathLike) -> BudgetFile:
         raise UsageError(f"budget file not found: {str(p)!r} (--budget)")
     if p.is_dir():
         raise UsageError(f"budget file {str(p)!r} is a directory (--budget)")
+    from mobiledeploy.models.limits import regular_file
+
+    regular_file(p, what="budget file")  # no FIFO, device or empty file
     try:
         with open(p, "rb") as f:
             doc = tomllib.load(f)

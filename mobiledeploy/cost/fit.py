@@ -209,6 +209,10 @@ def read_measurements(path: str | os.PathLike, *, default_threads: int = 1) -> l
     p = Path(path)
     flag = "--measurements"
     try:
+        from mobiledeploy.models.limits import regular_file
+
+        if p.exists():
+            regular_file(p, what="measurements file")  # no FIFO, device or empty file
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"measurements file not found: {str(p)!r} ({flag})") from None

@@ -78,6 +78,9 @@ def contained_path(base: Path, value, *, key: str, source: str | os.PathLike, mu
 
 
 def read_manifest(path: Path) -> dict:
+    from mobiledeploy.models.limits import regular_file
+
+    regular_file(path, what="export manifest")  # no FIFO, device or empty file
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -123,7 +126,7 @@ def export_refs(directory: Path, *, formats=FORMAT_RUNTIME, flag: str = "MODEL")
     """The artifacts of one directory, in ``formats``: its manifest's entries (the .keras source
     first), or, without a manifest, every model file in it."""
     mpath = directory / "manifest.json"
-    if not mpath.is_file():
+    if not (mpath.exists() or mpath.is_symlink()):  # a FIFO or a link is a manifest to refuse, not none
         suffixes = {"keras": KERAS_SUFFIXES, "tflite": (".tflite",), "onnx": (".onnx",)}
         want = tuple(s for f in formats for s in suffixes[f])
         files = sorted(f for f in directory.iterdir() if f.is_file() and f.suffix.lower() in want)

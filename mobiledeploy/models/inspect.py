@@ -20,7 +20,6 @@ Precision, by the weighted layers (convolutions, depthwise convolutions, dense):
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,38 +44,15 @@ class InputInfo:
 
 
 def check_model_file(path: str | os.PathLike) -> int:
-    """The size of ``path`` if it is a regular, non-empty file of sane size; UsageError otherwise.
+    """The size of ``path`` if it is a regular, non-empty model file under 2 GiB; UsageError otherwise.
 
     Called before any model is opened, in the parent process: a FIFO, a device (a link to
     ``/dev/zero``), a directory or an empty file would block a reader, never end, or read
-    as an empty model. The file is opened non-blocking and checked on its descriptor, so
-    nothing can swap it for a FIFO between the check and the open.
+    as an empty model (see ``limits.regular_file``).
     """
-    p = Path(path)
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise UsageError(f"model file not found: {str(p)!r}") from None
-    except IsADirectoryError:
-        raise UsageError(f"expected a model file, got a directory: {str(p)!r}") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {str(p)!r}: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"expected a model file, got a directory: {str(p)!r}")
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
-            stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
-        raise UsageError(f"{str(p)!r} is {kind}, not a regular model file")
-    if st.st_size == 0:
-        raise UsageError(f"model file {str(p)!r} is empty (0 bytes)")
-    if st.st_size > MAX_MODEL_BYTES:
-        raise UsageError(f"model file {str(p)!r} is {st.st_size / 2**30:.1f} GiB; models over "
-                         f"{MAX_MODEL_BYTES / 2**30:.0f} GiB are not supported")
-    return st.st_size
+    from mobiledeploy.models.limits import regular_file
+
+    return regular_file(path, what="model file", max_bytes=MAX_MODEL_BYTES)
 
 
 def detect_format(path: str | os.PathLike) -> str:

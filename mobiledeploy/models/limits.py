@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
@@ -87,3 +88,51 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise UsageError(f"cannot write {str(p)!r} ({flag}): permission denied")
     return p
+
+
+MAX_TEXT_BYTES = 16 * 2**20  # manifests, budgets, target profiles, measurement CSVs
+
+
+def regular_file(path: str | os.PathLike, *, what: str = "file", max_bytes: int = MAX_TEXT_BYTES) -> int:
+    """The size of ``path`` if it is a regular, non-empty file of at most ``max_bytes``; UsageError
+    otherwise. The file is opened non-blocking and checked on its descriptor: a FIFO, a device
+    (a link to ``/dev/zero``) or a directory is refused before anything could block on it."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {str(p)!r}") from None
+    except IsADirectoryError:
+        raise UsageError(f"expected a {what}, got a directory: {str(p)!r}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {str(p)!r}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"expected a {what}, got a directory: {str(p)!r}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
+            stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
+        raise UsageError(f"{str(p)!r} is {kind}, not a regular {what}")
+    if st.st_size == 0:
+        raise UsageError(f"{what} {str(p)!r} is empty (0 bytes)")
+    if st.st_size > max_bytes:
+        raise UsageError(f"{what} {str(p)!r} is {_fmt_bytes(st.st_size)}; more than {_fmt_bytes(max_bytes)} "
+                         "is not supported")
+    return st.st_size
+
+
+def read_text(path: str | os.PathLike, *, what: str, flag: str = "") -> str:
+    """The UTF-8 text of a small regular file (``regular_file`` first); UsageError naming ``flag``."""
+    where = f" ({flag})" if flag else ""
+    try:
+        regular_file(path, what=what)
+        return Path(path).read_text(encoding="utf-8")
+    except UsageError as e:
+        raise UsageError(f"{e}{where}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {str(path)!r}{where} is not UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {str(path)!r}{where}: {e.strerror or e}") from None
