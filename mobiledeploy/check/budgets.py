@@ -223,6 +223,8 @@ def load_budgets(path: str | os.PathLike) -> BudgetFile:
             doc = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{p}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"budget file {str(p)!r} (--budget) is not UTF-8 text") from None
     except OSError as e:
         raise UsageError(f"cannot read budget file {str(p)!r}: {e.strerror or e}") from None
     return parse_budgets(doc, path=p)

@@ -183,7 +183,7 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None,
         result = _export(config, out, staging, step, _warn, warnings, t0)
         result = replace(result, timings=dict(timings))
         files = [a.path for a in result.artifacts]
-        if result.source_model and (staging / result.source_model["file"]).is_file():
+        if result.source_model and result.source_model["file"] not in {f.name for f in files}:
             files.append(staging / result.source_model["file"])
         _commit(staging, out, files, result.to_json())
     except BaseException:
