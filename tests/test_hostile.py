@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +276,16 @@ def test_a_manifest_that_is_a_fifo_is_refused(tmp_path):
     os.mkfifo(d / "manifest.json")
     code, out = run("bench", "--timeout", 5, d)
     assert code == 2 and "FIFO" in one_error_line(out)
+
+
+def test_bench_gives_a_fifo_its_own_error_row_and_runs_the_others(odd_models, tiny_tflite, tmp_path):
+    import json
+
+    t = time.monotonic()
+    code, out = run("bench", "--timeout", 5, "--runs", 2, "--warmup", 0, tiny_tflite, odd_models / "m.onnx",
+                    "--json", tmp_path / "b.json")
+    assert time.monotonic() - t < 30
+    rows = {Path(r["model"]).name: r for r in json.loads((tmp_path / "b.json").read_text())["results"]}
+    assert rows[tiny_tflite.name]["status"] == "ok"
+    assert rows["m.onnx"]["status"] == "error" and "FIFO" in rows["m.onnx"]["error"]
+    assert code == 2 and "Traceback" not in out

@@ -187,8 +187,20 @@ def collect_models(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | 
     errors; a model a runtime cannot load is left for its own error row.
     """
     from mobiledeploy.models.artifacts import resolve_models
+    from mobiledeploy.models.inspect import check_model_file
 
-    return [(r.path, r.precision) for r in resolve_models(paths, flag="MODEL_OR_DIR", formats=MODEL_FORMATS)]
+    out: list[tuple[str, str | None]] = []
+    for p in paths:
+        q = Path(p)
+        if (q.exists() or q.is_symlink()) and not q.is_dir():
+            try:
+                check_model_file(q)
+            except UsageError:  # a FIFO, a device, an empty file: its own error row, the others still run
+                out.append((str(p), None))
+                continue
+        out += [(r.path, r.precision) for r in resolve_models([p], flag="MODEL_OR_DIR", formats=MODEL_FORMATS)]
+    seen: set[str] = set()
+    return [m for m in out if not (os.path.realpath(m[0]) in seen or seen.add(os.path.realpath(m[0])))]
 
 
 @dataclass(frozen=True)
