@@ -289,3 +289,16 @@ def test_bench_gives_a_fifo_its_own_error_row_and_runs_the_others(odd_models, ti
     assert rows[tiny_tflite.name]["status"] == "ok"
     assert rows["m.onnx"]["status"] == "error" and "FIFO" in rows["m.onnx"]["error"]
     assert code == 2 and "Traceback" not in out
+
+
+def test_a_tflite_with_a_tensor_name_that_is_not_utf8_is_exit_2(tiny_tflite_int8, tmp_path):
+    """Found by benchmarks/fuzz_inputs.py: LiteRT raises UnicodeDecodeError reading tensor names."""
+    data = bytearray(tiny_tflite_int8.read_bytes())
+    i = data.rfind(b"arith.constant")  # a constant tensor's name
+    assert i > 0
+    data[i + 3] = 0xE9  # a lead byte followed by ASCII: not UTF-8
+    bad = tmp_path / "bad_name.tflite"
+    bad.write_bytes(bytes(data))
+    for command in (["info"], ["estimate", "--target", "pixel4-big"]):
+        code, out = run(*command, bad)
+        assert code == 2 and "cannot read TFLite model" in one_error_line(out)

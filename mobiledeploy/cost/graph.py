@@ -294,12 +294,12 @@ def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[_Node]:
                 resized = True
         if resized:
             it.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
+        tensors = {d["index"]: d for d in it.get_tensor_details()}
+        ops = it._get_ops_details()
+        inputs = {d["index"] for d in it.get_input_details()}
+    except (ValueError, RuntimeError) as e:  # UnicodeDecodeError too: names in a damaged file
         raise UsageError(f"cannot read TFLite model {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
-    tensors = {d["index"]: d for d in it.get_tensor_details()}
-    ops = it._get_ops_details()
     produced = {o for op in ops for o in op["outputs"]}
-    inputs = {d["index"] for d in it.get_input_details()}
 
     def is_const(i):
         return i >= 0 and i not in produced and i not in inputs
