@@ -302,3 +302,11 @@ def test_a_tflite_with_a_tensor_name_that_is_not_utf8_is_exit_2(tiny_tflite_int8
     for command in (["info"], ["estimate", "--target", "pixel4-big"]):
         code, out = run(*command, bad)
         assert code == 2 and "cannot read TFLite model" in one_error_line(out)
+
+
+def test_a_path_with_a_nul_byte_in_a_file_is_exit_2(tmp_path, tiny_tflite):
+    """Found by benchmarks/fuzz_inputs.py: a NUL byte in a CSV's model path was an internal ValueError."""
+    csv = tmp_path / "m.csv"
+    csv.write_text("model,precision,latency_ms\nti\0ny.tflite,fp32,3.1\n")
+    code, out = run("target", "calibrate", "--measurements", csv, "--out", tmp_path / "t.toml")
+    assert code == 2 and "NUL" in one_error_line(out)

@@ -56,8 +56,8 @@ def contained_path(base: Path, value, *, key: str, source: str | os.PathLike, mu
     so neither ``..``, an absolute path nor a link can lead outside it. Anything else is a
     usage error naming the file and the key, never echoing what the path points at.
     """
-    if not isinstance(value, str) or not value.strip():
-        raise UsageError(f"{str(source)!r}: {key} must be a non-empty relative path")
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise UsageError(f"{str(source)!r}: {key} must be a non-empty relative path (without NUL bytes)")
     rel = Path(value)
     if rel.is_absolute():
         raise UsageError(f"{str(source)!r}: {key} = {value!r} is an absolute path; paths in it must be "
