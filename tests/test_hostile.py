@@ -310,3 +310,14 @@ def test_a_path_with_a_nul_byte_in_a_file_is_exit_2(tmp_path, tiny_tflite):
     csv.write_text("model,precision,latency_ms\nti\0ny.tflite,fp32,3.1\n")
     code, out = run("target", "calibrate", "--measurements", csv, "--out", tmp_path / "t.toml")
     assert code == 2 and "NUL" in one_error_line(out)
+
+
+def test_a_data_file_that_never_ends_is_refused(tmp_path):
+    from mobiledeploy.accuracy.data import load_dataset
+
+    os.mkfifo(tmp_path / "d.npz")
+    os.mkfifo(tmp_path / "labels.txt")
+    with pytest.raises(UsageError, match="FIFO"):
+        load_dataset(tmp_path / "d.npz", resolution=32, flag="--calib")
+    with pytest.raises(UsageError, match="FIFO"):
+        load_dataset("digits", resolution=32, labels_file=tmp_path / "labels.txt")

@@ -139,6 +139,12 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
         if p.is_dir():
             ds = _load_folder(p, resolution, pre)
         elif p.suffix.lower() == ".npz":
+            from mobiledeploy.models.limits import available_memory, regular_file
+
+            try:  # no FIFO or device (np.load would block or read forever), no empty file
+                regular_file(p, what="data file", max_bytes=available_memory())
+            except UsageError as e:
+                raise DataError(f"{e} ({flag})") from None
             ds = _load_npz(p, resolution, pre)
         else:
             raise UsageError(f"unsupported data source {name!r} ({flag}); expected 'digits', 'random', "
@@ -303,6 +309,9 @@ def _load_npz(path: Path, resolution: int, pre: Preprocessing) -> Dataset:
 
 def read_labels_file(path: Path) -> tuple[str, ...]:
     """One class name per line (blank lines ignored)."""
+    from mobiledeploy.models.limits import regular_file
+
+    regular_file(path, what="labels file (--labels)")
     try:
         names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     except OSError as e:
