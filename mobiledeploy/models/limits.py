@@ -54,11 +54,13 @@ def check_fits(arch: str, *, alpha: float, resolution: int, classes: int, depth_
 
 
 def _fmt_bytes(n: float) -> str:
+    if n >= 1024 ** 6:
+        return f"{n:.2g} bytes"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
+        if n < 1024:
             return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
         n /= 1024
-    return f"{n:.3g} EiB"  # pragma: no cover
+    return f"{n:.1f} PiB"
 
 
 def finite(value, flag: str, *, low: float | None = None, high: float | None = None,
