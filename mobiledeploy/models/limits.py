@@ -124,17 +124,3 @@ def regular_file(path: str | os.PathLike, *, what: str = "file", max_bytes: int 
         raise UsageError(f"{what} {str(p)!r} is {_fmt_bytes(st.st_size)}; more than {_fmt_bytes(max_bytes)} "
                          "is not supported")
     return st.st_size
-
-
-def read_text(path: str | os.PathLike, *, what: str, flag: str = "") -> str:
-    """The UTF-8 text of a small regular file (``regular_file`` first); UsageError naming ``flag``."""
-    where = f" ({flag})" if flag else ""
-    try:
-        regular_file(path, what=what)
-        return Path(path).read_text(encoding="utf-8")
-    except UsageError as e:
-        raise UsageError(f"{e}{where}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{what} {str(path)!r}{where} is not UTF-8 text") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {str(path)!r}{where}: {e.strerror or e}") from None
