@@ -1,7 +1,8 @@
 """One error hierarchy; the CLI turns these into one stderr line and an exit code.
 
 - ``UsageError``  (exit 2): the user asked for something that cannot be: bad flag
-  values, unknown names, missing or unreadable input paths, bad config files.
+  values, unknown names, missing or unreadable input paths, bad config files, and
+  data sets that are empty, unreadable or not finite (``DataError``).
 - ``MobiledeployError`` (exit 1): a failure while doing valid work: a conversion that
   failed, a validation out of tolerance, a runtime that crashed, a budget broken.
 
@@ -41,8 +42,8 @@ class RuntimeFailure(MobiledeployError):
     """A runtime could not load or run a model (or crashed / timed out in its child)."""
 
 
-class DataError(MobiledeployError):
-    """A data set could not be read or has no usable samples."""
+class DataError(UsageError):
+    """A data set could not be read or has no usable samples (empty, not finite): bad input, exit 2."""
 
 
 class BudgetError(MobiledeployError):

@@ -42,7 +42,7 @@ def test_export_run_prints_table_and_writes_manifest(tmp_path):
     assert [a["file"] for a in manifest["artifacts"]] == files
     assert manifest["calibration"] == {**manifest["calibration"], "source": "random", "samples": 8}
     assert json.loads((tmp_path / "m.json").read_text()) == manifest
-    assert sorted(p.name for p in out.iterdir()) == sorted(files + ["manifest.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(files + ["manifest.json", "source.keras"])
 
     again = _run("--alpha", 0.25, "--res", 32, "--classes", 10, "--calib", "random", "--calib-samples", 8,
                  "--validate-samples", 4, "--formats", "tflite", "--quant", "fp32", "--out", out, "--json", "-")
@@ -89,7 +89,7 @@ def test_empty_or_corrupt_calibration_folder(tmp_path, content):
         (folder / "a.png").write_bytes(content)
         (folder / "b.jpg").write_bytes(content)
     r = _run("--alpha", 0.25, "--res", 32, "--calib", folder, "--out", tmp_path / "o")
-    _one_line_error(r, 1, "empty", *(["2 unreadable files skipped"] if content else []))
+    _one_line_error(r, 2, "empty", *(["2 unreadable files skipped"] if content else []))
     assert not (tmp_path / "o").exists()
 
 

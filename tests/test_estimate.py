@@ -203,7 +203,7 @@ def test_calibrate_writes_a_loadable_target_and_estimate_uses_it(model_dir, tmp_
 @pytest.mark.parametrize("rows, message", [
     ("model,latency_ms\nfp32.tflite,-3\n", "must be positive"),
     ("model,latency_ms\nfp32.tflite,0\n", "must be positive"),
-    ("model,latency_ms\nnope.tflite,3\n", "unknown model 'nope.tflite'"),
+    ("model,latency_ms\nnope.tflite,3\n", "'nope.tflite' (line 2 model) but the file is missing"),
     ("arch,alpha,res,latency_ms\nresnet50,1.0,224,3\n", "unknown model arch 'resnet50'"),
     ("model,latency_ms\nfp32.tflite,abc\n", "not a number"),
     ("name,ms\nx,1\n", "needs a header"),

@@ -218,17 +218,19 @@ def test_resolve_models_reads_manifest_entries(export_dir):
         resolve_models([str(export_dir / "missing.onnx")])
 
 
-def test_float_source_falls_back_to_the_loaded_model_file(export_dir, tmp_path):
-    """Without a .keras artifact, per-layer finds the float model the export loaded (--model)."""
+def test_float_source_is_the_source_model_inside_the_export(export_dir, tmp_path):
+    """Without a .keras artifact, per-layer uses the manifest's source_model file inside the
+    directory; model.source (where export loaded the model from) is never followed."""
     d = tmp_path / "export"
     shutil.copytree(export_dir, d)
-    (d / "tiny_fp32.keras").unlink()
+    (d / "tiny_fp32.keras").rename(d / "source.keras")
     m = json.loads((d / "manifest.json").read_text())
     m["artifacts"] = [a for a in m["artifacts"] if a["format"] != "keras"]
     m["model"]["source"] = str(export_dir / "tiny_fp32.keras")
+    m["source_model"] = {"file": "source.keras"}
     (d / "manifest.json").write_text(json.dumps(m))
-    assert resolve_models([str(d / "tiny_int8.tflite")])[0].source == str(export_dir / "tiny_fp32.keras")
-    m["model"]["source"] = "build"  # a built, random-init model: no float file to find
+    assert resolve_models([str(d / "tiny_int8.tflite")])[0].source == str(d / "source.keras")
+    del m["source_model"]  # an older export: only model.source, outside the directory
     (d / "manifest.json").write_text(json.dumps(m))
     assert resolve_models([str(d / "tiny_int8.tflite")])[0].source is None
 

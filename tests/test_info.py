@@ -157,12 +157,12 @@ def test_cli_errors_are_one_line(tmp_path, tiny_tflite):
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not a model at all")
     r = runner.invoke(cli, ["info", str(bad)])
-    assert r.exit_code == 2 and r.stderr.startswith("error: cannot read ONNX model")
+    assert r.exit_code == 2 and r.stderr.startswith("error: broken.onnx is not a readable onnx model")
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     bad = tmp_path / "broken.tflite"
     bad.write_bytes(b"xxxxTFL3 truncated")
     r = runner.invoke(cli, ["info", str(bad)])
-    assert r.exit_code == 2 and "cannot read TFLite model" in r.stderr
+    assert r.exit_code == 2 and ("cannot read TFLite model" in r.stderr or "not a readable tflite" in r.stderr)
     r = runner.invoke(cli, ["info", "--alpha", "0.3", "--arch", "mobilenet_v3_small", "--res", "20"])
     assert r.exit_code == 2 and "Traceback" not in r.stderr
 

@@ -49,6 +49,7 @@ def test_inputs_and_formats(tiny_tflite, tiny_onnx, tmp_path):
     (o,) = inspect.inputs(tiny_onnx)
     assert t.shape[1:] == (32, 32, 3) and t.dtype == "float32"
     assert o.shape == (None, 32, 32, 3) and o.name == "input"  # dynamic batch stays dynamic
+    (tmp_path / "m.keras").write_bytes(b"PK\x03\x04")  # by suffix; the file must exist and not be empty
     assert inspect.detect_format(tmp_path / "m.keras") == "keras"
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")

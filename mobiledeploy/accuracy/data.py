@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -155,6 +156,12 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
         elif p.is_dir():
             ds = _load_folder(p, resolution, pre)
         elif p.suffix.lower() == ".npz":
+            from mobiledeploy.models.limits import available_memory, regular_file
+
+            try:  # no FIFO or device (np.load would block or read forever), no empty file
+                regular_file(p, what="data file", max_bytes=available_memory())
+            except UsageError as e:
+                raise DataError(f"{e} ({flag})") from None
             ds = _load_npz(p, resolution, pre)
         else:
             raise UsageError(f"unsupported data source {name!r} ({flag}); expected 'digits', 'random', "
@@ -289,7 +296,9 @@ def _load_npz(path: Path, resolution: int, pre: Preprocessing) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
+    except EOFError:  # numpy's answer to a zero-byte file (Click would read it as Ctrl-D)
+        raise DataError(f"cannot read {str(path)!r} as a .npz file: the file is empty") from None
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
         raise DataError(f"cannot read {str(path)!r} as a .npz file: {' '.join(str(e).split())[:200]}") from None
     if "x" not in arrays:
         raise DataError(f"{str(path)!r} has no array 'x' (found: {', '.join(arrays) or 'nothing'})")
@@ -303,6 +312,10 @@ def _load_npz(path: Path, resolution: int, pre: Preprocessing) -> Dataset:
             raise DataError(f"float 'x' in {str(path)!r} has shape {x.shape}; float data is taken as already "
                             f"preprocessed and must be N,{resolution},{resolution},3 (or store uint8 pixels)")
         x, how = x.astype(np.float32), AS_IS
+        if not np.isfinite(x).all():
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise DataError(f"float 'x' in {str(path)!r} holds {bad:,} NaN or infinite values; "
+                            "data must be finite")
     else:
         raise DataError(f"'x' in {str(path)!r} has dtype {x.dtype}; expected uint8 pixels or float32")
     y = arrays.get("y")
@@ -319,6 +332,9 @@ def _load_npz(path: Path, resolution: int, pre: Preprocessing) -> Dataset:
 
 def read_labels_file(path: Path) -> tuple[str, ...]:
     """One class name per line (blank lines ignored)."""
+    from mobiledeploy.models.limits import regular_file
+
+    regular_file(path, what="labels file (--labels)")
     try:
         names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     except OSError as e:

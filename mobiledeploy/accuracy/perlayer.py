@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobiledeploy.errors import ConversionError, DataError, UsageError
+from mobiledeploy.errors import ConversionError, UsageError
 
 TFLITE_FLAG = 0.7  # rmse/scale above this is flagged; ~0.29 is rounding noise alone
 ONNX_FLAG_DB = 20.0  # SQNR below this is flagged
@@ -84,27 +84,37 @@ def per_layer_report(ref, *, dataset, source_model: str | None = None, unsafe_lo
 
 def _calibration(ref, dataset) -> tuple[np.ndarray, str]:
     """The export's calibration samples (from its manifest), else the evaluation samples."""
-    cal = ref.calibration or {}
-    if cal.get("source") and cal.get("distinct_images") is not None and Path(cal["source"]).is_dir():
-        from mobiledeploy.export.calibration import load_calibration
-
-        with contextlib.suppress(UsageError, DataError):  # the same split and crops as the export
-            again = load_calibration(cal["source"], resolution=int(dataset.x.shape[1]),
-                                     preprocessing=cal.get("preprocessing") or dataset.preprocessing,
-                                     samples=int(cal["samples"]), validate=int(cal.get("validation_samples") or 1),
-                                     seed=int(cal.get("seed", 0)))
-            return again.calib, f"calibration: {cal['source']} ({len(again.calib)} samples, as in the export)"
+    cal = ref.calibration if isinstance(ref.calibration, dict) else {}
+    why = "no manifest calibration"
     if cal.get("source"):
         from mobiledeploy.accuracy.data import load_dataset
+        from mobiledeploy.models.artifacts import contained_path
 
         try:
-            ds = load_dataset(cal["source"], resolution=int(dataset.x.shape[1]),
-                              preprocessing=cal.get("preprocessing") or dataset.preprocessing,
+            source = cal["source"]
+            if source not in ("digits", "random"):  # a path in a manifest: only inside its directory
+                if ref.manifest is None:
+                    raise UsageError("no manifest")
+                mdir = Path(ref.manifest).parent
+                try:
+                    source = str(contained_path(mdir, source, key="calibration.source", source=ref.manifest,
+                                                must_exist=False))
+                except UsageError:
+                    raise UsageError("it lies outside the export directory (an absolute path or ..)") from None
+            pre = cal.get("preprocessing") or dataset.preprocessing
+            if cal.get("distinct_images") is not None and Path(source).is_dir():
+                from mobiledeploy.export.calibration import load_calibration
+
+                again = load_calibration(source, resolution=int(dataset.x.shape[1]), preprocessing=pre,
+                                         samples=int(cal["samples"]), validate=int(cal.get("validation_samples") or 1),
+                                         seed=int(cal.get("seed", 0)))  # the same split and crops as the export
+                return again.calib, f"calibration: {cal['source']} ({len(again.calib)} samples, as in the export)"
+            ds = load_dataset(source, resolution=int(dataset.x.shape[1]), preprocessing=pre,
                               split=cal.get("split", "train"), limit=cal.get("samples"), seed=cal.get("seed", 0))
             return ds.x, f"calibration: {cal['source']} ({len(ds)} samples, as recorded in the manifest)"
-        except UsageError:
-            pass
-    return dataset.x[:100], f"calibration: {min(100, len(dataset))} evaluation samples (no manifest calibration)"
+        except (UsageError, TypeError, ValueError) as e:
+            why = f"the manifest's calibration data is not used: {str(e)[:160]}"
+    return dataset.x[:100], f"calibration: {min(100, len(dataset))} evaluation samples ({why})"
 
 
 def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerReport:

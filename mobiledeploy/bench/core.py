@@ -11,6 +11,7 @@ settings"), never a phone's latency.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,8 @@ class BenchSettings:
     def __post_init__(self):
         checks = [(self.warmup >= 0, "--warmup must be >= 0"),
                   (self.runs is None or self.runs >= 1, "--runs must be >= 1"),
-                  (self.min_time_s is None or self.min_time_s > 0, "--min-time must be > 0"),
-                  (self.timeout_s > 0, "--timeout must be > 0"),
+                  (self.min_time_s is None or 0 < self.min_time_s < math.inf, "--min-time must be finite and > 0"),
+                  (0 < self.timeout_s < math.inf, "--timeout must be finite and > 0"),
                   (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
                   (self.ort_opt_level in tg.ORT_OPT_LEVELS,
                    f"--ort-opt-level must be one of {', '.join(tg.ORT_OPT_LEVELS)}")]
@@ -186,8 +187,20 @@ def collect_models(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | 
     errors; a model a runtime cannot load is left for its own error row.
     """
     from mobiledeploy.models.artifacts import resolve_models
+    from mobiledeploy.models.inspect import check_model_file
 
-    return [(r.path, r.precision) for r in resolve_models(paths, flag="MODEL_OR_DIR", formats=MODEL_FORMATS)]
+    out: list[tuple[str, str | None]] = []
+    for p in paths:
+        q = Path(p)
+        if (q.exists() or q.is_symlink()) and not q.is_dir():
+            try:
+                check_model_file(q)
+            except UsageError:  # a FIFO, a device, an empty file: its own error row, the others still run
+                out.append((str(p), None))
+                continue
+        out += [(r.path, r.precision) for r in resolve_models([p], flag="MODEL_OR_DIR", formats=MODEL_FORMATS)]
+    seen: set[str] = set()
+    return [m for m in out if not (os.path.realpath(m[0]) in seen or seen.add(os.path.realpath(m[0])))]
 
 
 @dataclass(frozen=True)

@@ -210,11 +210,16 @@ def load_budgets(path: str | os.PathLike) -> BudgetFile:
         raise UsageError(f"budget file not found: {str(p)!r} (--budget)")
     if p.is_dir():
         raise UsageError(f"budget file {str(p)!r} is a directory (--budget)")
+    from mobiledeploy.models.limits import regular_file
+
+    regular_file(p, what="budget file")  # no FIFO, device or empty file
     try:
         with open(p, "rb") as f:
             doc = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{p}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"budget file {str(p)!r} (--budget) is not UTF-8 text") from None
     except OSError as e:
         raise UsageError(f"cannot read budget file {str(p)!r}: {e.strerror or e}") from None
     return parse_budgets(doc, path=p)

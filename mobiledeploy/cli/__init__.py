@@ -83,9 +83,16 @@ class _Group(click.Group):
                               standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
             code = e.exit_code
-        except click.exceptions.Abort:
-            click.echo("error: aborted", err=True)
-            code = 130
+        except click.exceptions.Abort as e:
+            if isinstance(e.__context__, EOFError):  # Click turns any EOFError into Abort: not a Ctrl-C
+                if _debug_requested(args):
+                    traceback.print_exception(e.__context__)
+                click.echo(f"error: internal error: EOFError: {e.__context__} (run with --debug for the "
+                           "traceback)", err=True)
+                code = 1
+            else:
+                click.echo("error: aborted", err=True)
+                code = 130
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             code = 130

@@ -7,22 +7,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import (emit_json, json_option, md_option, progress, stdout_console, target_options,
-                                     wide_option)
-
-
-def _parse_shapes(ctx, param, values) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for v in values:
-        name, sep, dims = v.rpartition("=")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d < 1 for d in shape):
-            raise click.BadParameter(f"expected NAME=DIMS such as input=1x224x224x3, got {v!r}", param_hint="--shape")
-        shapes[name] = shape
-    return shapes
+from mobiledeploy.cli.common import (Seconds, emit_json, json_option, md_option, progress, shape_option,
+                                     stdout_console, target_options, wide_option)
 
 
 @click.command()
@@ -36,12 +22,11 @@ def _parse_shapes(ctx, param, values) -> dict[str, tuple[int, ...]]:
               help="ONNX Runtime graph optimization level (default from the profile: all).")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs after the first.")
 @click.option("--runs", type=click.IntRange(min=1), help="Timed runs (alone: exactly N; with --min-time: at least N).")
-@click.option("--min-time", "min_time_s", type=click.FloatRange(min=0, min_open=True),
+@click.option("--min-time", "min_time_s", type=Seconds(),
               help="Time for at least S seconds. Default: at least 50 runs and at least 2 s.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=Seconds(), default=300.0, show_default=True,
               help="Seconds per model (load + all runs) before its child process is killed.")
-@click.option("--shape", "shapes", multiple=True, callback=_parse_shapes, metavar="NAME=DIMS",
-              help="Concrete shape for a dynamic input, e.g. input=1x224x224x3 (repeatable).")
+@shape_option
 @click.option("--samples", is_flag=True, help="Include every run's latency (samples_ms) in --json.")
 @click.option("--data", metavar="SOURCE",
               help="Also measure top-1 on this labelled data set (digits, image folder, .npz); see `eval`.")
@@ -84,7 +69,7 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     if target.name != "host":  # the cost model's estimate for the device, in its own column
         from mobiledeploy.cost.estimate import estimates_for
 
-        extras = estimates_for([r.model for r in report.results if r.ok], target, threads=threads)
+        extras = estimates_for([r.model for r in report.results if r.ok], target, threads=threads, shapes=shapes)
         report_json["device_estimates"] = extras
         for note in dict.fromkeys(n for x in extras.values() for n in x.get("notes", ())):
             click.echo(f"warning: {note}", err=True)  # e.g. a target with priors only, as `estimate` says

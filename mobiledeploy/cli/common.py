@@ -106,3 +106,42 @@ def emit_json(path: str | None, obj) -> None:
         click.echo(io.dumps(doc))
     else:
         io.write_json(path, doc)
+
+
+def _parse_shapes(ctx, param, values) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for v in values:
+        name, sep, dims = v.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d < 1 or d > 2**31 - 1 for d in shape):
+            raise click.BadParameter(f"expected NAME=DIMS such as input=1x224x224x3, got {v!r}", param_hint="--shape")
+        if name in shapes:
+            raise click.BadParameter(f"input {name!r} is given twice", param_hint="--shape")
+        shapes[name] = shape
+    return shapes
+
+
+def shape_option(f):
+    """--shape NAME=DIMS (repeatable, one per input): concrete dims for dynamic inputs."""
+    return click.option("--shape", "shapes", multiple=True, callback=_parse_shapes, metavar="NAME=DIMS",
+                        help="Concrete shape for a dynamic input, e.g. input=1x224x224x3 (repeatable).")(f)
+
+
+class Seconds(click.ParamType):
+    """A duration: a finite number of seconds > 0 and at most a day (no inf, nan, 0 or negatives)."""
+
+    name = "SECONDS"
+    MAX = 86400.0
+
+    def convert(self, value, param, ctx):
+        from mobiledeploy.models.limits import finite
+
+        if isinstance(value, float) or value is None:
+            return value
+        try:
+            return finite(value, "", low=0.0, low_open=True, high=self.MAX)
+        except Exception as e:
+            self.fail(str(e).lstrip(" ").replace(" must", "must", 1), param, ctx)

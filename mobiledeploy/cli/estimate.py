@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, stderr_console, stdout_console, target_options, wide_option
+from mobiledeploy.cli.common import (emit_json, json_option, shape_option, stderr_console, stdout_console,
+                                     target_options, wide_option)
 from mobiledeploy.cli.table import Column, render
 from mobiledeploy.cli.info import ARCH_CHOICES
 
@@ -23,10 +24,11 @@ from mobiledeploy.cli.info import ARCH_CHOICES
               help="Device threads (default: the target's [run].threads).")
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer breakdown.")
+@shape_option
 @json_option
 @wide_option
 def estimate(model, arch, alpha, resolution, classes, precision, target_name, target_file, threads,
-             show_layers, json_path, wide):
+             show_layers, shapes, json_path, wide):
     """Estimate MODEL's latency ON THE DEVICE of --target (a cost model, not a measurement).
 
     Per layer: max(MACs / (peak x efficiency), bytes moved / bandwidth) + overhead, with
@@ -37,9 +39,12 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
 
     if model is not None and (arch or alpha is not None or resolution is not None):
         raise click.UsageError("give either a MODEL file or --arch/--alpha/--res, not both")
+    if shapes and model is None:
+        raise click.UsageError("--shape applies to a MODEL file with dynamic inputs, not to --arch configs")
     cfg = EstimateConfig(model=model, arch=arch or "mobilenet_v1", alpha=1.0 if alpha is None else alpha,
                          resolution=224 if resolution is None else resolution, classes=classes,
-                         precision=precision, target=target_name, target_file=target_file, threads=threads)
+                         precision=precision, target=target_name, target_file=target_file, threads=threads,
+                         shapes=shapes or None)
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, md_option, progress, stdout_console, wide_option
+from mobiledeploy.cli.common import Seconds, emit_json, json_option, md_option, progress, stdout_console, wide_option
 from mobiledeploy.cli.table import Column
 
 COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", priority=1),
@@ -34,7 +34,7 @@ COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", pr
 @click.option("--mean", metavar="M[,M,M]", help="Explicit preprocessing: (x - mean) / std; values <= 1 act on x/255.")
 @click.option("--std", metavar="S[,S,S]", help="Explicit preprocessing: standard deviation (with --mean).")
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the runtime's).")
-@click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=float,
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=Seconds(),
               help="Seconds per model before it is reported as failed.")
 @click.option("--per-layer", is_flag=True, help="Per-layer quantization error of int8 artifacts.")
 @click.option("--source-model", type=click.Path(exists=True),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, stdout_console, wide_option
+from mobiledeploy.cli.common import emit_json, json_option, shape_option, stdout_console, wide_option
 from mobiledeploy.cli.table import Column, render
 
 ARCH_CHOICES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
@@ -25,14 +25,16 @@ def config_options(f):
     return f
 
 
-def stats_for(model, arch, alpha, resolution, classes, depth_multiplier):
+def stats_for(model, arch, alpha, resolution, classes, depth_multiplier, shapes=None):
     """ModelStats for a MODEL file or a config; a usage error when both or neither are given."""
     from mobiledeploy.cost import info as info_lib
 
     if model is not None:
         if arch is not None or alpha is not None or resolution is not None:
             raise click.UsageError("give either a MODEL file or --arch/--alpha/--res, not both")
-        return info_lib.model_stats(model)
+        return info_lib.model_stats(model, shapes=shapes)
+    if shapes:
+        raise click.UsageError("--shape applies to a MODEL file with dynamic inputs, not to --arch configs")
     return info_lib.config_stats(arch or "mobilenet_v1", alpha=1.0 if alpha is None else alpha,
                                  resolution=224 if resolution is None else resolution,
                                  classes=classes, depth_multiplier=depth_multiplier)
@@ -47,16 +49,17 @@ def fmt_shape(shape) -> str:
 @config_options
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer table.")
+@shape_option
 @json_option
 @wide_option
-def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers, json_path, wide):
+def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers, shapes, json_path, wide):
     """Parameters and multiply-accumulates of MODEL (.keras/.h5/.tflite/.onnx) or of a config.
 
     Counting follows the MobileNet paper: MACs of convolutions and the classifier only;
     parameters as deployed (BatchNorm folded into one bias per channel). Activations
     fused into a conv are listed with it, as LiteRT runs them.
     """
-    stats = stats_for(model, arch, alpha, resolution, classes, depth_multiplier)
+    stats = stats_for(model, arch, alpha, resolution, classes, depth_multiplier, shapes)
     emit_json(json_path, stats.to_json())
     if json_path == "-":  # JSON on stdout: nothing else there
         return

@@ -237,6 +237,7 @@ class EstimateConfig:
     target: str | None = None
     target_file: str | None = None
     threads: int | None = None  # default: the target's [run].threads
+    shapes: dict | None = None  # --shape: concrete dims for dynamic inputs of a file
 
 
 def estimate(config: EstimateConfig) -> Estimate:
@@ -247,7 +248,7 @@ def estimate(config: EstimateConfig) -> Estimate:
     target = load_target(config.target, file=config.target_file)
     model = cost_model_for(target, threads=config.threads)
     if config.model is not None:
-        stats = info.model_stats(config.model)
+        stats = info.model_stats(config.model, shapes=config.shapes)
         precision = config.precision or stats.precision
         if config.precision and stats.format != "keras" and config.precision != stats.precision:
             raise UsageError(f"{config.model} is a {stats.precision} model; --precision {config.precision} "
@@ -261,10 +262,11 @@ def estimate(config: EstimateConfig) -> Estimate:
     return estimate_layers(stats.layers, model, precision=precision, threads=config.threads, name=name)
 
 
-def estimates_for(paths, target, *, threads: int | None = None) -> dict[str, dict]:
+def estimates_for(paths, target, *, threads: int | None = None, shapes: dict | None = None) -> dict[str, dict]:
     """``{path: {"estimate_ms", "precision", "threads", "fitted"}}`` on ``target``'s device,
     for the device-estimate column of ``bench``. A model that cannot be estimated gets
-    ``{"estimate_error": message}``; nothing raises per model."""
+    ``{"estimate_error": message}``; nothing raises per model. ``shapes`` are bench's
+    ``--shape``, so the estimate is for the shape that was measured."""
     from mobiledeploy.cost import info
     from mobiledeploy.errors import MobiledeployError
 
@@ -275,7 +277,8 @@ def estimates_for(paths, target, *, threads: int | None = None) -> dict[str, dic
         return {str(p): {"estimate_error": str(e)} for p in paths}
     for p in paths:
         try:
-            stats = info.model_stats(p)
+            stats = info.model_stats(p, shapes={k: v for k, v in (shapes or {}).items()
+                                                if k in {i.name for i in _file_inputs(p)}})
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 e = estimate_layers(stats.layers, model, precision=stats.precision, threads=threads,
@@ -286,3 +289,10 @@ def estimates_for(paths, target, *, threads: int | None = None) -> dict[str, dic
         except MobiledeployError as err:
             out[str(p)] = {"estimate_error": str(err)}
     return out
+
+
+def _file_inputs(p) -> list:
+    """Inputs of a .tflite/.onnx file (none for Keras): bench's --shape names only those of one model."""
+    from mobiledeploy.models import inspect
+
+    return [] if inspect.detect_format(p) == "keras" else inspect.inputs(p)

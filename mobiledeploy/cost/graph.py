@@ -131,18 +131,30 @@ _TFLITE_KINDS = {
 }
 
 
-def tflite_nodes(path: str | Path) -> list[_Node]:
+def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[_Node]:
+    """The nodes of a TFLite file, its dynamic inputs fixed by ``shapes`` (see ``inspect.concrete_shapes``)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from mobiledeploy.models import inspect
+
+    fixed = inspect.concrete_shapes(inspect.inputs(path), shapes, path)  # checks the file first
     try:
         it = Interpreter(model_path=str(path),
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    except (ValueError, RuntimeError) as e:
+        resized = False
+        for d in it.get_input_details():
+            want = fixed.get(d["name"])
+            if want is not None and tuple(int(v) for v in d["shape"]) != tuple(want):
+                it.resize_tensor_input(d["index"], list(want), strict=False)
+                resized = True
+        if resized:
+            it.allocate_tensors()
+        tensors = {d["index"]: d for d in it.get_tensor_details()}
+        ops = it._get_ops_details()
+        inputs = {d["index"] for d in it.get_input_details()}
+    except (ValueError, RuntimeError) as e:  # UnicodeDecodeError too: names in a damaged file
         raise UsageError(f"cannot read TFLite model {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
-    tensors = {d["index"]: d for d in it.get_tensor_details()}
-    ops = it._get_ops_details()
     produced = {o for op in ops for o in op["outputs"]}
-    inputs = {d["index"] for d in it.get_input_details()}
 
     def is_const(i):
         return i >= 0 and i not in produced and i not in inputs
@@ -180,5 +192,5 @@ def tflite_nodes(path: str | Path) -> list[_Node]:
     return nodes
 
 
-def tflite_layers(path: str | Path) -> list[LayerStats]:
-    return _fuse_and_measure(tflite_nodes(path), channels_last=True)
+def tflite_layers(path: str | Path, shapes: dict | None = None) -> list[LayerStats]:
+    return _fuse_and_measure(tflite_nodes(path, shapes), channels_last=True)

@@ -48,10 +48,14 @@ def _dims(vi) -> tuple | None:
     return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
 
 
-def onnx_nodes(path: str | Path) -> tuple[list[_Node], tuple[int, ...]]:
+def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[_Node], tuple[int, ...]]:
+    """The nodes of an ONNX file, its dynamic inputs fixed by ``shapes`` (see ``inspect.concrete_shapes``)."""
     import onnx
     from onnx import shape_inference
 
+    from mobiledeploy.models import inspect
+
+    fixed = inspect.concrete_shapes(inspect.inputs(path), shapes, path)  # checks the file first
     try:
         model = onnx.load(str(path))
     except Exception as e:
@@ -70,10 +74,9 @@ def onnx_nodes(path: str | Path) -> tuple[list[_Node], tuple[int, ...]]:
                     if a.t.data_type == onnx.TensorProto.INT64 and math.prod(a.t.dims) <= 16:
                         values[t.output[0]] = numpy_helper.to_array(a.t).tolist()
     graph_inputs = [i for i in g.input if i.name not in inits]
-    for i in graph_inputs:  # fix dynamic dims (batch) to 1 so shapes propagate
-        for d in i.type.tensor_type.shape.dim:
-            if not d.HasField("dim_value"):
-                d.dim_value = 1
+    for i in graph_inputs:  # concrete shapes (--shape, or a dynamic batch of 1) so shapes propagate
+        for d, v in zip(i.type.tensor_type.shape.dim, fixed.get(i.name, ())):
+            d.dim_value = int(v)
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:
@@ -105,7 +108,10 @@ def onnx_nodes(path: str | Path) -> tuple[list[_Node], tuple[int, ...]]:
         out = n.output[0] if n.output else None
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         if out is not None and out not in shapes:
-            shapes[out] = _fallback_shape(t, [shapes.get(x) for x in n.input], attrs, inits, values, n)
+            try:
+                shapes[out] = _fallback_shape(t, [shapes.get(x) for x in n.input], attrs, inits, values, n)
+            except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError):
+                shapes[out] = ()  # attributes or inputs that do not fit the op: shape unknown
         node = _Node(name=n.name or f"{t}_{idx}", type=t, kind=kind, inputs=act,
                      in_shapes=[shapes.get(x, ()) for x in act], output=out, out_shape=shapes.get(out, ()))
         if kind in ("conv", "dense"):

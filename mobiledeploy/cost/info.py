@@ -83,7 +83,7 @@ def keras_stats(model, *, arch: str | None = None, alpha: float | None = None,
     """Per-layer statistics of an in-memory Keras model (no conversion, no data)."""
     layers = tuple(keras_layers(model))
     params, macs = _totals(layers)
-    shape = tuple(int(d) if d is not None else 1 for d in model.inputs[0].shape)
+    shape = tuple(int(d) if d is not None else 1 for d in model.inputs[0].shape)  # Keras: batch only
     g_arch, g_alpha = _keras_arch(model)
     return ModelStats(arch=arch or g_arch, alpha=alpha if alpha is not None else g_alpha,
                       resolution=int(shape[1]) if len(shape) == 4 else None,
@@ -91,7 +91,7 @@ def keras_stats(model, *, arch: str | None = None, alpha: float | None = None,
                       source=source, input_shape=shape)
 
 
-def _file_stats(path: Path) -> ModelStats:
+def _file_stats(path: Path, shapes: dict | None = None) -> ModelStats:
     from mobiledeploy.cost import graph
     from mobiledeploy.models import inspect
 
@@ -99,18 +99,24 @@ def _file_stats(path: Path) -> ModelStats:
     if suffix in (".keras", ".h5") or path.is_dir():
         if not path.exists():
             raise UsageError(f"model file not found: {str(path)!r}")
-        return keras_stats(_load_keras(path), source=str(path))
+        if shapes:
+            raise UsageError("--shape applies to .tflite and .onnx files; a Keras model's input shape is fixed")
+        return _nonempty(keras_stats(_load_keras(path), source=str(path)))
     fmt = inspect.detect_format(path)
     if fmt == "tflite":
-        layers = tuple(graph.tflite_layers(path))
-        in_shape = tuple(d or 1 for d in inspect.inputs(path)[0].shape)
+        ins = inspect.inputs(path)
+        layers = tuple(graph.tflite_layers(path, shapes))
+        in_shape = inspect.concrete_shapes(ins, shapes, path)[ins[0].name] if ins else ()
     else:
         from mobiledeploy.cost.graph_onnx import onnx_layers
 
-        layers, in_shape = onnx_layers(path)
+        layers, in_shape = onnx_layers(path, shapes)
         layers = tuple(layers)
     precision = inspect.precision(path)
     params, macs = _totals(layers)
+    if not layers or not params:
+        raise UsageError(f"{path.name} has {'no layers' if not layers else 'no weights (0 parameters)'}: "
+                         "not a model whose cost can be counted")
     arch, alpha = _guess_from_name(path.name)
     res = None
     if len(in_shape) == 4:  # NHWC (Keras, TFLite, tf2onnx) or NCHW
@@ -135,10 +141,18 @@ def _load_keras(path: Path):
         raise UsageError(f"cannot load Keras model {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
 
 
-def model_stats(model_or_path) -> ModelStats:
-    """Statistics of a Keras model object or of a ``.keras``/``.h5``/``.tflite``/``.onnx`` file."""
+def _nonempty(stats: ModelStats) -> ModelStats:
+    if not stats.layers or not stats.params:
+        raise UsageError(f"{Path(stats.source).name} has no weights (0 parameters): not a model whose cost "
+                         "can be counted")
+    return stats
+
+
+def model_stats(model_or_path, *, shapes: dict | None = None) -> ModelStats:
+    """Statistics of a Keras model object or of a ``.keras``/``.h5``/``.tflite``/``.onnx`` file;
+    ``shapes`` fixes dynamic input dimensions of a file (``--shape``)."""
     if isinstance(model_or_path, (str, os.PathLike)):
-        return _file_stats(Path(model_or_path))
+        return _file_stats(Path(model_or_path), shapes)
     if hasattr(model_or_path, "layers") and hasattr(model_or_path, "inputs"):
         return keras_stats(model_or_path)
     raise UsageError(f"expected a Keras model or a model path, got {type(model_or_path).__name__}")

@@ -49,6 +49,10 @@ def split_spec(spec: str) -> tuple[str | None, Path]:
 
 def read_text(path: Path) -> str:
     try:
+        if path.exists():
+            from mobiledeploy.models.limits import regular_file
+
+            regular_file(path, what="measurements file")  # no FIFO, device or empty file
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"measurements file not found: {str(path)!r} ({FLAG})") from None
@@ -133,9 +137,11 @@ def parse_ort_profile(data, where: str) -> float:
 
 
 def _model_file(model: str, base: Path, where: str) -> str:
+    """A model named in a measurement file: only a file inside that file's folder (by name for the
+    absolute device paths that benchmark logs print)."""
     p = Path(model)
-    for cand in ([p, base / p.name] if p.is_absolute() else [base / p, p, base / p.name]):
-        if cand.exists():
+    for cand in ([base / p.name] if p.is_absolute() else [base / p, base / p.name]):
+        if cand.is_file() and cand.resolve().is_relative_to(base.resolve()):
             return str(cand)
     raise UsageError(f"{where}: unknown model {model!r} (no such file next to {base.name or '.'}); "
                      f"give it as {FLAG} MODEL=FILE")
@@ -266,12 +272,14 @@ def read_measurements(path: str | os.PathLike, *, default_threads: int = 1) -> l
             threads = int(rec.get("threads") or default_threads)
         except ValueError:
             raise UsageError(f"{where}: threads {rec.get('threads')!r} is not an integer") from None
+        if not 1 <= threads <= 1024:
+            raise UsageError(f"{where}: threads must be between 1 and 1024, got {threads}")
         prec = (rec.get("precision") or "").strip() or None
         model = (rec.get("model") or "").strip()
         if model:
-            mp = (p.parent / model) if not Path(model).is_absolute() else Path(model)
-            if not mp.exists():
-                raise UsageError(f"{where}: unknown model {model!r} (no such file next to {p.name})")
+            from mobiledeploy.models.artifacts import contained_path
+
+            mp = contained_path(p.parent, model, key=f"line {i} model", source=p)
             rows.append(measurement_for(label=model, model=str(mp), precision=prec, threads=threads, latency_ms=lat))
             continue
         arch = (rec.get("arch") or "").strip()

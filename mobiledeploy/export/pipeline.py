@@ -105,6 +105,11 @@ class ExportConfig:
         for flag, v in (("--atol", self.atol), ("--rtol", self.rtol)):
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise UsageError(f"{flag} must be a finite number >= 0, received {v!r}")
+        if self.model_path is None:  # the calibration images too must fit beside the model
+            from mobiledeploy.models.limits import check_fits
+
+            check_fits(self.arch, alpha=self.alpha, resolution=self.resolution, classes=self.classes,
+                       depth_multiplier=self.depth_multiplier, samples=self.calib_samples + self.validate_samples)
         if self.calib not in (None, "digits", "random") and not Path(self.calib).expanduser().exists():
             raise UsageError(f"calibration data not found (--calib): {self.calib!r}; expected 'digits', "
                              "'random', a folder of images or a .npz file")
@@ -139,12 +144,14 @@ class ExportResult:
     seconds: float
     timings: dict = field(default_factory=dict)  # step -> wall seconds
     reference: dict = field(default_factory=dict)  # what validation compared, and how much it varied
+    source_model: dict | None = None  # {"file": ".keras in the directory", ...}: the float model, for eval --per-layer
 
     def to_json(self) -> dict:
         """The manifest (``manifest.json``)."""
         return {"schema_version": SCHEMA_VERSION, "model": self.model,
                 "artifacts": [a.to_json() for a in self.artifacts], "skipped": list(self.skipped),
-                "reference": self.reference, "calibration": self.calibration, "quantization": self.quantization,
+                "reference": self.reference, "source_model": self.source_model,
+                "calibration": self.calibration, "quantization": self.quantization,
                 "versions": self.versions, "warnings": list(self.warnings),
                 "export_seconds": round(self.seconds, 2),
                 "timings_s": {k: round(v, 2) for k, v in self.timings.items()}}
@@ -178,11 +185,15 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None,
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     out_existed = Path(config.out).exists()
     out = io.ensure_writable_dir(config.out)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+    clean_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
     try:
         result = _export(config, out, staging, step, _warn, warnings, t0)
         result = replace(result, timings=dict(timings))
-        _commit(staging, out, [a.path for a in result.artifacts], result.to_json())
+        files = [a.path for a in result.artifacts]
+        if result.source_model and result.source_model["file"] not in {f.name for f in files}:
+            files.append(staging / result.source_model["file"])
+        _commit(staging, out, files, result.to_json())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if not out_existed:
@@ -225,11 +236,34 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
             with step(f"{fmt_name} {precision}"):
                 path = fmt.converter()(model, precision, recipe, staging, stem)
                 artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn))
+    source_model = _source_model(model, artifacts, staging, config, warn)
     quant = recipe.to_json()
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
                         calibration={**cal.to_json(), "seed": config.seed}, quantization=quant, versions=versions(),
-                        warnings=tuple(warnings), seconds=time.perf_counter() - t0, reference=reference.to_json())
+                        warnings=tuple(warnings), seconds=time.perf_counter() - t0, reference=reference.to_json(),
+                        source_model=source_model)
+
+
+SOURCE_KERAS = "source.keras"
+
+
+def _source_model(model, artifacts, staging: Path, config, warn) -> dict | None:
+    """The float Keras model inside the export (its .keras artifact, else ``source.keras``), so that
+    eval --per-layer never has to follow a path outside the directory."""
+    keras_art = next((a for a in artifacts if a.format == "keras"), None)
+    if keras_art is not None:
+        return {"file": keras_art.file, "sha256": keras_art.sha256, "size_bytes": keras_art.size_bytes}
+    if _unsupported(FORMATS["keras"], "fp32", config):
+        return None
+    path = staging / SOURCE_KERAS
+    try:
+        model.save(str(path))
+    except Exception as e:  # Keras raises many types for unserialisable models; informative only
+        warn(f"the float source model could not be saved as {SOURCE_KERAS} (eval --per-layer will need "
+             f"--source-model): {' '.join(str(e).split())[:200]}")
+        return None
+    return {"file": SOURCE_KERAS, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
 
 
 def _unsupported(fmt, precision: str, config: ExportConfig) -> str | None:
@@ -349,17 +383,63 @@ def _stem(info: archs.ModelInfo, config: ExportConfig) -> str:
     return f"{Path(config.model_path).stem}_{info.resolution}"
 
 
+def clean_stale_staging(out: Path) -> list[Path]:
+    """Remove staging folders that earlier exports into ``out`` left behind (killed with SIGKILL,
+    power loss). A folder whose process is still running is another export at work: kept."""
+    removed = []
+    for d in out.glob(STAGING_PREFIX + "*"):
+        pid = d.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        if d.is_dir() and not d.is_symlink():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def _previous_files(out: Path) -> set[str]:
+    """The files the manifest already in ``out`` lists (plain names inside ``out`` only)."""
+    try:
+        import json
+
+        m = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        entries = list(m.get("artifacts") or []) + [m.get("source_model") or {}]
+        names = {e.get("file") for e in entries if isinstance(e, dict)}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..", MANIFEST)}
+
+
 def _commit(staging: Path, out: Path, files: list[Path], manifest: dict) -> None:
-    """Move the artifacts, then the manifest, from staging into ``out``.
+    """Move the artifacts, then the manifest, from staging into ``out``; then remove what the
+    previous manifest listed and this one does not, so the directory equals its manifest.
 
     Each move is an atomic rename in the same directory tree; Ctrl-C is held back
     until the few renames are done, so ``out`` never holds half of an export.
     """
     io.write_json(staging / MANIFEST, io.stamp(manifest))
+    stale = _previous_files(out) - {f.name for f in files}
     with _sigint_deferred():
         for f in files:
             os.replace(f, out / f.name)
         os.replace(staging / MANIFEST, out / MANIFEST)
+        for name in stale:
+            p = out / name
+            if p.is_file() or p.is_symlink():
+                with contextlib.suppress(OSError):
+                    p.unlink()
 
 
 @contextlib.contextmanager

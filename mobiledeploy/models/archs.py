@@ -80,6 +80,10 @@ def check_build_args(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resoluti
                          f"received depth_multiplier={depth_multiplier!r}")
     if not _is_number(dropout) or not (0.0 <= dropout < 1.0):
         raise UsageError(f"dropout (--dropout) must be in [0, 1), received dropout={dropout!r}")
+    from mobiledeploy.models.limits import check_fits
+
+    check_fits(a.name, alpha=float(alpha), resolution=int(resolution), classes=int(classes),
+               depth_multiplier=int(depth_multiplier))
     if weights is not None and str(weights) == "imagenet":
         from mobiledeploy.models.weights import resolve_weights
 
@@ -247,6 +251,9 @@ def check_model_path(path: str | os.PathLike, *, flag: str = "--model") -> Path:
         raise UsageError(f"model file is not readable ({flag}): {str(p)!r}")
     if p.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise UsageError(f"model {str(p)!r} ({flag}) must be a .keras or .h5 file or a SavedModel directory")
+    from mobiledeploy.models.inspect import check_model_file
+
+    check_model_file(p)  # no FIFO, device or empty file
     return p
 
 

@@ -61,8 +61,8 @@ def contained_path(base: Path, value, *, key: str, source: str | os.PathLike, mu
     so neither ``..``, an absolute path nor a link can lead outside it. Anything else is a
     usage error naming the file and the key, never echoing what the path points at.
     """
-    if not isinstance(value, str) or not value.strip():
-        raise UsageError(f"{str(source)!r}: {key} must be a non-empty relative path")
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise UsageError(f"{str(source)!r}: {key} must be a non-empty relative path (without NUL bytes)")
     rel = Path(value)
     if rel.is_absolute():
         raise UsageError(f"{str(source)!r}: {key} = {value!r} is an absolute path; paths in it must be "
@@ -83,6 +83,9 @@ def contained_path(base: Path, value, *, key: str, source: str | os.PathLike, mu
 
 
 def read_manifest(path: Path) -> dict:
+    from mobiledeploy.models.limits import regular_file
+
+    regular_file(path, what="export manifest")  # no FIFO, device or empty file
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -112,13 +115,16 @@ def _float(v) -> float | None:
 
 
 def _float_source(mpath: Path, m: dict) -> str | None:
-    """The export's float Keras model: its ``.keras`` artifact, else the file it was loaded from."""
+    """The export's float Keras model, inside its directory: the ``.keras`` artifact, else the
+    manifest's ``source_model.file``. Never ``model.source``: that is where export loaded it
+    from, on another machine perhaps, and a path outside the directory (``--source-model``
+    names one on purpose)."""
     keras_src = next((a.get("file") for a in m["artifacts"] if a.get("format") == "keras"), None)
     if keras_src:
         return str(contained_path(mpath.parent, keras_src, key="artifacts[].file", source=mpath))
-    loaded = (m.get("model") or {}).get("source")  # "build", or the --model path as given to export
-    if isinstance(loaded, str) and loaded != "build" and Path(loaded).is_file():
-        return loaded
+    src = m.get("source_model")
+    if isinstance(src, dict) and src.get("file") is not None:
+        return str(contained_path(mpath.parent, src.get("file"), key="source_model.file", source=mpath))
     return None
 
 
@@ -126,7 +132,7 @@ def export_refs(directory: Path, *, formats=MODEL_FORMATS, flag: str = "MODEL") 
     """The artifacts of one directory, in ``formats``: its manifest's entries (the .keras source
     first), or, without a manifest, every model file in it."""
     mpath = directory / "manifest.json"
-    if not mpath.is_file():
+    if not (mpath.exists() or mpath.is_symlink()):  # a FIFO or a link is a manifest to refuse, not none
         from mobiledeploy.runtimes import RUNTIMES
 
         suffixes = {"keras": KERAS_SUFFIXES, **{rt.format: rt.suffixes for rt in RUNTIMES.values()}}

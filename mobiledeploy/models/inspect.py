@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.models.limits import check_model_file  # noqa: F401 - re-exported
 from mobiledeploy.runtimes import detect_format  # noqa: F401 - the one format check, re-exported
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "unknown")
@@ -67,6 +68,33 @@ def inputs(path: str | os.PathLike) -> list[InputInfo]:
                          f"{' '.join(str(e).split())[:160]})") from None
 
 
+def concrete_shapes(ins: list[InputInfo], shapes: dict | None, path: str | os.PathLike) -> dict[str, tuple]:
+    """``{input name: concrete shape}``, as ``bench`` runs them: ``--shape`` first (its rank and
+    fixed dimensions must match), a dynamic batch dimension is 1, any other dynamic dimension
+    is a usage error naming the input and ``--shape`` (never a silent guess)."""
+    shapes = dict(shapes or {})
+    names = [i.name for i in ins]
+    for name in shapes:
+        if name not in names:
+            raise UsageError(f"--shape {name}=...: {Path(path).name} has no input named {name!r}; "
+                             f"its inputs are {', '.join(repr(n) for n in names)}")
+    out = {}
+    for i in ins:
+        pattern = "x".join("N" if d is None else str(d) for d in i.shape)
+        if i.name in shapes:
+            want = tuple(int(d) for d in shapes[i.name])
+            if len(want) != len(i.shape) or any(d is not None and d != w for d, w in zip(i.shape, want)):
+                raise UsageError(f"--shape {i.name}={'x'.join(map(str, want))} does not fit input {i.name!r} "
+                                 f"of {Path(path).name}, whose shape is {pattern}")
+        else:
+            want = tuple(1 if (k == 0 and d is None) else d for k, d in enumerate(i.shape))
+            if any(d is None for d in want):
+                raise UsageError(f"input {i.name!r} of {Path(path).name} has dynamic dimensions {pattern}; "
+                                 f"give them with --shape {i.name}={pattern}")
+        out[i.name] = want
+    return out
+
+
 # ---------------------------------------------------------------- TFLite (flatbuffer schema)
 
 
@@ -74,6 +102,7 @@ def tflite_model(p: Path):
     """(root Model object, schema module) of a .tflite file."""
     from ai_edge_litert import schema_py_generated as schema
 
+    check_model_file(p)
     buf = p.read_bytes()
     return schema.Model.GetRootAsModel(buf, 0), schema
 
@@ -128,6 +157,7 @@ def _tflite_precision(p: Path) -> str:
 def onnx_model(p: Path):
     import onnx
 
+    check_model_file(p)
     return onnx.load(str(p), load_external_data=False)
 
 

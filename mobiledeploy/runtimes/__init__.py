@@ -259,12 +259,17 @@ def format_runtime() -> dict[str, str]:
 def detect_format(path: str | os.PathLike) -> str:
     """'keras' by suffix, else a runtime's format: by its magic bytes, then by suffix; UsageError otherwise."""
     p = Path(path)
-    if p.suffix.lower() in KERAS_SUFFIXES:
-        return "keras"
+    if p.suffix.lower() in KERAS_SUFFIXES and p.is_dir():
+        return "keras"  # a SavedModel-style directory: Keras says what is wrong with it
     if not p.exists():
         raise UsageError(f"model file not found: {str(p)!r}")
     if p.is_dir():
         raise UsageError(f"expected a model file, got a directory: {str(p)!r}")
+    from mobiledeploy.models.limits import check_model_file
+
+    check_model_file(p)  # before anything opens it: no FIFO, device, empty or huge file
+    if p.suffix.lower() in KERAS_SUFFIXES:
+        return "keras"
     try:
         with open(p, "rb") as f:
             head = f.read(8)

@@ -184,6 +184,10 @@ def run_child(job: dict, *, timeout_s: float, arrays: dict | None = None, keep: 
     """
     import numpy as np
 
+    from mobiledeploy.errors import UsageError
+
+    if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):  # nan fails too
+        raise UsageError(f"--timeout must be a finite number of seconds > 0, received {timeout_s!r}")
     with tempfile.TemporaryDirectory(prefix="mobiledeploy-child-") as tmp:
         for name, a in (arrays or {}).items():
             np.save(os.path.join(tmp, f"{name}.npy"), np.ascontiguousarray(a))
