@@ -188,7 +188,7 @@ def _fallback_shape(op: str, in_shapes: list, attrs: dict, inits: dict, values: 
     return tuple(x)
 
 
-def onnx_layers(path: str | Path) -> tuple[list[LayerStats], tuple[int, ...]]:
-    """(layers, input shape) of an ONNX file."""
-    nodes, in_shape = onnx_nodes(path)
+def onnx_layers(path: str | Path, shapes: dict | None = None) -> tuple[list[LayerStats], tuple[int, ...]]:
+    """(layers, input shape) of an ONNX file (``shapes``: concrete dims for dynamic inputs)."""
+    nodes, in_shape = onnx_nodes(path, shapes)
     return _fuse_and_measure(nodes, channels_last=False), in_shape
