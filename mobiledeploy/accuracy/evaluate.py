@@ -79,13 +79,17 @@ class ModelResult:
 class EvalReport:
     data: dict
     results: tuple[ModelResult, ...]
+    emulated: tuple = ()  # accuracy.emulated.EmulatedEval per model, with --emulate
 
     @property
     def ok(self) -> bool:
         return all(r.status == "ok" for r in self.results)
 
     def to_json(self) -> dict:
-        return {"schema_version": 1, "data": self.data, "results": [r.to_json() for r in self.results]}
+        d = {"schema_version": 1, "data": self.data, "results": [r.to_json() for r in self.results]}
+        if self.emulated:
+            d["emulated"] = [e.to_json() for e in self.emulated]
+        return d
 
 
 Progress = Callable[[str, bool], None]  # (message, done): a model starts (False) or ends (True)
@@ -107,6 +111,7 @@ class EvalConfig:
     source_model: str | None = None  # float Keras model for --per-layer when there is no manifest
     unsafe_load: bool = False
     compare: bool = True  # False: no reference model, no agreement (what `bench --data` asks)
+    emulate: str | None = None  # also run each artifact under qemu on this CPU model (accuracy.emulated)
     progress: Progress | None = None  # called as each model starts and ends (the CLI's stderr lines)
 
 
@@ -220,6 +225,11 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
     from mobiledeploy.accuracy.data import load_dataset
     from mobiledeploy.models.artifacts import default_reference, model_input, preprocessing_for
 
+    if cfg.emulate:  # a bad CPU name or no environment: one line, before any work
+        from mobiledeploy.runtimes import emulate as emu
+
+        emu.cpu(cfg.emulate)
+        emu.find_env()
     refs = resolve_models(cfg.models)
     if cfg.reference:
         reference = resolve_models([cfg.reference], flag="--reference")[0]
@@ -238,6 +248,13 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
                       limit=cfg.limit, labelled=True, seed=cfg.seed, labels_file=cfg.labels_file)
     report = evaluate(refs, ds, reference=reference, threads=cfg.threads, timeout_s=cfg.timeout_s,
                       unsafe_load=cfg.unsafe_load, progress=cfg.progress)
+    if cfg.emulate:
+        from mobiledeploy.accuracy.emulated import emulated_eval
+
+        by_path = {m.path: m for m in everyone}
+        report = _replace(report, emulated=emulated_eval([by_path[r.model] for r in report.results], ds,
+                                                         cfg.emulate, threads=cfg.threads,
+                                                         timeout_s=cfg.timeout_s, progress=cfg.progress))
     if not cfg.per_layer:
         return report
     from mobiledeploy.accuracy.perlayer import per_layer_report
@@ -254,7 +271,7 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
                 cfg.progress(f"per-layer {r.path}: {len(pl.flagged)} of {len(pl.layers)} layers flagged", True)
             res = _replace(res, per_layer=pl)
         results.append(res)
-    return EvalReport(data=report.data, results=tuple(results))
+    return EvalReport(data=report.data, results=tuple(results), emulated=report.emulated)
 
 
 def _replace(res: ModelResult, **kw) -> ModelResult:
