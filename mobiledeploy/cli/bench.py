@@ -11,6 +11,9 @@ from mobiledeploy.cli.common import (emit_json, json_option, md_option, progress
                                      wide_option)
 
 
+EMULATED_COLUMNS = ("init ms", "p50 ms", "p90 ms", "p99 ms", "inf/s")  # emulated times, not latencies
+
+
 def _parse_shapes(ctx, param, values) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for v in values:
@@ -116,6 +119,9 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
         columns = list(columns or rep.COLUMNS)
         columns.insert(next(i for i, c in enumerate(columns) if c.header == "size") + 1, rep.Column(
             f"top-1 ({data})", lambda r, x: f"{100 * x['top1']:.2f}%" if x.get("top1") is not None else "-"))
+    if emulation:  # every time column says what it is
+        columns = [rep.Column(f"emulated {c.header}", c.value, c.justify, c.priority, c.fold)
+                   if c.header in EMULATED_COLUMNS else c for c in (columns or rep.COLUMNS)]
     emit_json(json_path, report_json)
     if md_path:
         io.write_text(md_path, rep.markdown_table(report.results, title=title, notes=settings.notes,
