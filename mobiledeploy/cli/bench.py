@@ -102,6 +102,8 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
         features = emu.describe_features({k: seen[k] for k in emu.KEY_FEATURES}) if seen else "unknown (no model ran)"
         title += f"; ISA features the runtime saw: {features}"
     columns, extras, report_json = None, {}, report.to_json(samples=samples)
+    if emulation and target.emulate == emulation["cpu"] and target.emulate_note:  # how close the model is
+        report_json["emulation"]["target_note"] = target.emulate_note
     if target.name != "host":  # the cost model's estimate for the device, in its own column
         from mobiledeploy.cost.estimate import estimates_for
 
@@ -137,7 +139,9 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
                       f"translates every instruction, so they are tens to hundreds of times the host's and "
                       f"distort the ratio between kernels." + (
                           f" The last column is the cost model's estimate for {target.name}."
-                          if target.name != "host" else ""))
+                          if target.name != "host" else "") + (
+                          f" {target.name}: {report_json['emulation']['target_note']}."
+                          if "target_note" in report_json["emulation"] else ""))
         elif target.name != "host":
             out.print(f"These are host timings with {target.name}'s settings, not {target.name} latency; "
                       f"the last column is the cost model's estimate for the device (`mobiledeploy estimate`).")
