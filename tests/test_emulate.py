@@ -346,10 +346,10 @@ def test_eval_emulate_reports_each_artifacts_top1_and_agreement_with_the_host(tm
     for m in emulated:
         if m.endswith(".keras"):
             assert emulated[m]["status"] == "skipped" and "Keras" in emulated[m]["note"]
-    text = " ".join(r.output.split())
+    text = " ".join(r.stdout.split())
     assert "cortex-a76" in text and "agree" in text and "vs host" in text
     for m in artifacts:  # each row: its emulated top-1, and '=' or the difference
         e = emulated[m]
-        row = next(ln for ln in r.output.splitlines() if Path(m).name in ln)
+        row = next(ln for ln in r.stdout.splitlines() if Path(m).name in ln and ln.startswith("│"))
         assert f"{100 * e['top1']:.2f}%" in row
         assert ("=" if e["bit_exact"] else f"{e['max_abs_diff']:.1e}") in row
