@@ -15,7 +15,6 @@ A model that crashes or times out under emulation is its own error row; timeouts
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 from mobiledeploy.accuracy import metrics
@@ -82,7 +81,3 @@ def vs_host(e: EmulatedEval | None) -> str:
     if e is None or e.status != "ok":
         return "-" if e is None or e.status == "skipped" else "error"
     return "=" if e.bit_exact else f"{e.max_abs_diff:.1e}"
-
-
-def name(e: EmulatedEval) -> str:
-    return Path(e.model).name
