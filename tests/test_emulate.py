@@ -215,3 +215,141 @@ def test_arm_env_setup_refuses_a_non_x86_host_in_one_line(monkeypatch, capsys, t
     err = capsys.readouterr().err.strip()
     assert err.startswith("arm-env: error: needs an x86_64 Linux host") and "\n" not in err
     assert not (tmp_path / "cache").exists()  # nothing half-made
+
+
+# ---------------------------------------------------------------- eval/bench --emulate and target profiles
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from mobiledeploy.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_target_profiles_name_their_emulated_cpu(tmp_path):
+    from mobiledeploy.targets import load_target
+
+    for name in ("pixel4-big", "pixel4", "rpi5", "sd888-x1"):
+        assert load_target(name).emulate == "cortex-a76", name
+    assert load_target("a55-little").emulate == "cortex-a55" and "no Cortex-A55" in load_target("a55-little").emulate_note
+    assert "closest" in load_target("sd888-x1").emulate_note
+    assert load_target("host").emulate is None
+    assert emu.for_target("target", load_target("pixel4-big")) == "cortex-a76"
+    assert emu.for_target("cortex-a53", load_target("pixel4-big")) == "cortex-a53"  # a CPU name wins
+    with pytest.raises(UsageError, match="target 'host' has no emulate field"):
+        emu.for_target("target", load_target("host"))
+    bad = tmp_path / "t.toml"
+    bad.write_text('name = "t"\nemulate = "cortex-a78"\n')
+    with pytest.raises(UsageError, match="emulate 'cortex-a78' is not an emulated CPU model; choose from cortex-a53"):
+        load_target(file=bad)
+
+
+def test_emulate_flags_without_the_environment_are_one_line_exit_2(tmp_path, monkeypatch):
+    from conftest import errors
+
+    monkeypatch.setenv(emu.CACHE_ENV, str(tmp_path / "empty"))
+    for args in (["bench", tmp_path / "m.tflite", "--emulate", "cortex-a76"],
+                 ["bench", tmp_path / "m.tflite", "--target", "pixel4-big", "--emulate", "target"],
+                 ["eval", tmp_path / "build", "--data", "digits", "--emulate", "cortex-a76"]):
+        r = _cli(*args)
+        lines = errors(r.stderr)
+        assert r.exit_code == 2 and len(lines) == 1, (args, r.stderr)
+        assert "make arm-env" in lines[0] and str(tmp_path / "empty") in lines[0] and "Traceback" not in r.stderr
+    r = _cli("bench", tmp_path / "m.tflite", "--emulate", "cortex-a78")  # the name is checked first
+    assert r.exit_code == 2 and "unknown emulated CPU 'cortex-a78'" in r.stderr
+    r = _cli("bench", tmp_path / "m.tflite", "--emulate", "target")  # host has no emulate field
+    assert r.exit_code == 2 and "target 'host' has no emulate field" in r.stderr
+
+
+def test_the_child_path_imports_only_what_the_guest_has(tiny_tflite, tmp_path):
+    """The bench child, as it runs under qemu: no rich/click/scipy/onnx/PIL/TensorFlow on its path."""
+    import subprocess
+    import sys
+
+    blocker = ("import sys, runpy\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in {'rich', 'click', 'scipy', 'onnx', 'PIL', 'tensorflow', 'keras', "
+               "'sklearn'}:\n"
+               "            raise ImportError('the guest has no ' + name)\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "runpy.run_module('mobiledeploy.runtimes.child', run_name='__main__')\n")
+    job = {"task": "bench", "model": str(tiny_tflite), "threads": 1, "runs": 2, "warmup": 0, "precision": "fp32"}
+    proc = subprocess.run([sys.executable, "-c", blocker], input=json.dumps(job), capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parents[1])
+    result = json.loads(proc.stdout)
+    assert result["status"] == "ok", result
+    assert result["precision"] == "fp32" and len(result["samples_ms"]) == 2 and result["hwcaps"] is None
+
+
+@needs_env
+@pytest.mark.slow
+def test_bench_emulate_shows_the_isa_features_the_runtime_saw(tiny_tflite_int8, tmp_path):
+    seen = {}
+    for cpu_name in ("cortex-a53", "cortex-a76"):
+        out = tmp_path / f"{cpu_name}.json"
+        r = _cli("bench", tiny_tflite_int8, "--emulate", cpu_name, "--runs", 3, "--warmup", 0, "--wide",
+                 "--json", out)
+        assert r.exit_code == 0, r.output + r.stderr
+        doc = json.loads(out.read_text())
+        assert doc["label"].startswith(emu.EMULATED_LABEL) and cpu_name in doc["label"]
+        res = doc["results"][0]
+        assert res["status"] == "ok" and res["label"] == doc["label"] and res["emulate"] == cpu_name
+        assert res["hwcaps"] == doc["emulation"]["hwcaps"] and res["precision"] == "int8"
+        assert res["peak_rss_mb"] is None  # qemu's memory is not the model's
+        seen[cpu_name] = res["hwcaps"]
+        assert emu.EMULATED_LABEL in r.output and "ISA features the runtime saw" in r.output
+        assert "emulated p50 ms" in " ".join(r.output.split())
+    assert not seen["cortex-a53"]["dotprod"] and seen["cortex-a76"]["dotprod"]
+    assert seen["cortex-a76"]["hwcap"] == emu.find_env().info["cpus"]["cortex-a76"]["hwcap"]  # as set-up recorded
+
+
+@needs_env
+def test_a_model_that_crashes_under_emulation_is_its_error_row(tiny_tflite, tmp_path, monkeypatch):
+    from mobiledeploy.runtimes.child import FAULT_ENV
+
+    monkeypatch.setenv(FAULT_ENV, "segfault")  # MOBILEDEPLOY_* variables reach the guest
+    r = _cli("bench", tiny_tflite, "--emulate", "cortex-a76", "--runs", 1, "--json", tmp_path / "b.json")
+    assert r.exit_code == 1 and "Traceback" not in r.stderr
+    res = json.loads((tmp_path / "b.json").read_text())["results"][0]
+    assert res["status"] == "error" and "under emulation (cortex-a76)" in res["error"] and "SIGSEGV" in res["error"]
+
+
+@needs_env
+@pytest.mark.slow
+def test_eval_emulate_reports_each_artifacts_top1_and_agreement_with_the_host(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    build = tmp_path / "build"
+    r = _cli("export", "--model", root / "models/mobilenet_v1_0.25_32_digits.keras", "--calib", "digits",
+             "--out", build)
+    assert r.exit_code == 0, r.output + r.stderr
+    out = tmp_path / "eval.json"
+    r = _cli("eval", build, "--data", "digits", "--limit", 60, "--emulate", "cortex-a76", "--json", out)
+    assert r.exit_code == 0, r.output + r.stderr
+    doc = json.loads(out.read_text())
+    host = {x["model"]: x for x in doc["results"]}
+    emulated = {x["model"]: x for x in doc["emulated"]}
+    assert set(emulated) == set(host)
+    artifacts = [m for m in emulated if m.endswith((".tflite", ".onnx"))]
+    assert {Path(m).suffix for m in artifacts} == {".tflite", ".onnx"} and len(artifacts) >= 4
+    for m in artifacts:
+        e = emulated[m]
+        assert e["status"] == "ok" and e["cpu"] == "cortex-a76", e
+        # the emulated top-1 can differ from the host's by at most the share of samples that disagree
+        assert abs(e["top1"] - host[m]["top1"]) <= 1 - e["top1_agreement"] + 1e-9
+        assert e["top1"] > 0.9  # a trained model, on ARM kernels
+        if e["bit_exact"]:
+            assert e["max_abs_diff"] == 0.0 and e["top1_agreement"] == 1.0
+        assert e["emulated_seconds"] > 0 and e["emulated_seconds_label"] == emu.EMULATED_LABEL
+    for m in emulated:
+        if m.endswith(".keras"):
+            assert emulated[m]["status"] == "skipped" and "Keras" in emulated[m]["note"]
+    text = " ".join(r.stdout.split())
+    assert "cortex-a76" in text and "agree" in text and "vs host" in text
+    for m in artifacts:  # each row: its emulated top-1, and '=' or the difference
+        e = emulated[m]
+        row = next(ln for ln in r.stdout.splitlines() if Path(m).name in ln and ln.startswith("│"))
+        assert f"{100 * e['top1']:.2f}%" in row
+        assert ("=" if e["bit_exact"] else f"{e['max_abs_diff']:.1e}") in row

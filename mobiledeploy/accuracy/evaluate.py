@@ -83,14 +83,18 @@ class EvalReport:
     data: dict
     results: tuple[ModelResult, ...]
     warnings: tuple[str, ...] = ()
+    emulated: tuple = ()  # accuracy.emulated.EmulatedEval per model, with --emulate
 
     @property
     def ok(self) -> bool:
         return all(r.status == "ok" for r in self.results)
 
     def to_json(self) -> dict:
-        return {"schema_version": 1, "data": self.data, "results": [r.to_json() for r in self.results],
-                "warnings": list(self.warnings)}
+        d = {"schema_version": 1, "data": self.data, "results": [r.to_json() for r in self.results],
+             "warnings": list(self.warnings)}
+        if self.emulated:
+            d["emulated"] = [e.to_json() for e in self.emulated]
+        return d
 
 
 Progress = Callable[[str, bool], None]  # (message, done): a model starts (False) or ends (True)
@@ -112,6 +116,7 @@ class EvalConfig:
     source_model: str | None = None  # float Keras model for --per-layer when there is no manifest
     unsafe_load: bool = False
     compare: bool = True  # False: no reference model, no agreement (what `bench --data` asks)
+    emulate: str | None = None  # also run each artifact under qemu on this CPU model (accuracy.emulated)
     progress: Progress | None = None  # called as each model starts and ends (the CLI's stderr lines)
     layout: str | None = None  # None: from the input shape (models/conventions.py)
     label_pattern: str | None = None  # class id from file names (accuracy/labels.py)
@@ -247,6 +252,11 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
     from mobiledeploy.models.artifacts import default_reference, model_input, model_layout, preprocessing_for
     from mobiledeploy.models.siblings import sibling_reference
 
+    if cfg.emulate:  # a bad CPU name or no environment: one line, before any work
+        from mobiledeploy.runtimes import emulate as emu
+
+        emu.cpu(cfg.emulate)
+        emu.find_env()
     refs = resolve_models(cfg.models)
     if cfg.reference:
         reference = resolve_models([cfg.reference], flag="--reference")[0]
@@ -269,6 +279,13 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
                       unsafe_load=cfg.unsafe_load, progress=cfg.progress, layouts=layouts)
     report = _replace(report, data={**report.data, "layouts": sorted(set(layouts.values()))},
                       warnings=tuple(calibration_warnings(everyone, ds)))
+    if cfg.emulate:
+        from mobiledeploy.accuracy.emulated import emulated_eval
+
+        by_path = {m.path: m for m in everyone}
+        report = _replace(report, emulated=emulated_eval([by_path[r.model] for r in report.results], ds,
+                                                         cfg.emulate, threads=cfg.threads,
+                                                         timeout_s=cfg.timeout_s, progress=cfg.progress))
     if not cfg.per_layer:
         return report
     from mobiledeploy.accuracy.perlayer import per_layer_report
@@ -285,7 +302,7 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
                 cfg.progress(f"per-layer {r.path}: {len(pl.flagged)} of {len(pl.layers)} layers flagged", True)
             res = _replace(res, per_layer=pl)
         results.append(res)
-    return EvalReport(data=report.data, results=tuple(results), warnings=report.warnings)
+    return EvalReport(data=report.data, results=tuple(results), warnings=report.warnings, emulated=report.emulated)
 
 
 def calibration_warnings(refs: Sequence[ModelRef], ds: Dataset) -> list[str]:

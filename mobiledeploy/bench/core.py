@@ -6,7 +6,8 @@ reports JSON. A crash, a hang past the timeout or a bad file becomes that model'
 ``status="error"`` row; ``bench_model`` never raises for a per-model failure.
 
 Every number is the host's latency under a target's settings ("host latency, pixel4-big
-settings"), never a phone's latency.
+settings"), never a phone's latency. With ``emulate`` set, the child runs the aarch64
+runtimes under qemu on that CPU model: its times are labelled "emulated, not a latency".
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class BenchSettings:
     target: str = "host"
     notes: tuple[str, ...] = ()
     seed: int = 0
+    emulate: str | None = None  # an emulated CPU model (runtimes.emulate): run under qemu
 
     def __post_init__(self):
         checks = [(self.warmup >= 0, "--warmup must be >= 0"),
@@ -59,14 +61,24 @@ class BenchSettings:
 
     @property
     def label(self) -> str:
-        return f"host latency, {self.target} settings"
+        return label_for(self.target, self.emulate)
 
     def to_json(self) -> dict:
         return {"target": self.target, "threads": self.threads,
                 "affinity": list(self.affinity) if self.affinity else None, "xnnpack": self.xnnpack,
                 "ort_opt_level": self.ort_opt_level, "warmup": self.warmup, "runs": self.runs,
                 "min_time_s": self.min_time_s, "timeout_s": self.timeout_s,
-                "shapes": {k: list(v) for k, v in self.shapes}, "notes": list(self.notes)}
+                "shapes": {k: list(v) for k, v in self.shapes}, "notes": list(self.notes),
+                "emulate": self.emulate}
+
+
+def label_for(target: str, emulate: str | None = None) -> str:
+    """How bench's timings are labelled: host latency, or emulated time (never a latency)."""
+    if emulate:
+        from mobiledeploy.runtimes.emulate import EMULATED_LABEL
+
+        return f"{EMULATED_LABEL}: {emulate} under qemu, {target} settings"
+    return f"host latency, {target} settings"
 
 
 def settings_for_target(target: tg.Target, **overrides) -> BenchSettings:
@@ -111,6 +123,8 @@ class BenchResult:
     cores: tuple[int, ...] | None = None
     inputs: tuple[dict, ...] = ()
     usage_error: bool = False  # the failure was the user's input (e.g. a missing --shape)
+    emulate: str | None = None  # the emulated CPU model it ran on (None: the host)
+    hwcaps: dict | None = None  # under emulation: the ISA features the runtime saw (HwCaps.to_json)
 
     @property
     def ok(self) -> bool:
@@ -121,8 +135,10 @@ class BenchResult:
              "status": self.status, "error": self.error, "threads": self.threads, "init_ms": self.init_ms,
              "first_ms": self.first_ms, "runs": self.runs, "latency_ms": dict(self.latency_ms) or None,
              "throughput_ips": self.throughput_ips, "peak_rss_mb": self.peak_rss_mb,
-             "size_bytes": self.size_bytes, "label": f"host latency, {self.target} settings",
+             "size_bytes": self.size_bytes, "label": label_for(self.target, self.emulate),
              "cores": list(self.cores) if self.cores else None, "inputs": list(self.inputs)}
+        if self.emulate:
+            d |= {"emulate": self.emulate, "hwcaps": self.hwcaps}
         if samples:
             d["samples_ms"] = list(self.samples_ms)
         return d
@@ -141,15 +157,20 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
 
     p = Path(path)
     base = dict(model=str(path), format="unknown", runtime="-", precision=precision or "unknown",
-                threads=settings.threads, target=settings.target, cores=settings.affinity)
+                threads=settings.threads, target=settings.target, cores=settings.affinity,
+                emulate=settings.emulate)
     try:
         base["size_bytes"] = p.stat().st_size if p.is_file() else None
         rt = runtime_for(p)
         base["format"], base["runtime"] = rt.format, rt.name
+        if settings.emulate and not precision:  # the guest has no onnx to read it with
+            from mobiledeploy.models.inspect import precision as read_precision
+
+            base["precision"] = read_precision(p)
     except MobiledeployError as e:
         return BenchResult(status="error", error=str(e), usage_error=e.exit_code == 2, **base)
     try:
-        raw = _run_child(p, settings)
+        raw = _run_child(p, settings, precision=base["precision"])
     except OSError as e:  # could not start the child (no processes, no memory)
         raw = {"status": "error", "error": f"cannot start the bench child process: {e}"}
     if raw.get("status") != "ok":
@@ -158,6 +179,12 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
     samples = tuple(raw["samples_ms"])
     stats = latency_stats(samples)
     base["precision"] = precision or raw.get("precision") or "unknown"
+    if settings.emulate:  # what the runtime saw; qemu's own memory is not the model's
+        from mobiledeploy.runtimes.emulate import HwCaps
+
+        hw = raw.get("hwcaps") or [0, 0]
+        base["hwcaps"] = HwCaps(settings.emulate, *hw).to_json()
+        raw["peak_rss_mb"] = None
     return BenchResult(status="ok", error=None, init_ms=raw["init_ms"], first_ms=raw["first_ms"],
                        runs=len(samples), latency_ms=stats, samples_ms=samples,
                        throughput_ips=1000.0 / stats["mean"] if stats["mean"] > 0 else None,
@@ -165,14 +192,16 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
                        **{**base, "cores": tuple(raw["cores"]) if settings.affinity and raw.get("cores") else None})
 
 
-def _run_child(path: Path, settings: BenchSettings) -> dict:
+def _run_child(path: Path, settings: BenchSettings, *, precision: str = "unknown") -> dict:
     from mobiledeploy.runtimes.child import run_child
 
     job = {"task": "bench", "model": str(path), "threads": settings.threads,
            "cores": list(settings.affinity or ()), "xnnpack": settings.xnnpack,
            "ort_opt_level": settings.ort_opt_level, "warmup": settings.warmup, "runs": settings.runs,
            "min_time_s": settings.min_time_s, "shapes": dict(settings.shapes), "seed": settings.seed}
-    return run_child(job, timeout_s=settings.timeout_s)
+    if settings.emulate:
+        job["precision"] = precision
+    return run_child(job, timeout_s=settings.timeout_s, emulate=settings.emulate)
 
 
 # ---------------------------------------------------------------- many models
@@ -228,7 +257,19 @@ class BenchReport:
                            "device": {k: v for k, v in self.target.device.items() if k != "sources"},
                            "path": str(self.target.path) if self.target.path else None},
                 "settings": self.settings.to_json(), "host": host_info(),
+                "emulation": self.emulation(),
                 "results": [r.to_json(samples=samples) for r in self.results]}
+
+    def emulation(self) -> dict | None:
+        """The emulated CPU model and the ISA features the runtime saw (None on the host)."""
+        if not self.settings.emulate:
+            return None
+        from mobiledeploy.runtimes.emulate import EMULATED_LABEL, cpu
+
+        model = cpu(self.settings.emulate)
+        seen = next((r.hwcaps for r in self.results if r.ok and r.hwcaps), None)
+        return {"cpu": model.name, "qemu_cpu": model.qemu_cpu, "notes": model.notes, "label": EMULATED_LABEL,
+                "hwcaps": seen}
 
 
 def bench_models(config: BenchConfig, *, on_start: Callable[[str], None] | None = None,

@@ -10,6 +10,8 @@ import click
 from mobiledeploy.cli.common import (Seconds, emit_json, json_option, md_option, progress, shape_option,
                                      stdout_console, target_options, wide_option)
 
+EMULATED_COLUMNS = ("init ms", "p50 ms", "p90 ms", "p99 ms", "inf/s")  # emulated times, not latencies
+
 
 @click.command()
 @click.argument("models", nargs=-1, required=True, metavar="MODEL_OR_DIR...")
@@ -25,33 +27,46 @@ from mobiledeploy.cli.common import (Seconds, emit_json, json_option, md_option,
 @click.option("--min-time", "min_time_s", type=Seconds(),
               help="Time for at least S seconds. Default: at least 50 runs and at least 2 s.")
 @click.option("--timeout", "timeout_s", type=Seconds(), default=300.0, show_default=True,
-              help="Seconds per model (load + all runs) before its child process is killed.")
+              help="Seconds per model (load + all runs) before its child process is killed (x50 under --emulate).")
 @shape_option
 @click.option("--samples", is_flag=True, help="Include every run's latency (samples_ms) in --json.")
+@click.option("--emulate", metavar="CPU|target",
+              help="Run on the real aarch64 runtimes under qemu on this CPU model (cortex-a53, cortex-a55, "
+                   "cortex-a76, neoverse-n1, max, 'max,sme=off'), or 'target' for the profile's; needs "
+                   "`make arm-env`. Times are emulated, not a latency.")
 @click.option("--data", metavar="SOURCE",
               help="Also measure top-1 on this labelled data set (digits, image folder, .npz); see `eval`.")
 @json_option
 @md_option
 @wide_option
 def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_level, warmup, runs,
-          min_time_s, timeout_s, shapes, samples, data, json_path, md_path, wide) -> None:
+          min_time_s, timeout_s, shapes, samples, emulate, data, json_path, md_path, wide) -> None:
     """Measure latency of .tflite/.onnx files, or of every model in an export directory.
 
     Each model runs in its own child process (a crash or a hang past --timeout becomes
     that model's error row). Numbers are the HOST's latency under the target profile's
-    threads, pinned cores and runtime options, never the device's latency.
+    threads, pinned cores and runtime options, never the device's latency. With
+    --emulate the child runs under qemu (timeout scaled): the table shows the ISA
+    features the runtime saw, and its times are emulated, not a latency.
     """
     from mobiledeploy.bench import core as b
     from mobiledeploy.bench import report as rep
     from mobiledeploy.cli.table import render
     from mobiledeploy import io
     from mobiledeploy.errors import RuntimeFailure, UsageError
+    from mobiledeploy.runtimes.emulate import EMULATED_LABEL
     from mobiledeploy.targets import load_target
 
     target = load_target(target_name, file=target_file)
+    if emulate:  # a bad name or a missing environment: one line, before any model runs
+        from mobiledeploy.runtimes import emulate as emu
+
+        emulate = emu.for_target(emulate, target)
+        emu.find_env()
     settings = b.settings_for_target(target, threads=threads, affinity=affinity, xnnpack=xnnpack,
                                      ort_opt_level=ort_opt_level, warmup=warmup, runs=runs,
-                                     min_time_s=min_time_s, timeout_s=timeout_s, shapes=shapes)
+                                     min_time_s=min_time_s, timeout_s=timeout_s, shapes=shapes,
+                                     emulate=emulate)
     for note in settings.notes:
         click.echo(f"note: {note}", err=True)
     def finished(r) -> None:
@@ -65,7 +80,14 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     cores = ",".join(map(str, settings.affinity)) if settings.affinity else "not pinned"
     title = (f"{settings.label}: {settings.threads} thread(s), cores {cores}, "
              f"XNNPACK {'on' if settings.xnnpack else 'off'}, ORT opt {settings.ort_opt_level}")
+    emulation = report.emulation()
+    if emulation:
+        seen = emulation["hwcaps"]
+        features = emu.describe_features({k: seen[k] for k in emu.KEY_FEATURES}) if seen else "unknown (no model ran)"
+        title += f"; ISA features the runtime saw: {features}"
     columns, extras, report_json = None, {}, report.to_json(samples=samples)
+    if emulation and target.emulate == emulation["cpu"] and target.emulate_note:  # how close the model is
+        report_json["emulation"]["target_note"] = target.emulate_note
     if target.name != "host":  # the cost model's estimate for the device, in its own column
         from mobiledeploy.cost.estimate import estimates_for
 
@@ -85,6 +107,9 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
         columns = list(columns or rep.COLUMNS)
         columns.insert(next(i for i, c in enumerate(columns) if c.header == "size") + 1, rep.Column(
             f"top-1 ({data})", lambda r, x: f"{100 * x['top1']:.2f}%" if x.get("top1") is not None else "-"))
+    if emulation:  # every time column says what it is
+        columns = [rep.Column(f"emulated {c.header}", c.value, c.justify, c.priority, c.fold)
+                   if c.header in EMULATED_COLUMNS else c for c in (columns or rep.COLUMNS)]
     emit_json(json_path, report_json)
     if md_path:
         io.write_text(md_path, rep.markdown_table(report.results, title=title, notes=settings.notes,
@@ -94,7 +119,16 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
         columns = columns or rep.COLUMNS
         render(out, columns, rep.rows(report.results, columns, extras), title=title, wide=wide,
                row_styles=[None if r.ok else "red" for r in report.results])
-        if target.name != "host":
+        if emulation:
+            out.print(f"Emulated: the aarch64 runtimes ran under qemu -cpu {emulation['qemu_cpu']} "
+                      f"({emulation['cpu']}: {emulation['notes']}). Their times are {EMULATED_LABEL}: qemu "
+                      f"translates every instruction, so they are tens to hundreds of times the host's and "
+                      f"distort the ratio between kernels." + (
+                          f" The last column is the cost model's estimate for {target.name}."
+                          if target.name != "host" else "") + (
+                          f" {target.name}: {report_json['emulation']['target_note']}."
+                          if "target_note" in report_json["emulation"] else ""))
+        elif target.name != "host":
             out.print(f"These are host timings with {target.name}'s settings, not {target.name} latency; "
                       f"the last column is the cost model's estimate for the device (`mobiledeploy estimate`).")
     failed = report.failed

@@ -41,6 +41,10 @@ COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", pr
               help="Float Keras model for --per-layer of a TFLite file without a manifest.")
 @click.option("--unsafe-load", is_flag=True, help="Allow Keras models with Lambda layers (trusted files only).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for the --limit subset.")
+@click.option("--emulate", metavar="CPU",
+              help="Also run each .tflite/.onnx on the real aarch64 runtimes under qemu on this CPU model "
+                   "(cortex-a53, cortex-a55, cortex-a76, neoverse-n1, max, 'max,sme=off'; needs `make arm-env`): "
+                   "its top-1 and its agreement with the host run. --timeout is scaled x50 for it.")
 @json_option
 @md_option
 @wide_option
@@ -49,7 +53,10 @@ def eval_(models, json_path, md_path, wide, mean, std, **kwargs) -> None:
 
     Every model sees the same preprocessed samples. Agreement columns compare each
     model's outputs with the reference (top-1 agreement, max absolute difference of the
-    class scores, SQNR in dB). Throughput is this host's, not a phone's.
+    class scores, SQNR in dB). Throughput is this host's, not a phone's. With --emulate,
+    each artifact also runs under qemu on an ARM CPU model: its top-1 there, its top-1
+    agreement with the host run, and '=' when its raw outputs are bit-identical to the
+    host's (else the largest output difference).
     """
     from mobiledeploy.errors import RuntimeFailure
     from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
@@ -79,33 +86,74 @@ def eval_(models, json_path, md_path, wide, mean, std, **kwargs) -> None:
     failed = [r for r in report.results if r.status != "ok"]
     if failed:
         raise RuntimeFailure(f"{len(failed)} of {len(report.results)} models failed; first: {failed[0].error}")
+    failed = [e for e in report.emulated if e.status == "error"]
+    if failed:
+        raise RuntimeFailure(f"{len(failed)} of {len(report.emulated)} models failed under emulation; "
+                             f"first: {failed[0].note}")
+
+
+def columns(report) -> tuple[Column, ...]:
+    """COLUMNS, with --emulate three more after top-1: the emulated top-1 and the agreement with the host."""
+    if not report.emulated:
+        return COLUMNS
+    cpu = report.emulated[0].cpu
+    k = next(i for i, c in enumerate(COLUMNS) if c.header == "top-1") + 1
+    return (*COLUMNS[:k], Column(f"top-1 {cpu}", "right"), Column("agree w/ host", "right"),
+            Column("vs host", "right"), *COLUMNS[k:])
 
 
 def rows(report) -> list[list[str]]:
     from pathlib import Path
 
+    from mobiledeploy.accuracy.emulated import vs_host
+
+    emulated = {e.model: e for e in report.emulated}
     out = []
     for r in report.results:
         a = r.agreement
-        out.append([Path(r.model).name, r.format, r.precision, r.runtime, _pct(r.top1), _pct(r.top5),
-                    str(r.samples) if r.status == "ok" else "error",
-                    f"{r.throughput_ips:.0f}" if r.throughput_ips else "-",
-                    _pct(a.top1_agreement) if a else "-", f"{a.max_abs_diff:.4f}" if a else "-",
-                    ("inf" if a.sqnr_db == float("inf") else f"{a.sqnr_db:.1f}") if a else "-"])
+        row = [Path(r.model).name, r.format, r.precision, r.runtime, _pct(r.top1), _pct(r.top5),
+               str(r.samples) if r.status == "ok" else "error",
+               f"{r.throughput_ips:.0f}" if r.throughput_ips else "-",
+               _pct(a.top1_agreement) if a else "-", f"{a.max_abs_diff:.4f}" if a else "-",
+               ("inf" if a.sqnr_db == float("inf") else f"{a.sqnr_db:.1f}") if a else "-"]
+        if report.emulated:
+            e = emulated.get(r.model)
+            row[5:5] = [_pct(e.top1) if e else "-", _pct(e.top1_agreement) if e else "-", vs_host(e)]
+        out.append(row)
     return out
 
 
 def markdown_table(report) -> str:
-    lines = [_title(report.data), "", "| " + " | ".join(c.header for c in COLUMNS) + " |",
-             "|" + "---|" * len(COLUMNS)]
+    cols = columns(report)
+    lines = [_title(report), "", "| " + " | ".join(c.header for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
+    lines += [f"\n{n}" for n in _emulation_notes(report)]
     return "\n".join(lines) + "\n"
 
 
-def _title(d: dict) -> str:
+def _title(report) -> str:
+    d = report.data
     split = f" ({d['split']} split)" if d.get("split") else ""
     skipped = f", {d['skipped']} unreadable files skipped" if d.get("skipped") else ""
-    return f"{d['source']}{split}: {d['samples']} samples, preprocessing {d['preprocessing']}{skipped}"
+    emulated = f"; also on {report.emulated[0].cpu}, emulated (qemu)" if report.emulated else ""
+    return f"{d['source']}{split}: {d['samples']} samples, preprocessing {d['preprocessing']}{skipped}{emulated}"
+
+
+def _emulation_notes(report) -> list[str]:
+    """What the emulated columns mean, and each model skipped or failed under emulation."""
+    if not report.emulated:
+        return []
+    from pathlib import Path
+
+    from mobiledeploy.runtimes.emulate import EMULATED_LABEL, cpu
+
+    model = cpu(report.emulated[0].cpu)
+    notes = [f"Emulated: the aarch64 LiteRT and ONNX Runtime under qemu -cpu {model.qemu_cpu} ({model.name}), "
+             f"compared with the same runs on this host: 'agree w/ host' is the top-1 agreement; 'vs host' is "
+             f"'=' when the raw outputs are bit-identical, else the largest absolute output difference. "
+             f"Emulated run times (JSON) are {EMULATED_LABEL}."]
+    notes += [f"{Path(e.model).name} ({model.name}): {e.note}" for e in report.emulated if e.status != "ok"]
+    return notes
 
 
 def _pct(v) -> str:
@@ -113,15 +161,20 @@ def _pct(v) -> str:
 
 
 def _print(report, wide: bool) -> None:
+    from pathlib import Path
+
     from rich.text import Text
 
     from mobiledeploy.cli.table import render
 
     con = stdout_console()
-    render(con, COLUMNS, rows(report), title=_title(report.data), wide=wide)
+    render(con, columns(report), rows(report), title=_title(report), wide=wide)
     for r in report.results:
         if r.status != "ok":
             con.print(Text(f"{r.model}: {r.error}", style="red"))
+    failed = {Path(e.model).name for e in report.emulated if e.status == "error"}
+    for note in _emulation_notes(report):
+        con.print(Text(note, style="red" if note.split(" ", 1)[0] in failed else None))
         if r.per_layer is not None:
             _print_per_layer(con, r.per_layer, wide)
 

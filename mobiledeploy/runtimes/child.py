@@ -11,6 +11,10 @@ child. This module never imports TensorFlow (the runtimes are LiteRT and ONNX Ru
 Tasks are a registry (``TASKS``): ``bench`` (``measure``: load, warm up, time) and
 ``predict`` (float outputs over a batch). ``timed_loop`` is the one timing loop;
 ``benchmarks/harness_overhead.py`` compares it with a bare ``invoke()`` loop.
+
+``run_child(..., emulate="cortex-a76")`` runs the same child on the aarch64 Python of
+``make arm-env`` under qemu (``runtimes/emulate.py``), with the timeout scaled. The child's
+path imports only the standard library, numpy and the runtime, which is all the guest has.
 """
 
 from __future__ import annotations
@@ -108,15 +112,32 @@ def measure(settings: dict) -> dict:
     min_runs, min_time_s, max_runs = run_plan(settings.get("runs"), settings.get("min_time_s"))
     samples = timed_loop(session.invoke, min_runs=min_runs, min_time_s=min_time_s, max_runs=max_runs)
     rss1 = peak_rss_kb()
-    from mobiledeploy.models.inspect import precision
+    prec = settings.get("precision")
+    if not prec:  # the parent passes it under emulation: models.inspect needs onnx, which the guest lacks
+        from mobiledeploy.models.inspect import precision
 
-    return {"status": "ok", "runtime": session.runtime, "precision": precision(settings["model"]),
+        prec = precision(settings["model"])
+    return {"status": "ok", "runtime": session.runtime, "precision": prec, "hwcaps": auxv_hwcaps(),
             "init_ms": init_ns / 1e6, "first_ms": first_ns / 1e6, "samples_ms": [s / 1e6 for s in samples],
             "peak_rss_mb": (rss1 - rss0) / 1024.0, "process_peak_rss_mb": rss1 / 1024.0,
             "inputs": [s.to_json() | {"shape": list(runtimes.input_shape(session, s))} for s in session.inputs],
             "outputs": [s.to_json() for s in session.outputs],
             "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "tensorflow_imported": "tensorflow" in sys.modules}
+
+
+def auxv_hwcaps() -> list[int] | None:
+    """[AT_HWCAP, AT_HWCAP2] of this process on aarch64 Linux: the ISA features the runtimes'
+    CPU detection reads (under qemu, what the emulated CPU model offers); None elsewhere."""
+    import platform
+
+    if sys.platform != "linux" or platform.machine() != "aarch64":
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.getauxval.restype, libc.getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    return [int(libc.getauxval(16)), int(libc.getauxval(26))]  # AT_HWCAP, AT_HWCAP2
 
 
 def _fault_hook(model: str) -> None:
@@ -174,8 +195,13 @@ def main() -> int:
 # ---------------------------------------------------------------- the parent side
 
 
-def run_child(job: dict, *, timeout_s: float, arrays: dict | None = None, keep: tuple[str, ...] = ()) -> dict:
+def run_child(job: dict, *, timeout_s: float, arrays: dict | None = None, keep: tuple[str, ...] = (),
+              emulate: str | None = None) -> dict:
     """Run ``job`` (``{"task": ..., "model": ...}``) in a child; never raises for the child's failure.
+
+    ``emulate`` (a CPU model of ``runtimes.emulate``): the child runs on the aarch64 runtimes
+    under qemu, and ``timeout_s`` (the host's) is scaled by ``emulate.scale_timeout``; a
+    missing environment raises ``UsageError`` before anything starts.
 
     ``arrays`` ({name: ndarray}) are saved as ``DIR/name.npy`` for the child; the files named
     in ``keep`` (e.g. ``("out",)``) are loaded back into ``result["arrays"]``. Returns the
@@ -188,25 +214,32 @@ def run_child(job: dict, *, timeout_s: float, arrays: dict | None = None, keep: 
 
     if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):  # nan fails too
         raise UsageError(f"--timeout must be a finite number of seconds > 0, received {timeout_s!r}")
+    argv, env, what = [sys.executable, "-m", "mobiledeploy.runtimes.child"], None, ""
+    if emulate:
+        from mobiledeploy.runtimes import emulate as emu
+
+        argv, env = emu.command(emulate, ["-m", "mobiledeploy.runtimes.child"])
+        timeout_s, what = emu.scale_timeout(timeout_s), f" under emulation ({emulate})"
     with tempfile.TemporaryDirectory(prefix="mobiledeploy-child-") as tmp:
         for name, a in (arrays or {}).items():
             np.save(os.path.join(tmp, f"{name}.npy"), np.ascontiguousarray(a))
-        result = _spawn({**job, "dir": tmp}, timeout_s)
+        result = _spawn({**job, "dir": tmp}, timeout_s, argv=argv, env=env, what=what)
         if result.get("status") == "ok" and keep:
             result["arrays"] = {k: np.load(os.path.join(tmp, f"{k}.npy")) for k in keep}
     return result
 
 
-def _spawn(job: dict, timeout_s: float) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
-    proc = subprocess.Popen([sys.executable, "-m", "mobiledeploy.runtimes.child"], stdin=subprocess.PIPE,
+def _spawn(job: dict, timeout_s: float, *, argv: list[str] | None = None, env: dict | None = None,
+           what: str = "") -> dict:
+    env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
+    proc = subprocess.Popen(argv or [sys.executable, "-m", "mobiledeploy.runtimes.child"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         out, err = proc.communicate(json.dumps(job).encode(), timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        return {"status": "error", "error": f"timed out after {timeout_s:g} s (raise it with --timeout)"}
+        return {"status": "error", "error": f"timed out after {timeout_s:g} s{what} (raise it with --timeout)"}
     except BaseException:  # Ctrl-C: never leave the child behind
         proc.kill()
         proc.wait()
@@ -216,16 +249,22 @@ def _spawn(job: dict, timeout_s: float) -> dict:
             name = signal.Signals(-proc.returncode).name
         except ValueError:
             name = str(-proc.returncode)
-        return {"status": "error", "error": f"crashed with signal {name}"}
+        return {"status": "error", "error": f"crashed with signal {name}{what}"}
+    if what and "uncaught target signal" in err.decode(errors="replace"):  # qemu reports the guest's crash
+        return {"status": "error", "error": f"crashed{what}: {_tail(err)}"}
     try:
         return json.loads(out.decode() or "null") or _no_result(proc.returncode, err)
     except ValueError:
         return _no_result(proc.returncode, err)
 
 
-def _no_result(code: int, err: bytes) -> dict:
+def _tail(err: bytes) -> str:
     lines = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
-    tail = f": {lines[-1][:300]}" if lines else ""
+    return lines[-1][:300] if lines else ""
+
+
+def _no_result(code: int, err: bytes) -> dict:
+    tail = f": {_tail(err)}" if _tail(err) else ""
     return {"status": "error", "error": f"child exited with status {code} without a result{tail}"}
 
 

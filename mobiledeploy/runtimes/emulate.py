@@ -100,6 +100,23 @@ def cpu(name: str) -> EmulatedCpu:
         raise UsageError(f"unknown emulated CPU {name!r}; choose from {', '.join(EMULATED_CPUS)}") from None
 
 
+def for_target(value: str, target) -> str:
+    """The CPU model ``--emulate VALUE`` names: VALUE, or for ``target`` the profile's ``emulate``."""
+    if value != "target":
+        return cpu(value).name
+    if not getattr(target, "emulate", None):
+        raise UsageError(f"target {target.name!r} has no emulate field: give a CPU model "
+                         f"(--emulate {'|'.join(EMULATED_CPUS)}) or a profile that has one (--target)")
+    return cpu(target.emulate).name
+
+
+def describe_features(key: dict[str, bool]) -> str:
+    """'fp16, dotprod (no i8mm, sve, sme)': the key ISA features beyond NEON, present and absent."""
+    have = [k for k, v in key.items() if v and k != "asimd"]
+    lack = [k for k, v in key.items() if not v]
+    return (", ".join(have) or "NEON only") + (f" (no {', '.join(lack)})" if lack else "")
+
+
 def decode_hwcaps(hwcap: int, hwcap2: int) -> list[str]:
     """Feature names set in ``AT_HWCAP`` and ``AT_HWCAP2``, in the kernel's order."""
     return ([n for i, n in enumerate(HWCAP_NAMES) if hwcap >> i & 1]

@@ -18,6 +18,9 @@ Schema (``mobiledeploy/targets/<name>.toml``)::
                      # int8_ops_per_cycle, mem_bandwidth_gbs, assumptions = [...]
     [device.sources] # figure -> where it comes from
     [cost_model]     # owned by `estimate`; passed through untouched
+    emulate = "cortex-a76"   # optional: the qemu CPU model of `--emulate target`
+                             # (a name of runtimes.emulate.EMULATED_CPUS)
+    emulate_note = "..."     # optional: how that model differs from the device's core
 
 Unknown top-level keys or tables are an error, so a typo never silently does nothing.
 """
@@ -37,7 +40,7 @@ from mobiledeploy.runtimes import ORT_OPT_LEVELS
 DEFAULT_TARGET = "host"
 AFFINITY_POLICIES = ("none", "first")
 
-_TOP_KEYS = {"name", "description", "run", "device", "cost_model"}
+_TOP_KEYS = {"name", "description", "run", "device", "cost_model", "emulate", "emulate_note"}
 _RUN_KEYS = {"threads", "affinity", "xnnpack", "ort_opt_level"}
 _DEVICE_NUMBERS = ("cores", "clock_ghz", "fp32_flops_per_cycle", "int8_ops_per_cycle", "mem_bandwidth_gbs",
                    "l2_kb", "l3_kb")
@@ -54,6 +57,8 @@ class Target:
     device: dict = field(default_factory=dict)
     cost_model: dict = field(default_factory=dict)
     path: Path | None = None
+    emulate: str | None = None  # the emulated CPU model closest to the device's core (--emulate target)
+    emulate_note: str = ""  # what differs between that model and the device's core
 
     @property
     def label(self) -> str:
@@ -65,6 +70,7 @@ class Target:
                 "affinity": list(self.affinity) if isinstance(self.affinity, tuple) else self.affinity,
                 "xnnpack": self.xnnpack, "ort_opt_level": self.ort_opt_level,
                 "device": self.device, "cost_model": self.cost_model,
+                "emulate": self.emulate, "emulate_note": self.emulate_note or None,
                 "path": str(self.path) if self.path else None}
 
 
@@ -134,9 +140,17 @@ def _parse(path: Path, *, flag: str) -> Target:
         v = device.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
             raise UsageError(f"{where}: [device].{key} must be a positive number, got {v!r}")
+    emulate = data.get("emulate")
+    if emulate is not None:
+        from mobiledeploy.runtimes.emulate import EMULATED_CPUS
+
+        if emulate not in EMULATED_CPUS:
+            raise UsageError(f"{where}: emulate {emulate!r} is not an emulated CPU model; "
+                             f"choose from {', '.join(EMULATED_CPUS)}")
     return Target(name=name, description=str(data.get("description", "")), threads=threads,
                   affinity=affinity, xnnpack=xnnpack, ort_opt_level=level, device=device,
-                  cost_model=cost_model, path=path)
+                  cost_model=cost_model, path=path, emulate=emulate,
+                  emulate_note=str(data.get("emulate_note", "")))
 
 
 def _table(data: dict, key: str, where: str) -> dict:
