@@ -15,7 +15,7 @@ Parts:
    do (symmetric max-abs per output channel of the batch-norm-folded kernel, [-127, 127];
    [-64, 64] for ORT's reduce_range) -- with and without bias correction.
 2. ``per_layer``: the same, one layer at a time (logit SQNR when only that layer's weights
-   are quantized), before and after bias correction, plus the layer's batch-norm
+   are quantized), before and after that layer's bias correction, plus the layer's batch-norm
    |moving_mean| / sqrt(moving_variance + eps) (how much a shift of the conv output's mean
    is amplified, in units of the channel's standard deviation).
 3. ``runtimes``: real int8 artifacts from the project's converters (``mobiledeploy.convert``):
@@ -52,6 +52,16 @@ def weight_quantized(model, *, qmax: int, only: str | None = None):
         w = q.get_layer(layer.name).get_weights()
         w[0] = w[0] + E._kernel_delta(layer, bn, per_channel=True, qmax=qmax)
         layer.set_weights(w)
+    return q
+
+
+def one_layer_corrected(model, corrected, name: str):
+    """``model`` with only layer ``name``'s bias correction (its batch-norm or bias) taken from ``corrected``."""
+    q = E.clone(model)
+    for layer, bn in E._conv_targets(q):
+        if layer.name == name:
+            target = bn if bn is not None else layer
+            target.set_weights(corrected.get_layer(target.name).get_weights())
     return q
 
 
@@ -121,8 +131,9 @@ def main() -> int:
         for layer, _ in E._conv_targets(model):
             before = C.scores(ref, weight_quantized(model, qmax=127, only=layer.name).predict(x, batch_size=16,
                                                                                                verbose=0), y)
-            after = C.scores(ref, weight_quantized(bc, qmax=127, only=layer.name).predict(x, batch_size=16,
-                                                                                         verbose=0), y)
+            fixed = one_layer_corrected(model, bc, layer.name)
+            after = C.scores(ref, weight_quantized(fixed, qmax=127, only=layer.name).predict(x, batch_size=16,
+                                                                                            verbose=0), y)
             rows.append({"layer": layer.name, "mean_over_std_max": ratio.get(layer.name),
                          "sqnr_db_plain": round(before["sqnr_db"], 1), "agree_plain": before["agree_n"],
                          "sqnr_db_bias_corrected": round(after["sqnr_db"], 1), "agree_bias_corrected": after["agree_n"]})

@@ -12,21 +12,24 @@ the converters (TFLite, tf2onnx + ONNX Runtime) then fold batch-norm and quantiz
   batch-norm-folded kernel. In float the model then differs from the original by exactly
   those shifts (small by construction); the int8 artifact gets closer to the original.
 
-  Why MobileNet V1 needs it: the ImageNet checkpoint has "dead" channels (all-zero
-  weights in ``conv1``, batch-norm variances ~5e-11). The next depthwise layer sees a
-  constant input on those channels and its batch-norm divides by sqrt(eps) ~ 0.03, so
-  rounding its 9 weights shifts the output by up to ~30x the rounding error. That one
-  effect is the largest int8 error in the network (``conv_dw_1``).
+  Why MobileNet V1 needs it: a depthwise channel has only 9 weights, so their rounding
+  errors do not average out; on real images the input has a large local mean, so the
+  channel's output mean moves by ``E[x] * sum(W_q - W)``, and the batch-norm after it
+  divides by a standard deviation that is small against that mean (|moving_mean| /
+  sqrt(moving_variance + eps) up to the hundreds in the ImageNet checkpoint), which
+  amplifies the shift. Per-channel scales cannot help: the error is a bias, not a range
+  problem. ``conv_dw_1`` alone costs 16 dB of logit SQNR; see benchmarks/int8_real.py.
 
 - ``equalize_model(model)``: cross-layer equalization (Nagel et al., 2019, sec. 4.1) of
-  depthwise -> pointwise pairs: output channel i of the depthwise (and its batch-norm) is
-  scaled by 1/s_i and input channel i of the pointwise kernel by s_i, with
-  ``s_i = sqrt(r1_i / r2_i)`` so both channels get the same range. ReLU is positively
-  homogeneous, so the float function is unchanged; ReLU6 clips at 6 and is not, so a pair
-  whose activation is ReLU6 is only equalized where the clip is provably inactive... which
-  it is not in general: ``relu6="skip"`` (default) leaves such pairs alone,
-  ``relu6="relu"`` replaces the clip with a plain ReLU first (what the paper does for
-  MobileNet V2; the float function changes where pre-activations exceed 6).
+  depthwise -> batch-norm -> ReLU -> 1x1 conv chains: output channel i of the depthwise
+  (through its batch-norm's gamma and beta) is scaled by 1/s_i and input channel i of the
+  1x1 kernel by s_i, ``s_i = sqrt(r1_i / r2_i)``, so both get the range sqrt(r1_i r2_i).
+  ReLU is positively homogeneous, so the float function is unchanged. ReLU6 is not (its
+  clip at 6 would have to move to 6/s_i): ``relu6="skip"`` (default) leaves such chains
+  alone; ``relu6="relu"`` drops the cap first, as the paper does for MobileNet V2. It helps
+  per-tensor weights most; with per-channel weights only the 1x1 layer can gain.
+  On MobileNet V1 every chain ends in ReLU6, so the default changes nothing, and dropping
+  the cap moves fp32 itself far off (benchmarks/int8_real_cle.py): use bias correction.
 
 TensorFlow/Keras are imported inside the functions only.
 """
@@ -138,12 +141,15 @@ def clone(model):
 
 
 def correct_bias(model, calib: np.ndarray, *, per_channel: bool = True, weights: str = "int8",
-                 batch: int = 8):
+                 activations: bool = False, batch: int = 8):
     """Empirical bias correction of every conv/dense layer for int8 weights (see module doc).
 
     ``calib`` are preprocessed input samples (the export's calibration set); ``weights``
     names the weight grid (``int8``: [-127, 127], TFLite and ONNX Runtime S8S8;
-    ``int8_reduce_range``: ONNX Runtime U8S8 with reduce_range). Returns a new model.
+    ``int8_reduce_range``: ONNX Runtime U8S8 with reduce_range). With ``activations``, the
+    mean error of rounding each layer's input to 8 bits (per tensor, min/max over
+    ``calib``, as the converters calibrate) is corrected too (one more pass). Returns a new
+    model.
     """
     import keras
 
@@ -158,12 +164,26 @@ def correct_bias(model, calib: np.ndarray, *, per_channel: bool = True, weights:
         return out
     deltas = [_kernel_delta(layer, bn, per_channel=per_channel, qmax=WEIGHT_QMAX[weights]) for layer, bn in targets]
     probe = keras.Model(out.inputs, [layer.input for layer, _ in targets])
+
+    def inputs():
+        for i in range(0, len(calib), batch):
+            xs = probe([calib[i:i + batch]], training=False)
+            yield [keras.ops.convert_to_numpy(x) for x in (xs if isinstance(xs, (list, tuple)) else [xs])]
+
+    ranges = None
+    if activations:
+        lo, hi = [np.inf] * len(targets), [-np.inf] * len(targets)
+        for xs in inputs():
+            lo = [min(a, float(x.min())) for a, x in zip(lo, xs)]
+            hi = [max(a, float(x.max())) for a, x in zip(hi, xs)]
+        ranges = list(zip(lo, hi))
     sums = [0.0] * len(targets)
-    for i in range(0, len(calib), batch):
-        xs = probe(calib[i:i + batch], training=False)
-        xs = xs if isinstance(xs, (list, tuple)) else [xs]
+    for xs in inputs():
         for j, ((layer, _), d, x) in enumerate(zip(targets, deltas, xs)):
             y = keras.ops.convert_to_numpy(_apply(layer, d, x)).astype(np.float64)
+            if ranges is not None:
+                kq = np.asarray(layer.kernel) + d
+                y = y + keras.ops.convert_to_numpy(_apply(layer, kq, _fake_quant(x, *ranges[j]) - x))
             sums[j] = sums[j] + y.reshape(-1, y.shape[-1]).sum(axis=0)
     per_sample = _positions(out, targets, calib[:1])
     for (layer, bn), total, positions in zip(targets, sums, per_sample):
@@ -181,11 +201,21 @@ def correct_bias(model, calib: np.ndarray, *, per_channel: bool = True, weights:
     return out
 
 
+def _fake_quant(x: np.ndarray, lo: float, hi: float, levels: int = 256) -> np.ndarray:
+    """Asymmetric 8-bit rounding of ``x`` on the grid of [min(lo, 0), max(hi, 0)], zero exact."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi - lo <= 0:
+        return x
+    scale = (hi - lo) / (levels - 1)
+    zero = np.round(-lo / scale)
+    return ((np.clip(np.round(x / scale) + zero, 0, levels - 1) - zero) * scale).astype(x.dtype)
+
+
 def _positions(model, targets, x1) -> list[int]:
     """Output positions per sample (H*W, or 1 for a dense layer) of each target layer."""
     import keras
 
-    outs = keras.Model(model.inputs, [layer.output for layer, _ in targets])(x1, training=False)
+    outs = keras.Model(model.inputs, [layer.output for layer, _ in targets])([x1], training=False)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     return [int(np.prod(o.shape[1:-1])) if len(o.shape) > 2 else 1 for o in outs]
 
