@@ -135,3 +135,12 @@ def test_equalize_model_leaves_relu6_pairs_alone_unless_asked():
     assert uncapped.get_layer("dw0_act").max_value is None and model.get_layer("dw0_act").max_value == 6.0
     with pytest.raises(UsageError, match="relu6"):
         E.equalize_model(model, relu6="clip")
+
+
+def test_fake_quant_is_the_converters_activation_grid():
+    x = np.linspace(-0.3, 6.0, 1001).astype(np.float32)
+    q = E._fake_quant(x, float(x.min()), float(x.max()))
+    step = (6.0 + 0.3) / 255
+    assert np.abs(q - x).max() <= step / 2 + 1e-6
+    assert len(np.unique(q)) <= 256
+    assert E._fake_quant(np.zeros(3, np.float32), -0.3, 6.0).tolist() == [0.0, 0.0, 0.0]  # zero is exact
