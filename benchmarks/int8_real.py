@@ -14,7 +14,7 @@ Parts:
 1. ``weights_only``: fp32 activations, weights fake-quantized the way TFLite / ONNX Runtime
    do (symmetric max-abs per output channel of the batch-norm-folded kernel, [-127, 127];
    [-64, 64] for ORT's reduce_range) -- with and without bias correction.
-2. ``per_layer``: the same, one layer at a time (logit SQNR when only that layer's weights
+2. ``per_layer`` (last; the file is rewritten after every layer): the same, one layer at a time (logit SQNR when only that layer's weights
    are quantized), before and after that layer's bias correction, plus the layer's batch-norm
    |moving_mean| / sqrt(moving_variance + eps) (how much a shift of the conv output's mean
    is amplified, in units of the channel's standard deviation).
@@ -96,6 +96,11 @@ def runtimes(model, bc_tflite, bc_ort, cal, x, y, ref) -> dict:
     return out
 
 
+def save(result: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the per-layer study")
@@ -125,9 +130,12 @@ def main() -> int:
             ref, weight_quantized(corrected, qmax=qmax).predict(x, batch_size=16, verbose=0), y)
         print(f"  weights only {grid}: {wo[f'{grid}_plain']} -> {wo[f'{grid}_bias_corrected']}", flush=True)
     result["weights_only"] = wo
-    if not args.quick:
+    save(result)
+    result["runtimes"] = runtimes(model, bc, bc_rr, cal, x, y, ref)
+    save(result)
+    if not args.quick:  # slow (two predictions per layer): written after every layer
         ratio = mean_over_std(model)
-        rows = []
+        result["per_layer_weights_only"] = rows = []
         for layer, _ in E._conv_targets(model):
             before = C.scores(ref, weight_quantized(model, qmax=127, only=layer.name).predict(x, batch_size=16,
                                                                                                verbose=0), y)
@@ -138,10 +146,7 @@ def main() -> int:
                          "sqnr_db_plain": round(before["sqnr_db"], 1), "agree_plain": before["agree_n"],
                          "sqnr_db_bias_corrected": round(after["sqnr_db"], 1), "agree_bias_corrected": after["agree_n"]})
             print(f"  {rows[-1]}", flush=True)
-        result["per_layer_weights_only"] = rows
-    result["runtimes"] = runtimes(model, bc, bc_rr, cal, x, y, ref)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+            save(result)
     print(f"wrote {RESULTS}")
     return 0
 
