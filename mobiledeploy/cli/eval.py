@@ -175,6 +175,7 @@ def _print(report, wide: bool) -> None:
     failed = {Path(e.model).name for e in report.emulated if e.status == "error"}
     for note in _emulation_notes(report):
         con.print(Text(note, style="red" if note.split(" ", 1)[0] in failed else None))
+    for r in report.results:
         if r.per_layer is not None:
             _print_per_layer(con, r.per_layer, wide)
 
