@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import int8_real_common as C  # noqa: E402
 
-from mobiledeploy import equalize as E  # noqa: E402
+from mobiledeploy.export import equalize as E  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "int8_real.json"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobiledeploy import equalize as E
+from mobiledeploy.export import equalize as E
 from mobiledeploy.errors import UsageError
 
 
