@@ -28,6 +28,16 @@ def errors(stderr: str) -> list[str]:
     return [ln for ln in stderr.strip().splitlines() if not ln.startswith(("bench ", "eval ", "per-layer "))]
 
 
+def one_line_error(result, code: int, *needles: str) -> None:
+    """The command failed with ``code`` and one last ``error:`` line naming every needle, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    for n in needles:
+        assert n in last, (n, last)
+
+
 @pytest.fixture(scope="session")
 def tiny_keras():
     """MobileNet V1, alpha 0.25, 32x32x3, 10 classes, fixed seed."""

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from mobiledeploy.cli import cli
 from mobiledeploy.sweep import pareto
+from tests.conftest import one_line_error
 
 TINY = ["--alpha", "0.25", "--res", "32,48", "--formats", "tflite", "--quant", "fp32,int8", "--samples", "10",
         "--target", "pixel4,pixel4-big", "--jobs", "2"]
@@ -23,13 +24,6 @@ def _sweep(*args):
     return CliRunner().invoke(cli, ["sweep", *map(str, args)])
 
 
-def _one_line_error(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ")
-    for n in needles:
-        assert n in last, (n, last)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +128,7 @@ def test_a_failing_config_is_an_error_row_not_the_end(tiny_sweep, tmp_path):
     for p in (out / "rows").glob("mobilenet_v1_0.25_48-*.json"):
         p.unlink()
     r = _sweep(*TINY, "--data", "digits", "--classes", "10", "--eval-limit", "100", "--out", out)
-    _one_line_error(r, 1, "1 of 2 configs failed")
+    one_line_error(r, 1, "1 of 2 configs failed")
     s = _summary(out)
     bad = [x for x in s["rows"] if x["status"] != "ok"]
     assert [x["file"] for x in bad] == ["mobilenet_v1_0.25_48_int8.tflite"]
@@ -159,15 +153,15 @@ def test_a_failing_config_is_an_error_row_not_the_end(tiny_sweep, tmp_path):
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, needle, tmp_path):
     out = tmp_path / "out"
-    _one_line_error(_sweep(*args, "--out", out), 2, needle)
+    one_line_error(_sweep(*args, "--out", out), 2, needle)
     assert not out.exists()
 
 
 def test_unwritable_out_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    _one_line_error(_sweep("--out", blocker / "sub"), 2, "--out")
-    _one_line_error(_sweep("--out", blocker), 2, "--out")
+    one_line_error(_sweep("--out", blocker / "sub"), 2, "--out")
+    one_line_error(_sweep("--out", blocker), 2, "--out")
 
 
 def test_bad_input_never_imports_tensorflow():

@@ -12,19 +12,13 @@ from click.testing import CliRunner
 from mobiledeploy.cli import cli
 from mobiledeploy.errors import UsageError
 from mobiledeploy.models.weights import keras_file_name, parse_keras_name, resolve_weights
+from tests.conftest import one_line_error
 
 
 def _run(*args, env=None):
     return CliRunner(env=env).invoke(cli, ["export", *map(str, args)])
 
 
-def _one_line_error(r, code, *needles):
-    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr + r.stdout
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ")
-    for n in needles:
-        assert n in last, (n, last)
 
 
 @pytest.mark.parametrize("arch, alpha, res, name", [
@@ -61,7 +55,7 @@ def test_missing_imagenet_weights_is_one_line_before_tensorflow(tmp_path):
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_128.h5" in msg
     assert str(tmp_path / "models") in msg and tf_loaded == "False"
     r = _run("--weights", "imagenet", "--out", tmp_path / "o", env={"KERAS_HOME": str(tmp_path)})
-    _one_line_error(r, 2, "mobilenet_1_0_224_tf.h5", "make assets")
+    one_line_error(r, 2, "mobilenet_1_0_224_tf.h5", "make assets")
     assert not (tmp_path / "o").exists()
 
 
@@ -122,18 +116,18 @@ def test_cached_imagenet_weights_are_used_and_recorded(keras_home, tmp_path):
 def test_weights_for_another_alpha_or_resolution_or_truncated(keras_home, tmp_path):
     f = keras_home / "models" / "mobilenet_2_5_128_tf.h5"
     r = _run("--weights", f, "--alpha", 0.5, "--res", 128, "--out", tmp_path / "o")
-    _one_line_error(r, 2, "is for mobilenet_v1 alpha=0.25 res=128", "mobilenet_5_0_128_tf.h5")
+    one_line_error(r, 2, "is for mobilenet_v1 alpha=0.25 res=128", "mobilenet_5_0_128_tf.h5")
     r = _run("--weights", f, "--alpha", 0.25, "--res", 160, "--out", tmp_path / "o")
-    _one_line_error(r, 2, "res=128", "mobilenet_2_5_160_tf.h5")
+    one_line_error(r, 2, "res=128", "mobilenet_2_5_160_tf.h5")
     cut = tmp_path / "mobilenet_2_5_128_tf.h5"
     cut.write_bytes(f.read_bytes()[:5000])
     r = _run("--weights", cut, "--alpha", 0.25, "--res", 128, "--out", tmp_path / "o")
-    _one_line_error(r, 2, "not a readable HDF5 file", "truncated")
+    one_line_error(r, 2, "not a readable HDF5 file", "truncated")
     assert not (tmp_path / "o").exists()
 
 
 def test_trained_imagenet_model_never_calibrates_on_digits(keras_home, tmp_path):
     env = {"KERAS_HOME": str(keras_home), "MOBILEDEPLOY_ASSETS": str(tmp_path / "no-assets")}
     r = _run("--weights", "imagenet", "--alpha", 0.25, "--res", 128, "--out", tmp_path / "o", env=env)
-    _one_line_error(r, 2, "needs real calibration images", "--calib", "make assets")
+    one_line_error(r, 2, "needs real calibration images", "--calib", "make assets")
     assert not (tmp_path / "o").exists()
