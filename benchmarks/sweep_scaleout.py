@@ -90,7 +90,8 @@ def main() -> int:
         result = {"what": "wall time of `mobiledeploy sweep` (default: 16 MobileNet V1 configs, fp32+int8, "
                           "TFLite+ONNX) by executor; host timings on this machine",
                   "grid": grid, "machine": machine_conditions(), "runs": list(runs.values())}
-        if "serial" in runs and runs["serial"]["exit_code"] == 0 and "resume" in runs:
+        if ("serial" in runs and runs["serial"]["exit_code"] == 0 and "resume" in runs
+                and (OUT / "serial" / "results.json").exists()):
             local = runs.get("local", {})
             result["n_node_model"] = n_node_model(runs["serial"], runs["resume"]["wall_s"],
                                                   local.get("workers") or 2)
