@@ -18,7 +18,7 @@ Parts:
    are quantized), before and after that layer's bias correction, plus the layer's batch-norm
    |moving_mean| / sqrt(moving_variance + eps) (how much a shift of the conv output's mean
    is amplified, in units of the channel's standard deviation).
-3. ``runtimes``: real int8 artifacts from the project's converters (``mobiledeploy.convert``):
+3. ``runtimes``: real int8 artifacts from the project's converters (``mobiledeploy.export.formats``):
    TFLite full int8 and ONNX Runtime QDQ int8 (U8S8 + reduce_range, the choice on x86-64
    without VNNI), each from the original and from the bias-corrected Keras model.
 """
@@ -77,9 +77,9 @@ def mean_over_std(model) -> dict[str, float]:
 
 
 def runtimes(model, bc_tflite, bc_ort, cal, x, y, ref) -> dict:
-    from mobiledeploy.convert import onnx as O
-    from mobiledeploy.convert import tflite as T
-    from mobiledeploy.quant import OnnxQuantTypes, QuantRecipe
+    from mobiledeploy.export.formats import onnx as O
+    from mobiledeploy.export.formats import tflite as T
+    from mobiledeploy.export.recipes import OnnxQuantTypes, QuantRecipe
 
     u8s8 = OnnxQuantTypes("u8s8", True, "x86-64 host without VNNI")
     out = {}

@@ -427,3 +427,57 @@ def test_per_tensor_recipe_is_converted_recorded_and_read_back(tiny_file, tmp_pa
     weight_scales = [inits[n.input[1]] for n in g.node if n.op_type == "DequantizeLinear"
                      and n.input[0] in inits and inits[n.input[0]].ndim == 4]
     assert weight_scales and all(s.size == 1 for s in weight_scales)
+
+
+def _tflite_biases(path) -> list[np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    out = []
+    for d in it.get_tensor_details():
+        if d["dtype"] == np.int32 and len(d["shape"]) == 1 and d["shape"][0] > 1:
+            try:
+                out.append(np.array(it.get_tensor(d["index"])))
+            except ValueError:  # not a constant
+                pass
+    return out
+
+
+def test_bias_correction_is_on_for_loaded_models_recorded_and_reaches_both_converters(tiny_file, tmp_path):
+    """A loaded (trained) model gets bias-corrected int8 weights by default; --no-bias-correction turns it off;
+    the manifest says which and why; the float artifacts are the original model either way."""
+    from mobiledeploy.export.recipes import QuantRecipe
+
+    runs = {}
+    for tag, flag in (("default", None), ("off", False)):
+        res = export_model(ExportConfig(model_path=str(tiny_file), formats=("tflite", "onnx"),
+                                        precisions=("fp32", "int8"), bias_correction=flag, calib="random",
+                                        calib_samples=16, validate_samples=4, out=str(tmp_path / tag)))
+        runs[tag] = (res, json.loads(res.manifest_path.read_text())["quantization"]["bias_correction"])
+    (on, q_on), (off, q_off) = runs["default"], runs["off"]
+    assert q_on["enabled"] is True and "default" in q_on["reason"]
+    assert q_off["enabled"] is False and "--no-bias-correction" in q_off["reason"]
+    assert QuantRecipe.from_manifest({"bias_correction": q_on}, np.zeros((1, 4))).bias_correction is True
+    assert QuantRecipe.from_manifest({}, np.zeros((1, 4))).bias_correction is False  # older manifests: off
+    sha = {tag: {(a.format, a.precision): a.sha256 for a in r.artifacts} for tag, (r, _) in runs.items()}
+    assert sha["default"][("tflite", "fp32")] == sha["off"][("tflite", "fp32")]
+    assert sha["default"][("onnx", "int8")] != sha["off"][("onnx", "int8")]
+    b_on = _tflite_biases(on.out_dir / next(a.file for a in on.artifacts if a.format == "tflite" and a.precision == "int8"))
+    b_off = _tflite_biases(off.out_dir / next(a.file for a in off.artifacts
+                                              if a.format == "tflite" and a.precision == "int8"))
+    assert len(b_on) == len(b_off) > 0 and any(not np.array_equal(a, b) for a, b in zip(b_on, b_off))
+
+
+def test_bias_correction_defaults_off_for_random_weights_and_is_computed_once(tiny_keras, tmp_path):
+    from mobiledeploy.export.recipes import QuantRecipe
+
+    res = export_model(ExportConfig(alpha=0.25, resolution=32, classes=10, formats=("tflite",), precisions=("int8",),
+                                    calib="random", calib_samples=8, validate_samples=4, out=str(tmp_path / "r")))
+    q = json.loads(res.manifest_path.read_text())["quantization"]["bias_correction"]
+    assert q["enabled"] is False and "random" in q["reason"]
+    calib = np.random.default_rng(0).uniform(-1, 1, (4, *tiny_keras.input_shape[1:])).astype(np.float32)
+    assert QuantRecipe(calib=calib).quant_source(tiny_keras) is tiny_keras  # off: the model itself
+    recipe = QuantRecipe(calib=calib, bias_correction=True)
+    corrected = recipe.quant_source(tiny_keras)
+    assert corrected is not tiny_keras and recipe.quant_source(tiny_keras) is corrected  # once per model and grid
+    assert recipe.quant_source(tiny_keras, "int8_reduce_range") is not corrected

@@ -40,6 +40,9 @@ from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
               help="int8 weights with one scale per tensor instead of per output channel (for comparison).")
 @click.option("--onnx-calibration", type=click.Choice(ONNX_CALIBRATION), default="minmax", show_default=True,
               help="ONNX Runtime's activation calibration method for int8.")
+@click.option("--bias-correction/--no-bias-correction", default=None,
+              help="Correct the mean shift int8 weight rounding causes, per channel, on the calibration data "
+                   "(default: on for trained weights, off for random init).")
 @click.option("--calib", default=None, metavar="SOURCE",
               help="Calibration data: digits, random, an image folder or a .npz with an 'x' array. Default: digits; "
                    "for trained ImageNet weights the photos of `make assets` (never digits).")
@@ -60,7 +63,7 @@ from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
 @json_option
 @wide_option
 def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, classes, dropout, weights, seed,
-           quant, formats, int8_io, onnx_quant_types, per_tensor, onnx_calibration, calib, calib_samples,
+           quant, formats, int8_io, onnx_quant_types, per_tensor, onnx_calibration, bias_correction, calib, calib_samples,
            preprocessing, validate_samples, atol, rtol, strict, out, json_path, wide):
     """Build (or load) a MobileNet and export TFLite/ONNX artifacts, each validated against Keras."""
     from mobiledeploy.export.pipeline import ExportConfig, export_model
@@ -71,7 +74,7 @@ def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, c
         formats=csv_choice(formats, tuple(FORMATS), "--formats"),
         precisions=csv_choice(quant, PRECISIONS, "--quant"),
         int8_io=int8_io, onnx_quant_types=onnx_quant_types, per_channel=not per_tensor,
-        onnx_calibration=onnx_calibration, calib=calib, calib_samples=calib_samples,
+        onnx_calibration=onnx_calibration, bias_correction=bias_correction, calib=calib, calib_samples=calib_samples,
         preprocessing=preprocessing, validate_samples=validate_samples, atol=atol, rtol=rtol, strict=strict,
         out=out)
     config.check()  # usage errors before the progress display starts

@@ -63,6 +63,7 @@ class ExportConfig:
     onnx_quant_types: str | None = None  # None: chosen for this host
     per_channel: bool = True  # int8 weights per output channel (False: per tensor)
     onnx_calibration: str = "minmax"  # ONNX Runtime calibration method (recipes.ONNX_CALIBRATION)
+    bias_correction: bool | None = None  # int8 weight bias correction; None: on for trained weights
     # data
     calib: str | None = None  # None: chosen by calibration.choose_source (never digits for ImageNet weights)
     calib_samples: int = 200
@@ -219,9 +220,11 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
              "top-1 agreement and SQNR say little; export trained weights (--weights/--model) for "
              "meaningful figures")
     needs_int8 = "int8" in config.precisions and "onnx" in config.formats
+    trained = bool(config.weights or config.model_path)
     recipe = QuantRecipe(calib=cal.calib, int8_io=config.int8_io, per_channel=config.per_channel,
                          onnx=choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
-                         onnx_calibration=config.onnx_calibration)
+                         onnx_calibration=config.onnx_calibration,
+                         bias_correction=trained if config.bias_correction is None else config.bias_correction)
     stem = _stem(info, config)
     artifacts, skipped = [], []
     for fmt_name in config.formats:
@@ -238,6 +241,9 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                 artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn))
     source_model = _source_model(model, artifacts, staging, config, warn)
     quant = recipe.to_json()
+    quant["bias_correction"]["reason"] = (
+        "set by --bias-correction/--no-bias-correction" if config.bias_correction is not None else
+        "default for trained weights" if trained else "default off for random weights (nothing to preserve)")
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
                         calibration={**cal.to_json(), "seed": config.seed}, quantization=quant, versions=versions(),

@@ -37,6 +37,11 @@ class OnnxQuantTypes:
     def activation(self) -> str:
         return "int8" if self.name == "s8s8" else "uint8"
 
+    @property
+    def weight_grid(self) -> str:
+        """The int8 weight grid ONNX Runtime rounds to (``equalize.WEIGHT_QMAX``)."""
+        return "int8_reduce_range" if self.reduce_range else "int8"
+
     def to_json(self) -> dict:
         return {"types": self.name, "activation": self.activation, "weight": "int8",
                 "reduce_range": self.reduce_range, "format": "QDQ", "reason": self.reason}
@@ -49,6 +54,21 @@ class QuantRecipe:
     onnx: OnnxQuantTypes | None = None
     per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
     onnx_calibration: str = "minmax"  # ONNX Runtime's activation calibration method
+    bias_correction: bool = False  # empirical bias correction of int8 weights (export.equalize.correct_bias)
+    _sources: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def quant_source(self, model, weights: str = "int8"):
+        """The Keras model full-int8 weights are quantized from: ``model`` itself, or with bias
+        correction for the weight grid ``weights`` (computed once per model and grid)."""
+        if not self.bias_correction:
+            return model
+        key = (id(model), weights)
+        if key not in self._sources:
+            from mobiledeploy.export.equalize import correct_bias
+
+            self._sources[key] = (model, correct_bias(model, self.calib, per_channel=self.per_channel,
+                                                      weights=weights))
+        return self._sources[key][1]  # the model is kept beside it so that its id is not reused
 
     def representative(self):
         """TFLite representative_dataset: one sample (batch 1) per step."""
@@ -58,7 +78,9 @@ class QuantRecipe:
     def to_json(self) -> dict:
         """The manifest's ``quantization`` record."""
         out = {"tflite": {"int8_io": self.int8_io, "per_channel": self.per_channel,
-                          "calibration_samples": int(self.calib.shape[0])}}
+                          "calibration_samples": int(self.calib.shape[0])},
+               "bias_correction": {"enabled": self.bias_correction, "applies_to": "int8",
+                                   "method": "empirical, on the calibration samples (Nagel et al., 2019)"}}
         if self.onnx is not None:
             out["onnx"] = {**self.onnx.to_json(), "per_channel": self.per_channel,
                            "calibrate_method": self.onnx_calibration}
@@ -74,7 +96,8 @@ class QuantRecipe:
         method = onx.get("calibrate_method", "minmax")
         return cls(calib=calib, int8_io=bool(tfl.get("int8_io")), onnx=onnx,
                    per_channel=bool(tfl.get("per_channel", True)),
-                   onnx_calibration=method if method in ONNX_CALIBRATION else "minmax")
+                   onnx_calibration=method if method in ONNX_CALIBRATION else "minmax",
+                   bias_correction=bool((q.get("bias_correction") or {}).get("enabled", False)))
 
 
 def calibration_reader(input_name: str, x: np.ndarray, *, batch: int = CALIB_BATCH):

@@ -2,7 +2,8 @@
 
 - fp32: tf2onnx from the frozen trace (opset 17), tensors named ``input``/``output``,
   NHWC input with a dynamic batch.
-- int8: the fp32 graph is pre-processed (``quant_pre_process``) and quantized with
+- int8: the fp32 graph (of the bias-corrected model when the recipe asks for it, converted
+  on the side; the fp32 artifact stays the original) is pre-processed (``quant_pre_process``) and quantized with
   ``quantize_static`` in QDQ format over the recipe's calibration samples; per-channel or
   per-tensor weights, activation/weight types and the calibration method from the recipe
   (see ``mobiledeploy.export.recipes``).
@@ -80,8 +81,13 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
         return _fp16(fp32, path)
     try:
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp, quiet_converter():
+            source = fp32
+            if precision == "int8":  # the recipe's source: bias-corrected for ORT's weight grid when it says so
+                corrected = recipe.quant_source(model, recipe.onnx.weight_grid)
+                if corrected is not model:
+                    source = _fp32(corrected, Path(tmp), stem)
             pre = Path(tmp) / "pre.onnx"
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             if precision == "dynamic":
                 quantize_dynamic(str(pre), str(path), per_channel=recipe.per_channel, weight_type=QuantType.QInt8)
             elif precision == "int8":

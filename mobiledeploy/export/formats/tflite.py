@@ -18,8 +18,11 @@ from mobiledeploy.export.formats._quiet import quiet_converter
 from mobiledeploy.errors import ConversionError
 
 def converter_for(model, precision: str, recipe):
+    """The converter for ``precision``; full int8 converts the recipe's source (bias-corrected when it says so)."""
     import tensorflow as tf
 
+    if precision == "int8":
+        model = recipe.quant_source(model, "int8")
     cf = frozen_function(model)
     shape = [1] + [int(d) for d in cf.inputs[0].shape[1:]]
     conv = tf.compat.v1.lite.TFLiteConverter(
