@@ -481,3 +481,67 @@ def test_bias_correction_defaults_off_for_random_weights_and_is_computed_once(ti
     corrected = recipe.quant_source(tiny_keras)
     assert corrected is not tiny_keras and recipe.quant_source(tiny_keras) is corrected  # once per model and grid
     assert recipe.quant_source(tiny_keras, "int8_reduce_range") is not corrected
+
+
+def test_float_layers_names_and_node_matching(tiny_keras):
+    from mobiledeploy.export import float_layers as fl
+
+    assert fl.parse_spec(None) is None and fl.parse_spec("auto") is None and fl.parse_spec("none") == ()
+    assert fl.parse_spec("conv1, conv_dw_1") == ("conv1", "conv_dw_1")
+    assert fl.stem(tiny_keras) == ("conv1", "conv_dw_1", "conv_pw_1")
+    assert fl.resolve(tiny_keras, ("conv_pw_1", "conv1")) == ("conv1", "conv_pw_1")  # model order
+    with pytest.raises(UsageError, match="no convolution or dense layer named 'conv_dw_99'"):
+        fl.resolve(tiny_keras, ("conv_dw_99",))
+    assert fl.with_fused(tiny_keras, ("conv_dw_1",)) == ("conv_dw_1", "conv_dw_1_bn", "conv_dw_1_relu")
+    names = ["m_1/conv_dw_1_1/depthwise", "m_1/conv_dw_11_1/depthwise", "m_1/conv_dw_1_bn_1/add;m_1/x/Relu6",
+             "m_1/conv_dw_10/depthwise", "conv_dw_1"]
+    assert fl.matching_nodes(names, ("conv_dw_1", "conv_dw_1_bn")) == [names[0], names[2], names[4]]
+
+
+def test_float_layers_stay_float_in_both_int8_artifacts_and_are_recorded(tiny_file, tmp_path):
+    """A loaded model keeps its stem in float by default (float weights for those layers in both files);
+    --float-layers none quantizes everything; the manifest says which and why."""
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    runs = {}
+    for tag, spec in (("auto", None), ("none", ())):
+        res = export_model(ExportConfig(model_path=str(tiny_file), formats=("tflite", "onnx"), precisions=("int8",),
+                                        float_layers=spec, calib="random", calib_samples=16, validate_samples=4,
+                                        out=str(tmp_path / tag)))
+        q = json.loads(res.manifest_path.read_text())["quantization"]["float_layers"]
+        paths = {a.format: res.out_dir / a.file for a in res.artifacts}
+        it = Interpreter(model_path=str(paths["tflite"]))
+        float_kernels = [d["name"] for d in it.get_tensor_details()
+                         if d["dtype"] == np.float32 and len(d["shape"]) == 4 and "conv" in d["name"]]
+        g = onnx.load(str(paths["onnx"])).graph
+        quantized_inputs = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+        float_convs = [n.name for n in g.node if n.op_type == "Conv" and n.input[0] not in quantized_inputs]
+        runs[tag] = (q, float_kernels, float_convs)
+    (q_auto, k_auto, c_auto), (q_none, k_none, c_none) = runs["auto"], runs["none"]
+    assert q_auto["layers"] == ["conv1", "conv_dw_1", "conv_pw_1"] and "stem" in q_auto["reason"]
+    assert q_none["layers"] == [] and "--float-layers" in q_none["reason"]
+    assert k_auto and not k_none  # float conv weights in the TFLite file only when asked
+    assert len(c_auto) == 3 and not c_none  # conv1, conv_dw_1, conv_pw_1 (tf2onnx names plain convs Conv__N)
+    for layer in ("conv1_1/", "conv_dw_1_1/", "conv_pw_1_1/"):  # weights and outputs of the stem: float
+        assert any(layer in n for n in k_auto), (layer, k_auto)
+    assert not any("conv_pw_2" in n or "conv_dw_2" in n for n in k_auto)  # the rest stays int8
+
+
+def test_onnx_dynamic_follows_the_reduce_range_choice(tiny_file, tmp_path):
+    """Dynamic-range ONNX uses reduce_range (7-bit weights) exactly when the ONNX types ask for it (U8S8 on
+    x86-64 without VNNI, where u8 x s8 products can saturate), and records the types."""
+    import onnx
+    from onnx import numpy_helper
+
+    peak = {}
+    for types in ("u8s8", "s8s8"):
+        res = export_model(ExportConfig(model_path=str(tiny_file), formats=("onnx",), precisions=("dynamic",),
+                                        onnx_quant_types=types, calib="random", calib_samples=8,
+                                        validate_samples=4, out=str(tmp_path / types)))
+        assert json.loads(res.manifest_path.read_text())["quantization"]["onnx"]["types"] == types
+        g = onnx.load(str(res.out_dir / res.artifacts[0].file)).graph
+        w = [numpy_helper.to_array(i) for i in g.initializer if i.data_type == onnx.TensorProto.INT8]
+        assert w
+        peak[types] = max(int(np.abs(a.astype(np.int32)).max()) for a in w)
+    assert peak["u8s8"] <= 64 < peak["s8s8"] <= 127

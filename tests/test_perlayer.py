@@ -123,3 +123,21 @@ def test_tflite_recipe_detection_per_channel_vs_per_tensor(tiny_keras, tiny_cali
         path.write_bytes(conv.convert())
     assert tflite_per_channel(tiny_tflite_int8) is True
     assert tflite_per_channel(path) is False
+
+
+def test_tflite_per_layer_follows_the_recipe_float_layers(tiny_keras, tmp_path):
+    """An export that kept its stem in float: --per-layer re-runs the recipe with the same layers in float, so
+    they are not reported as int8 layers, and the note says so."""
+    from mobiledeploy.export.pipeline import ExportConfig, export_model
+
+    src = tmp_path / "trained.keras"
+    tiny_keras.save(str(src))
+    res = export_model(ExportConfig(model_path=str(src), formats=("tflite",), precisions=("int8",), calib="random",
+                                    calib_samples=8, validate_samples=4, out=str(tmp_path / "e")))
+    ref = next(r for r in resolve_models([str(res.out_dir)]) if r.precision == "int8")
+    rep = per_layer_report(ref, dataset=load_dataset("random", resolution=32, limit=8))
+    assert "conv1, conv_dw_1, conv_pw_1 in float" in rep.note and "bias-corrected" in rep.note
+    names = [layer.name for layer in rep.layers]
+    assert names and not any(n.split("/")[0] in ("conv1_relu_1", "conv_dw_1_relu_1", "conv_pw_1_relu_1")
+                             for n in names), names
+    assert any(n.startswith("conv_pw_2") or "conv_dw_2" in n for n in names)

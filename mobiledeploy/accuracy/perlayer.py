@@ -138,7 +138,10 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     debug = lambda: ([x[i:i + 1]] for i in range(len(x)))  # noqa: E731
     try:
         with _quiet():
-            dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug)
+            options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=_float_nodes(model, recipe) or None)
+            dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug,
+                                                            debug_options=options)
             dbg.run()
     except Exception as e:  # the converter raises many types
         raise ConversionError(f"QuantizationDebugger failed on {Path(src).name}: "
@@ -159,8 +162,25 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     return PerLayerReport(model=ref.path, method="tf.lite.experimental.QuantizationDebugger", metric="rmse/scale",
                           threshold=TFLITE_FLAG, samples=len(x), layers=tuple(layers),
                           note=f"recipe re-run on {Path(src).name} ({'per-channel' if per_channel else 'per-tensor'} "
-                               f"int8 weights, as in the artifact); {cal_note}; "
+                               f"int8 weights, as in the artifact"
+                               f"{'; bias-corrected, as in the manifest' if recipe.bias_correction else ''}"
+                               f"{'; ' + ', '.join(recipe.float_layers) + ' in float' if recipe.float_layers else ''}); "
+                               f"{cal_note}; "
                                "~0.29 is rounding noise alone")
+
+
+def _float_nodes(model, recipe) -> list[str]:
+    """The TFLite nodes of the layers the recipe keeps in float (named as in the float conversion)."""
+    if not recipe.float_layers:
+        return []
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobiledeploy.export import float_layers as fl
+    from mobiledeploy.export.formats.tflite import converter_for
+
+    names = [d["name"] for d in Interpreter(model_content=converter_for(model, "fp32", recipe).convert())
+             .get_tensor_details()]
+    return fl.matching_nodes(names, fl.with_fused(model, recipe.float_layers))
 
 
 def tflite_per_channel(path: Path) -> bool:

@@ -43,6 +43,9 @@ from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
 @click.option("--bias-correction/--no-bias-correction", default=None,
               help="Correct the mean shift int8 weight rounding causes, per channel, on the calibration data "
                    "(default: on for trained weights, off for random init).")
+@click.option("--float-layers", default="auto", show_default=True, metavar="auto|none|NAMES",
+              help="Keras convolution layers kept in float inside int8 artifacts: auto (the first 3 for trained "
+                   "weights, none for random init), none, or a comma list of layer names.")
 @click.option("--calib", default=None, metavar="SOURCE",
               help="Calibration data: digits, random, an image folder or a .npz with an 'x' array. Default: digits; "
                    "for trained ImageNet weights the photos of `make assets` (never digits).")
@@ -63,9 +66,10 @@ from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES
 @json_option
 @wide_option
 def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, classes, dropout, weights, seed,
-           quant, formats, int8_io, onnx_quant_types, per_tensor, onnx_calibration, bias_correction, calib, calib_samples,
+           quant, formats, int8_io, onnx_quant_types, per_tensor, onnx_calibration, bias_correction, float_layers, calib, calib_samples,
            preprocessing, validate_samples, atol, rtol, strict, out, json_path, wide):
     """Build (or load) a MobileNet and export TFLite/ONNX artifacts, each validated against Keras."""
+    from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
     from mobiledeploy.export.pipeline import ExportConfig, export_model
 
     config = ExportConfig(
@@ -74,7 +78,8 @@ def export(model_path, unsafe_load, arch, alpha, resolution, depth_multiplier, c
         formats=csv_choice(formats, tuple(FORMATS), "--formats"),
         precisions=csv_choice(quant, PRECISIONS, "--quant"),
         int8_io=int8_io, onnx_quant_types=onnx_quant_types, per_channel=not per_tensor,
-        onnx_calibration=onnx_calibration, bias_correction=bias_correction, calib=calib, calib_samples=calib_samples,
+        onnx_calibration=onnx_calibration, bias_correction=bias_correction,
+        float_layers=parse_float_layers(float_layers), calib=calib, calib_samples=calib_samples,
         preprocessing=preprocessing, validate_samples=validate_samples, atol=atol, rtol=rtol, strict=strict,
         out=out)
     config.check()  # usage errors before the progress display starts

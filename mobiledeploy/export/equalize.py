@@ -142,15 +142,15 @@ def clone(model):
 
 
 def correct_bias(model, calib: np.ndarray, *, per_channel: bool = True, weights: str = "int8",
-                 activations: bool = False, batch: int = 8):
+                 activations: bool = False, batch: int = 8, skip: tuple[str, ...] = ()):
     """Empirical bias correction of every conv/dense layer for int8 weights (see module doc).
 
     ``calib`` are preprocessed input samples (the export's calibration set); ``weights``
     names the weight grid (``int8``: [-127, 127], TFLite and ONNX Runtime S8S8;
     ``int8_reduce_range``: ONNX Runtime U8S8 with reduce_range). With ``activations``, the
     mean error of rounding each layer's input to 8 bits (per tensor, min/max over
-    ``calib``, as the converters calibrate) is corrected too (one more pass). Returns a new
-    model.
+    ``calib``, as the converters calibrate) is corrected too (one more pass). Layers named in
+    ``skip`` (kept in float by the converter) are not corrected. Returns a new model.
     """
     import keras
 
@@ -160,7 +160,7 @@ def correct_bias(model, calib: np.ndarray, *, per_channel: bool = True, weights:
     if calib.ndim != len(model.inputs[0].shape) or len(calib) < 1:
         raise UsageError(f"bias correction needs a batch of model inputs, got shape {calib.shape}")
     out = clone(model)
-    targets = _conv_targets(out)
+    targets = [(layer, bn) for layer, bn in _conv_targets(out) if layer.name not in skip]
     if not targets:
         return out
     deltas = [_kernel_delta(layer, bn, per_channel=per_channel, qmax=WEIGHT_QMAX[weights]) for layer, bn in targets]

@@ -30,6 +30,7 @@ import numpy as np
 from mobiledeploy import io
 
 from mobiledeploy.models import archs
+from mobiledeploy.export import float_layers as float_layers_mod
 from mobiledeploy.export.calibration import choose_source, load_calibration
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
 from mobiledeploy.export.formats._quiet import quiet_converter
@@ -64,6 +65,7 @@ class ExportConfig:
     per_channel: bool = True  # int8 weights per output channel (False: per tensor)
     onnx_calibration: str = "minmax"  # ONNX Runtime calibration method (recipes.ONNX_CALIBRATION)
     bias_correction: bool | None = None  # int8 weight bias correction; None: on for trained weights
+    float_layers: tuple[str, ...] | None = None  # kept in float in int8; None: the stem for trained weights
     # data
     calib: str | None = None  # None: chosen by calibration.choose_source (never digits for ImageNet weights)
     calib_samples: int = 200
@@ -219,12 +221,15 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
         warn(f"the model's {reference.compared} barely change across the validation inputs: validation, "
              "top-1 agreement and SQNR say little; export trained weights (--weights/--model) for "
              "meaningful figures")
-    needs_int8 = "int8" in config.precisions and "onnx" in config.formats
+    needs_int8 = bool({"int8", "dynamic"} & set(config.precisions)) and "onnx" in config.formats
     trained = bool(config.weights or config.model_path)
+    float_layers = (float_layers_mod.resolve(model, config.float_layers) if config.float_layers is not None
+                    else float_layers_mod.stem(model) if trained else ())
     recipe = QuantRecipe(calib=cal.calib, int8_io=config.int8_io, per_channel=config.per_channel,
                          onnx=choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
                          onnx_calibration=config.onnx_calibration,
-                         bias_correction=trained if config.bias_correction is None else config.bias_correction)
+                         bias_correction=trained if config.bias_correction is None else config.bias_correction,
+                         float_layers=float_layers)
     stem = _stem(info, config)
     artifacts, skipped = [], []
     for fmt_name in config.formats:
@@ -244,6 +249,10 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     quant["bias_correction"]["reason"] = (
         "set by --bias-correction/--no-bias-correction" if config.bias_correction is not None else
         "default for trained weights" if trained else "default off for random weights (nothing to preserve)")
+    quant["float_layers"]["reason"] = (
+        "set by --float-layers" if config.float_layers is not None else
+        "default for trained weights: the stem (first convolutions) in float" if trained else
+        "default for random weights: every layer int8")
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
                         calibration={**cal.to_json(), "seed": config.seed}, quantization=quant, versions=versions(),

@@ -55,6 +55,7 @@ class QuantRecipe:
     per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
     onnx_calibration: str = "minmax"  # ONNX Runtime's activation calibration method
     bias_correction: bool = False  # empirical bias correction of int8 weights (export.equalize.correct_bias)
+    float_layers: tuple[str, ...] = ()  # conv/dense layers kept in float in full int8 (export.float_layers)
     _sources: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def quant_source(self, model, weights: str = "int8"):
@@ -67,7 +68,7 @@ class QuantRecipe:
             from mobiledeploy.export.equalize import correct_bias
 
             self._sources[key] = (model, correct_bias(model, self.calib, per_channel=self.per_channel,
-                                                      weights=weights))
+                                                      weights=weights, skip=self.float_layers))
         return self._sources[key][1]  # the model is kept beside it so that its id is not reused
 
     def representative(self):
@@ -80,7 +81,8 @@ class QuantRecipe:
         out = {"tflite": {"int8_io": self.int8_io, "per_channel": self.per_channel,
                           "calibration_samples": int(self.calib.shape[0])},
                "bias_correction": {"enabled": self.bias_correction, "applies_to": "int8",
-                                   "method": "empirical, on the calibration samples (Nagel et al., 2019)"}}
+                                   "method": "empirical, on the calibration samples (Nagel et al., 2019)"},
+               "float_layers": {"layers": list(self.float_layers), "applies_to": "int8"}}
         if self.onnx is not None:
             out["onnx"] = {**self.onnx.to_json(), "per_channel": self.per_channel,
                            "calibrate_method": self.onnx_calibration}
@@ -97,7 +99,8 @@ class QuantRecipe:
         return cls(calib=calib, int8_io=bool(tfl.get("int8_io")), onnx=onnx,
                    per_channel=bool(tfl.get("per_channel", True)),
                    onnx_calibration=method if method in ONNX_CALIBRATION else "minmax",
-                   bias_correction=bool((q.get("bias_correction") or {}).get("enabled", False)))
+                   bias_correction=bool((q.get("bias_correction") or {}).get("enabled", False)),
+                   float_layers=tuple(str(n) for n in (q.get("float_layers") or {}).get("layers", ())))
 
 
 def calibration_reader(input_name: str, x: np.ndarray, *, batch: int = CALIB_BATCH):

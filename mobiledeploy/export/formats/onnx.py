@@ -11,7 +11,10 @@
   weights and activations in half precision, ``keep_io_types`` so the input and output
   stay float32 like every other artifact. Where ONNX Runtime's CPU provider has no
   fp16 kernel it inserts casts and computes that node in float32.
-- dynamic: ``quantize_dynamic`` (int8 weights, activations quantized at run time).
+- dynamic: ``quantize_dynamic`` (int8 weights, uint8 activations quantized per tensor at run
+  time, ConvInteger), with ``reduce_range`` where the recipe's ONNX types ask for it (x86-64
+  without VNNI). On the real ImageNet MobileNet V1 it collapses either way (docs/export.md):
+  use int8 (static, QDQ) for convolutional models.
 
 The fp32 ONNX is converted once per staging directory and reused by the quantizers.
 """
@@ -31,6 +34,7 @@ from mobiledeploy.errors import ConversionError
 from mobiledeploy.export.recipes import CALIB_BATCH, calibration_reader
 
 OPSET = 17
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                        "percentile": CalibrationMethod.Percentile}
 
@@ -72,6 +76,26 @@ def _fp16(fp32: Path, path: Path) -> Path:
     return path
 
 
+def _float_nodes(model, graph: Path, recipe) -> list[str]:
+    """The ONNX nodes of ``recipe.float_layers`` (with their fused batch-norm/activation), for nodes_to_exclude."""
+    import onnx
+
+    from mobiledeploy.export import float_layers as fl
+
+    g = onnx.load(str(graph)).graph
+    nodes = fl.matching_nodes([n.name for n in g.node], fl.with_fused(model, recipe.float_layers))
+    producer = {o: n for n in g.node for o in n.output}
+    for n in [n for n in g.node if n.name in nodes and n.op_type not in WEIGHTED_OPS]:  # a batch-norm, an activation
+        p = producer.get(n.input[0]) if n.input else None
+        while p is not None and p.name not in nodes and p.op_type in ("Add", "Mul", "BatchNormalization"):
+            p = producer.get(p.input[0])
+        if p is not None and p.op_type in WEIGHTED_OPS and p.name not in nodes:
+            nodes.append(p.name)  # tf2onnx names plain convolutions Conv__N: found through what consumes them
+    if not nodes:
+        raise ConversionError(f"ONNX int8: no node of {', '.join(recipe.float_layers)} found to keep in float")
+    return nodes
+
+
 def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
     fp32 = _fp32(model, out_dir, stem)
     if precision == "fp32":
@@ -89,9 +113,11 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             if precision == "dynamic":
-                quantize_dynamic(str(pre), str(path), per_channel=recipe.per_channel, weight_type=QuantType.QInt8)
+                quantize_dynamic(str(pre), str(path), per_channel=recipe.per_channel, weight_type=QuantType.QInt8,
+                                 reduce_range=bool(recipe.onnx and recipe.onnx.reduce_range))
             elif precision == "int8":
                 types = recipe.onnx
+                excluded = _float_nodes(model, pre, recipe) if recipe.float_layers else []
                 quantize_static(
                     str(pre), str(path), calibration_reader(INPUT_NAME, recipe.calib, batch=_batch(recipe)),
                     quant_format=QuantFormat.QDQ,
@@ -99,6 +125,7 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
                     reduce_range=types.reduce_range,
                     activation_type=QuantType.QInt8 if types.name == "s8s8" else QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
+                    nodes_to_exclude=excluded,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                 )
             else:

@@ -51,11 +51,35 @@ def _op(tensor) -> str:
     return tensor.name.split(":")[0]
 
 
+def _selective_int8(model, recipe) -> bytes:
+    """Full int8 with ``recipe.float_layers`` kept in float: calibrate, then quantize with those nodes denylisted."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.python import convert as tflite_convert
+
+    from mobiledeploy.export import float_layers as fl
+
+    conv = converter_for(model, "int8", recipe)
+    conv._experimental_calibrate_only = True  # noqa: SLF001 - QuantizationDebugger's own route
+    calibrated = conv.convert()
+    names = [d["name"] for d in Interpreter(model_content=calibrated).get_tensor_details()]
+    nodes = fl.matching_nodes(names, fl.with_fused(model, recipe.float_layers))
+    if not nodes:
+        raise ConversionError(f"TFLite int8: no operator of {', '.join(recipe.float_layers)} found to keep in float")
+    io_type = tf.int8 if recipe.int8_io else tf.float32
+    return tflite_convert.mlir_quantize(calibrated, disable_per_channel=not recipe.per_channel,
+                                        fully_quantize=recipe.int8_io, input_data_type=io_type,
+                                        output_data_type=io_type, denylisted_nodes=nodes)
+
+
 def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
     path = Path(out_dir) / FORMATS["tflite"].filename(stem, precision)
     try:
         with quiet_converter():
-            data = converter_for(model, precision, recipe).convert()
+            if precision == "int8" and recipe.float_layers:
+                data = _selective_int8(model, recipe)  # converter_for applies the correction
+            else:
+                data = converter_for(model, precision, recipe).convert()
     except ConversionError:
         raise
     except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...

@@ -1,0 +1,92 @@
+"""Layers kept in float inside a full-int8 artifact ("selective quantization").
+
+``--float-layers`` names Keras layers (convolutions or dense layers); each is kept in float
+together with what the converters fuse into it (the batch-norm and activation layers that
+follow it alone), so that its weights, its output and the next layer's input stay float.
+The converters are told by node name:
+
+- TFLite: ``mlir_quantize(..., denylisted_nodes=...)`` on the calibrated model, the
+  mechanism of ``tf.lite.experimental.QuantizationDebugger`` (float ops with
+  Quantize/Dequantize around them);
+- ONNX Runtime: ``quantize_static(..., nodes_to_exclude=...)``.
+
+Both converters name a node after the TensorFlow ops it came from
+(``model/conv_dw_1_1/depthwise``; TFLite joins fused names with ``;``), so a node belongs to
+a layer when one of its ``/``-separated name segments is the layer's name, optionally with
+the ``_<n>`` suffix Keras adds when it traces a layer. tf2onnx gives plain convolutions
+generic names (``Conv__650``): in ONNX, a convolution also belongs to the layer whose
+batch-norm or activation node consumes its output.
+
+``auto`` (the default) keeps the **stem** in float for trained weights: the first three
+convolution layers (MobileNet V1: ``conv1``, ``conv_dw_1``, ``conv_pw_1``), where the
+input's activations are rounded to 8 bits first and where, on the real ImageNet model,
+int8 loses the most (docs/export.md). Random init keeps nothing in float.
+TensorFlow/Keras are imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mobiledeploy.errors import UsageError
+
+STEM_LAYERS = 3
+FUSED = ("BatchNormalization", "ReLU", "Activation")  # not padding: TFLite fuses it into the *next* conv
+
+
+def parse_spec(text: str | None) -> tuple[str, ...] | None:
+    """``--float-layers``: None for ``auto``, () for ``none``, else the comma-separated names."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise UsageError("--float-layers needs 'auto', 'none' or a comma list of Keras layer names")
+    return names
+
+
+def _weighted(model) -> list:
+    import keras
+
+    return [lyr for lyr in model.layers
+            if isinstance(lyr, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))]
+
+
+def stem(model, n: int = STEM_LAYERS) -> tuple[str, ...]:
+    """The first ``n`` convolution/dense layers of the model, in order."""
+    return tuple(lyr.name for lyr in _weighted(model)[:n])
+
+
+def resolve(model, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Check ``names`` against the model's convolution/dense layers; UsageError names the unknown ones."""
+    known = [lyr.name for lyr in _weighted(model)]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"--float-layers: no convolution or dense layer named {', '.join(map(repr, unknown))} "
+                         f"in the model (its first ones: {', '.join(known[:6])})")
+    return tuple(n for n in known if n in names)  # model order, no duplicates
+
+
+def with_fused(model, names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` plus the batch-norm/activation layers the converters fuse into each."""
+    from mobiledeploy.export.equalize import _consumers
+
+    out = []
+    for name in names:
+        layer = model.get_layer(name)
+        out.append(name)
+        while True:
+            cons = _consumers(model, layer)
+            if len(cons) != 1 or type(cons[0]).__name__ not in FUSED:
+                break
+            layer = cons[0]
+            out.append(layer.name)
+    return tuple(out)
+
+
+def matching_nodes(node_names, layers: tuple[str, ...]) -> list[str]:
+    """The converter node names that belong to one of ``layers`` (see the module doc)."""
+    pats = [re.compile(re.escape(name) + r"(_\d+)?") for name in layers]
+    return [n for n in node_names
+            if any(p.fullmatch(seg) for part in n.split(";") for seg in part.split("/") for p in pats)]
