@@ -221,7 +221,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
         warn(f"the model's {reference.compared} barely change across the validation inputs: validation, "
              "top-1 agreement and SQNR say little; export trained weights (--weights/--model) for "
              "meaningful figures")
-    needs_int8 = bool({"int8", "dynamic"} & set(config.precisions)) and "onnx" in config.formats
+    needs_int8 = "int8" in config.precisions and "onnx" in config.formats
     trained = bool(config.weights or config.model_path)
     float_layers = (float_layers_mod.resolve(model, config.float_layers) if config.float_layers is not None
                     else float_layers_mod.stem(model) if trained else ())

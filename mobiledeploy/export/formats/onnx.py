@@ -12,9 +12,9 @@
   stay float32 like every other artifact. Where ONNX Runtime's CPU provider has no
   fp16 kernel it inserts casts and computes that node in float32.
 - dynamic: ``quantize_dynamic`` (int8 weights, uint8 activations quantized per tensor at run
-  time, ConvInteger), with ``reduce_range`` where the recipe's ONNX types ask for it (x86-64
-  without VNNI). On the real ImageNet MobileNet V1 it collapses either way (docs/export.md):
-  use int8 (static, QDQ) for convolutional models.
+  time, ConvInteger). On the real ImageNet MobileNet V1 it collapses (0 of 120 images agree
+  with fp32, with or without ``reduce_range``; docs/export.md): use int8 (static, QDQ) for
+  convolutional models.
 
 The fp32 ONNX is converted once per staging directory and reused by the quantizers.
 """
@@ -113,8 +113,7 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             if precision == "dynamic":
-                quantize_dynamic(str(pre), str(path), per_channel=recipe.per_channel, weight_type=QuantType.QInt8,
-                                 reduce_range=bool(recipe.onnx and recipe.onnx.reduce_range))
+                quantize_dynamic(str(pre), str(path), per_channel=recipe.per_channel, weight_type=QuantType.QInt8)
             elif precision == "int8":
                 types = recipe.onnx
                 excluded = _float_nodes(model, pre, recipe) if recipe.float_layers else []
