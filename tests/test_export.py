@@ -304,11 +304,14 @@ def test_saved_model_source(tiny_keras, tmp_path):
     """--model accepts a SavedModel directory; its .keras copy is skipped with a reason."""
     sm = tmp_path / "sm"
     tiny_keras.export(str(sm), format="tf_saved_model", verbose=False)
-    res = export_model(ExportConfig(model_path=str(sm), formats=("tflite", "keras"), precisions=("fp32",),
+    res = export_model(ExportConfig(model_path=str(sm), formats=("tflite", "keras"), precisions=("fp32", "int8"),
                                     calib_samples=4, validate_samples=4, out=str(tmp_path / "o")))
-    (a,) = res.artifacts
+    a, q = res.artifacts
     assert a.file == "sm_32_fp32.tflite" and a.validation.status == "pass"
+    assert q.file == "sm_32_int8.tflite" and q.validation.status == "reported"  # int8 of an opaque model works
     assert res.skipped[0]["format"] == "keras" and "SavedModel" in res.skipped[0]["reason"]
+    assert res.quantization["bias_correction"]["enabled"] is False  # no Keras layer to correct: said so
+    assert "SavedModel" in res.quantization["bias_correction"]["reason"]
 
 
 @pytest.mark.slow

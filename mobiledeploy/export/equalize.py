@@ -150,7 +150,8 @@ def correct_bias(model, calib: np.ndarray, *, per_channel: bool = True, weights:
     ``int8_reduce_range``: ONNX Runtime U8S8 with reduce_range). With ``activations``, the
     mean error of rounding each layer's input to 8 bits (per tensor, min/max over
     ``calib``, as the converters calibrate) is corrected too (one more pass). Layers named in
-    ``skip`` (kept in float by the converter) are not corrected. Returns a new model.
+    ``skip`` (kept in float by the converter) are not corrected. Returns a new model (the
+    model itself when no layer can be corrected).
     """
     import keras
 
@@ -159,10 +160,10 @@ def correct_bias(model, calib: np.ndarray, *, per_channel: bool = True, weights:
     calib = np.asarray(calib, np.float32)
     if calib.ndim != len(model.inputs[0].shape) or len(calib) < 1:
         raise UsageError(f"bias correction needs a batch of model inputs, got shape {calib.shape}")
+    if not any(layer.name not in skip for layer, _ in _conv_targets(model)):
+        return model  # nothing to correct (e.g. a SavedModel wrapped in a TFSMLayer, which cannot be cloned)
     out = clone(model)
     targets = [(layer, bn) for layer, bn in _conv_targets(out) if layer.name not in skip]
-    if not targets:
-        return out
     deltas = [_kernel_delta(layer, bn, per_channel=per_channel, qmax=WEIGHT_QMAX[weights]) for layer, bn in targets]
     probe = keras.Model(out.inputs, [layer.input for layer, _ in targets])
 

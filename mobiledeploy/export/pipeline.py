@@ -223,12 +223,14 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
              "meaningful figures")
     needs_int8 = "int8" in config.precisions and "onnx" in config.formats
     trained = bool(config.weights or config.model_path)
+    opaque = not float_layers_mod.stem(model, 1)  # no conv/dense layer visible to Keras (a wrapped SavedModel)
     float_layers = (float_layers_mod.resolve(model, config.float_layers) if config.float_layers is not None
                     else float_layers_mod.stem(model) if trained else ())
     recipe = QuantRecipe(calib=cal.calib, int8_io=config.int8_io, per_channel=config.per_channel,
                          onnx=choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
                          onnx_calibration=config.onnx_calibration,
-                         bias_correction=trained if config.bias_correction is None else config.bias_correction,
+                         bias_correction=not opaque and (trained if config.bias_correction is None
+                                                          else config.bias_correction),
                          float_layers=float_layers)
     stem = _stem(info, config)
     artifacts, skipped = [], []
@@ -247,6 +249,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     source_model = _source_model(model, artifacts, staging, config, warn)
     quant = recipe.to_json()
     quant["bias_correction"]["reason"] = (
+        "no convolution or dense layer visible to Keras (a SavedModel): nothing to correct" if opaque else
         "set by --bias-correction/--no-bias-correction" if config.bias_correction is not None else
         "default for trained weights" if trained else "default off for random weights (nothing to preserve)")
     quant["float_layers"]["reason"] = (
