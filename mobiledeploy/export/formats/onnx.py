@@ -13,8 +13,7 @@
   fp16 kernel it inserts casts and computes that node in float32.
 - dynamic: ``quantize_dynamic`` (int8 weights, uint8 activations quantized per tensor at run
   time, ConvInteger). On the real ImageNet MobileNet V1 it collapses (17 of 120 images agree
-  with fp32; 0 with ``reduce_range``; docs/export.md): use int8 (static, QDQ) for
-  convolutional models.
+  with fp32; docs/export.md): use int8 (static, QDQ) for convolutional models.
 
 The fp32 ONNX is converted once per staging directory and reused by the quantizers.
 """
