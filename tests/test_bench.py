@@ -273,3 +273,29 @@ def test_a_target_with_priors_only_says_so_like_estimate(tiny_tflite):
     r = CliRunner().invoke(cli, ["bench", str(tiny_tflite), "--target", "a55-little", "--runs", "2", "--warmup", "0"])
     assert r.exit_code == 0, r.stderr
     assert "warning: target 'a55-little' has no calibrated [cost_model]: priors only" in r.stderr
+
+
+def test_profile_gives_every_operator_on_both_runtimes(tiny_tflite_int8, tiny_onnx, tmp_path):
+    """bench --profile: one row per LiteRT operator of the file (prefix differencing) and per ONNX Runtime
+    node (its profiler), in the table and the JSON; the LiteRT differences add up to the prefix-timed model."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    out = tmp_path / "b.json"
+    r = CliRunner().invoke(cli, ["bench", str(tiny_tflite_int8), str(tiny_onnx), *FAST_ARGS, "--threads", "1",
+                                 "--profile", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    profiles = json.loads(out.read_text())["profiles"]
+    tfl, onx = profiles[str(tiny_tflite_int8)], profiles[str(tiny_onnx)]
+    model = schema.Model.GetRootAsModel(tiny_tflite_int8.read_bytes(), 0)
+    assert tfl["status"] == "ok" and len(tfl["ops"]) == model.Subgraphs(0).OperatorsLength()
+    assert tfl["ops"][0]["op"] in ("QUANTIZE", "CONV_2D") and any(o["op"] == "DEPTHWISE_CONV_2D" for o in tfl["ops"])
+    assert tfl["sum_ms"] == pytest.approx(sum(o["ms"] for o in tfl["ops"])) and tfl["sum_ms"] > 0
+    assert "prefix differencing" in tfl["method"]
+    assert onx["status"] == "ok" and any(o["op"] == "Conv" for o in onx["ops"]) and onx["run_p50_ms"] > 0
+    assert all(o["ms"] >= 0 for o in onx["ops"])  # measured kernel times, never differences
+    assert "per operator (host)" in r.output and "operators, sum" in r.output
+
+
+def test_profile_refuses_emulation(tiny_tflite):
+    r = CliRunner().invoke(cli, ["bench", str(tiny_tflite), "--profile", "--emulate", "cortex-a55", "--runs", "2"])
+    assert r.exit_code == 2 and "cannot be combined with --emulate" in r.output

@@ -34,13 +34,15 @@ EMULATED_COLUMNS = ("init ms", "p50 ms", "p90 ms", "p99 ms", "inf/s")  # emulate
               help="Run on the real aarch64 runtimes under qemu on this CPU model (cortex-a53, cortex-a55, "
                    "cortex-a76, neoverse-n1, max, 'max,sme=off'), or 'target' for the profile's; needs "
                    "`make arm-env`. Times are emulated, not a latency.")
+@click.option("--profile", is_flag=True,
+              help="Also time every operator (ONNX Runtime's profiler; LiteRT by prefix differencing), host times.")
 @click.option("--data", metavar="SOURCE",
               help="Also measure top-1 on this labelled data set (digits, image folder, .npz); see `eval`.")
 @json_option
 @md_option
 @wide_option
 def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_level, warmup, runs,
-          min_time_s, timeout_s, shapes, samples, emulate, data, json_path, md_path, wide) -> None:
+          min_time_s, timeout_s, shapes, samples, emulate, profile, data, json_path, md_path, wide) -> None:
     """Measure latency of .tflite/.onnx files, or of every model in an export directory.
 
     Each model runs in its own child process (a crash or a hang past --timeout becomes
@@ -57,6 +59,8 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     from mobiledeploy.runtimes.emulate import EMULATED_LABEL
     from mobiledeploy.targets import load_target
 
+    if profile and emulate:
+        raise UsageError("--profile times host operators; it cannot be combined with --emulate")
     target = load_target(target_name, file=target_file)
     if emulate:  # a bad name or a missing environment: one line, before any model runs
         from mobiledeploy.runtimes import emulate as emu
@@ -107,6 +111,9 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
         columns = list(columns or rep.COLUMNS)
         columns.insert(next(i for i, c in enumerate(columns) if c.header == "size") + 1, rep.Column(
             f"top-1 ({data})", lambda r, x: f"{100 * x['top1']:.2f}%" if x.get("top1") is not None else "-"))
+    profiles = _profiles(report, settings) if profile else {}
+    if profiles:
+        report_json["profiles"] = profiles
     if emulation:  # every time column says what it is
         columns = [rep.Column(f"emulated {c.header}", c.value, c.justify, c.priority, c.fold)
                    if c.header in EMULATED_COLUMNS else c for c in (columns or rep.COLUMNS)]
@@ -119,6 +126,7 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
         columns = columns or rep.COLUMNS
         render(out, columns, rep.rows(report.results, columns, extras), title=title, wide=wide,
                row_styles=[None if r.ok else "red" for r in report.results])
+        _print_profiles(out, report, profiles, wide)
         if emulation:
             out.print(f"Emulated: the aarch64 runtimes ran under qemu -cpu {emulation['qemu_cpu']} "
                       f"({emulation['cpu']}: {emulation['notes']}). Their times are {EMULATED_LABEL}: qemu "
@@ -141,3 +149,35 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
             click.echo(f"failed: {r.model}: {r.error}", err=True)
         msg = f"{len(failed)} of {len(report.results)} models failed"
     raise (UsageError if all(r.usage_error for r in failed) else RuntimeFailure)(msg)
+
+
+def _profiles(report, settings) -> dict:
+    """Per-operator times of every model that benched, each in its own child process."""
+    from mobiledeploy.bench.profile import profile_model
+
+    out = {}
+    with progress() as steps:
+        for r in report.results:
+            if r.ok:
+                steps.start(f"profile {r.model}")
+                out[r.model] = profile_model(r.model, settings)
+                steps.done(f"profile {r.model}: {out[r.model].get('status')}")
+    return out
+
+
+def _print_profiles(out, report, profiles: dict, wide: bool) -> None:
+    from mobiledeploy.bench.profile import profile_rows
+    from mobiledeploy.cli.table import Column, render
+
+    cols = [Column("#", "right"), Column("operator"), Column("node or output tensor", fold=True, priority=1),
+            Column("host ms", "right"), Column("%", "right")]
+    for r in report.results:
+        prof = profiles.get(r.model)
+        if not prof:
+            continue
+        if prof.get("status") != "ok":
+            out.print(f"profile of {r.model} failed: {prof.get('error')}")
+            continue
+        rows, summary = profile_rows(prof, r.latency_ms.get("p50"))
+        render(out, cols, rows, title=f"{r.model}: per operator (host)", wide=wide)
+        out.print(summary)

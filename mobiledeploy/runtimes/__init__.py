@@ -144,7 +144,8 @@ class OrtSession:
     runtime = "onnxruntime"
 
     def __init__(self, path: Path, *, threads: int | None, ort_opt_level: str = "all",
-                 shapes: dict[str, tuple[int, ...]] | None = None, **_ignored) -> None:
+                 shapes: dict[str, tuple[int, ...]] | None = None, profile: str | None = None,
+                 **_ignored) -> None:
         import onnxruntime as ort
 
         self.path, self.threads = path, threads
@@ -163,6 +164,8 @@ class OrtSession:
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[ort_opt_level]
         so.log_severity_level = 3
+        if profile:  # ONNX Runtime's profiler writes <profile>_<date>.json (bench --profile)
+            so.enable_profiling, so.profile_file_prefix = True, profile
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
@@ -201,6 +204,10 @@ class OrtSession:
 
     def get_outputs(self) -> list[np.ndarray]:
         return list(self._result)
+
+    def end_profiling(self) -> str:
+        """The profile JSON's path (a session opened with ``profile``)."""
+        return self._sess.end_profiling()
 
 def _ort_dtype(type_str: str) -> np.dtype:
     table = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -296,11 +303,14 @@ def runtime_for(path: str | os.PathLike) -> Runtime:
 
 
 def open_session(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool = True,
-                 ort_opt_level: str = "all", shapes: dict[str, tuple[int, ...]] | None = None) -> Session:
-    """Load ``path`` on the runtime for its format. Raises UsageError / RuntimeFailure."""
+                 ort_opt_level: str = "all", shapes: dict[str, tuple[int, ...]] | None = None,
+                 profile: str | None = None) -> Session:
+    """Load ``path`` on the runtime for its format (``profile``: ONNX Runtime's profiler file
+    prefix). Raises UsageError / RuntimeFailure."""
     p = Path(path)
     rt = runtime_for(p)
-    return rt.session(p, threads=threads, xnnpack=xnnpack, ort_opt_level=ort_opt_level, shapes=shapes)
+    return rt.session(p, threads=threads, xnnpack=xnnpack, ort_opt_level=ort_opt_level, shapes=shapes,
+                      profile=profile)
 
 
 def input_shape(session: Session, spec: TensorSpec) -> tuple[int, ...]:

@@ -171,7 +171,15 @@ def predict_task(job: dict) -> dict:
     return {"status": "ok", "seconds": seconds}
 
 
-TASKS = {"bench": measure, "predict": predict_task}
+def profile_task(job: dict) -> dict:
+    """Per-operator times (``bench --profile``; ``mobiledeploy.bench.profile``)."""
+    _fault_hook(job["model"])
+    from mobiledeploy.runtimes.profile import profile_task as run
+
+    return run(job)
+
+
+TASKS = {"bench": measure, "predict": predict_task, "profile": profile_task}
 
 
 def main() -> int:

@@ -1,0 +1,53 @@
+"""Does `bench --profile` account for the end-to-end time? Sum of per-operator times vs. bench's p50.
+
+Exports MobileNet V1 0.25/128 (fp32 + int8, TFLite + ONNX; random init, as `make demo`)
+to build/profile_sum unless it is there, then runs
+``mobiledeploy bench DIR --threads 1 --runs 200 --profile --json`` in a child process
+and compares, per artifact, the sum of the operator times with bench's p50 (and, for ONNX
+Runtime, with the profiler's own ``model_run`` p50). Host times on this machine. Writes
+``benchmarks/results/profile_sum.json``.
+
+    .venv/bin/python benchmarks/profile_sum.py
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "build" / "profile_sum"
+RESULTS = ROOT / "benchmarks" / "results" / "profile_sum.json"
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    from mobiledeploy.bench.core import machine_conditions
+
+    if not (OUT / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "mobiledeploy", "export", "--alpha", "0.25", "--res", "128",
+                        "--out", str(OUT)], check=True, cwd=ROOT, capture_output=True)
+    before = machine_conditions()
+    with tempfile.TemporaryDirectory() as tmp:
+        js = Path(tmp) / "bench.json"
+        subprocess.run([sys.executable, "-m", "mobiledeploy", "bench", str(OUT), "--threads", "1", "--runs", "200",
+                        "--profile", "--json", str(js)], check=True, cwd=ROOT, capture_output=True)
+        report = json.loads(js.read_text())
+    rows = []
+    for r in report["results"]:
+        prof = report["profiles"][r["model"]]
+        p50 = r["latency_ms"]["p50"]
+        rows.append({"model": Path(r["model"]).name, "runtime": r["runtime"], "operators": len(prof["ops"]),
+                     "sum_ms": round(prof["sum_ms"], 4), "bench_p50_ms": round(p50, 4),
+                     "sum_over_p50": round(prof["sum_ms"] / p50, 3),
+                     "profiler_run_p50_ms": prof.get("run_p50_ms"), "method": prof["method"]})
+        print(json.dumps(rows[-1]), flush=True)
+    RESULTS.write_text(json.dumps({"what": __doc__.splitlines()[0], "machine": before, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
