@@ -10,8 +10,11 @@ def profile_model(path: str, settings) -> dict:
 
     job = {"task": "profile", "model": str(path), "threads": settings.threads, "xnnpack": settings.xnnpack,
            "ort_opt_level": settings.ort_opt_level, "warmup": settings.warmup, "runs": settings.runs or 50,
-           "seed": settings.seed}
-    return run_child(job, timeout_s=settings.timeout_s)
+           "seed": settings.seed, "shapes": {k: list(v) for k, v in settings.shapes}}
+    try:
+        return run_child(job, timeout_s=settings.timeout_s)
+    except OSError as e:  # could not start the child (no processes, no memory)
+        return {"status": "error", "error": f"cannot start the profiling child process: {e}"}
 
 
 def profile_rows(profile: dict, p50_ms: float | None) -> tuple[list[list[str]], str]:

@@ -37,11 +37,11 @@ def _p50_ms(invoke, runs: int, warmup: int) -> float:
 
 
 def onnx_op_times(path: str, *, threads: int | None, runs: int, warmup: int, opt_level: str = "all",
-                  seed: int = 0) -> dict:
+                  seed: int = 0, shapes: dict | None = None) -> dict:
     from mobiledeploy import runtimes
 
     with tempfile.TemporaryDirectory() as tmp:
-        session = runtimes.open_session(path, threads=threads, ort_opt_level=opt_level,
+        session = runtimes.open_session(path, threads=threads, ort_opt_level=opt_level, shapes=shapes,
                                         profile=os.path.join(tmp, "ort"))
         session.set_inputs(runtimes.random_inputs(session, seed=seed))
         for _ in range(warmup + runs):
@@ -77,7 +77,7 @@ def _prefix(model_t, k: int) -> bytes:
 
 
 def tflite_op_times(path: str, *, threads: int | None, runs: int, warmup: int, xnnpack: bool = True,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, shapes: dict | None = None) -> dict:
     from ai_edge_litert import schema_py_generated as schema
 
     from mobiledeploy import runtimes
@@ -90,7 +90,7 @@ def tflite_op_times(path: str, *, threads: int | None, runs: int, warmup: int, x
     graph = model_t.subgraphs[0]
 
     def timed(p: str) -> float:
-        session = runtimes.open_session(p, threads=threads, xnnpack=xnnpack)
+        session = runtimes.open_session(p, threads=threads, xnnpack=xnnpack, shapes=shapes)
         session.set_inputs(runtimes.random_inputs(session, seed=seed))
         return _p50_ms(session.invoke, runs, warmup)
 
@@ -118,10 +118,11 @@ def profile_task(job: dict) -> dict:
 
     fmt = runtimes.detect_format(job["model"])
     runs, warmup = int(job.get("runs") or 50), int(job.get("warmup", 10))
+    shapes = {k: tuple(v) for k, v in (job.get("shapes") or {}).items()}
     if fmt == "onnx":
         res = onnx_op_times(job["model"], threads=job.get("threads"), runs=runs, warmup=warmup,
-                            opt_level=job.get("ort_opt_level", "all"), seed=job.get("seed", 0))
+                            opt_level=job.get("ort_opt_level", "all"), seed=job.get("seed", 0), shapes=shapes)
     else:
         res = tflite_op_times(job["model"], threads=job.get("threads"), runs=runs, warmup=warmup,
-                              xnnpack=job.get("xnnpack", True), seed=job.get("seed", 0))
+                              xnnpack=job.get("xnnpack", True), seed=job.get("seed", 0), shapes=shapes)
     return {"status": "ok", **res}
