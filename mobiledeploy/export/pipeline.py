@@ -30,12 +30,12 @@ import numpy as np
 from mobiledeploy import io
 
 from mobiledeploy.models import archs
-from mobiledeploy.export import float_layers as float_layers_mod
 from mobiledeploy.export.calibration import choose_source, load_calibration
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
 from mobiledeploy.export.formats._quiet import quiet_converter
 from mobiledeploy.errors import UsageError, ValidationError
-from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES, QuantRecipe, choose_onnx_types
+from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, QuantRecipe, choose_onnx_types,
+                                         int8_choices)
 from mobiledeploy.export.validate import DEFAULT_ATOL, DEFAULT_RTOL, Reference, Validation, judge, validate_artifact
 
 SCHEMA_VERSION = 1
@@ -222,15 +222,12 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
              "top-1 agreement and SQNR say little; export trained weights (--weights/--model) for "
              "meaningful figures")
     needs_int8 = "int8" in config.precisions and "onnx" in config.formats
-    trained = bool(config.weights or config.model_path)
-    opaque = not float_layers_mod.stem(model, 1)  # no conv/dense layer visible to Keras (a wrapped SavedModel)
-    float_layers = (float_layers_mod.resolve(model, config.float_layers) if config.float_layers is not None
-                    else float_layers_mod.stem(model) if trained else ())
+    bias, float_layers, reasons = int8_choices(model, trained=bool(config.weights or config.model_path),
+                                               bias_correction=config.bias_correction,
+                                               float_layers=config.float_layers)
     recipe = QuantRecipe(calib=cal.calib, int8_io=config.int8_io, per_channel=config.per_channel,
                          onnx=choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
-                         onnx_calibration=config.onnx_calibration,
-                         bias_correction=not opaque and (trained if config.bias_correction is None
-                                                          else config.bias_correction),
+                         onnx_calibration=config.onnx_calibration, bias_correction=bias,
                          float_layers=float_layers)
     stem = _stem(info, config)
     artifacts, skipped = [], []
@@ -248,14 +245,8 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                 artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn))
     source_model = _source_model(model, artifacts, staging, config, warn)
     quant = recipe.to_json()
-    quant["bias_correction"]["reason"] = (
-        "no convolution or dense layer visible to Keras (a SavedModel): nothing to correct" if opaque else
-        "set by --bias-correction/--no-bias-correction" if config.bias_correction is not None else
-        "default for trained weights" if trained else "default off for random weights (nothing to preserve)")
-    quant["float_layers"]["reason"] = (
-        "set by --float-layers" if config.float_layers is not None else
-        "default for trained weights: the stem (first convolutions) in float" if trained else
-        "default for random weights: every layer int8")
+    for key, why in reasons.items():
+        quant[key]["reason"] = why
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
                         calibration={**cal.to_json(), "seed": config.seed}, quantization=quant, versions=versions(),

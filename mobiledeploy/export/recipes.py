@@ -103,6 +103,27 @@ class QuantRecipe:
                    float_layers=tuple(str(n) for n in (q.get("float_layers") or {}).get("layers", ())))
 
 
+def int8_choices(model, *, trained: bool, bias_correction: bool | None,
+                 float_layers: tuple[str, ...] | None) -> tuple[bool, tuple[str, ...], dict[str, str]]:
+    """Bias correction and the layers kept in float for ``model`` (None: the defaults, on and the stem
+    for trained weights, off and none for random init), with the reasons the manifest records."""
+    from mobiledeploy.export import float_layers as fl
+
+    opaque = not fl.stem(model, 1)  # no conv/dense layer visible to Keras (a wrapped SavedModel)
+    bias = not opaque and (trained if bias_correction is None else bias_correction)
+    layers = fl.resolve(model, float_layers) if float_layers is not None else fl.stem(model) if trained else ()
+    reasons = {
+        "bias_correction": (
+            "no convolution or dense layer visible to Keras (a SavedModel): nothing to correct" if opaque else
+            "set by --bias-correction/--no-bias-correction" if bias_correction is not None else
+            "default for trained weights" if trained else "default off for random weights (nothing to preserve)"),
+        "float_layers": (
+            "set by --float-layers" if float_layers is not None else
+            "default for trained weights: the stem (first convolutions) in float" if trained else
+            "default for random weights: every layer int8")}
+    return bias, layers, reasons
+
+
 def calibration_reader(input_name: str, x: np.ndarray, *, batch: int = CALIB_BATCH):
     """An ONNX Runtime ``CalibrationDataReader`` feeding ``x`` in batches (the ONNX batch is dynamic)."""
     from onnxruntime.quantization import CalibrationDataReader
