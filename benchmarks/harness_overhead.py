@@ -1,7 +1,7 @@
 """Does the bench harness add latency? Its timing loop vs. a bare invoke() loop.
 
 Same model, same process, same inputs: blocks of a bare loop (the runtime's own call
-with two clock reads around it) alternate with blocks of ``mobiledeploy.runtimes.child.timed_loop``
+with two clock reads around it) alternate with blocks of ``mobiledeploy.runtimes.timing.timed_loop``
 over ``Session.invoke`` (exactly what the bench child runs). Reports both p50s and the
 relative difference, for LiteRT and ONNX Runtime, on MobileNet V1 (alpha 0.25 and 0.5,
 resolution 128, random init), one thread pinned to one core.
@@ -70,7 +70,7 @@ def bare_block(fn, n: int) -> list[int]:
 
 def measure(path: Path, fmt: str, *, reps: int, block: int) -> dict:
     from mobiledeploy import runtimes
-    from mobiledeploy.runtimes.child import timed_loop
+    from mobiledeploy.runtimes.timing import timed_loop
 
     sess = runtimes.open_session(path, threads=1)
     sess.set_inputs(runtimes.random_inputs(sess))
@@ -106,7 +106,7 @@ def measure(path: Path, fmt: str, *, reps: int, block: int) -> dict:
 
 def loop_cost_ns(n: int = 200_000) -> dict:
     """What each loop costs per call around a no-op: the harness's own overhead, free of model noise."""
-    from mobiledeploy.runtimes.child import timed_loop
+    from mobiledeploy.runtimes.timing import timed_loop
 
     class Noop:
         def invoke(self):

@@ -11,7 +11,8 @@ from conftest import errors
 
 from mobiledeploy.bench import core as b
 from mobiledeploy import targets as tg
-from mobiledeploy.runtimes.child import FAULT_ENV, run_plan, timed_loop
+from mobiledeploy.runtimes.child import FAULT_ENV
+from mobiledeploy.runtimes.timing import run_plan, timed_loop
 from mobiledeploy.cli import cli
 
 FAST = b.BenchSettings(warmup=1, runs=5, timeout_s=120)

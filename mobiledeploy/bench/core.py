@@ -31,7 +31,7 @@ PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "unknown")
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """How one model is run and timed (see ``_child.run_plan`` for runs/min_time_s)."""
+    """How one model is run and timed (see ``runtimes.timing.run_plan`` for runs/min_time_s)."""
 
     threads: int | None = None  # None = all host cores
     affinity: tuple[int, ...] | None = None  # host cores to pin; None = no pinning

@@ -9,8 +9,8 @@ turns a signal death, a hang or a missing result into one error dict; a Ctrl-C k
 child. This module never imports TensorFlow (the runtimes are LiteRT and ONNX Runtime).
 
 Tasks are a registry (``TASKS``): ``bench`` (``measure``: load, warm up, time) and
-``predict`` (float outputs over a batch). ``timed_loop`` is the one timing loop;
-``benchmarks/harness_overhead.py`` compares it with a bare ``invoke()`` loop.
+``predict`` (float outputs over a batch), and ``profile`` (``bench --profile``). The
+timing loop is ``runtimes.timing.timed_loop``.
 
 ``run_child(..., emulate="cortex-a76")`` runs the same child on the aarch64 Python of
 ``make arm-env`` under qemu (``runtimes/emulate.py``), with the timeout scaled. The child's
@@ -28,47 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_MIN_RUNS = 50
-DEFAULT_MIN_TIME_S = 2.0
+from mobiledeploy.runtimes.timing import run_plan, timed_loop
+
 FAULT_ENV = "MOBILEDEPLOY_TEST_CHILD_FAULT"  # test hook: segfault | sleep | raise [":" model file name]
-
-
-def run_plan(runs: int | None, min_time_s: float | None) -> tuple[int, float, int | None]:
-    """(minimum runs, minimum seconds, maximum runs) for the timed phase.
-
-    - neither given: at least 50 runs and at least 2 s;
-    - ``--runs N`` only: exactly N runs;
-    - ``--min-time S`` only: runs until S seconds have passed (at least one run);
-    - both: at least N runs and at least S seconds.
-    """
-    if runs is None and min_time_s is None:
-        return DEFAULT_MIN_RUNS, DEFAULT_MIN_TIME_S, None
-    if min_time_s is None:
-        return int(runs), 0.0, int(runs)
-    return (int(runs) if runs is not None else 1), float(min_time_s), None
-
-
-def timed_loop(invoke, *, min_runs: int, min_time_s: float = 0.0, max_runs: int | None = None) -> list[int]:
-    """Call ``invoke()`` repeatedly; return each call's duration in nanoseconds.
-
-    Only the call is inside the two clock reads; the stopping test sits outside them.
-    """
-    clock = time.perf_counter_ns
-    min_ns = int(min_time_s * 1e9)
-    samples: list[int] = []
-    append = samples.append
-    start = clock()
-    while True:
-        t0 = clock()
-        invoke()
-        t1 = clock()
-        append(t1 - t0)
-        n = len(samples)
-        if max_runs is not None and n >= max_runs:
-            break
-        if n >= min_runs and t1 - start >= min_ns:
-            break
-    return samples
 
 
 def peak_rss_kb() -> int:

@@ -20,20 +20,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 
 import numpy as np
+
+from mobiledeploy.runtimes.timing import timed_loop
 
 
 def _p50_ms(invoke, runs: int, warmup: int) -> float:
     for _ in range(warmup):
         invoke()
-    t = []
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        invoke()
-        t.append(time.perf_counter_ns() - t0)
-    return float(np.median(t)) / 1e6
+    return float(np.median(timed_loop(invoke, min_runs=runs, max_runs=runs))) / 1e6
 
 
 def onnx_op_times(path: str, *, threads: int | None, runs: int, warmup: int, opt_level: str = "all",
