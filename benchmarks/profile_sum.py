@@ -2,9 +2,11 @@
 
 Exports MobileNet V1 0.25/128 (fp32 + int8, TFLite + ONNX; random init, as `make demo`)
 to build/profile_sum unless it is there, then runs
-``mobiledeploy bench DIR --threads 1 --runs 200 --profile --json`` in a child process
-and compares, per artifact, the sum of the operator times with bench's p50 (and, for ONNX
-Runtime, with the profiler's own ``model_run`` p50). Host times on this machine. Writes
+``mobiledeploy bench DIR --threads 1 --affinity 1 --runs 200 --profile --json`` in a child
+process and compares, per artifact, the sum of the operator times with the end-to-end p50
+measured beside them in the profiling process (interleaved rounds) and with bench's own p50
+(another process, earlier), and lists `estimate --target host`'s total and how many of its
+layers were matched to a measured operator. Host times on this machine. Writes
 ``benchmarks/results/profile_sum.json``.
 
     .venv/bin/python benchmarks/profile_sum.py
@@ -33,7 +35,7 @@ def main() -> int:
     before = machine_conditions()
     with tempfile.TemporaryDirectory() as tmp:
         js = Path(tmp) / "bench.json"
-        subprocess.run([sys.executable, "-m", "mobiledeploy", "bench", str(OUT), "--threads", "1", "--runs", "200",
+        subprocess.run([sys.executable, "-m", "mobiledeploy", "bench", str(OUT), "--threads", "1", "--affinity", "1", "--runs", "200",
                         "--profile", "--json", str(js)], check=True, cwd=ROOT, capture_output=True)
         report = json.loads(js.read_text())
     rows = []
@@ -43,7 +45,12 @@ def main() -> int:
         rows.append({"model": Path(r["model"]).name, "runtime": r["runtime"], "operators": len(prof["ops"]),
                      "sum_ms": round(prof["sum_ms"], 4), "bench_p50_ms": round(p50, 4),
                      "sum_over_p50": round(prof["sum_ms"] / p50, 3),
-                     "profiler_run_p50_ms": prof.get("run_p50_ms"), "method": prof["method"]})
+                     "run_p50_ms": round(prof["run_p50_ms"], 4),
+                     "sum_over_run_p50": round(prof["sum_ms"] / prof["run_p50_ms"], 3),
+                     "profiler_cost_us": prof.get("profiler_cost_us"), "kernel_sum_ms": prof.get("kernel_sum_ms"),
+                     "host_estimate_ms": round(prof["estimate"]["latency_ms"], 4),
+                     "estimate_layers_matched": f"{prof['estimate']['layers_matched']}/{prof['estimate']['layers']}",
+                     "method": prof["method"]})
         print(json.dumps(rows[-1]), flush=True)
     RESULTS.write_text(json.dumps({"what": __doc__.splitlines()[0], "machine": before, "rows": rows}, indent=1) + "\n")
     return 0

@@ -282,8 +282,9 @@ def test_profile_gives_every_operator_on_both_runtimes(tiny_tflite_int8, tiny_on
     from ai_edge_litert import schema_py_generated as schema
 
     out = tmp_path / "b.json"
+    md = tmp_path / "b.md"
     r = CliRunner().invoke(cli, ["bench", str(tiny_tflite_int8), str(tiny_onnx), *FAST_ARGS, "--threads", "1",
-                                 "--profile", "--json", str(out)])
+                                 "--profile", "--json", str(out), "--md", str(md)])
     assert r.exit_code == 0, r.output
     profiles = json.loads(out.read_text())["profiles"]
     tfl, onx = profiles[str(tiny_tflite_int8)], profiles[str(tiny_onnx)]
@@ -295,6 +296,30 @@ def test_profile_gives_every_operator_on_both_runtimes(tiny_tflite_int8, tiny_on
     assert onx["status"] == "ok" and any(o["op"] == "Conv" for o in onx["ops"]) and onx["run_p50_ms"] > 0
     assert all(o["ms"] >= 0 for o in onx["ops"])  # measured kernel times, never differences
     assert "per operator (host)" in r.output and "operators, sum" in r.output
+    # estimate --target host per layer beside the measured operators: every conv of both files is matched
+    for prof in (tfl, onx):
+        est = prof["estimate"]
+        assert est["target"] == "host" and est["label"].startswith("device estimate for host") and est["latency_ms"] > 0
+        convs = [o for o in prof["ops"] if "CONV" in o["op"].upper()]
+        assert convs and all(o["estimate_ms"] > 0 for o in convs)
+        assert 0 < est["matched_ms"] <= est["latency_ms"] + 1e-9 and est["layers_matched"] >= len(convs)
+    assert "host est. ms" in r.output and "`estimate --target host` per layer" in r.output
+    text = md.read_text()
+    assert text.count(": per operator (host)") == 2 and "| host est. ms |" in text
+
+
+def test_profile_operators_find_their_cost_model_layer():
+    """ONNX Runtime renames what it fuses (after the activation's output, with layout or quantization
+    suffixes); each measured operator still finds the layer the cost model has for it, once."""
+    from types import SimpleNamespace as L
+
+    from mobiledeploy.bench.profile import match_layers
+
+    layers = [L(name="Conv__227", fused=("m/conv1_relu/Relu6",)), L(name="m/conv_dw_1/depthwise", fused=("m/dw_relu/Relu6",)),
+              L(name="Conv__237", fused=()), L(name="m/pool", fused=())]
+    ops = ["input_q", "m/conv1_relu/Relu6:0_nchwc", "m/conv_dw_1/depthwise_token_3", "Conv__237_quant", "ReorderOutput",
+           "Conv__237"]
+    assert match_layers(ops, layers) == [None, 0, 1, 2, None, None]
 
 
 def test_profile_refuses_emulation(tiny_tflite):

@@ -119,8 +119,12 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
                    if c.header in EMULATED_COLUMNS else c for c in (columns or rep.COLUMNS)]
     emit_json(json_path, report_json)
     if md_path:
+        from mobiledeploy.bench.profile import profile_markdown
+
         io.write_text(md_path, rep.markdown_table(report.results, title=title, notes=settings.notes,
-                                                  columns=columns, extras=extras))
+                                                  columns=columns, extras=extras) + "".join(
+            profile_markdown(r.model, profiles[r.model], r.latency_ms.get("p50"))
+            for r in report.results if r.model in profiles))
     if json_path != "-":
         out = stdout_console()
         columns = columns or rep.COLUMNS
@@ -170,7 +174,7 @@ def _print_profiles(out, report, profiles: dict, wide: bool) -> None:
     from mobiledeploy.cli.table import Column, render
 
     cols = [Column("#", "right"), Column("operator"), Column("node or output tensor", fold=True, priority=1),
-            Column("host ms", "right"), Column("%", "right")]
+            Column("host ms", "right"), Column("%", "right"), Column("host est. ms", "right", priority=2)]
     for r in report.results:
         prof = profiles.get(r.model)
         if not prof:

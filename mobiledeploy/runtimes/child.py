@@ -48,11 +48,16 @@ def peak_rss_kb() -> int:
     return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB elsewhere
 
 
+def pin(cores) -> None:
+    """Pin this process to ``cores`` (a list of ids; empty or None = leave it), before the
+    runtime starts its threads. Linux; elsewhere the thread count alone applies."""
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+
+
 def measure(settings: dict) -> dict:
     """Load, warm up and time one model under ``settings``; return the raw figures."""
-    cores = settings.get("cores")
-    if cores and hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the thread count alone applies
-        os.sched_setaffinity(0, cores)  # before the runtime starts its threads
+    pin(settings.get("cores"))
     _fault_hook(settings["model"])
     from mobiledeploy import runtimes
 
@@ -134,7 +139,9 @@ def predict_task(job: dict) -> dict:
 
 
 def profile_task(job: dict) -> dict:
-    """Per-operator times (``bench --profile``; ``mobiledeploy.bench.profile``)."""
+    """Per-operator times (``bench --profile``; ``mobiledeploy.bench.profile``), on the
+    cores ``bench`` pinned, so that their sum compares with its p50."""
+    pin(job.get("cores"))
     _fault_hook(job["model"])
     from mobiledeploy.runtimes.profile import profile_task as run
 
