@@ -6,7 +6,7 @@ to build/profile_sum unless it is there, then runs
 process and compares, per artifact, the sum of the operator times with the end-to-end p50
 measured beside them in the profiling process (interleaved rounds) and with bench's own p50
 (another process, earlier), and lists `estimate --target host`'s total and how many of its
-layers were matched to a measured operator. Host times on this machine. Writes
+layers were matched to a measured operator; 3 times over. Host times on this machine. Writes
 ``benchmarks/results/profile_sum.json``.
 
     .venv/bin/python benchmarks/profile_sum.py
@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "profile_sum"
 RESULTS = ROOT / "benchmarks" / "results" / "profile_sum.json"
+REPEATS = 3  # whole bench --profile runs, one after another
 
 
 def main() -> int:
@@ -33,25 +34,28 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "mobiledeploy", "export", "--alpha", "0.25", "--res", "128",
                         "--out", str(OUT)], check=True, cwd=ROOT, capture_output=True)
     before = machine_conditions()
-    with tempfile.TemporaryDirectory() as tmp:
-        js = Path(tmp) / "bench.json"
-        subprocess.run([sys.executable, "-m", "mobiledeploy", "bench", str(OUT), "--threads", "1", "--affinity", "1", "--runs", "200",
-                        "--profile", "--json", str(js)], check=True, cwd=ROOT, capture_output=True)
-        report = json.loads(js.read_text())
     rows = []
-    for r in report["results"]:
-        prof = report["profiles"][r["model"]]
-        p50 = r["latency_ms"]["p50"]
-        rows.append({"model": Path(r["model"]).name, "runtime": r["runtime"], "operators": len(prof["ops"]),
-                     "sum_ms": round(prof["sum_ms"], 4), "bench_p50_ms": round(p50, 4),
-                     "sum_over_p50": round(prof["sum_ms"] / p50, 3),
-                     "run_p50_ms": round(prof["run_p50_ms"], 4),
-                     "sum_over_run_p50": round(prof["sum_ms"] / prof["run_p50_ms"], 3),
-                     "profiler_cost_us": prof.get("profiler_cost_us"), "kernel_sum_ms": prof.get("kernel_sum_ms"),
-                     "host_estimate_ms": round(prof["estimate"]["latency_ms"], 4),
-                     "estimate_layers_matched": f"{prof['estimate']['layers_matched']}/{prof['estimate']['layers']}",
-                     "method": prof["method"]})
-        print(json.dumps(rows[-1]), flush=True)
+    for rep in range(1, REPEATS + 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            js = Path(tmp) / "bench.json"
+            subprocess.run([sys.executable, "-m", "mobiledeploy", "bench", str(OUT), "--threads", "1", "--affinity", "1",
+                            "--runs", "200", "--profile", "--json", str(js)], check=True, cwd=ROOT, capture_output=True)
+            report = json.loads(js.read_text())
+        for r in report["results"]:
+            prof = report["profiles"][r["model"]]
+            p50 = r["latency_ms"]["p50"]
+            rows.append({"repeat": rep, "model": Path(r["model"]).name, "runtime": r["runtime"],
+                         "operators": len(prof["ops"]), "sum_ms": round(prof["sum_ms"], 4),
+                         "run_p50_ms": round(prof["run_p50_ms"], 4),
+                         "sum_over_run_p50": round(prof["sum_ms"] / prof["run_p50_ms"], 3),
+                         "bench_p50_ms": round(p50, 4), "sum_over_p50": round(prof["sum_ms"] / p50, 3),
+                         "profiler_cost_us": prof.get("profiler_cost_us"), "kernel_sum_ms": prof.get("kernel_sum_ms"),
+                         "host_estimate_ms": round(prof["estimate"]["latency_ms"], 4),
+                         "estimate_layers_matched": f"{prof['estimate']['layers_matched']}/{prof['estimate']['layers']}",
+                         "method": prof["method"]})
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "method"}), flush=True)
+    after = machine_conditions()
+    before = {**before, "loadavg_after": after.get("loadavg_1_5_15"), "time_utc_after": after.get("time_utc")}
     RESULTS.write_text(json.dumps({"what": __doc__.splitlines()[0], "machine": before, "rows": rows}, indent=1) + "\n")
     return 0
 

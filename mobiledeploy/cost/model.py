@@ -262,7 +262,7 @@ def fit(base, rows, *, params: tuple[str, ...] | None = None, loo: bool = False)
 
 def expected_error_text(cost_model_table: dict) -> str:
     """What a target's [cost_model] says about its own accuracy, for estimate labels."""
-    for key, what in (("loo_median_abs_error_pct", "leave-one-out"), ("heldout_median_abs_error_pct", "held-out")):
+    for key, what in (("heldout_median_abs_error_pct", "held-out"), ("loo_median_abs_error_pct", "leave-one-out")):
         v = cost_model_table.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return f"expected error ~{v:.0f}% ({what} median)"

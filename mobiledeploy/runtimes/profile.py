@@ -6,12 +6,13 @@ not compare), and return ``{"method", "ops": [{"index", "name", "op", "ms", ...}
 "sum_ms", "run_p50_ms"}`` in execution order, ``run_p50_ms`` being that end-to-end p50.
 
 - ONNX Runtime: its own profiler (``SessionOptions.enable_profiling``); each node's kernel
-  time, the median over the timed runs (``kernel_ms``). The profiler's bookkeeping falls
-  inside each kernel's window (about 2.5 us per node here; a Reshape reads 3 us): it is
-  measured in the same child on a chain of 32 one-element Relu nodes (profiled kernel sum
-  minus the unprofiled run, per node) and subtracted (``ms``, never below 0;
-  ``profiler_cost_us`` says how much). The end-to-end p50 is an unprofiled session of the
-  same file, interleaved with the profiled one.
+  time, the median over the timed runs (``kernel_ms``). The profiler's own bookkeeping falls
+  inside each kernel's window (a Reshape reads 3 us), and it grows with the inputs and
+  outputs it records for the node: it is measured beside the model on two chains of
+  ``CHAIN`` one-element nodes (1 and 8 inputs; profiled kernel sum minus the unprofiled
+  run, per node), fitted as ``a + b x (inputs + outputs)`` and subtracted from every node
+  (``ms``, never below 0; ``profiler_cost_us`` gives a and b). The end-to-end p50 is an
+  unprofiled session of the same file.
 - LiteRT: the Python interpreter has no profiler, so operators are timed by **prefix
   differencing**: copies of the model cut after operator k (its output becomes that
   operator's output) are timed like the full model, and operator k's time is
@@ -55,57 +56,83 @@ def _ms(ns_samples) -> float:
     return float(np.median(ns_samples)) / 1e6
 
 
-def _kernel_medians(events: list, runs: int) -> tuple[dict, dict]:
-    """{node: median kernel ms over its last ``runs`` events}, {node: op type}, in execution order."""
-    per, ops = {}, {}
+def _kernel_medians(events: list, runs: int) -> tuple[dict, dict, dict]:
+    """{node: median kernel ms over its last ``runs`` events}, {node: op type}, {node: inputs +
+    outputs it records}, in execution order."""
+    per, ops, arity = {}, {}, {}
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            name = e["name"][: -len("_kernel_time")]
-            ops.setdefault(name, e.get("args", {}).get("op_name", ""))
+            name, args = e["name"][: -len("_kernel_time")], e.get("args", {})
+            ops.setdefault(name, args.get("op_name", ""))
+            arity.setdefault(name, len(args.get("input_type_shape", ())) + len(args.get("output_type_shape", ())))
             per.setdefault(name, []).append(e["dur"] / 1e3)
-    return {n: float(np.median(t[-runs:])) for n, t in per.items()}, ops
+    return {n: float(np.median(t[-runs:])) for n, t in per.items()}, ops, arity
 
 
-def _profiled(path: str, tmp: str, tag: str, runs: int, warmup: int, seed: int, **session) -> tuple[dict, dict, float]:
-    """Kernel medians and op types of ``path`` under the profiler, and the p50 of an unprofiled
-    session of the same file timed in the same interleaved rounds."""
+def _profiled(jobs: list[tuple[str, dict]], tmp: str, runs: int, warmup: int, seed: int) -> list[tuple]:
+    """For each ``(path, session options)``: kernel medians, op types and arities under the
+    profiler, and the p50 of an unprofiled session of the same file; all sessions timed in
+    the same interleaved rounds."""
     from mobiledeploy import runtimes
 
-    prof = runtimes.open_session(path, profile=os.path.join(tmp, tag), **session)
-    plain = runtimes.open_session(path, **session)
-    for s in (prof, plain):
+    sessions = []
+    for k, (path, options) in enumerate(jobs):
+        sessions += [runtimes.open_session(path, profile=os.path.join(tmp, f"p{k}"), **options),
+                     runtimes.open_session(path, **options)]
+    for s in sessions:
         s.set_inputs(runtimes.random_inputs(s, seed=seed))
-    samples = _rounds([prof, plain], runs, warmup)
-    with open(prof.end_profiling()) as f:
-        events = json.load(f)
-    kernels, ops = _kernel_medians(events, len(samples[0]))
-    return kernels, ops, _ms(samples[1])
+    samples = _rounds(sessions, runs, warmup)
+    out = []
+    for k in range(len(jobs)):
+        with open(sessions[2 * k].end_profiling()) as f:
+            events = json.load(f)
+        out.append((*_kernel_medians(events, len(samples[2 * k])), _ms(samples[2 * k + 1])))
+    return out
 
 
-def _chain_model(path: str) -> None:
+def _chain_model(path: str, inputs: int) -> None:
+    """CHAIN one-element nodes in a row: Relu (1 input), or Sum of the previous output and
+    ``inputs - 1`` constants (the profiler's cost grows with the inputs it records)."""
     from onnx import TensorProto, helper, save
 
-    nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name=f"relu{i}") for i in range(CHAIN)]
-    graph = helper.make_graph(nodes, "profiler_cost", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 1])],
-                              [helper.make_tensor_value_info(f"t{CHAIN}", TensorProto.FLOAT, [1, 1])])
+    consts = [helper.make_tensor(f"c{j}", TensorProto.FLOAT, [1], [0.0]) for j in range(inputs - 1)]
+    nodes = [helper.make_node("Relu" if inputs == 1 else "Sum", [f"t{i}", *(c.name for c in consts)], [f"t{i + 1}"],
+                              name=f"n{i}") for i in range(CHAIN)]
+    graph = helper.make_graph(nodes, "profiler_cost", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info(f"t{CHAIN}", TensorProto.FLOAT, [1])], initializer=consts)
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _profiler_cost(chains: list[tuple]) -> tuple[float, float]:
+    """(a, b): the profiler's own ms per node, ``a + b x (inputs + outputs it records)``, from the
+    chains of 1-input and 8-input nodes (profiled kernel sum minus the unprofiled run, per node)."""
+    (k1, _, _, p1), (k8, _, _, p8) = chains
+    c2, c9 = (max(0.0, (sum(k.values()) - p) / CHAIN) for k, p in ((k1, p1), (k8, p8)))
+    b = max(0.0, (c9 - c2) / 7)
+    return max(0.0, c2 - 2 * b), b
 
 
 def onnx_op_times(path: str, *, threads: int | None, runs: int, warmup: int, opt_level: str = "all",
                   seed: int = 0, shapes: dict | None = None) -> dict:
+    """The model and the two calibration chains (``CHAIN`` nodes of 1 and 8 inputs, one element
+    each, no graph optimization), profiled and unprofiled, in the same interleaved rounds."""
     with tempfile.TemporaryDirectory() as tmp:
-        chain = os.path.join(tmp, "chain.onnx")
-        _chain_model(chain)
-        kern, _, p50 = _profiled(chain, tmp, "chain", 200, 20, seed, threads=threads, ort_opt_level="disable")
-        cost_ms = max(0.0, (sum(kern.values()) - p50) / CHAIN)
-        kernels, ops, run_p50 = _profiled(path, tmp, "model", runs, warmup, seed, threads=threads,
-                                          ort_opt_level=opt_level, shapes=shapes)
-    rows = [{"index": i, "name": n, "op": ops[n], "kernel_ms": k, "ms": max(0.0, k - cost_ms)}
-            for i, (n, k) in enumerate(kernels.items())]
+        jobs = [(path, {"threads": threads, "ort_opt_level": opt_level, "shapes": shapes})]
+        for inputs in (1, 8):
+            jobs.append((os.path.join(tmp, f"chain{inputs}.onnx"), {"threads": threads, "ort_opt_level": "disable"}))
+            _chain_model(jobs[-1][0], inputs)
+        (kernels, ops, arity, run_p50), *chains = _profiled(jobs, tmp, runs, warmup, seed)
+    a, b = _profiler_cost(chains)
+    rows = []
+    for i, (n, k) in enumerate(kernels.items()):
+        cost = a + b * arity[n]
+        rows.append({"index": i, "name": n, "op": ops[n], "kernel_ms": k, "profiler_ms": cost, "ms": max(0.0, k - cost)})
     return {"method": f"onnxruntime profiler: kernel time per node, median of the timed runs, less the profiler's "
-                      f"own {1e3 * cost_ms:.1f} us per node (measured on a chain of {CHAIN} no-op-sized nodes)",
+                      f"own {1e3 * a:.2f} us per node + {1e3 * b:.2f} us per recorded input/output (measured "
+                      f"beside it on chains of no-op-sized nodes)",
             "ops": rows, "sum_ms": float(sum(r["ms"] for r in rows)),
-            "kernel_sum_ms": float(sum(r["kernel_ms"] for r in rows)), "profiler_cost_us": 1e3 * cost_ms,
+            "kernel_sum_ms": float(sum(r["kernel_ms"] for r in rows)),
+            "profiler_cost_us": {"per_node": 1e3 * a, "per_input_output": 1e3 * b},
             "run_p50_ms": run_p50}
 
 
