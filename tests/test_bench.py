@@ -325,3 +325,15 @@ def test_profile_operators_find_their_cost_model_layer():
 def test_profile_refuses_emulation(tiny_tflite):
     r = CliRunner().invoke(cli, ["bench", str(tiny_tflite), "--profile", "--emulate", "cortex-a55", "--runs", "2"])
     assert r.exit_code == 2 and "cannot be combined with --emulate" in r.output
+
+
+def test_profile_of_a_model_too_large_to_load_every_prefix_times_them_one_after_another(tiny_tflite, monkeypatch):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from mobiledeploy.runtimes import profile
+
+    monkeypatch.setattr(profile, "MAX_LOADED_BYTES", 0)
+    res = profile.tflite_op_times(str(tiny_tflite), threads=1, runs=3, warmup=0)
+    n = schema.Model.GetRootAsModel(tiny_tflite.read_bytes(), 0).Subgraphs(0).OperatorsLength()
+    assert "one prefix after another" in res["method"] and len(res["ops"]) == n
+    assert res["sum_ms"] == pytest.approx(res["run_p50_ms"]) and res["run_p50_ms"] > 0

@@ -16,7 +16,9 @@ not compare), and return ``{"method", "ops": [{"index", "name", "op", "ms", ...}
 - LiteRT: the Python interpreter has no profiler, so operators are timed by **prefix
   differencing**: copies of the model cut after operator k (its output becomes that
   operator's output) are timed like the full model, and operator k's time is
-  p50(prefix k) - p50(prefix k-1); the last prefix is the file itself. The differences add
+  p50(prefix k) - p50(prefix k-1); the last prefix is the file itself. All prefixes are
+  loaded at once and timed in interleaved rounds, unless operators x file size exceeds
+  ``MAX_LOADED_BYTES`` (then one after another). The differences add
   up to the whole model's p50 by construction; each one carries the noise of two
   measurements and can come out slightly negative for a cheap operator. With XNNPACK each
   prefix is delegated on its own, so an operator's time includes what fusing it with its
@@ -37,6 +39,7 @@ from mobiledeploy.runtimes.timing import timed_loop
 
 ROUNDS = 5  # interleaved rounds; the timed runs are split between them
 CHAIN = 32  # nodes of the chain that measures the ONNX Runtime profiler's own cost
+MAX_LOADED_BYTES = 2 << 30  # LiteRT: operators x file size up to which every prefix is loaded at once
 
 
 def _rounds(sessions, runs: int, warmup: int) -> list[list[int]]:
@@ -163,25 +166,35 @@ def tflite_op_times(path: str, *, threads: int | None, runs: int, warmup: int, x
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model_t.operatorCodes]
     graph = model_t.subgraphs[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for k in range(len(graph.operators) - 1):
-            paths.append(os.path.join(tmp, f"prefix_{k}.tflite"))
-            with open(paths[-1], "wb") as f:
+    together = len(graph.operators) * len(data) <= MAX_LOADED_BYTES
+
+    def session(k: int, tmp: str):
+        if k == len(graph.operators) - 1:  # the last prefix is the file itself
+            p = path
+        else:
+            p = os.path.join(tmp, f"prefix_{k}.tflite")
+            with open(p, "wb") as f:
                 f.write(_prefix(model_t, k))
-        sessions = [runtimes.open_session(p, threads=threads, xnnpack=xnnpack, shapes=shapes)
-                    for p in [*paths, path]]  # the last prefix is the file itself
-        for s in sessions:
-            s.set_inputs(runtimes.random_inputs(s, seed=seed))
-        cumulative = [_ms(t) for t in _rounds(sessions, runs, warmup)]
+        s = runtimes.open_session(p, threads=threads, xnnpack=xnnpack, shapes=shapes)
+        s.set_inputs(runtimes.random_inputs(s, seed=seed))
+        return s
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if together:
+            sessions = [session(k, tmp) for k in range(len(graph.operators))]
+            cumulative = [_ms(t) for t in _rounds(sessions, runs, warmup)]
+        else:  # too large to hold every prefix at once: one after another (drift is not cancelled)
+            cumulative = [_ms(_rounds([session(k, tmp)], runs, warmup)[0]) for k in range(len(graph.operators))]
     rows = []
     for k, op in enumerate(graph.operators):
         out = graph.tensors[op.outputs[0]].name
         rows.append({"index": k, "name": out.decode() if isinstance(out, bytes) else str(out),
                      "op": names.get(codes[op.opcodeIndex], str(codes[op.opcodeIndex])),
                      "ms": cumulative[k] - (cumulative[k - 1] if k else 0.0)})
-    return {"method": "prefix differencing: p50 of the model cut after operator k minus after k-1, all prefixes "
-                      "timed in interleaved rounds (LiteRT has no profiler in Python)", "ops": rows,
+    how = ("all prefixes timed in interleaved rounds" if together else
+           "one prefix after another (too large to load every prefix at once)")
+    return {"method": f"prefix differencing: p50 of the model cut after operator k minus after k-1, {how} "
+                      f"(LiteRT has no profiler in Python)", "ops": rows,
             "sum_ms": float(sum(r["ms"] for r in rows)), "run_p50_ms": cumulative[-1]}
 
 
