@@ -32,6 +32,7 @@ latency-proportional-to-MACs baseline (``benchmarks/estimate_generalize.score``)
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import os
 import statistics
@@ -219,13 +220,53 @@ def main() -> int:
 
 def host_prior(threads: int = 1):
     """Cost-model priors for this host: peak = clock x 16 fp32 MAC/cycle (AVX2, 2 FMA pipes),
-    int8 2x that, 10 GB/s, 1 us per op (assumptions); cache = L2 + L3 as the kernel reports them."""
+    int8 2x that (assumptions), 1 us per op (an assumption), bandwidth = one core's measured
+    cache-resident copy bandwidth (``measured_bandwidth_gbs``), cache = L2 + L3 as the kernel
+    reports them."""
     from mobiledeploy.cost.estimate import DEFAULT_EFFICIENCY, CostModel
 
     ghz = _cpu_ghz()
     return CostModel(target="host", peak_gmacs={"fp32": ghz * 16, "int8": ghz * 32},
-                     efficiency={p: dict(v) for p, v in DEFAULT_EFFICIENCY.items()}, bandwidth_gbs=10.0,
-                     overhead_us=1.0, threads=threads, cache_kb=_cache_kb())
+                     efficiency={p: dict(v) for p, v in DEFAULT_EFFICIENCY.items()},
+                     bandwidth_gbs=measured_bandwidth_gbs()["gbs"], overhead_us=1.0, threads=threads,
+                     cache_kb=_cache_kb())
+
+
+BANDWIDTH_CORE = 1  # the core the grid's 1-thread runs are pinned to
+SENSITIVITY_GBS = (10, 30, 120)  # bandwidth priors the grid's calibrations are also reported with
+
+
+def measured_bandwidth_gbs(mib: float = 4.0, reps: int = 200) -> dict:
+    """One core's copy bandwidth for data that lives in the cache MobileNet's layers use:
+    ``np.copyto`` of a ``mib`` MiB float32 array into another (8 MiB in flight: beyond this
+    host's 512 KiB L2, within its 32 MiB L3), pinned to ``BANDWIDTH_CORE``; bytes read + written
+    over the median copy time. Measured once per run (cached); a machine figure, not fitted
+    to any MobileNet config."""
+    global _BANDWIDTH
+    if _BANDWIDTH is None:
+        import numpy as np
+
+        old = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {BANDWIDTH_CORE} & old or old)
+        try:
+            a = np.random.default_rng(0).random(int(mib * 2**20 / 4), dtype=np.float32)
+            b = np.empty_like(a)
+            for _ in range(10):
+                np.copyto(b, a)
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                np.copyto(b, a)
+                times.append(time.perf_counter() - t0)
+        finally:
+            os.sched_setaffinity(0, old)
+        _BANDWIDTH = {"gbs": 2 * a.nbytes / statistics.median(times) / 1e9,
+                      "method": f"np.copyto of {mib:g} MiB float32, median of {reps}, read + written bytes, "
+                                f"core {BANDWIDTH_CORE}"}
+    return _BANDWIDTH
+
+
+_BANDWIDTH: dict | None = None
 
 
 def _cache_kb() -> float:
@@ -266,12 +307,15 @@ def corners_from_bench_json(pattern: str, out_path: Path, *, stat: str = "min", 
         raise SystemExit(f"--bench-json {pattern!r}: no MobileNet V1 grid results")
     report = {"what": "MobileNet V1 alpha x res grid, TFLite fp32 / int8, LiteRT + XNNPACK, host timings "
                       f"(per-round {stat}, minimum over rounds)", "files": [Path(f).name for f in files],
-              "machine": machine_conditions(), "columns": {}}
+              "machine": machine_conditions(), "prior_bandwidth": measured_bandwidth_gbs(), "columns": {}}
     for (prec, threads), grid in sorted(cols.items()):
         rows = [measurement_for(label=f"{a}:{res}", model=path, precision=prec, threads=threads,
                                 latency_ms=min(v)) for (a, res, path), v in sorted(grid.items())]
         spread = {f"{a}:{res}": 100.0 * (max(v) - min(v)) / min(v) for (a, res, _), v in grid.items()}
         res = score(rows, host_prior(threads))
+        res["bandwidth_prior_sensitivity"] = {  # the same calibrations with an assumed bandwidth prior instead
+            f"{gbs} GB/s": {k: score(rows, replace(host_prior(threads), bandwidth_gbs=float(gbs)))[k]
+                            for k in ("two_corners", "one_point")} for gbs in SENSITIVITY_GBS}
         res["rounds"] = {f"{a}:{r}": v for (a, r, _), v in grid.items()}
         res["spread_pct_median"] = statistics.median(spread.values())
         report["columns"][f"{prec} {threads}t"] = res
