@@ -6,7 +6,8 @@ to build/profile_sum unless it is there, then runs
 process and compares, per artifact, the sum of the operator times with the end-to-end p50
 measured beside them in the profiling process (interleaved rounds) and with bench's own p50
 (another process, earlier), and lists `estimate --target host`'s total and how many of its
-layers were matched to a measured operator; 3 times over. Host times on this machine. Writes
+layers were matched to a measured operator, and how well the estimate sizes and ranks the
+operators that hold >= 2 % of the time (median |error|, Spearman correlation); 6 times over. Host times on this machine. Writes
 ``benchmarks/results/profile_sum.json``.
 
     .venv/bin/python benchmarks/profile_sum.py
@@ -23,7 +24,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "profile_sum"
 RESULTS = ROOT / "benchmarks" / "results" / "profile_sum.json"
-REPEATS = 3  # whole bench --profile runs, one after another
+REPEATS = 6  # whole bench --profile runs, one after another
+
+
+def layer_agreement(ops: list[dict]) -> dict:
+    """How well `estimate --target host` ranks and sizes the operators that matter: over the
+    matched operators holding >= 2 % of the measured sum, the median |estimate / measured - 1|
+    and the Spearman rank correlation of the two."""
+    from scipy.stats import spearmanr
+
+    total = sum(o["ms"] for o in ops)
+    big = [o for o in ops if o.get("estimate_ms") is not None and o["ms"] >= 0.02 * total]
+    if len(big) < 3:
+        return {"layers_compared": len(big)}
+    errs = sorted(abs(o["estimate_ms"] / o["ms"] - 1.0) for o in big)
+    rho = spearmanr([o["ms"] for o in big], [o["estimate_ms"] for o in big]).statistic
+    return {"layers_compared": len(big), "layer_median_abs_error_pct": round(100 * errs[len(errs) // 2], 1),
+            "layer_rank_correlation": round(float(rho), 3)}
 
 
 def main() -> int:
@@ -52,6 +69,7 @@ def main() -> int:
                          "profiler_cost_us": prof.get("profiler_cost_us"), "kernel_sum_ms": prof.get("kernel_sum_ms"),
                          "host_estimate_ms": round(prof["estimate"]["latency_ms"], 4),
                          "estimate_layers_matched": f"{prof['estimate']['layers_matched']}/{prof['estimate']['layers']}",
+                         **layer_agreement(prof["ops"]),
                          "method": prof["method"]})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "method"}), flush=True)
     after = machine_conditions()
