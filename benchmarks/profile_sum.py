@@ -10,7 +10,7 @@ layers were matched to a measured operator, and how well the estimate sizes and 
 operators that hold >= 2 % of the time (median |error|, Spearman correlation); 6 times over. Host times on this machine. Writes
 ``benchmarks/results/profile_sum.json``.
 
-    .venv/bin/python benchmarks/profile_sum.py
+    .venv/bin/python benchmarks/profile_sum.py [--out benchmarks/results/profile_sum.json]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def layer_agreement(ops: list[dict]) -> dict:
 
 
 def main() -> int:
+    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else RESULTS
     sys.path.insert(0, str(ROOT))
     from mobiledeploy.bench.core import machine_conditions
 
@@ -74,7 +75,7 @@ def main() -> int:
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "method"}), flush=True)
     after = machine_conditions()
     before = {**before, "loadavg_after": after.get("loadavg_1_5_15"), "time_utc_after": after.get("time_utc")}
-    RESULTS.write_text(json.dumps({"what": __doc__.splitlines()[0], "machine": before, "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"what": __doc__.splitlines()[0], "machine": before, "rows": rows}, indent=1) + "\n")
     return 0
 
 
