@@ -337,3 +337,20 @@ def test_profile_of_a_model_too_large_to_load_every_prefix_times_them_one_after_
     n = schema.Model.GetRootAsModel(tiny_tflite.read_bytes(), 0).Subgraphs(0).OperatorsLength()
     assert "one prefix after another" in res["method"] and len(res["ops"]) == n
     assert res["sum_ms"] == pytest.approx(res["run_p50_ms"]) and res["run_p50_ms"] > 0
+
+
+def test_a_model_the_cost_model_cannot_read_keeps_its_profile(monkeypatch):
+    """The host estimate beside the profile is best effort: a parser failure becomes estimate_error."""
+    from mobiledeploy.bench import profile as bp
+    from mobiledeploy.cost import info
+
+    def broken(*a, **k):
+        raise ValueError("unexpected graph")
+
+    monkeypatch.setattr(info, "model_stats", broken)
+    prof = {"status": "ok", "ops": [{"index": 0, "name": "x", "op": "CONV_2D", "ms": 0.1}], "sum_ms": 0.1,
+            "run_p50_ms": 0.1, "method": "m"}
+    bp.attach_estimates(prof, "m.tflite", threads=1)
+    assert "cannot read this model (ValueError: unexpected graph)" in prof["estimate_error"] and "estimate" not in prof
+    rows, summary = bp.profile_rows(prof, 0.1)
+    assert rows[0][-1] == "-" and "No host estimate: the cost model cannot read" in summary

@@ -77,6 +77,9 @@ def attach_estimates(profile: dict, path: str, *, threads: int | None, shapes: d
     except MobiledeployError as e:
         profile["estimate_error"] = str(e)
         return
+    except Exception as e:  # a graph the cost model's parsers do not expect: the measurement still stands
+        profile["estimate_error"] = f"the cost model cannot read this model ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        return
     hits = match_layers([o["name"] for o in profile["ops"]], runtime_layers(stats.layers))  # est.layers' order
     for op, i in zip(profile["ops"], hits):
         op["estimate_ms"] = est.layers[i].estimate_us / 1e3 if i is not None else None
