@@ -32,12 +32,12 @@ latency-proportional-to-MACs baseline (``benchmarks/estimate_generalize.score``)
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import json
 import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
