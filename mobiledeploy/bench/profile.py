@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import re
 
-HEADERS = ("#", "operator", "node or output tensor", "host ms", "%", "host est. ms")
+# The per-operator table, terminal and Markdown: (header, justify, priority, fold) as in
+# ``mobiledeploy.cli.table.Column`` (priority: dropped first from a narrow terminal).
+COLUMNS = (("#", "right", 0, False), ("operator", "left", 0, False), ("node or output tensor", "left", 1, True),
+           ("host ms", "right", 0, False), ("%", "right", 0, False), ("host est. ms", "right", 2, False))
 
 
 def profile_model(path: str, settings) -> dict:
@@ -78,7 +81,8 @@ def attach_estimates(profile: dict, path: str, *, threads: int | None, shapes: d
         profile["estimate_error"] = str(e)
         return
     except Exception as e:  # a graph the cost model's parsers do not expect: the measurement still stands
-        profile["estimate_error"] = f"the cost model cannot read this model ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        why = " ".join(str(e).split())[:200]
+        profile["estimate_error"] = f"the cost model cannot read this model ({type(e).__name__}: {why})"
         return
     hits = match_layers([o["name"] for o in profile["ops"]], runtime_layers(stats.layers))  # est.layers' order
     for op, i in zip(profile["ops"], hits):
@@ -92,7 +96,7 @@ def attach_estimates(profile: dict, path: str, *, threads: int | None, shapes: d
 
 
 def profile_rows(profile: dict, p50_ms: float | None) -> tuple[list[list[str]], str]:
-    """Table rows (``HEADERS``) and the summary: the sum against the bench p50, and the
+    """Table rows (``COLUMNS``) and the summary: the sum against the bench p50, and the
     host estimate's total with its label."""
     total = profile["sum_ms"] or 0.0
     rows = [[str(o["index"]), o["op"], o["name"], f"{o['ms']:.3f}", f"{100 * o['ms'] / total:.1f}" if total else "-",
@@ -115,14 +119,11 @@ def profile_rows(profile: dict, p50_ms: float | None) -> tuple[list[list[str]], 
 
 def profile_markdown(model: str, profile: dict, p50_ms: float | None) -> str:
     """One model's profile as a Markdown section (``bench --profile --md``)."""
+    from mobiledeploy.bench.report import md_escape, md_rows
+
+    head = f"\n### {md_escape(model)}: per operator (host)\n"
     if profile.get("status") != "ok":
-        return f"\n### {model}: per operator (host)\n\nProfile failed: {profile.get('error')}\n"
+        return f"{head}\nProfile failed: {md_escape(str(profile.get('error')))}\n"
     rows, summary = profile_rows(profile, p50_ms)
-
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|")
-
-    lines = [f"\n### {esc(model)}: per operator (host)", "", "| " + " | ".join(HEADERS) + " |",
-             "|---:|---|---|---:|---:|---:|"]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines + ["", esc(summary), ""])
+    table = md_rows([c[0] for c in COLUMNS], [c[1] for c in COLUMNS], rows)
+    return "\n".join([head, *table, "", md_escape(summary), ""])

@@ -57,20 +57,26 @@ def rows(results: Sequence[BenchResult], columns: Sequence[Column], extras: dict
     return [[c.value(r, extras.get(r.model, {})) for c in columns] for r in results]
 
 
+def md_escape(s: str) -> str:
+    """Text safe inside a Markdown table cell or heading."""
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def md_rows(headers: Sequence[str], justify: Sequence[str], cells: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table: header row, alignment row ("right" columns right-aligned), escaped cells."""
+    align = "|" + "|".join("---:" if j == "right" else "---" for j in justify) + "|"
+    return ["| " + " | ".join(headers) + " |", align, *("| " + " | ".join(md_escape(v) for v in row) + " |"
+                                                       for row in cells)]
+
+
 def markdown_table(results: Sequence[BenchResult], *, title: str, columns: Sequence[Column] | None = None,
                    extras: dict | None = None, notes: Sequence[str] = ()) -> str:
     columns = COLUMNS if columns is None else columns
-
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|").replace("\n", " ")
-
-    lines = [f"### {esc(title)}", "",
-             "| " + " | ".join(c.header for c in columns) + " |",
-             "|" + "|".join("---:" if c.justify == "right" else "---" for c in columns) + "|"]
-    lines += ["| " + " | ".join(esc(v) for v in cells) + " |" for cells in rows(results, columns, extras)]
-    errors = [f"- `{Path(r.model).name}`: {esc(r.error or '')}" for r in results if not r.ok]
+    lines = [f"### {md_escape(title)}", "",
+             *md_rows([c.header for c in columns], [c.justify for c in columns], rows(results, columns, extras))]
+    errors = [f"- `{Path(r.model).name}`: {md_escape(r.error or '')}" for r in results if not r.ok]
     if errors:
         lines += ["", "Errors:", ""] + errors
     if notes:
-        lines += ["", *[f"Note: {esc(n)}" for n in notes]]
+        lines += ["", *[f"Note: {md_escape(n)}" for n in notes]]
     return "\n".join(lines) + "\n"

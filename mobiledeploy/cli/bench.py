@@ -170,11 +170,10 @@ def _profiles(report, settings) -> dict:
 
 
 def _print_profiles(out, report, profiles: dict, wide: bool) -> None:
-    from mobiledeploy.bench.profile import profile_rows
+    from mobiledeploy.bench.profile import COLUMNS, profile_rows
     from mobiledeploy.cli.table import Column, render
 
-    cols = [Column("#", "right"), Column("operator"), Column("node or output tensor", fold=True, priority=1),
-            Column("host ms", "right"), Column("%", "right"), Column("host est. ms", "right", priority=2)]
+    cols = [Column(*c) for c in COLUMNS]
     for r in report.results:
         prof = profiles.get(r.model)
         if not prof:
