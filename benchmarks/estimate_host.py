@@ -32,6 +32,7 @@ latency-proportional-to-MACs baseline (``benchmarks/estimate_generalize.score``)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -236,37 +237,31 @@ BANDWIDTH_CORE = 1  # the core the grid's 1-thread runs are pinned to
 SENSITIVITY_GBS = (10, 30, 120)  # bandwidth priors the grid's calibrations are also reported with
 
 
+@functools.cache
 def measured_bandwidth_gbs(mib: float = 4.0, reps: int = 200) -> dict:
     """One core's copy bandwidth for data that lives in the cache MobileNet's layers use:
     ``np.copyto`` of a ``mib`` MiB float32 array into another (8 MiB in flight: beyond this
     host's 512 KiB L2, within its 32 MiB L3), pinned to ``BANDWIDTH_CORE``; bytes read + written
     over the median copy time. Measured once per run (cached); a machine figure, not fitted
     to any MobileNet config."""
-    global _BANDWIDTH
-    if _BANDWIDTH is None:
-        import numpy as np
+    import numpy as np
 
-        old = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {BANDWIDTH_CORE} & old or old)
-        try:
-            a = np.random.default_rng(0).random(int(mib * 2**20 / 4), dtype=np.float32)
-            b = np.empty_like(a)
-            for _ in range(10):
-                np.copyto(b, a)
-            times = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                np.copyto(b, a)
-                times.append(time.perf_counter() - t0)
-        finally:
-            os.sched_setaffinity(0, old)
-        _BANDWIDTH = {"gbs": 2 * a.nbytes / statistics.median(times) / 1e9,
-                      "method": f"np.copyto of {mib:g} MiB float32, median of {reps}, read + written bytes, "
-                                f"core {BANDWIDTH_CORE}"}
-    return _BANDWIDTH
-
-
-_BANDWIDTH: dict | None = None
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {BANDWIDTH_CORE} & old or old)
+    try:
+        a = np.random.default_rng(0).random(int(mib * 2**20 / 4), dtype=np.float32)
+        b = np.empty_like(a)
+        for _ in range(10):
+            np.copyto(b, a)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            np.copyto(b, a)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.sched_setaffinity(0, old)
+    return {"gbs": 2 * a.nbytes / statistics.median(times) / 1e9,
+            "method": f"np.copyto of {mib:g} MiB float32, median of {reps}, read + written bytes, core {BANDWIDTH_CORE}"}
 
 
 def _cache_kb() -> float:
