@@ -59,8 +59,7 @@ def main() -> int:
     from mobiledeploy.export.logits import artifact_logits
 
     shutil.rmtree(OUT, ignore_errors=True)
-    x, y = C.eval_set()
-    ref = C.keras_logits_model().predict(x, batch_size=16, verbose=0)
+    _, x, y, ref = C.reference()
     rows, exports = [], {}
     with tempfile.TemporaryDirectory() as d:
         calib_dir = Path(d) / "calibration_photos"

@@ -108,10 +108,8 @@ def main() -> int:
     C.require_assets()
     from mobiledeploy.bench import machine_conditions
 
-    model = C.keras_logits_model()
-    x, y = C.eval_set()
+    model, x, y, ref = C.reference()
     cal = C.calib_set()
-    ref = model.predict(x, batch_size=16, verbose=0)
     print(f"eval {len(x)} samples ({int((y >= 0).sum())} labelled), calibration {len(cal)} samples", flush=True)
     t = time.time()
     bc = E.correct_bias(model, cal)

@@ -27,9 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "int8_real_cle.json"
 
 def main() -> int:
     C.require_assets()
-    model = C.keras_logits_model()
-    x, y = C.eval_set()
-    ref = model.predict(x, batch_size=16, verbose=0)
+    model, x, y, ref = C.reference()
     pairs = E._cle_pairs(model)
     skip = E.equalize_model(model)
     relu = E.equalize_model(model, relu6="relu")

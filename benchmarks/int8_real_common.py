@@ -91,6 +91,13 @@ def keras_logits_model():
     return keras.Model(m.inputs, m.get_layer("reshape_2").output, name="mobilenet_1.00_224")
 
 
+def reference():
+    """(Keras logits model, eval inputs, eval labels, its fp32 logits on them): every study's reference."""
+    model = keras_logits_model()
+    x, y = eval_set()
+    return model, x, y, model.predict(x, batch_size=16, verbose=0)
+
+
 def scores(ref: np.ndarray, out: np.ndarray, y: np.ndarray) -> dict:
     """top-1 agreement with the reference, logit SQNR (dB), top-1 on the labelled samples.
 

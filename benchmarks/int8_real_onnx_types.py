@@ -32,10 +32,8 @@ def main() -> int:
     from mobiledeploy.export.formats import onnx as O
     from mobiledeploy.export.recipes import OnnxQuantTypes, QuantRecipe, cpu_flags
 
-    model = C.keras_logits_model()
-    x, y = C.eval_set()
+    model, x, y, ref = C.reference()
     cal = C.calib_set()
-    ref = model.predict(x, batch_size=16, verbose=0)
     out = {"what": __doc__.splitlines()[0], "machine": machine_conditions(),
            "vnni_flags": sorted(f for f in cpu_flags() if "vnni" in f), "types": {}}
     for name in ("u8s8", "s8s8"):
