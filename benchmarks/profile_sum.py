@@ -16,6 +16,7 @@ operators that hold >= 2 % of the time (median |error|, Spearman correlation); 6
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,9 +38,9 @@ def layer_agreement(ops: list[dict]) -> dict:
     big = [o for o in ops if o.get("estimate_ms") is not None and o["ms"] >= 0.02 * total]
     if len(big) < 3:
         return {"layers_compared": len(big)}
-    errs = sorted(abs(o["estimate_ms"] / o["ms"] - 1.0) for o in big)
+    err = statistics.median(abs(o["estimate_ms"] / o["ms"] - 1.0) for o in big)
     rho = spearmanr([o["ms"] for o in big], [o["estimate_ms"] for o in big]).statistic
-    return {"layers_compared": len(big), "layer_median_abs_error_pct": round(100 * errs[len(errs) // 2], 1),
+    return {"layers_compared": len(big), "layer_median_abs_error_pct": round(100 * err, 1),
             "layer_rank_correlation": round(float(rho), 3)}
 
 
