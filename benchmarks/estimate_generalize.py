@@ -75,8 +75,8 @@ def _summary(errs: list[float]) -> dict:
             "worst_abs_error_pct": max(abs(e) for e in errs)}
 
 
-def evaluate(table: dict, device: dict, prior_log_multipliers: dict | None = None, **overrides) -> dict:
-    from mobiledeploy.cost.model import apply_multipliers
+def table_rows(table: dict) -> list:
+    """The table's configs as calibration measurements (``mobiledeploy.cost.fit.Measurement``)."""
     from mobiledeploy.cost.fit import Measurement
 
     rows = []
@@ -84,6 +84,13 @@ def evaluate(table: dict, device: dict, prior_log_multipliers: dict | None = Non
         layers = layers_for(model)
         rows.append(Measurement(label=model, layers=layers, precision=table["precision"], threads=table["threads"],
                                 latency_ms=float(ms), macs=sum(x.macs for x in layers)))
+    return rows
+
+
+def evaluate(table: dict, device: dict, prior_log_multipliers: dict | None = None, **overrides) -> dict:
+    from mobiledeploy.cost.model import apply_multipliers
+
+    rows = table_rows(table)
     base = prior(device, table["device"], table["threads"], **overrides)
     if prior_log_multipliers:
         names = tuple(prior_log_multipliers)
