@@ -210,6 +210,8 @@ def main() -> int:
     text = eg.DATA.read_text(encoding="utf-8")
     data = tomllib.loads(text)
     halves = printed_halfsteps(text)
+    if [sorted(h) for h in halves] != [sorted(m for m, _ in t["rows"]) for t in data["tables"]]:
+        raise SystemExit(f"{eg.DATA}: could not read every table's printed figures")
     scored = [(t, h) for t, h in zip(data["tables"], halves) if len(t["rows"]) >= 3]
     report = {"data": str(eg.DATA.relative_to(eg.ROOT)), "bars_pct": BARS, "tables": [], "variants": {}}
     print(f"{'table':<52} {'2-corner median/worst':>22} {'inside printed precision':>32} {'best shape: worst':>18}")
