@@ -91,13 +91,13 @@ def term_totals(row, cache_bytes: float) -> np.ndarray:
                             len(layers)], float)
 
 
-def best_shape(table: dict, device: dict) -> dict:
-    """Smallest worst error of any non-negative combination of TERMS through both corners."""
+def best_shape(table: dict, device: dict, terms: tuple[str, ...] = TERMS) -> dict:
+    """Smallest worst error of any non-negative combination of ``terms`` through both corners."""
     from scipy.optimize import linprog
 
     rows = eg.table_rows(table)
     cache = 1024.0 * (device.get("l2_kb", 0) + device.get("l3_kb", 0))
-    x = np.array([term_totals(r, cache) for r in rows])
+    x = np.array([term_totals(r, cache) for r in rows])[:, [TERMS.index(t) for t in terms]]
     x = x / np.where(x.max(0) > 0, x.max(0), 1.0)  # scaled columns, same feasible set
     y = np.array([r.latency_ms for r in rows])
     big, small = int(np.argmax([r.macs for r in rows])), int(np.argmin([r.macs for r in rows]))
@@ -115,7 +115,7 @@ def best_shape(table: dict, device: dict) -> dict:
     errs = [100 * abs(x[i] @ w / y[i] - 1) for i in rest]
     return {"feasible": True, "worst_abs_error_pct": float(100 * res.x[-1]),
             "median_abs_error_pct_at_that_shape": float(statistics.median(errs)),
-            "terms_used": [t for t, v in zip(TERMS, w) if v > 1e-9]}
+            "terms_used": [t for t, v in zip(terms, w) if v > 1e-9]}
 
 
 # ---------------------------------------------------------------- 3. shape variants
@@ -222,6 +222,7 @@ def main() -> int:
         res = eg.evaluate(t, dev)
         base, bw = res["two_corners"], res["fitted"]["bandwidth_gbs"]
         band, best = precision_band(t, dev, half), best_shape(t, dev)
+        best["without_spilled_bytes"] = best_shape(t, dev, tuple(x for x in TERMS if x != "spilled_bytes"))
         # the two-corner fit's memory term per activation element, on one core (it carries the weights too)
         per_elem = PRECISION_BYTES[t["precision"]][0] / bw
         report["tables"].append({"name": t["name"], "two_corners": base, "printed_precision": band, "best_shape": best,
