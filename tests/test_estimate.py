@@ -6,6 +6,7 @@ import json
 import math
 import tomllib
 import warnings
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -265,6 +266,22 @@ def test_expected_error_label_says_what_it_rests_on():
     assert "held-out" in expected_error_text({"heldout_median_abs_error_pct": 4.0})
     assert "in-sample median only" in expected_error_text(
         {"fit_median_abs_error_pct": 3.0, "fitted_on": rows, "fit_params": ["compute", "memory"]})
-    exact = {"fit_median_abs_error_pct": 0.0, "fitted_on": rows[:1], "fit_params": ["scale"]}
-    assert "unknown" in expected_error_text(exact) and "~0%" not in expected_error_text(exact)
-    assert "priors only" in expected_error_text({})
+    one = {"fit_median_abs_error_pct": 0.0, "fitted_on": rows[:1], "fit_params": ["scale"]}
+    assert "unknown" in expected_error_text(one) and "~0%" not in expected_error_text(one)
+    assert "one measurement fits a scale only" in expected_error_text(one)
+    exact = {"fit_median_abs_error_pct": 0.0, "fitted_on": rows[:2], "fit_params": ["compute", "memory"]}
+    assert "fitted exactly" in expected_error_text(exact)
+    assert "priors alone" in expected_error_text({})
+
+
+def test_label_evidence_matches_the_published_table_study():
+    """The figures the labels quote are those benchmarks/estimate_generalize.py last measured."""
+    from mobiledeploy.cost import model
+
+    ev = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                     / "estimate_generalize.json").read_text())["label_evidence"]
+    assert ev["tables"] == model.PUBLISHED_TABLES
+    lo, hi = ev["one_point_median_abs_error_pct_range"]
+    assert model.ONE_POINT_MEDIAN_PCT == (round(lo), round(hi))
+    lo, hi = ev["priors_only_estimate_over_measured_range"]
+    assert model.PRIORS_ONLY_RATIO == (round(lo, 2), round(hi, 1))

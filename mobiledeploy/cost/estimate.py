@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from mobiledeploy.cost.ir import OP_CLASSES
 from mobiledeploy.cost.model import (COMBINES, COMPUTE_CLASSES, DEFAULT_CACHE_RATIO, PRECISION_BYTES,  # noqa: F401
-                                     PRECISION_RATE, PRECISIONS, LayerArrays, expected_error_text,
+                                     PRECISION_RATE, PRECISIONS, PRIORS_ONLY_EVIDENCE, PRIORS_ONLY_TEXT,
+                                     LayerArrays, expected_error_text,
                                      runtime_layers)
 from mobiledeploy.errors import UsageError
 
@@ -123,8 +124,7 @@ def cost_model_for(target, *, threads: int | None = None) -> CostModel:
     run_threads = threads or target.threads or 1
     fitted = bool(cm.get("fitted_on"))
     if not fitted:
-        notes.append(f"target {target.name!r} has no calibrated [cost_model]: priors only, "
-                     f"expect errors of 2x or more")
+        notes.append(f"target {target.name!r} has no calibrated [cost_model]: priors only; {PRIORS_ONLY_EVIDENCE}")
     combine = cm.get("combine", "sum")
     if combine not in COMBINES:
         raise UsageError(f"{where}: [cost_model].combine must be one of {', '.join(COMBINES)}, got {combine!r}")
@@ -212,14 +212,14 @@ def estimate_layers(layers, model: CostModel, *, precision: str = "fp32", thread
                     latency_ms=total, macs=sum(x.macs for x in out), layers=tuple(out),
                     by_class_ms={k: v for k, v in by_class.items() if v}, fitted=model.fitted,
                     notes=tuple(notes), label=estimate_label(model), fitted_from=model.fitted_from,
-                    expected_error=model.expected_error or "expected error unknown (priors only: 2x or more)")
+                    expected_error=model.expected_error or PRIORS_ONLY_TEXT)
 
 
 def estimate_label(model: CostModel) -> str:
     """"device estimate for T (fitted on ...; expected error ...), not a measurement"."""
     how = (f"cost model fitted on {model.fitted_from}" if model.fitted and model.fitted_from
            else "cost model, priors only")
-    err = model.expected_error or "expected error unknown (priors only: 2x or more)"
+    err = model.expected_error or PRIORS_ONLY_TEXT
     return f"device estimate for {model.target} ({how}; {err}), not a measurement"
 
 
