@@ -87,8 +87,7 @@ def keras_nodes(model) -> list[_Node]:
             n.weights = weights
             kshape = tuple(layer.kernel.shape)
             if kind == "conv":
-                groups = int(getattr(layer, "groups", 1) or 1)
-                n.macs_per_out = _prod(k) * int(kshape[2])  # kernel (kh, kw, cin/groups, cout)
+                n.macs_per_out = _prod(k) * int(kshape[2])  # kernel (kh, kw, cin/groups, cout): grouped too
                 n.channels = int(kshape[3])
             else:
                 n.macs_per_out = _prod(k)
