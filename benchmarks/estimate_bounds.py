@@ -215,10 +215,10 @@ def main() -> int:
     scored = [(t, h) for t, h in zip(data["tables"], halves) if len(t["rows"]) >= 3]
     report = {"data": str(eg.DATA.relative_to(eg.ROOT)), "bars_pct": BARS, "tables": [], "variants": {}}
     print(f"{'table':<52} {'2-corner median/worst':>22} {'inside printed precision':>32} {'best shape: worst':>18}")
+    from mobiledeploy.cost.model import PRECISION_BYTES
+
     for t, half in scored:
         dev = data["devices"][t["device"]]
-        from mobiledeploy.cost.model import PRECISION_BYTES
-
         res = eg.evaluate(t, dev)
         base, bw = res["two_corners"], res["fitted"]["bandwidth_gbs"]
         band, best = precision_band(t, dev, half), best_shape(t, dev)
