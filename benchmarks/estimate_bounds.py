@@ -122,25 +122,26 @@ def best_shape(table: dict, device: dict, terms: tuple[str, ...] = TERMS) -> dic
 
 
 def _arrays_class(kind: str, value: float, dram_gbs: float):
-    """A LayerArrays whose terms() applies one variant (kinds: see VARIANTS)."""
+    """A LayerArrays that applies one variant (kinds: see VARIANTS), through its own terms()."""
     from mobiledeploy.cost.model import PRECISION_BYTES, LayerArrays
 
     class Variant(LayerArrays):
-        def terms(self, model, threads=None):
-            t = super().terms(model, threads)
+        def __init__(self, layers, precision, threads=1):
+            super().__init__(layers, precision, threads)
             if kind == "epilogue":  # per conv output element, ``value`` MAC-equivalents at the conv's rate
                 k = np.array([x.macs / x.out_elems if x.op_class in ("conv1x1", "convkxk", "fc") and x.out_elems
                               else np.inf for x in self.layers])
-                t["compute"] = t["compute"] * (1.0 + value / k)
-            elif kind in ("weights_dram", "activations_only"):
-                act_b, w_b = PRECISION_BYTES[self.precision]
-                w = np.array([x.weight_elems * w_b for x in self.layers], float)
-                act = self.bytes - w
-                cache, ratio = model.cache_kb * 1024.0, model.cache_ratio
-                spill = np.maximum(0.0, act - cache) if cache > 0 else np.zeros_like(act)
-                t["memory"] = (act + (ratio - 1.0) * spill) / (model.bandwidth_gbs * 1e9) / model.speedup(threads or self.threads)
-                if kind == "weights_dram" and w.sum() > cache:  # streamed from DRAM each run, shared by threads
-                    t["memory"] = t["memory"] + w / (dram_gbs * 1e9)
+                self.compute_factor = 1.0 + value / k
+            elif kind in ("weights_dram", "activations_only"):  # the memory term sees activations only
+                self.weight_bytes = np.array([x.weight_elems * PRECISION_BYTES[precision][1] for x in self.layers], float)
+                self.bytes = self.bytes - self.weight_bytes
+
+        def terms(self, model, threads=None):
+            t = super().terms(model, threads)
+            if kind == "epilogue":
+                t["compute"] = t["compute"] * self.compute_factor
+            elif kind == "weights_dram" and self.weight_bytes.sum() > model.cache_kb * 1024.0:
+                t["memory"] = t["memory"] + self.weight_bytes / (dram_gbs * 1e9)  # streamed each run, shared by threads
             return t
 
     return Variant
