@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import csv_choice, emit_json, json_option, stderr_console, stdout_console
+from mobiledeploy.cli.common import Seconds, csv_choice, emit_json, json_option, stderr_console, stdout_console
 from mobiledeploy.export.formats import FORMATS, PRECISIONS
 from mobiledeploy.sweep.grid import (DEFAULT_CALIB_SAMPLES, DEFAULT_SAMPLES, DEFAULT_TARGETS, EXECUTORS,
                                      PAPER_ALPHAS, PAPER_RESOLUTIONS)
@@ -57,7 +57,8 @@ def _names(ctx, param, values):
 @click.option("--samples", type=int, default=DEFAULT_SAMPLES, show_default=True,
               help="Timed runs per artifact, all kept for the latency histograms.")
 @click.option("--warmup", type=int, default=5, show_default=True)
-@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="Seconds per bench child.")
+@click.option("--timeout", "timeout_s", type=Seconds(), default=300.0, show_default=True,
+              help="Seconds per bench child (at most a day).")
 @click.option("--out", default="build/sweep", show_default=True, type=click.Path(file_okay=False),
               help="Output directory (exports, per-config results, tables, report.html).")
 @click.option("--max-latency-ms", type=float, default=None, help="Recommend under this device estimate.")

@@ -31,6 +31,7 @@ DEFAULT_SAMPLES = 50
 DEFAULT_CALIB_SAMPLES = 100  # half of `export`'s 200: int8 calibration dominates a sweep's time
 MAX_ALPHA = 1.4  # the widest MobileNet Keras ships (V2 1.4); the paper's V1 grid stops at 1.0
 EXECUTORS = ("local", "ray")
+MAX_TIMEOUT_S = 86400.0  # one day, as for bench's --timeout
 KEY_VERSION = 1  # bump when what a result file holds changes
 
 
@@ -82,6 +83,8 @@ class SweepConfig:
         _positive("--max-latency-ms", self.max_latency_ms)
         _positive("--max-size-kb", self.max_size_kb)
         _positive("--timeout", self.timeout_s)
+        if self.timeout_s > MAX_TIMEOUT_S:
+            raise UsageError(f"--timeout must be <= {MAX_TIMEOUT_S:g} (a day), received {self.timeout_s!r}")
         if self.warmup < 0:
             raise UsageError(f"--warmup must be >= 0, received {self.warmup!r}")
         if self.min_top1 is not None:
