@@ -17,6 +17,7 @@ import click
 
 from mobiledeploy import __version__
 from mobiledeploy.errors import MobiledeployError
+from mobiledeploy.lockcheck import note_drift as note_lock_drift
 
 # name -> (module, attribute, one-line help). Adding a command is one line here.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -78,6 +79,7 @@ class _Group(click.Group):
         quiet_tensorflow()
         if args is None:
             args = sys.argv[1:]
+        note_lock_drift(args)  # one stderr note when converter/runtime versions differ from requirements.lock
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
