@@ -1,0 +1,119 @@
+"""Hostile files beside and instead of models: unrelated models and FIFOs next to the one being
+evaluated, outputs that cannot be written, a Keras archive that inflates to gigabytes, signals
+to a running bench, corrupt and renamed model files. Tiny ONNX models are built with
+onnx.helper (no TensorFlow)."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
+from mobiledeploy.cli import cli
+from test_eval_conventions import tiny_onnx
+
+from conftest import one_line_error
+
+MOBILEDEPLOY = [sys.executable, "-m", "mobiledeploy"]
+
+
+def onnx_at(path: Path, res: int, *, seed: int = 0) -> Path:
+    """The tiny NCHW ONNX classifier of test_eval_conventions, with a res x res input."""
+    import onnx
+
+    tiny_onnx(path, seed=seed)
+    m = onnx.load(str(path))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value = dims[3].dim_value = res
+    onnx.save(m, str(path))
+    return path
+
+
+def dynamic(fp32: Path, dest: Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8)
+    return dest
+
+
+# ---------------------------------------------------------------- eval FILE: only its own float sibling
+
+
+@pytest.fixture
+def quantized(tmp_path):
+    """tiny_dynamic.onnx (32x32) in a folder of its own; its float model is kept elsewhere."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "m").mkdir()
+    fp32 = onnx_at(tmp_path / "src" / "tiny_fp32.onnx", 32)
+    return fp32, dynamic(fp32, tmp_path / "m" / "tiny_dynamic.onnx")
+
+
+def _eval(model: Path):
+    return run_eval(EvalConfig(models=(str(model),), preprocessing="mobilenet", limit=20))
+
+
+def test_an_unrelated_float_model_beside_the_file_is_not_its_reference(quantized):
+    _, q = quantized
+    onnx_at(q.parent / "deeplabv3_fp32.onnx", 48, seed=1)  # another model, another resolution
+    rep = _eval(q)
+    assert [r.model for r in rep.results] == [str(q)] and rep.results[0].agreement is None
+
+
+def test_a_same_name_float_model_of_another_shape_is_not_its_reference(quantized):
+    _, q = quantized
+    onnx_at(q.parent / "tiny_fp32.onnx", 48)
+    rep = _eval(q)
+    assert [r.model for r in rep.results] == [str(q)] and rep.results[0].agreement is None
+
+
+@pytest.mark.parametrize("name", ["tiny_fp32.onnx", "tiny.onnx", "tiny_float32.onnx"])
+def test_the_float_sibling_of_the_same_model_is_the_reference(quantized, name):
+    fp32, q = quantized
+    sib = q.parent / name
+    sib.write_bytes(fp32.read_bytes())
+    onnx_at(q.parent / "aaa_fp32.onnx", 32, seed=2)  # same shape, another model: never chosen
+    (res,) = [r for r in _eval(q).results if r.model == str(q)]
+    assert res.agreement is not None and res.agreement.reference == str(sib)
+
+
+def test_other_files_beside_the_model_are_never_opened_or_listed(quantized, monkeypatch):
+    fp32, q = quantized
+    folder = q.parent
+    (folder / "tiny_fp32.onnx").write_bytes(fp32.read_bytes())
+    (folder / "garbage.tflite").write_bytes(b"\0garbage" * 64)
+    onnx_at(folder / "deeplabv3_fp32.onnx", 48, seed=1)
+    os.mkfifo(folder / "pipe.tflite")
+    seen: list[str] = []
+
+    def spy(real):
+        def wrapped(file, *a, **k):
+            if isinstance(file, (str, bytes, os.PathLike)):
+                seen.append(os.path.realpath(os.fsdecode(file)))
+            return real(file, *a, **k)
+        return wrapped
+
+    for mod, name in ((builtins, "open"), (io, "open"), (os, "open"), (os, "listdir"), (os, "scandir")):
+        monkeypatch.setattr(mod, name, spy(getattr(mod, name)))
+    rep = _eval(q)
+    monkeypatch.undo()
+    assert any(r.agreement is not None for r in rep.results)
+    here = {p for p in seen if Path(p).parent == folder.resolve() or p == str(folder.resolve())}
+    allowed = {str((folder / n).resolve()) for n in ("tiny_dynamic.onnx", "tiny_fp32.onnx", "manifest.json")}
+    assert here and here <= allowed, here - allowed
+
+
+def test_a_fifo_with_the_sibling_name_is_skipped_without_hanging(quantized):
+    _, q = quantized
+    os.mkfifo(q.parent / "tiny_fp32.onnx")
+    os.mkfifo(q.parent / "tiny.tflite")
+    r = subprocess.run(MOBILEDEPLOY + ["eval", str(q), "--preprocessing", "mobilenet", "--limit", "10"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
