@@ -34,7 +34,20 @@ def ensure_writable_dir(path: str | os.PathLike, *, flag: str = "--out") -> Path
         raise UsageError(f"output path {str(p)!r} ({flag}) is not a directory")
     if not os.access(p, os.W_OK | os.X_OK):
         raise UsageError(f"output directory {str(p)!r} ({flag}) is not writable")
+    probe_writable(p, flag=flag)
     return p
+
+
+def probe_writable(directory: str | os.PathLike, *, flag: str = "--out") -> None:
+    """UsageError unless a file can be created in ``directory``: one empty temporary file is
+    created and removed. ``os.access`` alone says yes to root in ``/proc`` and ``/sys``,
+    where creating a file then fails; read-only mounts and full quotas are caught too."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".mobiledeploy-probe-", dir=directory)
+    except OSError as e:
+        raise UsageError(f"cannot write files in {str(directory)!r} ({flag}): {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 @contextlib.contextmanager

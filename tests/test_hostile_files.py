@@ -117,3 +117,31 @@ def test_a_fifo_with_the_sibling_name_is_skipped_without_hanging(quantized):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- outputs that cannot be written
+
+
+def _cli(*args):
+    return CliRunner().invoke(cli, list(map(str, args)))
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux /proc and /sys")
+@pytest.mark.parametrize("out", ["/proc/m.keras", "/sys/m.keras"])
+def test_train_refuses_an_out_in_proc_or_sys_before_training(out):
+    one_line_error(_cli("train", "--out", out, "--epochs", 1), 2, str(Path(out).parent), "--out")
+    assert not Path(out).exists()
+
+
+def test_train_refuses_a_fifo_as_out_and_leaves_it_alone(tmp_path):
+    fifo = tmp_path / "m.keras"
+    os.mkfifo(fifo)
+    one_line_error(_cli("train", "--out", fifo, "--epochs", 1), 2, "FIFO", "--out")
+    assert fifo.is_fifo()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux /proc and /sys")
+@pytest.mark.parametrize("out", ["/proc", "/sys/kernel"])
+def test_export_refuses_an_out_directory_where_no_file_can_be_created(out):
+    one_line_error(_cli("export", "--arch", "mobilenet_v1", "--alpha", 0.25, "--res", 32, "--classes", 2,
+                        "--out", out), 2, out, "--out")

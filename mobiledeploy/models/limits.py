@@ -87,9 +87,23 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
         raise UsageError(f"output path {str(p)!r} ({flag}) is a directory")
     if not parent.is_dir():
         raise UsageError(f"output directory {str(parent)!r} ({flag}) does not exist")
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):  # it would be replaced, or block, or read forever
+        raise UsageError(f"output path {str(p)!r} ({flag}) is {_kind(mode)}, not a regular file")
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise UsageError(f"cannot write {str(p)!r} ({flag}): permission denied")
+    from mobiledeploy.io import probe_writable
+
+    probe_writable(parent, flag=flag)
     return p
+
+
+def _kind(mode: int) -> str:
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
+        else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
 
 
 MAX_TEXT_BYTES = 16 * 2**20  # manifests, budgets, target profiles, measurement CSVs
@@ -115,9 +129,7 @@ def regular_file(path: str | os.PathLike, *, what: str = "file", max_bytes: int 
     if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"expected a {what}, got a directory: {str(p)!r}")
     if not stat.S_ISREG(st.st_mode):
-        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
-            stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
-        raise UsageError(f"{str(p)!r} is {kind}, not a regular {what}")
+        raise UsageError(f"{str(p)!r} is {_kind(st.st_mode)}, not a regular {what}")
     if st.st_size == 0:
         raise UsageError(f"{what} {str(p)!r} is empty (0 bytes)")
     if st.st_size > max_bytes:
