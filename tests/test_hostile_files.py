@@ -145,3 +145,56 @@ def test_train_refuses_a_fifo_as_out_and_leaves_it_alone(tmp_path):
 def test_export_refuses_an_out_directory_where_no_file_can_be_created(out):
     one_line_error(_cli("export", "--arch", "mobilenet_v1", "--alpha", 0.25, "--res", 32, "--classes", 2,
                         "--out", out), 2, out, "--out")
+
+
+# ---------------------------------------------------------------- signals to a running bench
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _poll(cond, seconds: float = 60.0) -> bool:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux /proc")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_terminated_bench_takes_its_child_with_it(tmp_path, sig):
+    import signal
+
+    m = onnx_at(tmp_path / "tiny_fp32.onnx", 32)
+    env = dict(os.environ, MOBILEDEPLOY_TEST_CHILD_FAULT="sleep")  # the child runs until it is killed
+    parent = subprocess.Popen(MOBILEDEPLOY + ["bench", str(m), "--runs", "100000", "--timeout", "3000"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = None
+    try:
+        assert _poll(lambda: bool(_children(parent.pid))), "the child never started"
+        (child,) = _children(parent.pid)
+        parent.send_signal(getattr(signal, sig))
+        _, err = parent.communicate(timeout=60)
+        assert parent.returncode == 128 + getattr(signal, sig)
+        assert err.strip().splitlines()[-1] == f"error: terminated by {sig}" and "Traceback" not in err
+        assert _poll(lambda: not _alive(child)), "the child outlived its parent"
+    finally:
+        for pid in (parent.pid, child):
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        parent.wait()

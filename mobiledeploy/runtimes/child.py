@@ -5,8 +5,9 @@ sends the job as one JSON object on stdin and reads the result as one JSON objec
 the child's *original* stdout (the child points fd 1 at stderr, so anything a runtime
 prints cannot corrupt it). Arrays travel as ``.npy`` files in a private temporary folder
 (memory-mapped by the child), never through the pipe. The parent owns the timeout and
-turns a signal death, a hang or a missing result into one error dict; a Ctrl-C kills the
-child. This module never imports TensorFlow (the runtimes are LiteRT and ONNX Runtime).
+turns a signal death, a hang or a missing result into one error dict; a Ctrl-C, SIGTERM or
+SIGHUP kills the child (its process group) before the parent exits. This module never
+imports TensorFlow (the runtimes are LiteRT and ONNX Runtime).
 
 Tasks are a registry (``TASKS``): ``bench`` (``measure``: load, warm up, time) and
 ``predict`` (float outputs over a batch), and ``profile`` (``bench --profile``). The
@@ -19,12 +20,14 @@ path imports only the standard library, numpy and the runtime, which is all the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -206,21 +209,60 @@ def run_child(job: dict, *, timeout_s: float, arrays: dict | None = None, keep: 
     return result
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived while a child was running."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM and SIGHUP behave like Ctrl-C while a child runs: the child is killed, temporary
+    files are removed, and the process exits with 128 + the signal's number and one line.
+    Signals the caller ignores or handles itself (``nohup``) are left as they are."""
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(s) == signal.SIG_DFL:
+                old[s] = signal.signal(s, stop)
+    try:
+        yield
+    except _Stopped as e:
+        print(f"error: terminated by {signal.Signals(e.signum).name}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + e.signum) from None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill the child and anything it started (its own process group), then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+    proc.communicate()
+
+
 def _spawn(job: dict, timeout_s: float, *, argv: list[str] | None = None, env: dict | None = None,
            what: str = "") -> dict:
     env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
-    proc = subprocess.Popen(argv or [sys.executable, "-m", "mobiledeploy.runtimes.child"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    try:
-        out, err = proc.communicate(json.dumps(job).encode(), timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return {"status": "error", "error": f"timed out after {timeout_s:g} s{what} (raise it with --timeout)"}
-    except BaseException:  # Ctrl-C: never leave the child behind
-        proc.kill()
-        proc.wait()
-        raise
+    with _stop_on_signals():
+        # its own process group: the parent alone decides when it ends (Ctrl-C, SIGTERM, timeout)
+        proc = subprocess.Popen(argv or [sys.executable, "-m", "mobiledeploy.runtimes.child"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, process_group=0)
+        try:
+            out, err = proc.communicate(json.dumps(job).encode(), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            return {"status": "error", "error": f"timed out after {timeout_s:g} s{what} (raise it with --timeout)"}
+        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: never leave the child behind
+            _kill(proc)
+            raise
     if proc.returncode < 0:
         try:
             name = signal.Signals(-proc.returncode).name
