@@ -21,6 +21,14 @@ def invoke(*args, env=None):
     return CliRunner().invoke(cli, ["check", "-q", *map(str, args)], env=env)
 
 
+@pytest.fixture(autouse=True)
+def _run_where_the_exports_are(tmp_path_factory, monkeypatch):
+    """Budgets here name export directories beside their own folder (both under pytest's base
+    temporary directory): run from there, as CI runs from the checkout that holds both; a
+    budget's paths must stay inside its own directory or the working directory."""
+    monkeypatch.chdir(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory, tiny_tflite, tiny_tflite_int8):
     """An export directory as `mobiledeploy export` lays it out (manifest + artifacts)."""

@@ -122,13 +122,14 @@ class LatencySpec:
 @dataclass(frozen=True)
 class BudgetFile:
     path: Path
-    artifacts_dir: Path | None  # resolved against the budget file's directory
+    artifacts_dir: Path | None  # joined to the budget file's directory; check.core.artifacts_root keeps it inside
     target: str | None
     data: DataSpec
     latency: LatencySpec
     yardstick_ms: dict[str, float]  # target -> reference yardstick median (ms)
     yardstick_machine: str | None
     budgets: tuple[ArtifactBudget, ...]
+    artifacts: str | None = None  # the ``artifacts`` value as written
 
     @property
     def base_dir(self) -> Path:
@@ -278,7 +279,8 @@ def parse_budgets(doc: dict, *, path: Path) -> BudgetFile:
         names.add(b.name)
         budgets.append(b)
     return BudgetFile(path=path, artifacts_dir=artifacts_dir, target=target, data=data, latency=latency,
-                      yardstick_ms=yardstick_ms, yardstick_machine=machine, budgets=tuple(budgets))
+                      yardstick_ms=yardstick_ms, yardstick_machine=machine, budgets=tuple(budgets),
+                      artifacts=artifacts)
 
 
 def _threads(ctx: _Ctx, lt: dict, default: int | None) -> int | None:

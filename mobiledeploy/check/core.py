@@ -34,6 +34,7 @@ class CheckConfig:
     budget: str | os.PathLike
     artifacts: str | os.PathLike | None = None  # --artifacts DIR: where budget paths resolve
     baseline: str | os.PathLike | None = None  # --baseline DIR|FILE for max_latency_ratio
+    data: str | os.PathLike | None = None  # --data: overrides the budget's [data] source
     target: str | None = None  # --target (default: the budget file's, else host)
     target_file: str | os.PathLike | None = None
     max_time_s: float | None = None  # overrides [latency] max_time_s
@@ -196,10 +197,12 @@ class Plan:
 
 
 def plan_checks(bf: BudgetFile, cfg: CheckConfig, *, target: str) -> list[Plan]:
-    root = Path(cfg.artifacts) if cfg.artifacts is not None else (bf.artifacts_dir or bf.base_dir)
-    flag = "--artifacts" if cfg.artifacts is not None else "--artifacts, or artifacts = ... in the budget file"
-    if cfg.artifacts is not None and not Path(cfg.artifacts).is_dir():
-        raise UsageError(f"artifacts directory not found: {str(cfg.artifacts)!r} (--artifacts)")
+    if cfg.artifacts is not None:  # typed on the command line: yours to choose
+        root, flag = Path(cfg.artifacts), "--artifacts"
+        if not root.is_dir():
+            raise UsageError(f"artifacts directory not found: {str(cfg.artifacts)!r} (--artifacts)")
+    else:  # named by the budget file: kept inside its directory or the working directory
+        root, flag = artifacts_root(bf), "--artifacts, or artifacts = ... in the budget file"
     res = Resolver(root, flag=flag, budget_path=bf.path)
     base_file = base_res = None
     if cfg.baseline is not None:
@@ -235,6 +238,30 @@ def plan_checks(bf: BudgetFile, cfg: CheckConfig, *, target: str) -> list[Plan]:
     return plans
 
 
+BUILTIN_SOURCES = ("digits", "random")  # data sources that are names, not paths
+
+
+def artifacts_root(bf: BudgetFile) -> Path:
+    """The budget's ``artifacts`` directory (default: the budget file's own), inside the allowed roots."""
+    from mobiledeploy.models.artifacts import budget_path
+
+    if bf.artifacts is None:
+        return bf.base_dir
+    return budget_path(bf.path, bf.artifacts, key="artifacts", flag="--artifacts DIR")
+
+
+def data_source(bf: BudgetFile, override: str | os.PathLike | None) -> str:
+    """``--data`` as typed, else the budget's ``[data] source``: a built-in name, or a path inside the
+    budget file's directory or the working directory (relative to the budget file)."""
+    from mobiledeploy.models.artifacts import budget_path
+
+    if override is not None:
+        return str(override)
+    if bf.data.source in BUILTIN_SOURCES:
+        return bf.data.source
+    return str(budget_path(bf.path, bf.data.source, key="[data] source", flag="--data"))
+
+
 def _resolve_baseline(b: ArtifactBudget, art: Resolved, res: Resolver, base_file: Resolved | None,
                       base_res: Resolver | None, what: str) -> Resolved:
     what = f"{what} (baseline)"
@@ -266,6 +293,7 @@ def run_check(cfg: CheckConfig) -> CheckReport:
     bad = sorted(set(cfg.skip) - set(GROUPS))
     if bad:
         raise UsageError(f"unknown check kind {bad[0]!r} (--skip); choose from {', '.join(GROUPS)}")
+    bf = _replace(bf, data=_replace(bf.data, source=data_source(bf, cfg.data)))
     target = latency.resolve_target(cfg.target or bf.target, cfg.target_file)
     plans = plan_checks(bf, cfg, target=target.name)
     say = cfg.progress or (lambda msg: None)

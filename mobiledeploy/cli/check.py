@@ -19,6 +19,9 @@ from mobiledeploy.cli.common import (emit_json, json_option, md_option, stderr_c
                    "(default: the file's `artifacts`, else the budget file's directory).")
 @click.option("--baseline", type=click.Path(), metavar="DIR|FILE",
               help="Baseline for max_latency_ratio: an export directory (e.g. main's) or one artifact.")
+@click.option("--data", metavar="SOURCE",
+              help="Labelled data for accuracy budgets: digits, a folder of class sub-folders or a .npz "
+                   "(default: the budget's [data] source).")
 @target_options
 @click.option("--max-time", "max_time_s", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Seconds per latency check before an undecided one is reported inconclusive "
@@ -34,7 +37,7 @@ from mobiledeploy.cli.common import (emit_json, json_option, md_option, stderr_c
 @json_option
 @md_option
 @wide_option
-def check(budget, artifacts, baseline, target_name, target_file, max_time_s, strict, skip, junit_path,
+def check(budget, artifacts, baseline, data, target_name, target_file, max_time_s, strict, skip, junit_path,
           measure_yardstick, quiet, json_path, md_path, wide) -> None:
     """Check every budget in FILE: exit 0 when all hold, 1 when any is broken, 2 on a config error.
 
@@ -57,9 +60,9 @@ def check(budget, artifacts, baseline, target_name, target_file, max_time_s, str
     if not budget:
         raise click.UsageError("give the budget file with --budget FILE (or use --measure-yardstick)")
     kinds = csv_choice(skip, ("size", "accuracy", "latency"), "--skip")
-    report = run_check(CheckConfig(budget=budget, artifacts=artifacts, baseline=baseline, target=target_name,
-                                   target_file=target_file, max_time_s=max_time_s, strict=strict, skip=kinds,
-                                   progress=progress))
+    report = run_check(CheckConfig(budget=budget, artifacts=artifacts, baseline=baseline, data=data,
+                                   target=target_name, target_file=target_file, max_time_s=max_time_s,
+                                   strict=strict, skip=kinds, progress=progress))
     emit_json(json_path, report.to_json())
     rep.write_outputs(report, junit_path=junit_path, md_path=md_path)
     if json_path != "-":

@@ -82,6 +82,33 @@ def contained_path(base: Path, value, *, key: str, source: str | os.PathLike, mu
     return p
 
 
+def budget_path(budget: Path, value, *, key: str, flag: str, base: Path | None = None) -> Path:
+    """A path a budget file names (``artifacts``, ``[data] source``), resolved.
+
+    Relative to ``base`` (default: the budget file's directory). After symlinks are
+    resolved it must lie inside the budget file's directory or the current working
+    directory; anything else is a usage error naming the file, the key and the
+    command-line option (``flag``) that gives such a path instead.
+    """
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise UsageError(f"{str(budget)!r}: {key} must be a non-empty path (without NUL bytes)")
+    p = (budget.parent if base is None else base) / value
+    roots = [budget.parent]
+    try:
+        roots.append(Path.cwd())
+    except OSError:  # the working directory was removed
+        pass
+    try:
+        real = p.resolve()
+        inside = any(real.is_relative_to(r.resolve()) for r in roots)
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise UsageError(f"{str(budget)!r}: {key} = {value!r} points outside the budget file's directory and "
+                         f"the working directory; give such a path on the command line ({flag})")
+    return real
+
+
 def read_manifest(path: Path) -> dict:
     from mobiledeploy.models.limits import regular_file
 

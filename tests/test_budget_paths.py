@@ -1,0 +1,142 @@
+"""Budget files are untrusted input: every path one names stays inside the budget file's
+directory or the working directory; anything else comes from the command line. And a
+budget is refused or accepted at once, whatever its size or nesting."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import one_line_error
+from mobiledeploy.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def check(*args):
+    return CliRunner().invoke(cli, ["check", "-q", *map(str, args)])
+
+
+@pytest.fixture
+def layout(tmp_path, monkeypatch):
+    """``tmp/work/budgets`` (the budget's folder), ``tmp/work`` (the working directory),
+    ``tmp/outside`` (neither), each with a real ONNX model ``real.onnx``."""
+    from mobiledeploy.check.yardstick import conv_net_bytes
+
+    model = conv_net_bytes(resolution=32)
+    dirs = {k: tmp_path / p for k, p in (("budget", "work/budgets"), ("cwd", "work"), ("outside", "outside"))}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "real.onnx").write_bytes(model)
+    monkeypatch.chdir(dirs["cwd"])
+    return dirs
+
+
+def budget(d: Path, head: str, entry: str = 'path = "real.onnx"\nmax_size_kb = 1000\n') -> Path:
+    p = d["budget"] / "budgets.toml"
+    p.write_text(head + "\n[[artifact]]\n" + entry)
+    return p
+
+
+@pytest.mark.parametrize("artifacts", ["{outside}", "/etc", "../../outside", "link"])
+def test_artifacts_outside_the_budget_and_working_directory_is_refused(layout, artifacts):
+    os.symlink(layout["outside"], layout["budget"] / "link")
+    value = artifacts.format(outside=layout["outside"])
+    r = check("--budget", budget(layout, f'artifacts = "{value}"'))
+    one_line_error(r, 2, "artifacts", "points outside", "--artifacts")
+
+
+def test_the_same_directory_given_on_the_command_line_is_used(layout):
+    p = budget(layout, f'artifacts = "{layout["outside"]}"')
+    r = check("--budget", p, "--artifacts", layout["outside"], "--json", "-")
+    assert r.exit_code == 0, r.output + r.stderr
+    (row,) = json.loads(r.stdout)["checks"]
+    assert row["size_bytes"] == (layout["outside"] / "real.onnx").stat().st_size
+
+
+@pytest.mark.parametrize("artifacts", ["", "sub", "..", "../sub", "{cwd}/sub"])
+def test_artifacts_inside_the_budget_or_working_directory_are_read(layout, artifacts):
+    """Like the shipped models/budgets.toml: ``../build/reference``, run from the checkout."""
+    sub = layout["cwd"] / "sub"
+    sub.mkdir()
+    (sub / "real.onnx").write_bytes((layout["cwd"] / "real.onnx").read_bytes())
+    head = f'artifacts = "{artifacts.format(cwd=layout["cwd"])}"' if artifacts else ""
+    if artifacts == "sub":  # relative to the budget file's own directory
+        (layout["budget"] / "sub").mkdir()
+        (layout["budget"] / "sub" / "real.onnx").write_bytes(sub.joinpath("real.onnx").read_bytes())
+    r = check("--budget", budget(layout, head))
+    assert r.exit_code == 0, r.output + r.stderr
+
+
+@pytest.mark.parametrize("key, value", [("path", "../../outside/real.onnx"), ("path", "{outside}/real.onnx"),
+                                        ("float", "../../outside/real.onnx"), ("baseline", "{outside}/real.onnx")])
+def test_entry_paths_stay_inside_the_artifacts_directory(layout, key, value):
+    value = value.format(outside=layout["outside"])
+    limit = {"path": "max_size_kb = 1000", "float": "max_int8_top1_drop = 0.1",
+             "baseline": "max_latency_ratio = 2"}[key]
+    entry = (f'{key} = "{value}"\n' if key == "path" else f'path = "real.onnx"\n{key} = "{value}"\n') + limit + "\n"
+    r = check("--budget", budget(layout, 'artifacts = "."', entry))
+    one_line_error(r, 2)
+    assert "outside" in r.stderr or "absolute path" in r.stderr
+
+
+def _nhwc_onnx(path: Path) -> Path:
+    """A 3-class "classifier" on 1x32x32x3 images: the mean of each channel."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["input"], ["scores"], axes=[1, 2], keepdims=0)], "m",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 32, 32, 3])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def _npz(path: Path, n: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), y=np.zeros(n, np.int64))
+    return path
+
+
+@pytest.mark.parametrize("source", ["{outside}/good.npz", "../../outside/good.npz", "../../outside"])
+def test_data_source_outside_is_refused_before_it_is_read(layout, source):
+    _npz(layout["outside"] / "good.npz")
+    p = budget(layout, f'[data]\nsource = "{source.format(outside=layout["outside"])}"',
+               'path = "real.onnx"\nmax_size_kb = 1000\n')
+    one_line_error(check("--budget", p), 2, "[data] source", "points outside", "--data")
+
+
+def test_data_source_resolves_against_the_budget_file_and_data_flag_overrides(layout, tmp_path):
+    """A relative source is read from beside the budget (whatever the working directory);
+    a source outside is read when typed with --data."""
+    _npz(layout["budget"] / "mine.npz", n=6)
+    _npz(layout["outside"] / "theirs.npz", n=4)
+    _nhwc_onnx(layout["budget"] / "nhwc.onnx")
+    p = budget(layout, '[data]\nsource = "mine.npz"', 'path = "nhwc.onnx"\nmin_top1 = 0.0\n')
+    os.chdir(tmp_path)  # neither the budget's folder nor the data's
+    r = check("--budget", p, "--json", "-")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert json.loads(r.stdout)["checks"][0]["samples"] == 6
+    r = check("--budget", p, "--data", layout["outside"] / "theirs.npz", "--json", "-")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert json.loads(r.stdout)["checks"][0]["samples"] == 4
+
+
+def test_the_shipped_budget_resolves_inside_the_checkout(monkeypatch, tmp_path):
+    """models/budgets.toml says artifacts = "../build/reference": the checkout's build/, read from
+    the checkout (make check); from anywhere else that path is refused and --artifacts is named."""
+    from mobiledeploy.check.budgets import load_budgets
+    from mobiledeploy.check.core import artifacts_root
+    from mobiledeploy.errors import UsageError
+
+    monkeypatch.chdir(ROOT)
+    bf = load_budgets("models/budgets.toml")
+    assert artifacts_root(bf) == (ROOT / "build" / "reference").resolve()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"artifacts = '\.\./build/reference' points outside .*--artifacts"):
+        artifacts_root(load_budgets(ROOT / "models" / "budgets.toml"))
