@@ -140,3 +140,11 @@ def test_the_shipped_budget_resolves_inside_the_checkout(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match=r"artifacts = '\.\./build/reference' points outside .*--artifacts"):
         artifacts_root(load_budgets(ROOT / "models" / "budgets.toml"))
+
+
+@pytest.mark.parametrize("text", ["x = " + "[" * 100_000, "x = " + "{a = " * 5_000 + "1" + "}" * 5_000,
+                                  "x = " + "[" * 20_000 + "]" * 20_000])
+def test_deeply_nested_budget_is_one_clear_line(tmp_path, text):
+    p = tmp_path / "deep.toml"
+    p.write_text(text + "\n")
+    one_line_error(check("--budget", p), 2, "nested too deeply")

@@ -219,6 +219,8 @@ def load_budgets(path: str | os.PathLike) -> BudgetFile:
             doc = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{p}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise UsageError(f"{p}: arrays or inline tables nested too deeply to be a budget file") from None
     except UnicodeDecodeError:
         raise UsageError(f"budget file {str(p)!r} (--budget) is not UTF-8 text") from None
     except OSError as e:
