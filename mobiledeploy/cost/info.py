@@ -2,7 +2,8 @@
 
 ``model_stats`` takes a Keras model object, a ``.keras``/``.h5`` file (needs TensorFlow),
 a ``.tflite`` or an ``.onnx`` file (no TensorFlow) and returns a frozen ``ModelStats``.
-``config_stats`` builds a model from an architecture config first. The counting
+``config_stats`` counts an architecture config (the built-in ones without TensorFlow,
+see ``mobiledeploy.cost.arch_layers``). The counting
 convention (the MobileNet paper's) is described in ``mobiledeploy.cost.graph``.
 """
 
@@ -17,7 +18,8 @@ from mobiledeploy.errors import UsageError
 from mobiledeploy.cost.graph import keras_layers
 from mobiledeploy.cost.ir import LayerStats
 
-__all__ = ["LayerStats", "ModelStats", "keras_stats", "model_stats", "config_stats", "build_config_model"]
+__all__ = ["LayerStats", "ModelStats", "keras_stats", "model_stats", "config_stats", "keras_config_stats",
+           "build_config_model"]
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,24 @@ def build_config_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolu
 
 def config_stats(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224,
                  classes: int = 1000, depth_multiplier: int = 1) -> ModelStats:
+    """Statistics of an architecture config. The built-in architectures are laid out without
+    TensorFlow (``cost.arch_layers``: the same layers as the Keras model); others are built."""
+    from mobiledeploy.cost.arch_layers import COVERED, arch_layers
+
+    if arch not in COVERED:
+        return keras_config_stats(arch, alpha=alpha, resolution=resolution, classes=classes,
+                                  depth_multiplier=depth_multiplier)
+    layers = tuple(arch_layers(arch, alpha=alpha, resolution=resolution, classes=classes,
+                               depth_multiplier=depth_multiplier))
+    params, macs = _totals(layers)
+    return ModelStats(arch=arch, alpha=alpha, resolution=int(resolution), params=params, macs=macs,
+                      layers=layers, format="keras", precision="fp32", source="build",
+                      input_shape=(1, int(resolution), int(resolution), 3))
+
+
+def keras_config_stats(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224,
+                       classes: int = 1000, depth_multiplier: int = 1) -> ModelStats:
+    """``config_stats`` from the Keras model itself (imports TensorFlow)."""
     model = build_config_model(arch, alpha=alpha, resolution=resolution, classes=classes,
                                depth_multiplier=depth_multiplier)
     return keras_stats(model, arch=arch, alpha=alpha, source="build")
