@@ -198,3 +198,63 @@ def test_a_terminated_bench_takes_its_child_with_it(tmp_path, sig):
             if pid and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         parent.wait()
+
+
+# ---------------------------------------------------------------- Keras archives: truncated, inflating
+
+KERAS = Path(__file__).resolve().parents[1] / "models" / "mobilenet_v1_0.25_32_digits.keras"
+
+
+def _keras_zip(dest: Path, config_bytes: int, *, weights: bytes = b"\0" * 64) -> Path:
+    """A .keras-shaped zip whose config.json is ``config_bytes`` spaces, written in chunks."""
+    import zipfile
+
+    chunk = b" " * 2**20
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("metadata.json", "{}")
+        with z.open("config.json", "w", force_zip64=True) as f:
+            left = config_bytes
+            while left:
+                f.write(chunk[:min(left, len(chunk))])
+                left -= min(left, len(chunk))
+        z.writestr("model.weights.h5", weights)
+    return dest
+
+
+def _claim_size(path: Path, name: str, size: int) -> None:
+    """Patch the uncompressed size the zip's headers give for ``name`` (the data stays small)."""
+    import struct
+
+    buf = bytearray(path.read_bytes())
+    key = name.encode()
+    for sig, off_size, off_name in ((b"PK\x01\x02", 24, 46), (b"PK\x03\x04", 22, 30)):
+        at = buf.find(sig)
+        while at >= 0:
+            if buf[at + off_name:at + off_name + len(key)] == key:
+                buf[at + off_size:at + off_size + 4] = struct.pack("<I", size)
+            at = buf.find(sig, at + 4)
+    path.write_bytes(bytes(buf))
+
+
+def test_a_keras_config_that_inflates_past_64_mib_is_refused_before_loading(tmp_path):
+    bomb = _keras_zip(tmp_path / "bomb.keras", 65 * 2**20)
+    assert bomb.stat().st_size < 2 * 2**20
+    r = _cli("info", bomb)
+    one_line_error(r, 2, str(bomb), "config.json inflates to 65.0 MiB")
+
+
+def test_a_keras_archive_that_inflates_past_2_gib_is_refused_before_loading(tmp_path):
+    big = _keras_zip(tmp_path / "big.keras", 100)
+    _claim_size(big, "model.weights.h5", 3 * 2**30)
+    one_line_error(_cli("info", big), 2, str(big), "inflates to 3.0 GiB")
+
+
+@pytest.mark.parametrize("command", [["info"], ["eval", "--limit", 5]])
+def test_a_truncated_keras_file_is_named_as_given_and_said_to_be_incomplete(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    data = KERAS.read_bytes()
+    Path("cut.keras").write_bytes(data[:len(data) // 2])
+    r = _cli(command[0], "cut.keras", *command[1:])
+    one_line_error(r, 2, "'cut.keras'", "not a valid or complete Keras archive")
+    last = r.stderr.strip().splitlines()[-1]
+    assert "--model" not in last and "not found" not in last.lower()

@@ -251,20 +251,24 @@ def check_model_path(path: str | os.PathLike, *, flag: str = "--model") -> Path:
         raise UsageError(f"model file is not readable ({flag}): {str(p)!r}")
     if p.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise UsageError(f"model {str(p)!r} ({flag}) must be a .keras or .h5 file or a SavedModel directory")
-    from mobiledeploy.models.inspect import check_model_file
+    from mobiledeploy.models.limits import check_keras_archive, check_model_file
 
     check_model_file(p)  # no FIFO, device or empty file
+    if p.suffix.lower() == ".keras":
+        check_keras_archive(p)  # a complete zip whose contents do not inflate to gigabytes
     return p
 
 
-def load_model(path: str | os.PathLike, *, unsafe: bool = False):
+def load_model(path: str | os.PathLike, *, unsafe: bool = False, flag: str | None = None):
     """Load a Keras model from ``.keras``, ``.h5`` or a SavedModel directory.
 
     Keras ``safe_mode=True`` unless ``unsafe``: a model that needs arbitrary code to
     deserialize (Lambda layers) is refused with a message naming ``--unsafe-load``.
     A SavedModel directory is wrapped in a ``TFSMLayer`` (its serving signature).
+    Errors name the path as given, and ``flag`` (e.g. ``--model``) when the path came from one.
     """
-    p = check_model_path(path)
+    p = check_model_path(path, flag=flag or "MODEL")
+    named = f" ({flag})" if flag else ""
     import keras
 
     if p.is_dir():
@@ -276,11 +280,11 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False):
         if "safe_mode=False" in msg or "arbitrary code execution" in msg:  # Keras' own wording
             raise UsageError(f"{p.name} needs unsafe deserialization (it contains a Lambda layer or other "
                              f"Python code); pass --unsafe-load only if you trust this file") from None
-        raise UsageError(f"cannot load Keras model {str(p)!r} (--model): {msg[:300]}") from None
+        raise UsageError(f"cannot load Keras model {str(p)!r}{named}: {msg[:300]}") from None
     except (OSError, KeyError, TypeError, AttributeError, ImportError) as e:
-        raise UsageError(f"cannot load Keras model {str(p)!r} (--model): {_one_line(e)[:300]}") from None
+        raise UsageError(f"cannot load Keras model {str(p)!r}{named}: {_one_line(e)[:300]}") from None
     except Exception as e:  # corrupt archives raise zipfile/h5py errors of their own
-        raise UsageError(f"cannot load Keras model {str(p)!r} (--model): {type(e).__name__}: "
+        raise UsageError(f"cannot load Keras model {str(p)!r}{named}: {type(e).__name__}: "
                          f"{_one_line(e)[:300]}") from None
 
 

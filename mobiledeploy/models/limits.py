@@ -149,3 +149,37 @@ def check_model_file(path: str | os.PathLike) -> int:
     file would block a reader, never end, or read as an empty model (``limits.regular_file``).
     """
     return regular_file(path, what="model file", max_bytes=MAX_MODEL_BYTES)
+
+
+MAX_KERAS_CONFIG_BYTES = 64 * 2**20  # a MobileNet's config.json is ~100 KiB
+
+
+def check_keras_archive(path: str | os.PathLike) -> None:
+    """UsageError unless a ``.keras`` file is a complete zip archive with a ``config.json``
+    whose uncompressed sizes are sane: config.json at most 64 MiB, everything at most 2 GiB.
+
+    Read from the zip's central directory (nothing is inflated), before Keras opens it: a
+    few megabytes on disk that inflate to gigabytes are refused, not loaded into memory.
+    """
+    import zipfile
+
+    p = Path(path)
+    try:
+        with zipfile.ZipFile(p) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as e:
+        raise UsageError(f"cannot load Keras model {str(p)!r}: not a valid or complete Keras archive (a .keras "
+                         f"file is a zip archive: {' '.join(str(e).split())[:120]})") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {str(p)!r}: {e.strerror or e}") from None
+    config = [i.file_size for i in infos if i.filename == "config.json"]
+    if not config:
+        raise UsageError(f"cannot load Keras model {str(p)!r}: not a valid or complete Keras archive (no "
+                         "config.json in it)")
+    if max(config) > MAX_KERAS_CONFIG_BYTES:
+        raise UsageError(f"{str(p)!r}: its config.json inflates to {_fmt_bytes(max(config))}; more than "
+                         f"{_fmt_bytes(MAX_KERAS_CONFIG_BYTES)} is not supported")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_MODEL_BYTES:
+        raise UsageError(f"{str(p)!r} inflates to {_fmt_bytes(total)}; more than {_fmt_bytes(MAX_MODEL_BYTES)} "
+                         "is not supported")
