@@ -148,3 +148,29 @@ def test_deeply_nested_budget_is_one_clear_line(tmp_path, text):
     p = tmp_path / "deep.toml"
     p.write_text(text + "\n")
     one_line_error(check("--budget", p), 2, "nested too deeply")
+
+
+def test_an_oversized_budget_file_is_refused_before_it_is_parsed(tmp_path):
+    from mobiledeploy.check.budgets import MAX_BUDGET_BYTES
+
+    entry = '[[artifact]]\npath = "real.onnx"\nmax_size_kb = 1000\n'
+    p = tmp_path / "big.toml"
+    p.write_text(entry * (MAX_BUDGET_BYTES // len(entry) + 1))
+    assert MAX_BUDGET_BYTES <= 2**20 and p.stat().st_size > MAX_BUDGET_BYTES
+    one_line_error(check("--budget", p), 2, "budget file", "is not supported")
+
+
+@pytest.mark.parametrize("what, text, needle", [
+    ("entries", "".join(f'[[artifact]]\nname = "a{i}"\npath = "m.onnx"\nmax_size_kb = 1\n' for i in range(1001)),
+     "1,001 [[artifact]] entries; at most 1,000"),
+    ("targets", "[yardstick]\nreference_ms = {" + ", ".join(f"t{i} = 1" for i in range(101)) + "}\n"
+                '[[artifact]]\npath = "m.onnx"\nmax_size_kb = 1\n', "names 101 targets; at most 100"),
+    ("name", f'[[artifact]]\nname = "{"n" * 201}"\npath = "m.onnx"\nmax_size_kb = 1\n', "longer than 200 characters"),
+    ("value", f'[[artifact]]\npath = "m.onnx"\nmax_size_kb = "{"9" * 100_000}"\n', "expected a number"),
+])
+def test_too_many_entries_or_too_long_values_are_refused_in_one_short_line(tmp_path, what, text, needle):
+    p = tmp_path / "b.toml"
+    p.write_text(text)
+    r = check("--budget", p)
+    one_line_error(r, 2, needle)
+    assert len(r.stderr.strip()) < 400  # the offending value is never echoed whole

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,17 @@ from typing import Any
 from mobiledeploy.errors import UsageError
 
 SCHEMA_VERSION = 1
+MAX_BUDGET_BYTES = 256 * 2**10  # a budget file is a few KiB; this bounds the time to read any file to about a second
+MAX_ARTIFACTS = 1000  # [[artifact]] entries in one file
+MAX_TARGETS = 100  # targets in one per-target table (reference_ms, max_latency_ms)
+MAX_NAME = 200  # characters in a name or a target name
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 60
+
+
+def _show(v) -> str:
+    """A value for an error message: its repr, cut to a line."""
+    return _SHOW.repr(v)
 FORMATS = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 SELECTOR_KEYS = ("arch", "alpha", "resolution", "format", "precision")
@@ -161,7 +173,7 @@ class _Ctx:
             raise self.fail(where, f"expected a table, got {type(table).__name__}")
         unknown = sorted(set(table) - allowed)
         if unknown:
-            raise self.fail(where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+            raise self.fail(where, f"unknown key {_show(unknown[0])} (allowed: {', '.join(sorted(allowed))})")
         return table
 
     def number(self, table: dict, key: str, where: str, *, low: float | None = None, high: float | None = None,
@@ -170,13 +182,13 @@ class _Ctx:
             return None
         v = table[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-            raise self.fail(where, f"{key} = {v!r}: expected {'an integer' if integer else 'a number'}")
+            raise self.fail(where, f"{key} = {_show(v)}: expected {'an integer' if integer else 'a number'}")
         if isinstance(v, float) and not math.isfinite(v):
-            raise self.fail(where, f"{key} = {v!r}: expected a finite number")
+            raise self.fail(where, f"{key} = {_show(v)}: expected a finite number")
         if low is not None and (v <= low if low_open else v < low):
-            raise self.fail(where, f"{key} = {v!r}: must be {'>' if low_open else '>='} {low}")
+            raise self.fail(where, f"{key} = {_show(v)}: must be {'>' if low_open else '>='} {low}")
         if high is not None and v > high:
-            raise self.fail(where, f"{key} = {v!r}: must be <= {high}")
+            raise self.fail(where, f"{key} = {_show(v)}: must be <= {high}")
         return v
 
     def string(self, table: dict, key: str, where: str, *, choices: tuple[str, ...] | None = None) -> str | None:
@@ -184,9 +196,9 @@ class _Ctx:
             return None
         v = table[key]
         if not isinstance(v, str) or not v:
-            raise self.fail(where, f"{key} = {v!r}: expected a non-empty string")
+            raise self.fail(where, f"{key} = {_show(v)}: expected a non-empty string")
         if choices is not None and v not in choices:
-            raise self.fail(where, f"{key} = {v!r}: choose from {', '.join(choices)}")
+            raise self.fail(where, f"{key} = {_show(v)}: choose from {', '.join(choices)}")
         return v
 
     def per_target(self, table: dict, key: str, where: str, default_target: str) -> dict[str, float]:
@@ -195,8 +207,12 @@ class _Ctx:
             return {}
         v = table[key]
         if isinstance(v, dict):
+            if len(v) > MAX_TARGETS:
+                raise self.fail(where, f"{key} names {len(v):,} targets; at most {MAX_TARGETS} are supported")
             out = {}
             for tname in v:
+                if len(tname) > MAX_NAME:
+                    raise self.fail(where, f"{key}: target name {_show(tname)} is longer than {MAX_NAME} characters")
                 out[tname] = self.number(v, tname, f"{where}.{key}", low=0, low_open=True)
             if not out:
                 raise self.fail(where, f"{key} is an empty table; give target = milliseconds")
@@ -213,7 +229,7 @@ def load_budgets(path: str | os.PathLike) -> BudgetFile:
         raise UsageError(f"budget file {str(p)!r} is a directory (--budget)")
     from mobiledeploy.models.limits import regular_file
 
-    regular_file(p, what="budget file")  # no FIFO, device or empty file
+    regular_file(p, what="budget file", max_bytes=MAX_BUDGET_BYTES)  # no FIFO, device, empty or huge file
     try:
         with open(p, "rb") as f:
             doc = tomllib.load(f)
@@ -272,12 +288,15 @@ def parse_budgets(doc: dict, *, path: Path) -> BudgetFile:
         raise ctx.fail("top level", "artifact must be an array of tables: write [[artifact]]")
     if not entries:
         raise ctx.fail("top level", "no [[artifact]] entries: nothing to check")
+    if len(entries) > MAX_ARTIFACTS:
+        raise ctx.fail("top level", f"{len(entries):,} [[artifact]] entries; at most {MAX_ARTIFACTS:,} are "
+                                    "supported in one budget file")
     budgets = []
     names: set[str] = set()
     for i, e in enumerate(entries):
         b = _parse_artifact(ctx, e, i, default_target)
         if b.name in names:
-            raise ctx.fail(f"[[artifact]] #{i + 1}", f"duplicate name {b.name!r}; give each entry its own name")
+            raise ctx.fail(f"[[artifact]] #{i + 1}", f"duplicate name {_show(b.name)}; give each entry its own name")
         names.add(b.name)
         budgets.append(b)
     return BudgetFile(path=path, artifacts_dir=artifacts_dir, target=target, data=data, latency=latency,
@@ -289,7 +308,7 @@ def _threads(ctx: _Ctx, lt: dict, default: int | None) -> int | None:
     if lt.get("threads") == "target":
         return None
     if isinstance(lt.get("threads"), str):
-        raise ctx.fail("[latency]", f"threads = {lt['threads']!r}: expected an integer or \"target\"")
+        raise ctx.fail("[latency]", f"threads = {_show(lt['threads'])}: expected an integer or \"target\"")
     return _or(ctx.number(lt, "threads", "[latency]", low=1, integer=True), default)
 
 
@@ -320,7 +339,7 @@ def _parse_ref(ctx: _Ctx, t: dict, key: str, where: str) -> ArtifactRef | None:
         if sel.is_empty():
             raise ctx.fail(sub, "empty table; give a path or some of " + ", ".join(SELECTOR_KEYS))
         return ArtifactRef(selector=sel)
-    raise ctx.fail(where, f"{key} = {v!r}: expected a path or a table of {', '.join(SELECTOR_KEYS)}")
+    raise ctx.fail(where, f"{key} = {_show(v)}: expected a path or a table of {', '.join(SELECTOR_KEYS)}")
 
 
 def _parse_artifact(ctx: _Ctx, e: Any, i: int, default_target: str) -> ArtifactBudget:
@@ -338,9 +357,11 @@ def _parse_artifact(ctx: _Ctx, e: Any, i: int, default_target: str) -> ArtifactB
                               "(arch/alpha/resolution/format/precision)")
     ref = ArtifactRef(path=path, selector=sel)
     name = ctx.string(e, "name", where) or ref.describe()
+    if len(name) > MAX_NAME:
+        raise ctx.fail(where, f"name {_show(name)} is longer than {MAX_NAME} characters")
     limits = {k: kind.parse(ctx, e, where, default_target, k) for k, kind in KINDS.items()}
     b = ArtifactBudget(name=name, ref=ref, limits={k: v for k, v in limits.items() if v is not None},
                        baseline=_parse_ref(ctx, e, "baseline", where), float_ref=_parse_ref(ctx, e, "float", where))
     if not b.limits:
-        raise ctx.fail(where, f"{name!r} has no limits; give at least one of {', '.join(KINDS)}")
+        raise ctx.fail(where, f"{_show(name)} has no limits; give at least one of {', '.join(KINDS)}")
     return b
