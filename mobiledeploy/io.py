@@ -13,6 +13,7 @@ emits carry ``stamp()``'s keys: the mobiledeploy version, when, and on what mach
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -48,6 +49,12 @@ def probe_writable(directory: str | os.PathLike, *, flag: str = "--out") -> None
         raise UsageError(f"cannot write files in {str(directory)!r} ({flag}): {e.strerror or e}") from None
     os.close(fd)
     os.unlink(tmp)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes (read in chunks), as the export manifest records it."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @contextlib.contextmanager

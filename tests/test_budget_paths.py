@@ -174,3 +174,55 @@ def test_too_many_entries_or_too_long_values_are_refused_in_one_short_line(tmp_p
     r = check("--budget", p)
     one_line_error(r, 2, needle)
     assert len(r.stderr.strip()) < 400  # the offending value is never echoed whole
+
+
+# ---------------------------------------------------------------- artifacts hold the bytes their manifest recorded
+
+
+@pytest.fixture
+def onnx_export(tmp_path):
+    """An export directory whose manifest records each file's size and sha256, as export writes it."""
+    from mobiledeploy.check.yardstick import conv_net_bytes
+    from mobiledeploy.io import sha256_file
+
+    d = tmp_path / "export"
+    d.mkdir()
+    arts = []
+    for prec, seed in (("fp32", 1), ("int8", 2)):
+        f = d / f"m_{prec}.onnx"
+        f.write_bytes(conv_net_bytes(resolution=32, seed=seed))
+        arts.append({"file": f.name, "format": "onnx", "precision": prec, "size_bytes": f.stat().st_size,
+                     "sha256": sha256_file(f)})
+    (d / "manifest.json").write_text(json.dumps({"model": {"resolution": 32}, "artifacts": arts}))
+    return d
+
+
+def test_untouched_artifacts_are_hashed_once_and_described_by_the_manifest(onnx_export, monkeypatch):
+    import mobiledeploy.io
+    from mobiledeploy.models import artifacts
+
+    hashed = []
+    real = mobiledeploy.io.sha256_file
+    monkeypatch.setattr(mobiledeploy.io, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    artifacts._sha256.cache_clear()
+    for _ in range(3):
+        refs = artifacts.resolve_models([onnx_export])
+        assert [(Path(r.path).name, r.precision) for r in refs] == [("m_fp32.onnx", "fp32"), ("m_int8.onnx", "int8")]
+    assert sorted(hashed) == ["m_fp32.onnx", "m_int8.onnx"]
+
+
+@pytest.mark.parametrize("change", ["same size", "other size"])
+def test_an_artifact_replaced_after_export_is_refused_naming_it(onnx_export, change):
+    """fp32 bytes copied over the int8 file must not be benched, evaluated or checked as "int8"."""
+    from mobiledeploy.check.yardstick import conv_net_bytes
+
+    int8 = onnx_export / "m_int8.onnx"
+    int8.write_bytes((onnx_export / "m_fp32.onnx").read_bytes() if change == "same size"
+                     else conv_net_bytes(resolution=32, blocks=((8, 16, 1),)))
+    assert (int8.stat().st_size == (onnx_export / "m_fp32.onnx").stat().st_size) == (change == "same size")
+    needle = "sha256" if change == "same size" else "bytes where the export wrote"
+    p = onnx_export.parent / "b.toml"
+    p.write_text('artifacts = "export"\n[[artifact]]\nprecision = "fp32"\nmax_size_kb = 1000\n')
+    one_line_error(check("--budget", p), 1, "m_int8.onnx", needle, "after export")
+    for args in (["bench", str(onnx_export)], ["bench", str(int8)], ["eval", str(int8), "--data", "digits"]):
+        one_line_error(CliRunner().invoke(cli, args), 1, "m_int8.onnx", needle)

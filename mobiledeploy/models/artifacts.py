@@ -123,9 +123,46 @@ def read_manifest(path: Path) -> dict:
     return m
 
 
+def recorded_file(mpath: Path, entry: dict, *, key: str = "artifacts[].file") -> Path:
+    """The file a manifest entry names, inside the manifest's directory, holding the bytes the
+    export recorded: its ``size_bytes``, then its ``sha256`` (hashed once per file and process).
+
+    A file changed or replaced after export (an fp32 model copied over the int8 one) is a
+    ``ValidationError`` (exit 1) naming it: what the manifest says about it (precision,
+    recipe, resolution) would describe other bytes.
+    """
+    p = contained_path(mpath.parent, entry.get("file"), key=key, source=mpath)
+    size, digest = entry.get("size_bytes"), entry.get("sha256")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise UsageError(f"{str(mpath)!r}: size_bytes of {p.name!r} must be a byte count, not {str(size)[:40]!r}")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
+        raise UsageError(f"{str(mpath)!r}: sha256 of {p.name!r} must be 64 hex digits, not {str(digest)[:80]!r}")
+    st = p.stat()
+    what = None
+    if size is not None and st.st_size != size:
+        what = f"{st.st_size:,} bytes where the export wrote {size:,}"
+    elif digest is not None and _sha256(str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino) != digest.lower():
+        what = "its sha256 differs from the one the export recorded"
+    if what:
+        from mobiledeploy.errors import ValidationError
+
+        raise ValidationError(f"{str(p)!r} is not the file {str(mpath)!r} describes ({what}): it was changed or "
+                              "replaced after export; export again, or copy it out of the export directory to use "
+                              "it on its own")
+    return p
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """Once per file version (size, mtime and inode are part of the key)."""
+    from mobiledeploy.io import sha256_file
+
+    return sha256_file(path)
+
+
 def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
     model = m.get("model") or {}
-    p = contained_path(mpath.parent, entry.get("file"), key="artifacts[].file", source=mpath)
+    p = recorded_file(mpath, entry)
     return ModelRef(path=str(p), format=entry.get("format") or inspect.detect_format(p),
                     precision=entry.get("precision") or inspect.precision(p),
                     preprocessing=model.get("preprocessing"), resolution=model.get("resolution"),
@@ -146,12 +183,12 @@ def _float_source(mpath: Path, m: dict) -> str | None:
     manifest's ``source_model.file``. Never ``model.source``: that is where export loaded it
     from, on another machine perhaps, and a path outside the directory (``--source-model``
     names one on purpose)."""
-    keras_src = next((a.get("file") for a in m["artifacts"] if a.get("format") == "keras"), None)
+    keras_src = next((a for a in m["artifacts"] if a.get("format") == "keras" and a.get("file")), None)
     if keras_src:
-        return str(contained_path(mpath.parent, keras_src, key="artifacts[].file", source=mpath))
+        return str(recorded_file(mpath, keras_src))
     src = m.get("source_model")
     if isinstance(src, dict) and src.get("file") is not None:
-        return str(contained_path(mpath.parent, src.get("file"), key="source_model.file", source=mpath))
+        return str(recorded_file(mpath, src, key="source_model.file"))
     return None
 
 
