@@ -82,6 +82,22 @@ class Progress:
 
 
 @contextlib.contextmanager
+def warnings_to_stderr():
+    """Python warnings raised inside (an op the cost model does not know, ...) as one
+    ``warning: MESSAGE`` line each on stderr, without ``warnings.warn``'s file and source line."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            err = stderr_console()
+            for w in caught:
+                err.print(f"warning: {w.message}", markup=False)
+
+
+@contextlib.contextmanager
 def progress():
     err = stderr_console()
     if err.is_terminal:
