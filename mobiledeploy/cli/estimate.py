@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mobiledeploy.cli.common import (emit_json, json_option, shape_option, stderr_console, stdout_console,
-                                     target_options, wide_option)
+                                     target_options, warnings_to_stderr, wide_option)
 from mobiledeploy.cli.table import Column, render
 from mobiledeploy.cli.info import ARCH_CHOICES
 
@@ -45,14 +45,9 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
                          resolution=224 if resolution is None else resolution, classes=classes,
                          precision=precision, target=target_name, target_file=target_file, threads=threads,
                          shapes=shapes or None)
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_to_stderr():
         result = run_estimate(cfg)
     err = stderr_console()
-    for w in caught:
-        err.print(f"warning: {w.message}", markup=False)
     emit_json(json_path, result.to_json())
     if json_path == "-":  # JSON on stdout: nothing else there
         return

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import emit_json, json_option, shape_option, stdout_console, wide_option
+from mobiledeploy.cli.common import (emit_json, json_option, shape_option, stdout_console, warnings_to_stderr,
+                                     wide_option)
 from mobiledeploy.cli.table import Column, render
 
 ARCH_CHOICES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
@@ -59,7 +60,8 @@ def info(model, arch, alpha, resolution, classes, depth_multiplier, show_layers,
     parameters as deployed (BatchNorm folded into one bias per channel). Activations
     fused into a conv are listed with it, as LiteRT runs them.
     """
-    stats = stats_for(model, arch, alpha, resolution, classes, depth_multiplier, shapes)
+    with warnings_to_stderr():
+        stats = stats_for(model, arch, alpha, resolution, classes, depth_multiplier, shapes)
     emit_json(json_path, stats.to_json())
     if json_path == "-":  # JSON on stdout: nothing else there
         return

@@ -153,6 +153,24 @@ def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[_Node]:
         inputs = {d["index"] for d in it.get_input_details()}
     except (ValueError, RuntimeError) as e:  # UnicodeDecodeError too: names in a damaged file
         raise UsageError(f"cannot read TFLite model {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
+    try:
+        return _tflite_nodes(ops, tensors, inputs)
+    except _Malformed as e:
+        raise UsageError(f"cannot read TFLite model {str(path)!r}: {e}") from None
+    except (IndexError, KeyError, TypeError, ValueError, OverflowError) as e:
+        raise UsageError(f"cannot read TFLite model {str(path)!r}: malformed operator or tensor: "
+                         f"{' '.join(str(e).split())[:160] or type(e).__name__}") from None
+
+
+class _Malformed(ValueError):
+    """An operator whose tensors do not have the rank its op needs (a damaged file)."""
+
+
+# (least rank, layout) of the weight of the weighted ops, for the dims read from it
+_WEIGHT_RANK = {"conv": (4, "(cout, kh, kw, cin)"), "depthwise": (4, "(1, kh, kw, cout)"), "dense": (2, "(out, in)")}
+
+
+def _tflite_nodes(ops: list, tensors: dict, inputs: set) -> list[_Node]:
     produced = {o for op in ops for o in op["outputs"]}
 
     def is_const(i):
@@ -160,7 +178,8 @@ def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[_Node]:
 
     # DEQUANTIZE of a constant (fp16 / int8 weights) is weight decoding done at load time.
     const_dq = {op["outputs"][0]: op["inputs"][0] for op in ops
-                if op["op_name"] == "DEQUANTIZE" and is_const(op["inputs"][0])}
+                if op["op_name"] == "DEQUANTIZE" and len(op["inputs"]) and len(op["outputs"])
+                and is_const(op["inputs"][0])}
 
     def shape(i):
         return tuple(int(s) for s in tensors[i]["shape"])
@@ -168,7 +187,7 @@ def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[_Node]:
     nodes = []
     for op in ops:
         t = op["op_name"]
-        if t == "DEQUANTIZE" and op["outputs"][0] in const_dq:
+        if t == "DEQUANTIZE" and len(op["outputs"]) and op["outputs"][0] in const_dq:
             continue
         kind = _TFLITE_KINDS.get(t, "other")
         ins = [i for i in op["inputs"] if i >= 0]
@@ -180,6 +199,10 @@ def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[_Node]:
                   out_shape=shape(out) if out is not None else ())
         if kind in ("conv", "depthwise", "dense") and len(ins) >= 2:
             w = shape(const_dq.get(ins[1], ins[1]))
+            rank, layout = _WEIGHT_RANK[kind]
+            if len(w) < rank or any(d < 0 for d in w):
+                raise _Malformed(f"operator {op['index']} ({t}) has a weight of shape {w}; a {t} weight "
+                                 f"is {layout}")
             n.weights = [shape(i) for i in wts]
             if kind == "conv":  # (cout, kh, kw, cin/groups)
                 n.kernel, n.macs_per_out, n.channels = (w[1], w[2]), w[1] * w[2] * w[3], w[0]

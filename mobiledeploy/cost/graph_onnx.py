@@ -63,16 +63,16 @@ def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[_Node
     g = model.graph
     from onnx import numpy_helper
 
-    inits = {t.name: tuple(t.dims) for t in g.initializer}
-    values = {t.name: numpy_helper.to_array(t).tolist() for t in g.initializer  # shapes, pads
-              if t.data_type == onnx.TensorProto.INT64 and math.prod(t.dims) <= 16}
+    inits = {t.name: _weight_dims(t, path) for t in g.initializer}
+    values = {t.name: v for t in g.initializer if (v := _small_ints(t, numpy_helper)) is not None}  # shapes, pads
     for t in g.node:  # Constant nodes are initializers too
-        if t.op_type == "Constant":
+        if t.op_type == "Constant" and t.output:
             for a in t.attribute:
                 if a.name == "value":
-                    inits[t.output[0]] = tuple(a.t.dims)
-                    if a.t.data_type == onnx.TensorProto.INT64 and math.prod(a.t.dims) <= 16:
-                        values[t.output[0]] = numpy_helper.to_array(a.t).tolist()
+                    inits[t.output[0]] = _weight_dims(a.t, path, f"Constant {t.name or t.output[0]!r}")
+                    v = _small_ints(a.t, numpy_helper)
+                    if v is not None:
+                        values[t.output[0]] = v
     graph_inputs = [i for i in g.input if i.name not in inits]
     for i in graph_inputs:  # concrete shapes (--shape, or a dynamic batch of 1) so shapes propagate
         for d, v in zip(i.type.tensor_type.shape.dim, fixed.get(i.name, ())):
@@ -88,63 +88,108 @@ def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[_Node
             shapes[vi.name] = s
     # DequantizeLinear of an initializer: an int8 weight decoded at load time.
     const_dq = {n.output[0]: n.input[0] for n in g.node
-                if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+                if n.op_type == "DequantizeLinear" and n.input and n.output and n.input[0] in inits}
     for out, src in const_dq.items():
         inits[out] = inits[src]
+
+    nodes: list[_Node] = []
+    for idx, n in enumerate(g.node):
+        try:
+            node = _node(n, idx, inits, values, shapes, const_dq, onnx)
+        except MalformedModel as e:
+            raise UsageError(f"cannot read ONNX model {str(path)!r}: node {n.name or idx!r} ({n.op_type}) {e}") from None
+        except (IndexError, KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
+            raise UsageError(f"cannot read ONNX model {str(path)!r}: node {n.name or idx!r} ({n.op_type}) is "
+                             f"malformed: {' '.join(str(e).split())[:160] or type(e).__name__}") from None
+        if node is not None:
+            nodes.append(node)
+    in_shape = shapes.get(graph_inputs[0].name, ()) if graph_inputs else ()
+    return nodes, tuple(int(d) for d in in_shape)
+
+
+class MalformedModel(ValueError):
+    """A node whose weights do not have the rank or sizes its op needs (a damaged file)."""
+
+
+# Rank a weight needs for the dims read from it: conv (cout, cin/groups, k...), Gemm/MatMul.
+_MIN_RANK = {"conv": 3, "dense": 1}
+
+
+def _weight_dims(t, path, what: str | None = None) -> tuple[int, ...]:
+    dims = tuple(int(d) for d in t.dims)
+    if any(d < 0 for d in dims):
+        raise UsageError(f"cannot read ONNX model {str(path)!r}: {what or f'initializer {t.name!r}'} has a "
+                         f"negative dimension {dims}")
+    return dims
+
+
+def _small_ints(t, numpy_helper) -> list | None:
+    """The values of a small int64 constant (a shape, pads), or None; a damaged one is None too."""
+    import onnx
+
+    if t.data_type != onnx.TensorProto.INT64 or math.prod(t.dims) > 16:
+        return None
+    try:
+        return numpy_helper.to_array(t).tolist()
+    except Exception:  # data that does not fit its dims: unknown, as if not given
+        return None
+
+
+def _node(n, idx: int, inits: dict, values: dict, shapes: dict, const_dq: dict, onnx) -> _Node | None:
+    """One ONNX node as a ``_Node`` (None: folded away). Raises on a node that does not fit its op."""
+    t = n.op_type
+    if t == "Constant" or (t == "DequantizeLinear" and n.output and n.output[0] in const_dq):
+        return None
 
     def is_const(name: str) -> bool:
         return name in inits
 
-    nodes: list[_Node] = []
-    for idx, n in enumerate(g.node):
-        t = n.op_type
-        if t == "Constant" or (t == "DequantizeLinear" and n.output[0] in const_dq):
-            continue
-        kind = _KINDS.get(t, "other")
-        act_idx = _ACT_INPUTS.get(t)
-        ins = [x for k, x in enumerate(n.input) if x and (act_idx is None or k in act_idx)]
-        act = [x for x in ins if not is_const(x)]
-        consts = [x for x in ins if is_const(x)]
-        out = n.output[0] if n.output else None
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-        if out is not None and out not in shapes:
-            try:
-                shapes[out] = _fallback_shape(t, [shapes.get(x) for x in n.input], attrs, inits, values, n)
-            except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError):
-                shapes[out] = ()  # attributes or inputs that do not fit the op: shape unknown
-        node = _Node(name=n.name or f"{t}_{idx}", type=t, kind=kind, inputs=act,
-                     in_shapes=[shapes.get(x, ()) for x in act], output=out, out_shape=shapes.get(out, ()))
-        if kind in ("conv", "dense"):
-            widx = _WEIGHT_INPUTS.get(t, (1,))
-            names = [n.input[k] for k in widx if k < len(n.input) and n.input[k] and is_const(n.input[k])]
-            node.weights = [inits[x] for x in names]
-            if names:
-                w = inits[names[0]]
-                if kind == "conv":  # (cout, cin/groups, kh, kw)
-                    group = int(attrs.get("group", 1))
-                    node.kernel = tuple(int(k) for k in w[2:])
-                    node.macs_per_out = int(math.prod(w[1:]))
-                    node.channels = int(w[0])
-                    if group > 1 and group == w[0] and w[1] == 1:
-                        node.kind = "depthwise"
-                elif t == "Gemm" and attrs.get("transB", 0):  # (out, in)
-                    node.macs_per_out, node.channels = int(w[1]), int(w[0])
-                else:  # (in, out)
-                    node.macs_per_out, node.channels = int(w[0]), int(w[-1])
-            act = act[:1]
-            node.inputs, node.in_shapes = act, [shapes.get(x, ()) for x in act]
-        elif t in ("Mul", "Div", "Add", "Sub", "QLinearMul", "QLinearAdd") and len(act) == 1 and consts:
-            # a per-channel constant after a conv (tf2onnx's folded BatchNorm scale/shift)
-            node.kind = "scale" if "Mul" in t or t == "Div" else "bias"
-            node.weights = [inits[x] for x in consts]
-            node.channels = int(math.prod(inits[consts[0]])) if inits[consts[0]] else 1
-            if node.channels <= 1:
-                node.kind = "elementwise"
-        elif t == "BatchNormalization":
-            node.channels = int(math.prod(inits.get(n.input[1], (1,))))
-        nodes.append(node)
-    in_shape = shapes.get(graph_inputs[0].name, ()) if graph_inputs else ()
-    return nodes, tuple(int(d) for d in in_shape)
+    kind = _KINDS.get(t, "other")
+    act_idx = _ACT_INPUTS.get(t)
+    ins = [x for k, x in enumerate(n.input) if x and (act_idx is None or k in act_idx)]
+    act = [x for x in ins if not is_const(x)]
+    consts = [x for x in ins if is_const(x)]
+    out = n.output[0] if n.output else None
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+    if out is not None and out not in shapes:
+        try:
+            shapes[out] = _fallback_shape(t, [shapes.get(x) for x in n.input], attrs, inits, values, n)
+        except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError):
+            shapes[out] = ()  # attributes or inputs that do not fit the op: shape unknown
+    node = _Node(name=n.name or f"{t}_{idx}", type=t, kind=kind, inputs=act,
+                 in_shapes=[shapes.get(x, ()) for x in act], output=out, out_shape=shapes.get(out, ()))
+    if kind in ("conv", "dense"):
+        widx = _WEIGHT_INPUTS.get(t, (1,))
+        names = [n.input[k] for k in widx if k < len(n.input) and n.input[k] and is_const(n.input[k])]
+        node.weights = [inits[x] for x in names]
+        if names:
+            w = inits[names[0]]
+            need = 2 if t == "Gemm" else _MIN_RANK[kind]
+            if len(w) < need:
+                raise MalformedModel(f"has a weight of shape {w}: a {t} weight has at least {need} dimensions")
+            if kind == "conv":  # (cout, cin/groups, kh, kw)
+                group = int(attrs.get("group", 1))
+                node.kernel = tuple(int(k) for k in w[2:])
+                node.macs_per_out = int(math.prod(w[1:]))
+                node.channels = int(w[0])
+                if group > 1 and group == w[0] and w[1] == 1:
+                    node.kind = "depthwise"
+            elif t == "Gemm" and attrs.get("transB", 0):  # (out, in)
+                node.macs_per_out, node.channels = int(w[1]), int(w[0])
+            else:  # (in, out)
+                node.macs_per_out, node.channels = int(w[0]), int(w[-1])
+        act = act[:1]
+        node.inputs, node.in_shapes = act, [shapes.get(x, ()) for x in act]
+    elif t in ("Mul", "Div", "Add", "Sub", "QLinearMul", "QLinearAdd") and len(act) == 1 and consts:
+        # a per-channel constant after a conv (tf2onnx's folded BatchNorm scale/shift)
+        node.kind = "scale" if "Mul" in t or t == "Div" else "bias"
+        node.weights = [inits[x] for x in consts]
+        node.channels = int(math.prod(inits[consts[0]])) if inits[consts[0]] else 1
+        if node.channels <= 1:
+            node.kind = "elementwise"
+    elif t == "BatchNormalization":
+        node.channels = int(math.prod(inits.get(n.input[1], (1,)) if len(n.input) > 1 else (1,)))
+    return node
 
 
 def _fallback_shape(op: str, in_shapes: list, attrs: dict, inits: dict, values: dict, n) -> tuple:

@@ -125,7 +125,7 @@ def _fuse_and_measure(nodes: list[_Node], *, channels_last: bool) -> list[LayerS
             params = (_prod(n.weights[0]) if n.weights else 0) + n.channels
             macs, w_elems = out_elems * n.macs_per_out, params
         elif n.kind == "bn":  # a BatchNorm on its own: a per-channel scale and shift
-            params, macs = 2 * (n.channels or out_shape[-1]), 0
+            params, macs = 2 * (n.channels or (out_shape[-1] if out_shape else 0)), 0
         else:  # constants of elementwise ops (an Add's operand, a Reshape's shape) are not weights
             params, macs = (w_elems if n.kind == "other" else 0), 0
         cls = _op_class(n, out_shape, channels_last=channels_last)
