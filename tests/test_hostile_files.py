@@ -258,3 +258,33 @@ def test_a_truncated_keras_file_is_named_as_given_and_said_to_be_incomplete(tmp_
     one_line_error(r, 2, "'cut.keras'", "not a valid or complete Keras archive")
     last = r.stderr.strip().splitlines()[-1]
     assert "--model" not in last and "not found" not in last.lower()
+
+
+# ---------------------------------------------------------------- corrupt and renamed model files
+
+
+@pytest.fixture
+def corrupt(tmp_path):
+    (tmp_path / "c.tflite").write_bytes(b"\x1c\0\0\0TFL3" + b"\x07" * 200)  # TFLite magic, garbage after it
+    (tmp_path / "c.onnx").write_bytes(b"\x08\x07\x12\x04abcd" + b"\xff" * 200)  # an ONNX start, garbage after it
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["c.tflite", "c.onnx"])
+def test_info_and_bench_agree_that_a_corrupt_model_file_is_a_usage_error(corrupt, name):
+    for args in (["info"], ["bench", "--runs", 1, "--warmup", 0], ["eval", "--preprocessing", "mobilenet"]):
+        one_line_error(_cli(*args, corrupt / name), 2, name, "is not a readable")
+
+
+def test_an_onnx_file_named_tflite_is_read_as_onnx(tmp_path):
+    m = onnx_at(tmp_path / "m.onnx", 32)
+    renamed = tmp_path / "m.tflite"
+    renamed.write_bytes(m.read_bytes())
+    from mobiledeploy.models.inspect import detect_format
+
+    assert detect_format(renamed) == "onnx"
+    r = _cli("info", renamed, "--no-layers")
+    assert r.exit_code == 0 and "onnx" in r.stdout, r.stderr
+    r = _cli("bench", renamed, "--runs", 2, "--warmup", 0, "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    assert '"runtime": "onnxruntime"' in r.stdout

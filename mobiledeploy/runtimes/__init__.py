@@ -286,11 +286,22 @@ def detect_format(path: str | os.PathLike) -> str:
     for rt in rts:
         if rt.magic and head[4:8] == rt.magic:
             return rt.format
+    if _onnx_head(head) and any(rt.format == "onnx" for rt in rts):
+        return "onnx"  # an ONNX file under another name (.tflite): by its content, like TFLite's magic
     for rt in rts:
         if p.suffix.lower() in rt.suffixes:
             return rt.format  # let the runtime say what is wrong with it
     kinds = " nor ".join(f"{'an' if rt.label[:1] in 'AEIOU' else 'a'} {rt.label}" for rt in rts)
     raise UsageError(f"{str(p)!r} is neither {kinds} model (expected {' or '.join(s for rt in rts for s in rt.suffixes)})")
+
+
+def _onnx_head(head: bytes) -> bool:
+    """ONNX has no magic; a serialized ModelProto starts with its ``ir_version`` field (tag 0x08,
+    a small varint) followed by another field's tag (producer, graph, opset import ...)."""
+    return len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 0x7F and head[2] in _ONNX_NEXT_TAGS
+
+
+_ONNX_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x4A, 0x52, 0x5A, 0x62, 0x72, 0x7A}
 
 
 def runtime_for(path: str | os.PathLike) -> Runtime:

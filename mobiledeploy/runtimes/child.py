@@ -69,9 +69,13 @@ def measure(settings: dict) -> dict:
     rss0 = peak_rss_kb()
     shapes = {k: tuple(v) for k, v in (settings.get("shapes") or {}).items()}
     t0 = time.perf_counter_ns()
-    session = runtimes.open_session(settings["model"], threads=settings.get("threads"),
-                                    xnnpack=settings.get("xnnpack", True),
-                                    ort_opt_level=settings.get("ort_opt_level", "all"), shapes=shapes)
+    try:
+        session = runtimes.open_session(settings["model"], threads=settings.get("threads"),
+                                        xnnpack=settings.get("xnnpack", True),
+                                        ort_opt_level=settings.get("ort_opt_level", "all"), shapes=shapes)
+    except Exception:
+        readable(settings["model"])  # a corrupt file is the input's fault (exit 2), as in `info`
+        raise
     init_ns = time.perf_counter_ns() - t0
     session.set_inputs(runtimes.random_inputs(session, seed=settings.get("seed", 0)))
     t0 = time.perf_counter_ns()
@@ -94,6 +98,21 @@ def measure(settings: dict) -> dict:
             "outputs": [s.to_json() for s in session.outputs],
             "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "tensorflow_imported": "tensorflow" in sys.modules}
+
+
+def readable(model: str) -> None:
+    """UsageError when the project's own reader cannot parse ``model`` (``models.inspect``, the
+    check ``info`` makes): the file is corrupt, not the runtime at fault. Skipped where the
+    reader's library is missing (the emulation guest has no ``onnx``)."""
+    import importlib.util
+
+    from mobiledeploy.runtimes import detect_format
+
+    if importlib.util.find_spec("onnx" if detect_format(model) == "onnx" else "ai_edge_litert") is None:
+        return
+    from mobiledeploy.models.inspect import inputs
+
+    inputs(model)
 
 
 def auxv_hwcaps() -> list[int] | None:
