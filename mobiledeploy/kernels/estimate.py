@@ -1,0 +1,196 @@
+"""``estimate --method kernels``: device latency from the runtime's own aarch64 kernels.
+
+The artifact runs under qemu on the target's core model (``[kernels] cpu``), with the
+target's MIDR in the guest's cpuinfo (``midr``) so that the runtime picks that core's
+kernels; the blocks of one inference are counted (``trace``), decoded (``disasm``),
+scheduled per block with ``llvm-mca -mcpu=[kernels] sched`` (``sched``), weighted by their
+counts, and turned into milliseconds by the clock, with a memory term and the busiest
+thread as the critical path (``model``). Nothing is fitted. Results are cached per
+artifact (content hash), core, threads and runtime version: a repeat costs a file read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mobiledeploy.errors import UsageError
+from mobiledeploy.kernels import disasm, model, sched
+
+LABEL = "device estimate from emulated kernels (qemu CPU, llvm-mca model, clock)"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Core:
+    """A target's ``[kernels]`` table: what runs the kernels and what schedules them."""
+
+    cpu: str  # qemu -cpu
+    midr: int  # the guest's cpuinfo (the runtimes choose kernels by it)
+    sched: str  # llvm-mca -mcpu
+    clock_ghz: float
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return {"cpu": self.cpu, "midr": f"0x{self.midr:08x}", "sched": self.sched, "clock_ghz": self.clock_ghz,
+                "note": self.note}
+
+
+def core_of(target) -> Core:
+    """The target's ``[kernels]`` core; ``UsageError`` when it has none."""
+    k = getattr(target, "kernels", None)
+    if not k:
+        raise UsageError(f"target {target.name!r} has no [kernels] table (cpu, midr, sched, clock_ghz): "
+                         f"--method kernels needs one; see docs/kernels.md")
+    return Core(cpu=k["cpu"], midr=int(k["midr"]), sched=k["sched"], clock_ghz=float(k["clock_ghz"]),
+                note=str(k.get("note", "")))
+
+
+@dataclass
+class KernelEstimate:
+    model: str
+    target: str
+    core: dict
+    runtime: str
+    runtime_version: str
+    threads: int
+    xnnpack: bool
+    latency_ms: float
+    compute_ms: float
+    memory_ms: float
+    instructions: float  # per invoke, all threads, spin-waits excluded
+    cycles: float  # per invoke, the critical path (busiest thread)
+    total_cycles: float  # per invoke, all threads
+    ipc: float  # instructions / total_cycles
+    mix: dict  # class -> fraction of instructions
+    per_thread: dict  # cpu index -> {instructions, cycles, wait_instructions}
+    hot_blocks: int
+    hot_fraction: float  # of the instructions, scheduled one block at a time
+    spill_bytes: float
+    label: str = LABEL
+    cached: bool = False
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)
+
+    @property
+    def dot_instructions(self) -> float:
+        return self.mix.get("dot", 0.0) * self.instructions
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"dot_instructions": self.dot_instructions}
+
+
+def artifact_hash(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def profile_key(path, core: Core, threads: int, xnnpack: bool, wheels: dict) -> str:
+    parts = [FORMAT, artifact_hash(path), core.cpu, core.midr, core.sched, threads, xnnpack, sorted(wheels.items())]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def profile(path, core: Core, *, threads: int, xnnpack: bool, env, cache_dir: Path,
+            timeout_s: float = 1800.0) -> dict:
+    """The per-invoke counts of ``path`` on ``core``: instructions, cycles per thread, mix."""
+    from mobiledeploy.kernels import trace
+
+    tr = trace.trace(path, qemu_cpu=core.cpu, midr=core.midr, threads=threads, builtin=not xnnpack, env=env,
+                     timeout_s=timeout_s)
+    return profile_from_trace(tr, core.sched, cache_dir)
+
+
+def profile_from_trace(tr, mcpu: str, cache_dir: Path | None) -> dict:
+    counts = tr.per_invoke()
+    executed = {pc for _, pc in counts}
+    texts = disasm.disassemble({w for pc in executed for w in tr.blocks[pc]})
+    info = {}
+    for pc in executed:
+        lines = [texts[w] for w in tr.blocks[pc]]
+        info[pc] = model.BlockInfo(n=len(lines), mix=Counter(disasm.classify(t) for t in lines),
+                                   wait=disasm.is_wait(lines))
+    for pc in model.spin_blocks(info):
+        info[pc].wait = True
+    instr_by_pc: Counter = Counter()
+    for (_, pc), n in counts.items():
+        if not info[pc].wait:
+            instr_by_pc[pc] += n * info[pc].n
+    hot = model.hot_blocks(instr_by_pc)
+    cyc = sched.block_cycles(mcpu, {pc: [texts[w] for w in tr.blocks[pc]] for pc in hot}, cache_dir)
+    cost = model.block_costs(counts, info, cyc)
+    threads = model.per_thread(counts, info, cost)
+    mix = model.mix_of(counts, info)
+    total_i = sum(mix.values())
+    return {"instructions": total_i, "critical_cycles": model.critical_path(threads),
+            "total_cycles": sum(t["cycles"] for t in threads.values()),
+            "mix": {k: mix.get(k, 0.0) / total_i for k in disasm.MIX_CLASSES} if total_i else {},
+            "per_thread": {str(k): v for k, v in threads.items()}, "hot_blocks": len(hot),
+            "hot_fraction": sum(instr_by_pc[pc] for pc in hot) / total_i if total_i else 0.0,
+            "runtime": tr.meta.get("runtime"), "runtime_version": tr.meta.get("version"), "sched": mcpu}
+
+
+def spill_bytes(path, target, threads: int) -> tuple[float, float, float]:
+    """(bytes beyond the target's caches per invoke, bandwidth GB/s, thread speedup): the cost
+    model's spill term and its priors (``mobiledeploy.cost.estimate``)."""
+    from mobiledeploy.cost import info
+    from mobiledeploy.cost.estimate import cost_model_for
+    from mobiledeploy.cost.model import LayerArrays
+
+    stats = info.model_stats(path)
+    cm = cost_model_for(target, threads=threads)
+    arrays = LayerArrays(stats.layers, stats.precision, threads)
+    return float(arrays.terms(cm, threads)["spill"].sum()), float(cm.bandwidth_gbs), cm.speedup(threads)
+
+
+def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = None, xnnpack: bool | None = None,
+                     env=None, refresh: bool = False, timeout_s: float = 1800.0) -> KernelEstimate:
+    """Estimate ``path`` (.tflite or .onnx) on ``target``'s device from its emulated kernels."""
+    from mobiledeploy.runtimes import emulate as emu
+
+    t0 = time.perf_counter()
+    path = Path(path)
+    if path.suffix.lower() not in (".tflite", ".onnx"):
+        raise UsageError(f"{path.name}: --method kernels runs .tflite or .onnx artifacts (export the model first)")
+    core = core_of(target)
+    disasm.llvm_bin("llvm-mca")
+    disasm.llvm_bin("llvm-mc")
+    sched.check_mcpu(core.sched)
+    env = env or emu.find_env()
+    n = int(threads or target.threads or 1)
+    xnn = target.xnnpack if xnnpack is None else xnnpack
+    cache_dir = env.cache / "kernels"
+    key = profile_key(path, core, n, xnn, env.wheels)
+    stored = cache_dir / "profiles" / f"{key}.json"
+    cached = stored.is_file() and not refresh
+    if cached:
+        prof = json.loads(stored.read_text())
+    else:
+        prof = profile(path, core, threads=n, xnnpack=xnn, env=env, cache_dir=cache_dir, timeout_s=timeout_s)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stored.with_suffix(".part")
+        tmp.write_text(json.dumps(prof))
+        tmp.replace(stored)
+    spill, bw, speedup = spill_bytes(path, target, n)
+    compute_ms = prof["critical_cycles"] / (core.clock_ghz * 1e6)
+    memory_ms = model.memory_seconds(spill, bw) * 1e3 / speedup
+    notes = []
+    if core.note:
+        notes.append(core.note)
+    if prof["runtime"] == "onnxruntime" or not xnn:
+        notes.append("not validated against published figures (only LiteRT + XNNPACK has been)")
+    return KernelEstimate(
+        model=str(path), target=target.name, core=core.to_json(), runtime=prof["runtime"],
+        runtime_version=prof["runtime_version"], threads=n, xnnpack=xnn, latency_ms=compute_ms + memory_ms,
+        compute_ms=compute_ms, memory_ms=memory_ms, instructions=prof["instructions"],
+        cycles=prof["critical_cycles"], total_cycles=prof["total_cycles"],
+        ipc=prof["instructions"] / prof["total_cycles"] if prof["total_cycles"] else 0.0, mix=prof["mix"],
+        per_thread=prof["per_thread"], hot_blocks=prof["hot_blocks"], hot_fraction=prof["hot_fraction"],
+        spill_bytes=spill, cached=cached, seconds=round(time.perf_counter() - t0, 2), notes=notes)

@@ -1,0 +1,103 @@
+"""From counted blocks and their scheduled cycles to a device latency.
+
+- **Cycles**: each block's ``llvm-mca`` cycles per execution x its executions per invoke,
+  for the hot blocks (those holding ``HOT_FRACTION`` of the instructions); the cold rest
+  at the hot blocks' average IPC. Spin-wait blocks (``yield``/``wfe``) are not work:
+  how often a thread spins under qemu says nothing about the device.
+- **Threads**: qemu-user gives every guest thread its own CPU index, so every count
+  belongs to a thread: the work the runtime's thread pool gave each thread, serial parts
+  on the calling thread included. The critical path is the busiest thread's cycles, not
+  the total divided by the threads. (Per-operator phases would be finer, but qemu writes
+  each thread's log lines in chunks of a few thousand, so the interleaving in the log is
+  too coarse to cut the trace at operator boundaries.)
+- **Memory**: ``llvm-mca`` assumes every load hits the L1 cache. Where a layer moves
+  more bytes than the core's caches hold (the cost model's bytes per layer, the target's
+  L2 + L3), the bytes beyond are streamed from DRAM at the cost model's bandwidth; that
+  time is added (the cost model's own spill term with its prior, nothing fitted).
+- **Clock**: cycles / ``clock_ghz``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+HOT_FRACTION = 0.99
+MAX_HOT_BLOCKS = 4000
+
+
+@dataclass
+class BlockInfo:
+    n: int  # instructions
+    mix: Counter  # class -> instructions of that class in the block
+    wait: bool = False
+
+
+def hot_blocks(instr_by_pc: dict[int, float], fraction: float = HOT_FRACTION,
+               limit: int = MAX_HOT_BLOCKS) -> list[int]:
+    """The blocks holding ``fraction`` of the executed instructions, most first."""
+    total = sum(instr_by_pc.values())
+    out, acc = [], 0.0
+    for pc, v in sorted(instr_by_pc.items(), key=lambda kv: -kv[1]):
+        if acc >= fraction * total or len(out) >= limit:
+            break
+        out.append(pc)
+        acc += v
+    return out
+
+
+def block_costs(counts: dict[tuple[int, int], float], info: dict[int, BlockInfo],
+                cycles: dict[int, float]) -> dict[int, float]:
+    """{pc: cycles per execution} for every executed work block: scheduled ones from
+    ``cycles``, the rest at the scheduled blocks' instruction-weighted IPC."""
+    by_pc: dict[int, float] = defaultdict(float)
+    for (_, pc), n in counts.items():
+        by_pc[pc] += n
+    ins = sum(by_pc[pc] * info[pc].n for pc in cycles if pc in by_pc)
+    cyc = sum(by_pc[pc] * cycles[pc] for pc in cycles if pc in by_pc)
+    ipc = ins / cyc if cyc > 0 else 1.0
+    return {pc: (cycles[pc] if pc in cycles else info[pc].n / ipc) for pc in by_pc if not info[pc].wait}
+
+
+def per_thread(counts: dict[tuple[int, int], float], info: dict[int, BlockInfo],
+               cost: dict[int, float]) -> dict[int, dict]:
+    """{cpu index: {instructions, cycles, wait_instructions}} per invoke."""
+    out: dict[int, dict] = defaultdict(lambda: {"instructions": 0.0, "cycles": 0.0, "wait_instructions": 0.0})
+    for (cpu, pc), n in counts.items():
+        b = info[pc]
+        if b.wait:
+            out[cpu]["wait_instructions"] += n * b.n
+        else:
+            out[cpu]["instructions"] += n * b.n
+            out[cpu]["cycles"] += n * cost[pc]
+    return dict(sorted(out.items()))
+
+
+def critical_path(threads: dict[int, dict]) -> float:
+    """The busiest thread's cycles (``threads``: ``per_thread``'s result)."""
+    return max((t["cycles"] for t in threads.values()), default=0.0)
+
+
+def spin_blocks(info: dict[int, BlockInfo], window: int = 256, max_len: int = 8) -> set[int]:
+    """Blocks of the spin-wait loops: a block with ``yield``/``wfe`` and the short blocks just
+    before it (the loop's load-compare-branch), which run as often as the emulator makes them."""
+    waits = sorted(pc for pc, b in info.items() if b.wait)
+    out = set(waits)
+    for pc, b in info.items():
+        if b.n <= max_len and not b.mix.get("store") and any(0 <= y - pc <= window for y in waits):
+            out.add(pc)
+    return out
+
+
+def mix_of(counts: dict[tuple[int, int], float], info: dict[int, BlockInfo]) -> Counter:
+    """Executed instructions per mix class (spin-waits excluded)."""
+    mix: Counter = Counter()
+    for (_, pc), n in counts.items():
+        if not info[pc].wait:
+            for k, v in info[pc].mix.items():
+                mix[k] += n * v
+    return mix
+
+
+def memory_seconds(spill_bytes: float, bandwidth_gbs: float) -> float:
+    return spill_bytes / (bandwidth_gbs * 1e9) if bandwidth_gbs > 0 else 0.0

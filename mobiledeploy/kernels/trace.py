@@ -1,0 +1,193 @@
+"""Count the translation blocks a runtime executes for one inference, under qemu.
+
+qemu-user logs, with ``-d in_asm,exec,nochain,strace``, each translation block (TB)
+when it is translated (its instructions, with the encoding of each) and each time it
+executes (``Trace CPU: HOSTPTR [CSBASE/PC/FLAGS/CFLAGS]``; ``CPU`` is the guest thread's
+CPU index), and every system call. ``-dfilter`` restricts the TB lines to address
+ranges: here, the runtime's own shared libraries, found by a first run that only loads
+the model (cached per CPU model, runtime and version), so that the guest Python's
+start-up is not logged. The guest (``guest.py``) stats two marker paths around the
+counted invokes; ``-d strace`` puts them in the same log, so the count is of inference
+only (the warm-up invoke, weight packing and start-up fall outside).
+
+Calls into the C library (memcpy, memset) are not in those ranges and are not counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mobiledeploy.errors import RuntimeFailure, UsageError
+from mobiledeploy.runtimes import emulate as emu
+
+GUEST = Path(__file__).with_name("guest.py")
+BEGIN = b"/__mobiledeploy_kernels_begin__"
+END = b"/__mobiledeploy_kernels_end__"
+# the runtime's libraries: what -dfilter keeps (everything else, Python and libc, is not logged)
+RUNTIME_LIBS = {"litert": "/ai_edge_litert/", "onnxruntime": "/onnxruntime/"}
+_TRACE = re.compile(rb"^Trace (\d+): 0x[0-9a-f]+ \[[0-9a-f]+/([0-9a-f]+)/", re.M)
+_BLOCK = re.compile(rb"^IN: [^\n]*\n((?:0x[0-9a-f]+:  [0-9a-f]{8}[^\n]*\n)+)", re.M)
+_INSN = re.compile(rb"^0x[0-9a-f]+:  ([0-9a-f]{8})", re.M)
+
+
+@dataclass
+class Trace:
+    """Executed blocks of the counted invokes: ``counts[(cpu_index, pc)]`` and each block's words."""
+
+    counts: Counter = field(default_factory=Counter)
+    blocks: dict[int, list[int]] = field(default_factory=dict)  # pc -> instruction words
+    invokes: int = 1
+    meta: dict = field(default_factory=dict)
+
+    def per_invoke(self) -> dict[tuple[int, int], float]:
+        return {k: v / self.invokes for k, v in self.counts.items()}
+
+    def instructions(self) -> float:
+        return sum(n * len(self.blocks.get(pc, ())) for (_, pc), n in self.counts.items()) / self.invokes
+
+
+def parse_log(path: str | os.PathLike, invokes: int = 1) -> Trace:
+    """Parse a qemu log (see the module docstring): counts between the markers, all blocks."""
+    path = Path(path)
+    tr = Trace(invokes=invokes)
+    if path.stat().st_size == 0:
+        raise RuntimeFailure(f"{path}: empty qemu log")
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        lo, hi = mm.find(BEGIN), mm.find(END)
+        if lo < 0 or hi < lo:
+            raise RuntimeFailure(f"{path}: the log has no inference markers (the guest stopped early?)")
+        lo = mm.find(b"\n", lo) + 1
+        for m in _BLOCK.finditer(mm):
+            pc = int(m.group(1)[:m.group(1).index(b":")], 16)
+            tr.blocks[pc] = [int(w, 16) for w in _INSN.findall(m.group(1))]
+        tr.counts = Counter((int(c), int(p, 16)) for c, p in _TRACE.findall(mm, lo, hi))
+    missing = {pc for _, pc in tr.counts} - set(tr.blocks)
+    if missing:
+        raise RuntimeFailure(f"{path}: {len(missing)} executed blocks were never logged as translated")
+    return tr
+
+
+# ---------------------------------------------------------------- the guest's CPU
+
+
+def cpu_root(env: emu.ArmEnv, qemu_cpu: str, midr: int) -> Path:
+    """A thin sysroot whose /proc/cpuinfo reports ``midr`` with the features qemu's ``qemu_cpu``
+    gives the guest (built once per pair, like ``make arm-env``'s per-CPU roots)."""
+    model = emu.EmulatedCpu(name=f"{qemu_cpu}-{midr:08x}", qemu_cpu=qemu_cpu, part=(midr >> 4) & 0xFFF,
+                            implementer=midr >> 24, variant=(midr >> 20) & 0xF, revision=midr & 0xF)
+    root = env.cache / "kernels" / "cpus" / model.name.replace(",", "_").replace("=", "-")
+    info = root / "proc" / "cpuinfo"
+    if info.is_file():
+        return root
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent if root.parent.exists() else None))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    (tmp / "proc").mkdir(parents=True, exist_ok=True)
+    for entry in env.sysroot.iterdir():
+        if entry.name != "proc":
+            (tmp / entry.name).symlink_to(entry.resolve())
+    procs = emu.host_processors()
+    (tmp / "proc" / "cpuinfo").write_text(emu.cpuinfo_text(model, [], procs))
+    argv = [env.qemu, "-cpu", qemu_cpu, "-L", str(tmp), str(tmp / emu.GUEST_PYTHON), "-S", "-c", emu._HWCAP_PROBE]
+    out = emu._run_guest(argv, _environ(env, []), 300, f"HWCAP probe on -cpu {qemu_cpu}")
+    hw, hw2 = (int(v) for v in out.split()[-2:])
+    (tmp / "proc" / "cpuinfo").write_text(emu.cpuinfo_text(model, emu.decode_hwcaps(hw, hw2), procs))
+    try:
+        tmp.rename(root)
+    except OSError:  # built by another process meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _environ(env: emu.ArmEnv, pythonpath: list[str]) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(env.site_packages), *pythonpath]), "PYTHONNOUSERSITE": "1",
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin",
+            "HOME": os.environ.get("HOME", "/"), "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+
+
+def qemu_cpus(env: emu.ArmEnv) -> list[str]:
+    out = subprocess.run([env.qemu, "-cpu", "help"], capture_output=True, text=True).stdout
+    return [ln.strip() for ln in out.splitlines()[1:] if ln.strip()]
+
+
+def _guest_argv(env, root, qemu_cpu, model, *, threads, builtin, invokes, maps_only) -> list[str]:
+    args = [str(GUEST), str(Path(model).resolve()), "--threads", str(threads), "--invokes", str(invokes)]
+    args += ["--builtin"] if builtin else []
+    args += ["--maps-only"] if maps_only else []
+    return [env.qemu, "-cpu", qemu_cpu, "-L", str(root), str(root / emu.GUEST_PYTHON), "-S", *args]
+
+
+def _pythonpath() -> list[str]:
+    return [str(GUEST.parent), str(emu.WORKER.parent)]
+
+
+def _run(argv, environ, timeout_s, what) -> dict:
+    out = emu._run_guest(argv, environ, timeout_s, what)
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeFailure(f"{what}: the guest printed no result") from None
+
+
+def runtime_of(model: str | os.PathLike) -> str:
+    return "litert" if str(model).lower().endswith(".tflite") else "onnxruntime"
+
+
+def library_ranges(maps: list, runtime: str) -> list[tuple[int, int]]:
+    key = RUNTIME_LIBS[runtime]
+    return sorted((lo, hi) for lo, hi, _, path in maps if key in path)
+
+
+def discover(env, root, qemu_cpu, model, *, threads, builtin, timeout_s, cache: Path) -> list[tuple[int, int]]:
+    """The executable ranges of the runtime's libraries in the guest (a run that only loads)."""
+    runtime = runtime_of(model)
+    key = hashlib.sha256(json.dumps([str(root), qemu_cpu, runtime, env.wheels, threads, builtin]).encode())
+    path = cache / f"maps-{key.hexdigest()[:16]}.json"
+    if path.is_file():
+        return [tuple(r) for r in json.loads(path.read_text())]
+    argv = _guest_argv(env, root, qemu_cpu, model, threads=threads, builtin=builtin, invokes=0, maps_only=True)
+    res = _run(argv, _environ(env, _pythonpath()), timeout_s, f"{Path(model).name} on -cpu {qemu_cpu} (load)")
+    ranges = library_ranges(res["maps"], runtime)
+    if not ranges:
+        raise RuntimeFailure(f"no {runtime} library found in the guest's address space")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ranges))
+    return ranges
+
+
+def trace(model: str | os.PathLike, *, qemu_cpu: str, midr: int, threads: int = 1, builtin: bool = False,
+          invokes: int = 1, env: emu.ArmEnv | None = None, timeout_s: float = 1800.0,
+          workdir: str | os.PathLike | None = None, keep_log: str | os.PathLike | None = None) -> Trace:
+    """Run ``model`` under ``qemu -cpu qemu_cpu`` with ``midr`` in the guest's cpuinfo; count its blocks."""
+    env = env or emu.find_env()
+    if qemu_cpu not in qemu_cpus(env):
+        raise UsageError(f"qemu does not know CPU {qemu_cpu!r} ([kernels] cpu); choose from "
+                         f"{', '.join(qemu_cpus(env))}")
+    root = cpu_root(env, qemu_cpu, midr)
+    cache = env.cache / "kernels"
+    ranges = discover(env, root, qemu_cpu, model, threads=threads, builtin=builtin, timeout_s=timeout_s / 2,
+                      cache=cache)
+    with tempfile.TemporaryDirectory(prefix="mobiledeploy-kernels-", dir=workdir) as tmp:
+        log = Path(keep_log) if keep_log else Path(tmp) / "qemu.log"
+        dfilter = ",".join(f"0x{lo:x}..0x{hi - 1:x}" for lo, hi in ranges)
+        argv = _guest_argv(env, root, qemu_cpu, model, threads=threads, builtin=builtin, invokes=invokes,
+                           maps_only=False)
+        argv[1:1] = ["-d", "in_asm,exec,nochain,strace", "-dfilter", dfilter, "-D", str(log)]
+        res = _run(argv, _environ(env, _pythonpath()), timeout_s, f"{Path(model).name} on -cpu {qemu_cpu}")
+        if library_ranges(res["maps"], runtime_of(model)) != ranges:
+            shutil.rmtree(cache, ignore_errors=True)  # the cached ranges are stale: rediscover next time
+            raise RuntimeFailure("the runtime's libraries moved between the discovery run and the counted "
+                                 "run; run again")
+        tr = parse_log(log, invokes=invokes)
+    tr.meta = {"runtime": res["runtime"], "version": res["version"], "threads": threads, "builtin": builtin,
+               "qemu_cpu": qemu_cpu, "midr": f"0x{midr:08x}", "invokes": invokes}
+    return tr
