@@ -7,6 +7,9 @@ import click
 from mobiledeploy.cli.common import csv_choice, emit_json, json_option, stdout_console, target_options, wide_option
 
 
+SHOWN_ROWS = 50  # rows of the fit table on the terminal
+
+
 @click.group("target")
 def target() -> None:
     """Work with target profiles."""
@@ -54,8 +57,12 @@ def calibrate(target_name, target_file, measurements, out, params, name, json_pa
              "-" if lo is None else f"{lo:+.1f}%")
             for r, e, err, lo in zip(fit.rows, fit.estimates_ms, fit.errors_pct, loo)]
     con = stdout_console()
-    render(con, cols, rows, title=f"fit of {result.target} (in-sample)", wide=wide)
+    render(con, cols, rows[:SHOWN_ROWS], title=f"fit of {result.target} (in-sample)", wide=wide)
+    if len(rows) > SHOWN_ROWS:
+        con.print(f"... {len(rows) - SHOWN_ROWS} more row(s) (all of them: --json, and the written target)",
+                  markup=False)
+    held_out = f"{fit.loo_folds}-fold" if fit.loo_folds else "leave-one-out"
     con.print(f"fitted {', '.join(fit.params)} on {len(fit.rows)} row(s): median |error| "
               f"{fit.median_abs_error_pct:.1f}%, worst {fit.worst_abs_error_pct:.1f}%"
-              + (f"; leave-one-out median {fit.loo_median_abs_error_pct:.1f}%, worst {fit.loo_worst_abs_error_pct:.1f}%"
+              + (f"; {held_out} median {fit.loo_median_abs_error_pct:.1f}%, worst {fit.loo_worst_abs_error_pct:.1f}%"
                  if fit.loo_errors_pct else "") + f"; wrote {result.out}", markup=False)

@@ -85,7 +85,8 @@ def fit_table(result: FitResult, *, source: str) -> dict:
             "fit_median_abs_error_pct": round(result.median_abs_error_pct, 2),
             "fit_worst_abs_error_pct": round(result.worst_abs_error_pct, 2),
             **({"loo_median_abs_error_pct": round(result.loo_median_abs_error_pct, 2),
-                "loo_worst_abs_error_pct": round(result.loo_worst_abs_error_pct, 2)} if result.loo_errors_pct else {}),
+                "loo_worst_abs_error_pct": round(result.loo_worst_abs_error_pct, 2),
+                **({"loo_folds": result.loo_folds} if result.loo_folds else {})} if result.loo_errors_pct else {}),
             "fitted_on": [{"model": r.label, "precision": r.precision, "threads": r.threads,
                            "latency_ms": r.latency_ms, "estimate_ms": round(e, 4),
                            **({"loo_error_pct": round(lo, 2)} if lo is not None else {})}
@@ -139,12 +140,12 @@ def calibrate(config: CalibrateConfig) -> CalibrateResult:
         raise UsageError(f"--out {str(out)!r} must be a .toml file")
     if out.exists() and out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a directory")
-    from mobiledeploy.cost.measurements import read, split_spec
+    from mobiledeploy.cost.measurements import read_all, split_spec
 
     specs = (config.measurements,) if isinstance(config.measurements, str) else tuple(config.measurements)
     if not specs:
         raise UsageError("no --measurements given")
-    rows = [row for spec in specs for row in read(spec, default_threads=target.threads or 1)]
+    rows = read_all(specs, default_threads=target.threads or 1)
     sources = ", ".join(split_spec(spec)[1].name for spec in specs)
     base = cost_model_for(target)
     result = fit(base, rows, params=config.params, loo=True)
@@ -160,7 +161,9 @@ def calibrate(config: CalibrateConfig) -> CalibrateResult:
                f"median |error| {result.median_abs_error_pct:.1f}%, worst {result.worst_abs_error_pct:.1f}% "
                f"(in-sample)")
     if result.loo_errors_pct:
-        comment += (f"\nleave-one-out (each row predicted by the fit on the others): median |error| "
+        held_out = (f"{result.loo_folds}-fold (each row predicted by the fit on the rows outside its fold)"
+                    if result.loo_folds else "leave-one-out (each row predicted by the fit on the others)")
+        comment += (f"\n{held_out}: median |error| "
                     f"{result.loo_median_abs_error_pct:.1f}%, worst {result.loo_worst_abs_error_pct:.1f}%")
     with io.atomic_path(out) as tmp:
         tmp.write_text(header + text + cost_model_toml(table, comment=comment), encoding="utf-8")

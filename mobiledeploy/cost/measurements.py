@@ -35,6 +35,8 @@ FLAG = "--measurements"
 _TIMINGS = re.compile(r"Inference timings in us:.*?Inference \(avg\):\s*([0-9.eE+-]+)")
 _THREADS = re.compile(r"Num threads:\s*\[(\d+)\]")
 _GRAPH = re.compile(r"Graph:\s*\[([^\]]+)\]")
+MAX_THREADS = 1024  # the one bound on a measurement's thread count, whatever file it comes from
+MAX_ROWS = 10_000  # measurement rows one calibration takes (a fit is linear in them, the cap keeps it seconds)
 
 
 def split_spec(spec: str) -> tuple[str | None, Path]:
@@ -53,7 +55,7 @@ def read_text(path: Path) -> str:
             from mobiledeploy.models.limits import regular_file
 
             regular_file(path, what="measurements file")  # no FIFO, device or empty file
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's CSVs) is not text
     except FileNotFoundError:
         raise UsageError(f"measurements file not found: {str(path)!r} ({FLAG})") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -73,6 +75,17 @@ def _latency(value, where: str) -> float:
     return ms
 
 
+def threads_in_range(value, where: str) -> int:
+    """A thread count from a measurement file: an integer in 1..MAX_THREADS, or one UsageError line."""
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: threads {value!r} is not an integer") from None
+    if not 1 <= n <= MAX_THREADS:
+        raise UsageError(f"{where}: threads must be between 1 and {MAX_THREADS}, got {n}")
+    return n
+
+
 def parse_benchmark_model_text(text: str, where: str) -> dict:
     """{"latency_ms", "threads" (or None), "graph" (or None)} from benchmark_model's output."""
     m = None
@@ -84,7 +97,7 @@ def parse_benchmark_model_text(text: str, where: str) -> dict:
     threads = _THREADS.search(text)
     graph = _GRAPH.search(text)
     return {"latency_ms": _latency(m.group(1), where) / 1000.0,
-            "threads": int(threads.group(1)) if threads else None,
+            "threads": threads_in_range(threads.group(1), where) if threads else None,
             "graph": graph.group(1).strip() if graph else None}
 
 
@@ -161,19 +174,19 @@ def read(spec: str, *, default_threads: int = 1) -> list:
             raise UsageError(f"{where}: not valid JSON ({e.msg}, line {e.lineno})") from None
         if isinstance(data, dict) and "results" in data and "schema_version" in data:
             return _from_bench_json(data, path, model)
-        lat, threads = parse_ort_profile(data, where), default_threads
+        lat, threads = parse_ort_profile(data, where), threads_in_range(default_threads, where)
     elif "latency_ms" in first.split(","):
         if model:
             raise UsageError(f"{FLAG} {spec!r}: a measurements CSV names its models itself; drop '{model}='")
         return read_measurements(path, default_threads=default_threads)
     elif "Inference timings in us" in text or "Num threads" in text or "benchmark_model" in text.lower()[:2000]:
         info = parse_benchmark_model_text(text, where)
-        lat, threads = info["latency_ms"], info["threads"] or default_threads
+        lat, threads = info["latency_ms"], info["threads"] or threads_in_range(default_threads, where)
         model = model or info["graph"]
         if model is None:
             raise UsageError(f"{where}: no 'Graph: [...]' line to name the model; give it as {FLAG} MODEL=FILE")
     elif "node type" in text.lower():
-        lat, threads = parse_op_profile_csv(text, where), default_threads
+        lat, threads = parse_op_profile_csv(text, where), threads_in_range(default_threads, where)
     elif path.suffix.lower() == ".csv" and not model:  # a calibrate CSV with a wrong header: say so
         return read_measurements(path, default_threads=default_threads)
     else:
@@ -183,6 +196,17 @@ def read(spec: str, *, default_threads: int = 1) -> list:
         raise UsageError(f"{where}: this file does not name its model; give it as {FLAG} MODEL={path}")
     mfile = _model_file(model, path.parent, where)
     return [measurement_for(label=Path(mfile).name, model=mfile, threads=threads, latency_ms=lat)]
+
+
+def read_all(specs, *, default_threads: int = 1) -> list:
+    """The measurements of several ``--measurements`` values, at most MAX_ROWS in all."""
+    rows = []
+    for spec in specs:
+        rows += read(spec, default_threads=default_threads)
+        if len(rows) > MAX_ROWS:
+            raise UsageError(f"{FLAG}: more than {MAX_ROWS} measurement rows in all "
+                             f"(average repeated runs of a model into one row)")
+    return rows
 
 
 def _from_bench_json(data: dict, path: Path, model: str | None) -> list:
@@ -197,7 +221,8 @@ def _from_bench_json(data: dict, path: Path, model: str | None) -> list:
         mfile = _model_file(str(r.get("model", "")), path.parent, where)
         prec = r.get("precision") if r.get("precision") not in (None, "unknown") else None
         rows.append(measurement_for(label=Path(mfile).name, model=mfile, precision=prec,
-                                    threads=int(r.get("threads") or 1), latency_ms=_latency(lat, where)))
+                                    threads=threads_in_range(1 if r.get("threads") is None else r["threads"], where),
+                                    latency_ms=_latency(lat, where)))
     if not rows:
         raise UsageError(f"{path.name}: no successful results in this bench --json file"
                          + (f" for {model!r}" if model else ""))
@@ -221,24 +246,44 @@ class Measurement:
 
 
 _CONFIG_CACHE: dict = {}
+_FILE_CACHE: dict = {}  # (path, mtime, size) -> (format, precision, layers): each model file parsed once
+
+
+def _file_stats(model: str) -> tuple:
+    from mobiledeploy.cost import info
+
+    try:
+        st = os.stat(model)
+        key = (str(Path(model).resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:  # model_stats says what is wrong with it
+        key = None
+    if key is None or key not in _FILE_CACHE:
+        stats = info.model_stats(model)
+        found = (stats.format, stats.precision, tuple(stats.layers))
+        if key is None:
+            return found
+        _FILE_CACHE[key] = found
+    return _FILE_CACHE[key]
 
 
 def measurement_for(*, label: str, layers=None, model: str | None = None, arch: str | None = None,
                     alpha: float = 1.0, resolution: int = 224, classes: int = 1000,
                     precision: str | None = None, threads: int = 1, latency_ms: float) -> Measurement:
-    """A Measurement from a model file or a config (configs are built once and cached)."""
+    """A Measurement from a model file or a config (each file and config is parsed once and cached,
+    so rows of the same model share one layer tuple)."""
     from mobiledeploy.cost import info
 
     if layers is None and model is not None:
-        stats = info.model_stats(model)
-        if precision and stats.format != "keras" and precision != stats.precision:
-            raise UsageError(f"{label}: precision {precision!r} given, but the file is a {stats.precision} model")
-        layers, precision = stats.layers, precision or stats.precision
+        fmt, file_precision, layers = _file_stats(model)
+        if precision and fmt != "keras" and precision != file_precision:
+            raise UsageError(f"{label}: precision {precision!r} given, but the file is a {file_precision} model")
+        precision = precision or file_precision
     elif layers is None:
         key = (arch, float(alpha), int(resolution), int(classes))
         if key not in _CONFIG_CACHE:
-            _CONFIG_CACHE[key] = info.config_stats(arch, alpha=alpha, resolution=resolution, classes=classes)
-        layers = _CONFIG_CACHE[key].layers
+            stats = info.config_stats(arch, alpha=alpha, resolution=resolution, classes=classes)
+            _CONFIG_CACHE[key] = tuple(stats.layers)
+        layers = _CONFIG_CACHE[key]
     precision = precision or "fp32"
     if precision not in PRECISION_BYTES:
         raise UsageError(f"{label}: precision {precision!r} unknown; choose from {', '.join(PRECISION_BYTES)}")
@@ -259,27 +304,27 @@ def read_measurements(path: str | os.PathLike, *, default_threads: int = 1) -> l
                          f"arch,alpha,res (got: {', '.join(sorted(cols)) or 'nothing'})")
     from mobiledeploy.models.archs import ARCHS
 
-    rows = []
+    rows, model_paths = [], {}
     for i, rec in enumerate(reader, start=2):
         where = f"{p.name} line {i}"
+        if len(rows) >= MAX_ROWS:
+            raise UsageError(f"{str(p)!r} ({flag}) has more than {MAX_ROWS} measurement rows "
+                             f"(average repeated runs of a model into one row)")
         try:
             lat = float(rec["latency_ms"])
         except (TypeError, ValueError):
             raise UsageError(f"{where}: latency_ms {rec.get('latency_ms')!r} is not a number") from None
         if not math.isfinite(lat) or lat <= 0:
             raise UsageError(f"{where}: latency_ms must be positive, got {rec['latency_ms']!r}")
-        try:
-            threads = int(rec.get("threads") or default_threads)
-        except ValueError:
-            raise UsageError(f"{where}: threads {rec.get('threads')!r} is not an integer") from None
-        if not 1 <= threads <= 1024:
-            raise UsageError(f"{where}: threads must be between 1 and 1024, got {threads}")
+        threads = threads_in_range((rec.get("threads") or "").strip() or default_threads, where)
         prec = (rec.get("precision") or "").strip() or None
         model = (rec.get("model") or "").strip()
         if model:
             from mobiledeploy.models.artifacts import contained_path
 
-            mp = contained_path(p.parent, model, key=f"line {i} model", source=p)
+            if model not in model_paths:  # each named file checked once, however many rows name it
+                model_paths[model] = contained_path(p.parent, model, key=f"line {i} model", source=p)
+            mp = model_paths[model]
             rows.append(measurement_for(label=model, model=str(mp), precision=prec, threads=threads, latency_ms=lat))
             continue
         arch = (rec.get("arch") or "").strip()

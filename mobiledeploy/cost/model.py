@@ -26,7 +26,8 @@ first n of: ``compute`` (all efficiencies), ``int8`` (when rows mix fp32 and int
 ``threads`` (when rows mix thread counts), ``memory`` (the bandwidth), ``overhead``,
 ``depthwise``; one row fits a global ``scale`` only. So two rows of one precision fit
 compute and memory, three add the overhead. ``loo=True`` adds a leave-one-out error (each
-row predicted by the fit on the others), which ``target calibrate`` writes to the target.
+row predicted by the fit on the others; with more than ``LOO_MAX_FOLDS`` rows, by the fit on
+the rows outside its fold), which ``target calibrate`` writes to the target.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ DEFAULT_COMBINE = "sum"
 DEFAULT_CACHE_RATIO = 2.0  # cost of a spilled byte / a cached byte (an assumption)
 FIT_PARAMS = ("scale", "compute", "memory", "int8", "threads", "overhead", "depthwise")
 PARAM_ALIASES = {"bandwidth": "memory"}
+LOO_MAX_FOLDS = 30  # leave-one-out refits at most this many times (then as many folds)
 PRIOR_WEIGHT = 0.05  # residual weight of log(param / prior) when the fit is over-determined
 # log-multiplier bounds per parameter (lower, upper); compute/int8 are capped further so
 # that no efficiency exceeds 1 (the peak rate)
@@ -79,10 +81,12 @@ class LayerArrays:
         self.macs = np.array([x.macs for x in self.layers], float)
         self.bytes = np.array([x.bytes_moved(act_b, w_b) for x in self.layers], float)
         self.cls = [x.op_class for x in self.layers]
+        self._classes = sorted(set(self.cls))  # the efficiency lookup: once per class, not per layer
+        self._class_index = np.array([self._classes.index(c) for c in self.cls], dtype=int)
 
     def terms(self, model, threads: int | None = None) -> dict[str, np.ndarray]:
         """Per-layer seconds: compute, memory, overhead, and the spilled bytes."""
-        eff = np.array([model.efficiency[self.rate].get(c, np.inf) for c in self.cls])
+        eff = np.array([model.efficiency[self.rate].get(c, np.inf) for c in self._classes])[self._class_index]
         speed = model.speedup(threads or self.threads)
         comp = np.where(self.macs > 0, self.macs / (model.peak_gmacs[self.rate] * 1e9 * eff), 0.0) / speed
         cache = getattr(model, "cache_kb", 0.0) * 1024.0
@@ -104,6 +108,27 @@ class LayerArrays:
 
     def predict_ms(self, model, threads: int | None = None, *, smooth: float | None = None) -> float:
         return float(self.layer_seconds(model, threads, smooth=smooth).sum() * 1e3)
+
+
+class RowArrays:
+    """The rows of a fit as LayerArrays, one per distinct (model layers, precision, threads): rows of
+    the same model share one evaluation, so a fit costs as much as its distinct configurations."""
+
+    def __init__(self, rows):
+        keys: dict = {}
+        self.arrays = []
+        index = []
+        for r in rows:
+            key = (id(r.layers), r.precision, r.threads)  # the rows are alive, so their ids are distinct
+            if key not in keys:
+                keys[key] = len(self.arrays)
+                self.arrays.append(LayerArrays(r.layers, r.precision, r.threads))
+            index.append(keys[key])
+        self.index = np.array(index, dtype=int)
+
+    def predict_ms(self, model, *, smooth: float | None = None) -> np.ndarray:
+        """Each row's predicted latency (ms), in row order."""
+        return np.array([a.predict_ms(model, smooth=smooth) for a in self.arrays])[self.index]
 
 
 # ---------------------------------------------------------------- calibration
@@ -158,14 +183,14 @@ def solve(base, rows, names: tuple[str, ...]):
     """The fitted model (least squares on log latency, bounded); no error checks."""
     from scipy.optimize import least_squares
 
-    arrays = [LayerArrays(r.layers, r.precision, r.threads) for r in rows]
+    arrays = RowArrays(rows)
     logs = np.log([r.latency_ms for r in rows])
     prior = PRIOR_WEIGHT if len(rows) > len(names) else 0.0
     lo, hi = _bounds(base, names)
 
     def residuals(theta, smooth=None):
         m = apply_multipliers(base, names, theta)
-        pred = np.log([a.predict_ms(m, smooth=smooth) for a in arrays])
+        pred = np.log(arrays.predict_ms(m, smooth=smooth))
         return np.concatenate([pred - logs, prior * np.asarray(theta)])
 
     starts = [np.clip(np.zeros(len(names)), lo, hi)]
@@ -193,6 +218,7 @@ class FitResult:
     estimates_ms: tuple[float, ...]
     errors_pct: tuple[float, ...]  # (estimate - measured) / measured, in-sample
     loo_errors_pct: tuple[float, ...] = ()  # each row predicted by the fit on the other rows
+    loo_folds: int = 0  # with more than LOO_MAX_FOLDS rows: by the fit on the rows outside its fold
 
     @property
     def median_abs_error_pct(self) -> float:
@@ -216,6 +242,7 @@ class FitResult:
                 "median_abs_error_pct": self.median_abs_error_pct, "worst_abs_error_pct": self.worst_abs_error_pct,
                 "loo_median_abs_error_pct": self.loo_median_abs_error_pct,
                 "loo_worst_abs_error_pct": self.loo_worst_abs_error_pct,
+                **({"loo_folds": self.loo_folds} if self.loo_folds else {}),
                 "rows": [{**r.to_json(), "estimate_ms": e, "error_pct": err, "loo_error_pct": lo}
                          for r, e, err, lo in zip(self.rows, self.estimates_ms, self.errors_pct, loo)],
                 "cost_model": self.model.to_json()}
@@ -244,20 +271,25 @@ def fit(base, rows, *, params: tuple[str, ...] | None = None, loo: bool = False)
     names = check_rows(rows, params)
     fitted = solve(base, rows, names)
     model = replace(fitted, fitted=True, notes=tuple(n for n in base.notes if "no calibrated" not in n))
-    est = tuple(LayerArrays(r.layers, r.precision, r.threads).predict_ms(model) for r in rows)
+    est = tuple(float(x) for x in RowArrays(rows).predict_ms(model))
     errs = tuple(100.0 * (e - r.latency_ms) / r.latency_ms for e, r in zip(est, rows))
-    loo_errs = ()
+    loo_errs, folds = (), 0
     if loo and len(rows) >= 2:
-        out = []
-        for i, held in enumerate(rows):
-            rest = rows[:i] + rows[i + 1:]
+        # Leave-one-out up to LOO_MAX_FOLDS rows; beyond, that many folds (row i in fold i % folds),
+        # so the number of refits stays bounded however many rows there are.
+        folds = min(len(rows), LOO_MAX_FOLDS)
+        out = [0.0] * len(rows)
+        for k in range(folds):
+            rest = [r for i, r in enumerate(rows) if i % folds != k]
+            held = list(range(k, len(rows), folds))
             sub = tuple(p for p in names if p in default_params(rest)) if params else default_params(rest)
             m = solve(base, rest, sub[:len(rest)] or ("scale",))
-            pred = LayerArrays(held.layers, held.precision, held.threads).predict_ms(m)
-            out.append(100.0 * (pred - held.latency_ms) / held.latency_ms)
+            pred = RowArrays([rows[i] for i in held]).predict_ms(m)
+            for i, p in zip(held, pred):
+                out[i] = 100.0 * (float(p) - rows[i].latency_ms) / rows[i].latency_ms
         loo_errs = tuple(out)
     return FitResult(model=model, params=names, rows=tuple(rows), estimates_ms=est, errors_pct=errs,
-                     loo_errors_pct=loo_errs)
+                     loo_errors_pct=loo_errs, loo_folds=folds if folds < len(rows) else 0)
 
 
 # What the two labels without an error estimate of their own can quote: the 17 published phone
