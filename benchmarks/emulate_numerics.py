@@ -85,8 +85,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "emulate_numerics.json")
     args = ap.parse_args()
 
-    from mobiledeploy.bench import machine_conditions
-    from mobiledeploy.data import load_dataset
+    from mobiledeploy.bench.core import machine_conditions
+    from mobiledeploy.accuracy.data import load_dataset
     from mobiledeploy.errors import MobiledeployError
     from mobiledeploy.runtimes import emulate as emu
 

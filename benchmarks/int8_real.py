@@ -106,7 +106,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="skip the per-layer study")
     args = ap.parse_args()
     C.require_assets()
-    from mobiledeploy.bench import machine_conditions
+    from mobiledeploy.bench.core import machine_conditions
 
     model, x, y, ref = C.reference()
     cal = C.calib_set()

@@ -20,7 +20,7 @@ import int8_real_common as C  # noqa: E402
 from int8_real import weight_quantized  # noqa: E402
 
 from mobiledeploy.export import equalize as E  # noqa: E402
-from mobiledeploy.bench import machine_conditions  # noqa: E402
+from mobiledeploy.bench.core import machine_conditions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "int8_real_cle.json"
 
