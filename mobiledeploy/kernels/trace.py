@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobiledeploy.errors import RuntimeFailure, UsageError
+from mobiledeploy.kernels import tools
 from mobiledeploy.runtimes import emulate as emu
 
 GUEST = Path(__file__).with_name("guest.py")
@@ -114,11 +115,6 @@ def _environ(env: emu.ArmEnv, pythonpath: list[str]) -> dict[str, str]:
             "HOME": os.environ.get("HOME", "/"), "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
 
 
-def qemu_cpus(env: emu.ArmEnv) -> list[str]:
-    out = subprocess.run([env.qemu, "-cpu", "help"], capture_output=True, text=True).stdout
-    return [ln.strip() for ln in out.splitlines()[1:] if ln.strip()]
-
-
 def _guest_argv(env, root, qemu_cpu, model, *, threads, builtin, invokes, maps_only) -> list[str]:
     args = [str(GUEST), str(Path(model).resolve()), "--threads", str(threads), "--invokes", str(invokes)]
     args += ["--builtin"] if builtin else []
@@ -169,9 +165,9 @@ def trace(model: str | os.PathLike, *, qemu_cpu: str, midr: int, threads: int = 
           workdir: str | os.PathLike | None = None, keep_log: str | os.PathLike | None = None) -> Trace:
     """Run ``model`` under ``qemu -cpu qemu_cpu`` with ``midr`` in the guest's cpuinfo; count its blocks."""
     env = env or emu.find_env()
-    if qemu_cpu not in qemu_cpus(env):
+    if qemu_cpu not in tools.qemu_cpus(env.qemu):
         raise UsageError(f"qemu does not know CPU {qemu_cpu!r} ([kernels] cpu); choose from "
-                         f"{', '.join(qemu_cpus(env))}")
+                         f"{', '.join(tools.qemu_cpus(env.qemu))}")
     root = cpu_root(env, qemu_cpu, midr)
     cache = env.cache / "kernels"
     ranges = discover(env, root, qemu_cpu, model, threads=threads, builtin=builtin, timeout_s=timeout_s / 2,

@@ -21,6 +21,12 @@ Schema (``mobiledeploy/targets/<name>.toml``)::
     emulate = "cortex-a76"   # optional: the qemu CPU model of `--emulate target`
                              # (a name of runtimes.emulate.EMULATED_CPUS)
     emulate_note = "..."     # optional: how that model differs from the device's core
+    [kernels]        # optional: the core for `estimate --method kernels` (docs/kernels.md)
+    cpu = "cortex-a76"       # qemu -cpu model that runs the kernels
+    midr = 0x414fd0b1        # what the guest's cpuinfo reports (the runtimes pick kernels by it)
+    sched = "neoverse-n1"    # llvm-mca -mcpu scheduling model
+    clock_ghz = 2.42         # the core's clock
+    note = "..."             # optional: the mapping's approximations
 
 Unknown top-level keys or tables are an error, so a typo never silently does nothing.
 """
@@ -40,7 +46,8 @@ from mobiledeploy.runtimes import ORT_OPT_LEVELS
 DEFAULT_TARGET = "host"
 AFFINITY_POLICIES = ("none", "first")
 
-_TOP_KEYS = {"name", "description", "run", "device", "cost_model", "emulate", "emulate_note"}
+_TOP_KEYS = {"name", "description", "run", "device", "cost_model", "emulate", "emulate_note", "kernels"}
+_KERNELS_KEYS = {"cpu", "midr", "sched", "clock_ghz", "note"}
 _RUN_KEYS = {"threads", "affinity", "xnnpack", "ort_opt_level"}
 _DEVICE_NUMBERS = ("cores", "clock_ghz", "fp32_flops_per_cycle", "int8_ops_per_cycle", "mem_bandwidth_gbs",
                    "l2_kb", "l3_kb")
@@ -59,6 +66,7 @@ class Target:
     path: Path | None = None
     emulate: str | None = None  # the emulated CPU model closest to the device's core (--emulate target)
     emulate_note: str = ""  # what differs between that model and the device's core
+    kernels: dict = field(default_factory=dict)  # [kernels]: cpu, midr, sched, clock_ghz (estimate --method kernels)
 
     @property
     def label(self) -> str:
@@ -71,6 +79,7 @@ class Target:
                 "xnnpack": self.xnnpack, "ort_opt_level": self.ort_opt_level,
                 "device": self.device, "cost_model": self.cost_model,
                 "emulate": self.emulate, "emulate_note": self.emulate_note or None,
+                "kernels": ({**self.kernels, "midr": f"0x{self.kernels['midr']:08x}"} if self.kernels else None),
                 "path": str(self.path) if self.path else None}
 
 
@@ -147,10 +156,47 @@ def _parse(path: Path, *, flag: str) -> Target:
         if emulate not in EMULATED_CPUS:
             raise UsageError(f"{where}: emulate {emulate!r} is not an emulated CPU model; "
                              f"choose from {', '.join(EMULATED_CPUS)}")
+    kernels = _kernels(_table(data, "kernels", where), where) if "kernels" in data else {}
     return Target(name=name, description=str(data.get("description", "")), threads=threads,
                   affinity=affinity, xnnpack=xnnpack, ort_opt_level=level, device=device,
                   cost_model=cost_model, path=path, emulate=emulate,
-                  emulate_note=str(data.get("emulate_note", "")))
+                  emulate_note=str(data.get("emulate_note", "")), kernels=kernels)
+
+
+def _kernels(table: dict, where: str) -> dict:
+    """The validated [kernels] table; a core qemu or llvm-mca does not know is one line (checked
+    when the tool is installed; without it, `estimate --method kernels` names `make arm-env`)."""
+    bad = sorted(set(table) - _KERNELS_KEYS)
+    if bad:
+        raise UsageError(f"{where}: unknown key [kernels].{bad[0]}; allowed: {', '.join(sorted(_KERNELS_KEYS))}")
+    missing = [k for k in ("cpu", "midr", "sched", "clock_ghz") if k not in table]
+    if missing:
+        raise UsageError(f"{where}: [kernels] needs {', '.join(missing)} (cpu, midr, sched, clock_ghz)")
+    for key in ("cpu", "sched"):
+        if not isinstance(table[key], str) or not table[key]:
+            raise UsageError(f"{where}: [kernels].{key} must be a non-empty string, got {table[key]!r}")
+    midr = table["midr"]
+    if isinstance(midr, str):
+        try:
+            midr = int(midr, 16)
+        except ValueError:
+            midr = None
+    if isinstance(midr, bool) or not isinstance(midr, int) or not 0 < midr < 1 << 32:
+        raise UsageError(f"{where}: [kernels].midr must be a 32-bit MIDR such as 0x414fd0b1, got {table['midr']!r}")
+    clock = table["clock_ghz"]
+    if isinstance(clock, bool) or not isinstance(clock, (int, float)) or not 0 < clock < 10:
+        raise UsageError(f"{where}: [kernels].clock_ghz must be a clock in GHz, got {clock!r}")
+    from mobiledeploy.kernels import tools
+
+    qemu, mca = tools.known_qemu_cpus(), tools.known_mca_cpus()
+    if qemu and table["cpu"] not in qemu:
+        raise UsageError(f"{where}: qemu does not know CPU {table['cpu']!r} ([kernels].cpu); "
+                         f"choose from {', '.join(qemu)}")
+    if mca and table["sched"] not in mca:
+        raise UsageError(f"{where}: llvm-mca has no scheduling model {table['sched']!r} ([kernels].sched); "
+                         f"choose from {', '.join(mca)}")
+    return {"cpu": table["cpu"], "midr": midr, "sched": table["sched"], "clock_ghz": float(clock),
+            "note": str(table.get("note", ""))}
 
 
 def _table(data: dict, key: str, where: str) -> dict:
