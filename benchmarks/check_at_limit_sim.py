@@ -7,17 +7,16 @@ seen on the shared machine (docs/check.md). The sequential rule of `check` is ap
 is (mobiledeploy.check.stats: decide after 6 rounds, then every 2, up to 20).
 Writes benchmarks/results/check_at_limit_sim.json.
 
-    .venv/bin/python benchmarks/check_at_limit_sim.py [--sims 200]
+    python -m benchmarks run check_at_limit_sim [--sims 200]
 """
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
-from check_common import RESULTS
 from mobiledeploy.check import stats
+
+KIND = "study"
 
 
 def one_check(rng, true, sd, disturbed, limit=1.10, first=6, max_rounds=20):
@@ -34,12 +33,11 @@ def one_check(rng, true, sd, disturbed, limit=1.10, first=6, max_rounds=20):
     return stats.INCONCLUSIVE
 
 
-if __name__ == "__main__":
-    from mobiledeploy import io
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap) -> None:
     ap.add_argument("--sims", type=int, default=200)
-    a = ap.parse_args()
+
+
+def run(a) -> dict:
     rng = np.random.default_rng(0)
     rows = []
     for true in (1.0, 1.10, 1.23):
@@ -50,4 +48,4 @@ if __name__ == "__main__":
                        **{k: v.count(k) / a.sims for k in (stats.REGRESSION, stats.PASS, stats.INCONCLUSIVE)}}
                 rows.append(row)
                 print(row, flush=True)
-    io.write_json(RESULTS / "check_at_limit_sim.json", {"sims_per_row": a.sims, "rows": rows})
+    return {"sims_per_row": a.sims, "rows": rows}

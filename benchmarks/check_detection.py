@@ -5,28 +5,29 @@ over 128, while 144 gains 23 % (the last feature map goes from 4x4 to ... see
 docs/check.md); 144 is the resolution closest to the issue's "about 15 % more MACs".
 max_latency_ratio 1.10, default [latency] settings, 20 independent checks.
 Target: flagged (verdict fail) in at least 19 of 20, each check well under a minute.
-Writes benchmarks/results/check_detection.json.
+Writes benchmarks/results/check_detection[_TAG].json.
 
-    .venv/bin/python benchmarks/check_detection.py [--checks 20] [--limit 1.10] [--candidate-res 144]
+    python -m benchmarks run check_detection [--checks 20] [--limit 1.10] [--candidate-res 144] [--tag idle]
 """
 
 from __future__ import annotations
 
-import argparse
+from benchmarks.common.check import macs, mobilenet_tflite, run_series
 
-from check_common import macs, mobilenet_tflite, run_series
+KIND = "study"
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def add_arguments(ap) -> None:
     ap.add_argument("--checks", type=int, default=20)
     ap.add_argument("--limit", type=float, default=1.10)
     ap.add_argument("--baseline-res", type=int, default=128)
     ap.add_argument("--candidate-res", type=int, default=144)
-    ap.add_argument("--name", default="check_detection")
     ap.add_argument("--threads", default=None, help='[latency] threads: a number or "target" (default: 1)')
-    a = ap.parse_args()
+
+
+def run(a) -> dict:
     base, cand = mobilenet_tflite(a.baseline_res), mobilenet_tflite(a.candidate_res)
     mb, mc = macs(base), macs(cand)
     extra = {"macs": {"baseline": mb, "candidate": mc, "ratio": (mc / mb) if mb and mc else None}}
-    run_series(name=a.name, candidate=cand, baseline=base, limit=a.limit, checks=a.checks, threads=a.threads,
+    return run_series(name="check_detection" + (f"_{a.tag}" if a.tag else ""), candidate=cand, baseline=base, limit=a.limit, checks=a.checks, threads=a.threads,
                extra=extra)

@@ -2,25 +2,26 @@
 
 MobileNet V1 alpha 0.25 at 128x128 (fp32 .tflite, LiteRT), max_latency_ratio 1.10, the
 check's default [latency] settings, 20 independent checks on this shared 2-core machine.
-Target: 0 latency regressions. Writes benchmarks/results/check_false_alarms.json.
+Target: 0 latency regressions. Writes benchmarks/results/check_false_alarms[_TAG].json.
 
-    .venv/bin/python benchmarks/check_false_alarms.py [--checks 20] [--limit 1.10]
+    python -m benchmarks run check_false_alarms [--checks 20] [--limit 1.10] [--tag idle]
 """
 
 from __future__ import annotations
 
-import argparse
+from benchmarks.common.check import identical_copy, mobilenet_tflite, run_series
 
-from check_common import identical_copy, mobilenet_tflite, run_series
+KIND = "study"
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def add_arguments(ap) -> None:
     ap.add_argument("--checks", type=int, default=20)
     ap.add_argument("--limit", type=float, default=1.10)
     ap.add_argument("--resolution", type=int, default=128)
-    ap.add_argument("--name", default="check_false_alarms")
     ap.add_argument("--threads", default=None, help='[latency] threads: a number or "target" (default: 1)')
-    a = ap.parse_args()
+
+
+def run(a) -> dict:
     base = mobilenet_tflite(a.resolution)
-    run_series(name=a.name, candidate=identical_copy(base), baseline=base, limit=a.limit,
+    return run_series(name="check_false_alarms" + (f"_{a.tag}" if a.tag else ""), candidate=identical_copy(base), baseline=base, limit=a.limit,
                checks=a.checks, threads=a.threads)

@@ -7,17 +7,18 @@ and once with 1 thread. For each per-child statistic (min, p10, median, mean) it
 the spread of the per-round log ratio: the smaller, the fewer rounds a decision needs.
 Writes benchmarks/results/check_noise.json (summary + each child's min/p10/median/mean).
 
-    .venv/bin/python benchmarks/check_noise.py [--rounds 16]
+    python -m benchmarks run check_noise [--rounds 16]
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
-from check_common import RESULTS, conditions, identical_copy, mobilenet_tflite
+from benchmarks.common.check import conditions, identical_copy, mobilenet_tflite
+
+KIND = "study"
 
 STATS = {"min": np.min, "p10": lambda a: np.percentile(a, 10), "median": np.median, "mean": np.mean}
 
@@ -51,12 +52,11 @@ def summarise(rows):
     return res
 
 
-if __name__ == "__main__":
-    from mobiledeploy import io
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap) -> None:
     ap.add_argument("--rounds", type=int, default=16)
-    a = ap.parse_args()
+
+
+def run(a) -> dict:
     base = mobilenet_tflite(128)
     pairs = {"same": (identical_copy(base), base), "det": (mobilenet_tflite(144), base)}
     result = {"rounds": a.rounds, "conditions_before": conditions(), "by_threads": {}}
@@ -71,4 +71,4 @@ if __name__ == "__main__":
         for n, summ in result["by_threads"][key]["summary"].items():
             print(key, n, {s: round(v["sd_log_ratio"], 3) for s, v in summ.items()}, flush=True)
     result["conditions_after"] = conditions()
-    io.write_json(RESULTS / "check_noise.json", result)
+    return result

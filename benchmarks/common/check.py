@@ -1,4 +1,4 @@
-"""Shared by check_false_alarms.py and check_detection.py: build the MobileNet .tflite
+"""Shared by the check_* studies: build the MobileNet .tflite
 files (TensorFlow, cached under build/check_bench/), then run `mobiledeploy check` N times
 through its library entry point and record every verdict, ratio and interval.
 
@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.harness import BUILD
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "build" / "check_bench"
-RESULTS = ROOT / "benchmarks" / "results"
+CACHE = BUILD / "check_bench"
 
 
 def mobilenet_tflite(resolution: int, *, alpha: float = 0.25) -> Path:
@@ -65,7 +65,7 @@ def conditions() -> dict:
 
 def run_series(*, name: str, candidate: Path, baseline: Path, limit: float, checks: int, target: str = "host",
                threads: str | None = None, extra: dict | None = None) -> dict:
-    """``checks`` independent `mobiledeploy check` runs of candidate vs. baseline."""
+    """``checks`` independent `mobiledeploy check` runs of candidate vs. baseline (the result document)."""
     from mobiledeploy import io
     from mobiledeploy.check.core import CheckConfig, run_check
 
@@ -95,6 +95,5 @@ def run_series(*, name: str, candidate: Path, baseline: Path, limit: float, chec
               "seconds": {"mean": sum(secs) / len(secs), "max": max(secs)},
               "conditions": {"before": before, "after": conditions(), "python": platform.python_version()},
               **(extra or {}), "runs": rows}
-    io.write_json(RESULTS / f"{name}.json", result)
     print(json.dumps({k: result[k] for k in ("benchmark", "max_latency_ratio", "checks", "counts", "seconds")}))
     return result

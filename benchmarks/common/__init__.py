@@ -1,0 +1,1 @@
+"""Code shared by several studies (not a study itself)."""
