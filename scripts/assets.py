@@ -253,12 +253,12 @@ def _npz_differs(path: Path, x, y, names) -> bool:
 
 def convert_and_verify(graph: bytes, models_dir: Path, cache: Path, names: list[str]) -> dict:
     """Convert, verify against the frozen graph, write both Keras files atomically; figures returned."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-    import tensorflow as tf
-
     import slim_mobilenet as sm
     from PIL import Image
+
+    from mobiledeploy.quiet import import_keras, import_tensorflow
+
+    tf, keras = import_tensorflow(), import_keras()  # without TensorFlow's start-up notices
 
     gd = tf.compat.v1.GraphDef()
     gd.ParseFromString(graph)

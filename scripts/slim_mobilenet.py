@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mobiledeploy.quiet import import_keras, import_tensorflow
+
 PREFIX = "MobilenetV1/"
 LOGITS = "MobilenetV1/Predictions/Reshape:0"
 INPUT = "input:0"
@@ -35,7 +37,7 @@ class ConversionMismatch(RuntimeError):
 
 def graph_constants(graph_def) -> dict[str, np.ndarray]:
     """Every ``Const`` node of a GraphDef as a numpy array, by node name."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     return {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in graph_def.node if n.op == "Const"}
 
@@ -89,7 +91,7 @@ def describe_slim(consts: dict[str, np.ndarray]) -> dict:
 
 def build_keras(consts: dict[str, np.ndarray], *, resolution: int = 224, include_top: bool = True):
     """A ``keras.applications.MobileNet`` holding the slim weights (1000-class head, background dropped)."""
-    import keras
+    keras = import_keras()
 
     info = describe_slim(consts)
     classes = info["classes_with_background"] - 1
@@ -118,14 +120,14 @@ def build_keras(consts: dict[str, np.ndarray], *, resolution: int = 224, include
 
 def logits_model(model):
     """The Keras MobileNet without its final softmax (output: the ``reshape_2`` logits)."""
-    import keras
+    keras = import_keras()
 
     return keras.Model(model.inputs, model.get_layer("reshape_2").output, name=model.name + "_logits")
 
 
 def frozen_logits(graph_def, x: np.ndarray, *, drop_background: bool = True) -> np.ndarray:
     """Run the frozen graph with TensorFlow on preprocessed NHWC ``x`` (one sample at a time)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     def imported():
         tf.compat.v1.import_graph_def(graph_def, name="")

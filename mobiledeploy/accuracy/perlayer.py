@@ -15,12 +15,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mobiledeploy.errors import ConversionError, UsageError
+from mobiledeploy.quiet import import_tensorflow, quiet_converter
 
 TFLITE_FLAG = 0.7  # rmse/scale above this is flagged; ~0.29 is rounding noise alone
 ONNX_FLAG_DB = 20.0  # SQNR below this is flagged
@@ -122,8 +119,7 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     if not src:
         raise UsageError(f"--per-layer for {ref.name} needs its float Keras model: evaluate the export directory "
                          "(its manifest names it) or pass --source-model")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no C++ INFO/WARNING lines from TensorFlow
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     from mobiledeploy.models.artifacts import load_keras
 
@@ -137,7 +133,7 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     conv = converter_for(model, "int8", recipe)  # the exporter's own converter and recipe
     debug = lambda: ([x[i:i + 1]] for i in range(len(x)))  # noqa: E731
     try:
-        with _quiet():
+        with quiet_converter():
             options = tf.lite.experimental.QuantizationDebugOptions(
                 denylisted_nodes=_float_nodes(model, recipe) or None)
             dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug,
@@ -231,7 +227,7 @@ def _onnx_report(ref, x) -> PerLayerReport:
     float_path = _float_onnx(ref)
     with tempfile.TemporaryDirectory(prefix="mobiledeploy-perlayer-") as tmp:
         try:
-            with _quiet():
+            with quiet_converter():
                 aug = Path(tmp) / "qdq_aug.onnx"
                 modify_model_output_intermediate_tensors(ref.path, aug)
                 q_acts = collect_activations(str(aug), calibration_reader(input_name, x, batch=1))
@@ -273,24 +269,6 @@ def _float_onnx(ref) -> str | None:
         if r.format == "onnx" and r.precision == "fp32":
             return r.path
     return None
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence Python and C++ (fd 1/2) output of the converters and debuggers."""
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "wb") as null, contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            sys.__stdout__.flush()
-            os.dup2(null.fileno(), 1)
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
 
 
 _TFLITE_NAME = re.compile(r"^(?:NumericVerify/)?(?P<name>[^;]*?)(?::\d+)?(?:;.*)?$")

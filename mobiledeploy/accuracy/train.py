@@ -24,6 +24,7 @@ import numpy as np
 
 from mobiledeploy.accuracy.data import Dataset, load_dataset
 from mobiledeploy.errors import DataError, UsageError
+from mobiledeploy.quiet import import_keras, import_tensorflow
 
 OPTIMIZERS = ("adam", "nadam")
 
@@ -159,10 +160,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, int, dict], None] | None
         raise DataError(f"data set {train_ds.source!r} has fewer than 2 classes; nothing to train")
     flip = cfg.flip if cfg.flip is not None else cfg.data != "digits"
     t0 = time.perf_counter()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no C++ INFO/WARNING lines from TensorFlow
-
-    import keras
-    import tensorflow as tf
+    tf, keras = import_tensorflow(), import_keras()
 
     tf.config.experimental.enable_op_determinism()  # same seed, same model (CPU)
     if cfg.init:
@@ -209,7 +207,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, int, dict], None] | None
 
 def save_keras(model, dest: str | os.PathLike) -> Path:
     """Save ``model`` as ``.keras`` without optimizer state; atomic (temp file, then rename)."""
-    import keras
+    keras = import_keras()
 
     dest = Path(dest)
     # an uncompiled twin built from the config: the file then holds no optimizer variables

@@ -17,6 +17,7 @@ import click
 
 from mobiledeploy import __version__
 from mobiledeploy.errors import MobiledeployError
+from mobiledeploy.quiet import quiet_tensorflow
 from mobiledeploy.lockcheck import note_drift as note_lock_drift
 
 # name -> (module, attribute, one-line help). Adding a command is one line here.
@@ -38,20 +39,6 @@ _debug = False
 
 def _debug_requested(args) -> bool:
     return _debug or "--debug" in (args or ()) or os.environ.get("MOBILEDEPLOY_DEBUG") == "1"
-
-
-def quiet_tensorflow() -> None:
-    """Before any command can import TensorFlow: no TensorFlow/oneDNN log lines on stderr.
-
-    C++ logs (the CPU-feature and oneDNN notices) below ERROR are dropped unless
-    TF_CPP_MIN_LOG_LEVEL is already set; TF_ENABLE_ONEDNN_OPTS is left as it is. The
-    Python-side absl and tensorflow loggers show errors only.
-    """
-    import logging
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in ("absl", "tensorflow"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 class _Group(click.Group):

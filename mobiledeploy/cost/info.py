@@ -17,6 +17,7 @@ from pathlib import Path
 from mobiledeploy.errors import UsageError
 from mobiledeploy.cost.graph import keras_layers
 from mobiledeploy.cost.ir import LayerStats
+from mobiledeploy.quiet import import_keras
 
 __all__ = ["LayerStats", "ModelStats", "keras_stats", "model_stats", "config_stats", "keras_config_stats",
            "build_config_model"]
@@ -134,8 +135,7 @@ def _load_keras(path: Path):
         load_model = None
     if load_model is not None:
         return load_model(path)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+    keras = import_keras()
 
     try:
         return keras.saving.load_model(str(path), safe_mode=True, compile=False)
@@ -171,7 +171,6 @@ _KERAS_APPS = {  # fallback when mobiledeploy.models.archs is not available
 def build_config_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224,
                        classes: int = 1000, depth_multiplier: int = 1):
     """An untrained Keras model for a config (H1's ``archs.build_model`` when present)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         from mobiledeploy.models.archs import build_model
     except ImportError:
@@ -181,7 +180,7 @@ def build_config_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolu
                            depth_multiplier=depth_multiplier)
     if arch not in _KERAS_APPS:
         raise UsageError(f"unknown architecture {arch!r} (--arch); choose from {', '.join(_KERAS_APPS)}")
-    import keras
+    keras = import_keras()
 
     ctor = getattr(keras.applications, _KERAS_APPS[arch])
     kw = dict(input_shape=(resolution, resolution, 3), alpha=alpha, weights=None, classes=classes)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.quiet import import_keras
 
 WEIGHT_QMAX = {"int8": 127, "int8_reduce_range": 64}  # TFLite / ORT symmetric int8; ORT reduce_range
 
@@ -83,7 +84,7 @@ def _inputs(layer) -> list:
 def _conv_targets(model):
     """(conv layer, following BatchNormalization or None) for every Conv2D/DepthwiseConv2D/Dense
     whose bias can absorb a correction (its own bias, or the only consumer being a batch-norm)."""
-    import keras
+    keras = import_keras()
 
     targets = []
     for layer in model.layers:
@@ -97,7 +98,7 @@ def _conv_targets(model):
 
 
 def _channel_axis(layer) -> int:
-    import keras
+    keras = import_keras()
 
     return 2 if isinstance(layer, keras.layers.DepthwiseConv2D) else -1
 
@@ -122,7 +123,7 @@ def _kernel_delta(layer, bn, *, per_channel: bool, qmax: int) -> np.ndarray:
 
 def _apply(layer, kernel, x):
     """The layer's linear part (no bias, no activation) with ``kernel`` on input ``x``."""
-    import keras
+    keras = import_keras()
 
     if isinstance(layer, keras.layers.Dense):
         return keras.ops.matmul(x, kernel)
@@ -134,7 +135,7 @@ def _apply(layer, kernel, x):
 
 def clone(model):
     """A copy of a functional Keras model with its own weights."""
-    import keras
+    keras = import_keras()
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
@@ -153,7 +154,7 @@ def correct_bias(model, calib: np.ndarray, *, per_channel: bool = True, weights:
     ``skip`` (kept in float by the converter) are not corrected. Returns a new model (the
     model itself when no layer can be corrected).
     """
-    import keras
+    keras = import_keras()
 
     if weights not in WEIGHT_QMAX:
         raise UsageError(f"unknown weight grid {weights!r}; choose from {', '.join(WEIGHT_QMAX)}")
@@ -215,7 +216,7 @@ def _fake_quant(x: np.ndarray, lo: float, hi: float, levels: int = 256) -> np.nd
 
 def _positions(model, targets, x1) -> list[int]:
     """Output positions per sample (H*W, or 1 for a dense layer) of each target layer."""
-    import keras
+    keras = import_keras()
 
     outs = keras.Model(model.inputs, [layer.output for layer, _ in targets])([x1], training=False)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
@@ -229,7 +230,7 @@ def _single_consumer(model, layer, kind):
 
 def _cle_pairs(model):
     """(depthwise, its batch-norm, activation layer, pointwise conv) chains of a functional model."""
-    import keras
+    keras = import_keras()
 
     pairs = []
     for dw in model.layers:
@@ -246,7 +247,7 @@ def _cle_pairs(model):
 
 def _relu_like(act) -> bool:
     """'relu' for a ReLU (no cap, no slope, threshold 0), 'relu6' for a ReLU capped at 6, else ''."""
-    import keras
+    keras = import_keras()
 
     if isinstance(act, keras.layers.ReLU):
         if float(act.negative_slope) != 0.0 or float(act.threshold) != 0.0:
@@ -266,7 +267,7 @@ def equalize_model(model, *, relu6: str = "skip", min_scale: float = 1e-2, max_s
     ``[min_scale, max_scale]``; channels with an all-zero side keep scale 1. Returns a new
     model whose layers keep their names; ``model`` is untouched.
     """
-    import keras
+    keras = import_keras()
 
     if relu6 not in ("skip", "relu"):
         raise UsageError(f"relu6 must be 'skip' or 'relu', got {relu6!r}")

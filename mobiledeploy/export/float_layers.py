@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.quiet import import_keras
 
 STEM_LAYERS = 3
 FUSED = ("BatchNormalization", "ReLU", "Activation")  # not padding: TFLite fuses it into the *next* conv
@@ -47,7 +48,7 @@ def parse_spec(text: str | None) -> tuple[str, ...] | None:
 
 
 def _weighted(model) -> list:
-    import keras
+    keras = import_keras()
 
     return [lyr for lyr in model.layers
             if isinstance(lyr, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))]

@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from mobiledeploy import runtimes
+from mobiledeploy.quiet import import_keras
 
 OUTPUTS, LOGITS = "outputs", "logits"
 
 
 def keras_logits_model(model):
     """A Keras model giving ``model``'s pre-softmax tensor, or None when it does not end in a softmax."""
-    import keras
+    keras = import_keras()
 
     layers = getattr(model, "layers", None)
     if not layers:

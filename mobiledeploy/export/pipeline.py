@@ -32,7 +32,7 @@ from mobiledeploy import io
 from mobiledeploy.models import archs
 from mobiledeploy.export.calibration import choose_source, load_calibration
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
-from mobiledeploy.export.formats._quiet import quiet_converter
+from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.errors import UsageError, ValidationError
 from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, QuantRecipe, choose_onnx_types,
                                          int8_choices)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.quiet import import_keras, import_tensorflow
 
 MIN_RESOLUTION = 32
 
@@ -117,7 +118,7 @@ def build_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: i
     """
     a = check_build_args(arch, alpha=alpha, resolution=resolution, classes=classes,
                          depth_multiplier=depth_multiplier, dropout=dropout, weights=weights)
-    import keras
+    keras = import_keras()
 
     keras.utils.set_random_seed(int(seed))
     kwargs: dict = dict(input_shape=(int(resolution), int(resolution), 3), alpha=float(alpha), weights=None,
@@ -180,7 +181,7 @@ def seeded_batch_norm(model, *, seed: int, preprocessing: str = "mobilenet") -> 
     on those images (a ReLU that rarely fires) would blow up on other inputs: its
     variance is floored at ``BN_VARIANCE_FLOOR`` x the layer's mean.
     """
-    import keras
+    keras = import_keras()
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -269,7 +270,7 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False, flag: str | Non
     """
     p = check_model_path(path, flag=flag or "MODEL")
     named = f" ({flag})" if flag else ""
-    import keras
+    keras = import_keras()
 
     if p.is_dir():
         return _load_saved_model(p)
@@ -289,11 +290,11 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False, flag: str | Non
 
 
 def _load_saved_model(p: Path):
-    import keras
+    keras = import_keras()
 
     try:
         layer = keras.layers.TFSMLayer(str(p), call_endpoint="serving_default")
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         loaded = getattr(layer, "_reloaded_obj", None) or tf.saved_model.load(str(p))  # load once if we can
         sig = loaded.signatures["serving_default"]

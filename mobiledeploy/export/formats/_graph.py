@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import weakref
 
+from mobiledeploy.quiet import import_tensorflow
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
@@ -20,7 +22,7 @@ def frozen_function(model):
     its variables folded into constants. Cached per model object."""
     cf = _FROZEN.get(model)
     if cf is None:
-        import tensorflow as tf
+        tf = import_tensorflow()
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
         shape = (None,) + tuple(model.inputs[0].shape[1:])

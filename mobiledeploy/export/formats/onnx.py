@@ -28,7 +28,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.formats._graph import INPUT_NAME, OUTPUT_NAME, frozen_function
-from mobiledeploy.export.formats._quiet import quiet_converter
+from mobiledeploy.quiet import import_tensorflow, quiet_converter
 from mobiledeploy.errors import ConversionError
 from mobiledeploy.export.recipes import CALIB_BATCH, calibration_reader
 
@@ -44,6 +44,7 @@ def _fp32(model, out_dir: Path, stem: str) -> Path:
         return path
     try:
         with quiet_converter():
+            import_tensorflow()
             import tf2onnx
 
             cf = frozen_function(model)

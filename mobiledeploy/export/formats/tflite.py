@@ -14,12 +14,12 @@ from pathlib import Path
 
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.formats._graph import frozen_function
-from mobiledeploy.export.formats._quiet import quiet_converter
+from mobiledeploy.quiet import import_tensorflow, quiet_converter
 from mobiledeploy.errors import ConversionError
 
 def converter_for(model, precision: str, recipe):
     """The converter for ``precision``; full int8 converts the recipe's source (bias-corrected when it says so)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     if precision == "int8":
         model = recipe.quant_source(model, "int8")
@@ -53,7 +53,7 @@ def _op(tensor) -> str:
 
 def _selective_int8(model, recipe) -> bytes:
     """Full int8 with ``recipe.float_layers`` kept in float: calibrate, then quantize with those nodes denylisted."""
-    import tensorflow as tf
+    tf = import_tensorflow()
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.python import convert as tflite_convert
 
