@@ -24,11 +24,15 @@ from mobiledeploy.cli.info import ARCH_CHOICES
               help="Device threads (default: the target's [run].threads).")
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer breakdown.")
+@click.option("--method", type=click.Choice(("cost", "kernels")), default="cost", show_default=True,
+              help="cost: the per-layer cost model. kernels: count the runtime's aarch64 kernels under "
+                   "qemu on the target's [kernels] core, schedule them with llvm-mca (needs `make arm-env`; "
+                   "a .tflite/.onnx MODEL; docs/kernels.md).")
 @shape_option
 @json_option
 @wide_option
 def estimate(model, arch, alpha, resolution, classes, precision, target_name, target_file, threads,
-             show_layers, shapes, json_path, wide):
+             show_layers, method, shapes, json_path, wide):
     """Estimate MODEL's latency ON THE DEVICE of --target (a cost model, not a measurement).
 
     Per layer: max(MACs / (peak x efficiency), bytes moved / bandwidth) + overhead, with
@@ -41,6 +45,8 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
         raise click.UsageError("give either a MODEL file or --arch/--alpha/--res, not both")
     if shapes and model is None:
         raise click.UsageError("--shape applies to a MODEL file with dynamic inputs, not to --arch configs")
+    if method == "kernels":
+        return _kernels(model, target_name, target_file, threads, json_path)
     cfg = EstimateConfig(model=model, arch=arch or "mobilenet_v1", alpha=1.0 if alpha is None else alpha,
                          resolution=224 if resolution is None else resolution, classes=classes,
                          precision=precision, target=target_name, target_file=target_file, threads=threads,
@@ -62,3 +68,37 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
         err.print(f"note: {note}", markup=False)
     con.print(f"estimated latency on {result.target} ({result.precision}, {result.threads} thread(s)): "
               f"{result.latency_ms:.2f} ms  [{result.label}]", markup=False)
+
+
+def _kernels(model, target_name, target_file, threads, json_path):
+    """--method kernels: the estimate from the emulated kernels (mobiledeploy.kernels)."""
+    from mobiledeploy.kernels.estimate import core_of, estimate_kernels
+    from mobiledeploy.targets import load_target
+
+    if model is None:
+        raise click.UsageError("--method kernels needs a MODEL file (.tflite or .onnx), not --arch")
+    target = load_target(target_name, file=target_file)
+    core_of(target)  # no [kernels] table: one line before anything runs
+    err = stderr_console()
+    if not json_path == "-":
+        err.print(f"counting {target.name}'s kernels under qemu (a few minutes the first time, cached after)",
+                  markup=False)
+    r = estimate_kernels(model, target, threads=threads)
+    emit_json(json_path, r.to_json())
+    if json_path == "-":
+        return
+    con = stdout_console()
+    core = r.core
+    con.print(f"core: qemu {core['cpu']}, MIDR {core['midr']}, llvm-mca {core['sched']}, {core['clock_ghz']:g} GHz; "
+              f"{r.runtime} {r.runtime_version}{'' if r.xnnpack else ' (built-in kernels)'}", markup=False)
+    con.print(f"per invoke: {r.instructions / 1e6:.2f} M instructions, {r.cycles / 1e6:.2f} M cycles "
+              f"(critical path), IPC {r.ipc:.2f}", markup=False)
+    con.print("mix: " + ", ".join(f"{k} {v:.1%}" for k, v in r.mix.items() if v >= 0.0005), markup=False)
+    if r.threads > 1:
+        con.print("threads: " + ", ".join(f"#{k} {v['instructions'] / 1e6:.2f} M instr / {v['cycles'] / 1e6:.2f} M cyc"
+                                          for k, v in r.per_thread.items()), markup=False)
+    for note in r.notes:
+        err.print(f"note: {note}", markup=False)
+    con.print(f"estimated latency on {r.target} ({r.threads} thread(s)): {r.latency_ms:.2f} ms "
+              f"(compute {r.compute_ms:.2f} + memory {r.memory_ms:.2f})  [{r.label}]"
+              + ("  (cached)" if r.cached else ""), markup=False)
