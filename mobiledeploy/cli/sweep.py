@@ -99,6 +99,10 @@ def sweep(arch, alpha, res, quant, formats, targets, bench_target, data, eval_li
                   "--weights to compare accuracy", markup=True, soft_wrap=True)
 
     def on_event(kind, job, result, finished, total):
+        if kind == "stale":  # a kept result that cannot be trusted: one line, and the config runs again
+            err.print(f"warning: {job.name}: kept result not used, {result['error']}; running it again",
+                      markup=False, soft_wrap=True)
+            return
         t = result.get("timings_s") or {}
         if kind == "cached":
             msg = "cached"

@@ -6,8 +6,10 @@ Layout of ``--out``::
     rows/<config>-<row hash>.json     one job's result, written atomically as it finishes
     results.json, results.csv, results.md, report.html, pareto_<target>.png, latency_histograms.png
 
-A rerun loads every ``rows/`` file whose hash matches and whose job succeeded, runs only
-the others (failed jobs are retried), then rewrites the tables and the report.
+A rerun loads every ``rows/`` file whose hash matches, whose job succeeded, whose shape is
+the one this version writes and whose artifacts are still on disk with the recorded size
+and SHA-256; it runs only the others (failed jobs are retried, a malformed or stale result
+is reported as a ``stale`` event and redone), then rewrites the tables and the report.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from typing import Callable
 
 from mobiledeploy import io
 from mobiledeploy.sweep import grid, pareto, report
-from mobiledeploy.sweep.run import add_estimates, run_local, run_ray
+from mobiledeploy.sweep.run import add_estimates, reusable_export, run_local, run_ray
 
 SCHEMA_VERSION = 1
-OnEvent = Callable[[str, object, dict, int, int], None]  # (kind: cached|done, job, result, finished, total)
+OnEvent = Callable[[str, object, dict, int, int], None]  # (kind: cached|stale|done, job, result, finished, total)
 
 
 @dataclass
@@ -51,13 +53,15 @@ def run_sweep(cfg: grid.SweepConfig, *, on_event: OnEvent | None = None, checked
     results: dict[str, dict] = {}
     todo = []
     for job in job_list:
-        cached = _load(rows_dir / job.result_name)
-        if cached is not None and cached.get("status") == "ok":
+        cached, stale = reusable_row(rows_dir / job.result_name, job)
+        if cached is not None:
             results[job.name] = cached
             if on_event:
                 on_event("cached", job, cached, len(results), len(job_list))
         else:
             todo.append(job)
+            if stale and on_event:
+                on_event("stale", job, {"error": stale}, len(results), len(job_list))
 
     def on_result(job, res: dict) -> None:
         io.write_json(rows_dir / job.result_name, res)  # atomically, as soon as it is known
@@ -80,7 +84,8 @@ def run_sweep(cfg: grid.SweepConfig, *, on_event: OnEvent | None = None, checked
         if json.dumps(res["artifacts"], sort_keys=True) != before:
             io.write_json(rows_dir / job.result_name, res)
     summary = summarize(cfg, ordered, executor, wall_s=time.perf_counter() - t0)
-    previous = (_load(out / "results.json") or {}).get("report_key")
+    previous = _load(out / "results.json")
+    previous = previous.get("report_key") if isinstance(previous, dict) else None
     summary["report_key"] = grid.input_hash({**{k: summary[k] for k in ("sweep", "rows", "fronts", "recommendations",
                                                                    "warnings", "versions")},
                                              "report_code": Path(report.__file__).read_bytes()})
@@ -96,11 +101,110 @@ def constraints(cfg: grid.SweepConfig) -> pareto.Constraints:
     return pareto.Constraints(cfg.max_latency_ms, cfg.max_size_kb, cfg.min_top1)
 
 
-def _load(path: Path) -> dict | None:
+def _load(path: Path):
+    """The JSON in ``path`` (any shape), or None when it is missing, not a regular file or not JSON."""
+    from mobiledeploy.errors import UsageError
+    from mobiledeploy.models.limits import regular_file
+
     try:
+        regular_file(path, what="sweep state file")  # never blocks on a FIFO or a device
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, UsageError):
         return None
+
+
+def reusable_row(path: Path, job) -> tuple[dict | None, str | None]:
+    """(the finished result in ``path``, None) when it can stand for ``job``; else (None, why not).
+
+    ``why`` is None when there is nothing to warn about (no file, or a failed job to retry);
+    otherwise it says what is wrong with the file (a shape this version does not write, or
+    an artifact that is gone or changed since it was measured): the job is run again.
+    """
+    if not path.exists() and not path.is_symlink():
+        return None, None
+    row = _load(path)
+    if row is None:
+        return None, f"{path.name} is not readable JSON"
+    why = _row_shape_problem(row, job)
+    if why:
+        return None, f"{path.name} is not a result this version wrote ({why})"
+    if row["status"] != "ok":
+        return None, None
+    export_dir = Path(job.export.out)
+    manifest, why = reusable_export(export_dir)  # every artifact there with its recorded size and SHA-256
+    if manifest is None:
+        return None, f"its export cannot be reused: {why or 'the directory is gone'}"
+    listed = {a["file"]: a for a in manifest["artifacts"]}
+    for a in row["artifacts"]:
+        m = listed.get(a["file"])
+        if m is None or m["size_bytes"] != a["size_bytes"] or a.get("sha256") not in (None, m["sha256"]):
+            return None, f"its artifact {a['file']} is not the one its export holds"
+        a["path"] = str(export_dir / a["file"])  # where it is now (the sweep directory may have moved)
+    row["export_dir"] = str(export_dir)
+    return row, None
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _opt(v, kind) -> bool:
+    return v is None or (_num(v) if kind == "num" else isinstance(v, kind))
+
+
+def _row_shape_problem(row, job) -> str | None:
+    """What in a result file differs from the shape ``run_job`` writes (None: nothing)."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    for key, kind in (("name", str), ("row_key", str), ("status", str), ("artifacts", list), ("model", dict),
+                      ("timings_s", dict)):
+        if not isinstance(row.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    if row["name"] != job.name or row["row_key"] != job.row_key:
+        return "written for another config"
+    for key, kind in (("error", str), ("node", dict), ("bench", dict), ("versions", dict), ("export_dir", str)):
+        if not _opt(row.get(key), kind):
+            return f"{key!r} is not a {kind.__name__}"
+    if not all(_num(v) for v in row["timings_s"].values()):
+        return "a timing is not a number"
+    m = row["model"]
+    if not all(_opt(m.get(k), "num") for k in ("macs", "params", "alpha", "resolution")):
+        return "a model figure is not a number"
+    if not _opt((row.get("bench") or {}).get("label"), str) or \
+            not _opt((row.get("bench") or {}).get("loadavg_1m"), "num"):
+        return "the bench label or load is malformed"
+    if row["status"] == "ok" and not row["artifacts"]:
+        return "no artifacts"
+    for a in row["artifacts"]:
+        why = _artifact_shape_problem(a)
+        if why:
+            return why
+    return None
+
+
+def _artifact_shape_problem(a) -> str | None:
+    if not isinstance(a, dict):
+        return "an artifact is not an object"
+    f = a.get("file")
+    if not isinstance(f, str) or not f or Path(f).name != f or f in (".", "..") or not isinstance(a.get("path"), str):
+        return "an artifact names no file of this config's export"
+    for key in ("format", "precision", "status"):
+        if not isinstance(a.get(key), str):
+            return f"an artifact's {key!r} is not a string"
+    if not isinstance(a.get("size_bytes"), int) or isinstance(a["size_bytes"], bool) or a["size_bytes"] < 0:
+        return "an artifact's size is not a byte count"
+    if not all(_opt(a.get(k), kind) for k, kind in (("runtime", str), ("error", str), ("sha256", str),
+                                                   ("top1", "num"), ("top5", "num"), ("host_ms", dict))):
+        return "an artifact field has the wrong type"
+    if not all(_opt((a.get("host_ms") or {}).get(k), "num") for k in ("p50", "mean", "min")):
+        return "a latency is not a number"
+    if not isinstance(a.get("samples_ms", []), list) or not all(_num(v) for v in a.get("samples_ms", [])):
+        return "the latency samples are not numbers"
+    est = a.get("estimates", {})
+    if not isinstance(est, dict) or not all(isinstance(e, dict) and _opt(e.get("ms"), "num") and
+                                            _opt(e.get("target_hash"), str) for e in est.values()):
+        return "an estimate is malformed"
+    return None
 
 
 def summarize(cfg: grid.SweepConfig, results: list[dict], executor: dict, *, wall_s: float) -> dict:

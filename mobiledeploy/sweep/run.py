@@ -45,10 +45,12 @@ def run_job(job) -> dict:
     stage = "export"
     try:
         t = time.perf_counter()
-        manifest, reused = _export(job)
+        manifest, reused, redone = _export(job)
         result["timings_s"]["export"] = round(time.perf_counter() - t, 2)
         result.update(export_reused=reused, model=manifest["model"], versions=manifest["versions"],
-                      warnings=list(manifest.get("warnings", ())))
+                      warnings=list(manifest.get("warnings") or ()))
+        if redone:
+            result["warnings"].append(f"the kept export was redone: {redone}")
         stage = "bench"
         bench, waited, seconds = _bench(job)
         result["timings_s"].update(bench_wait=round(waited, 2), bench=round(seconds, 2))
@@ -86,22 +88,74 @@ def _cpu_s() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _export(job) -> tuple[dict, bool]:
+def _export(job) -> tuple[dict, bool, str | None]:
+    """(manifest, reused, why a kept export was not reusable)."""
     import shutil
 
     from mobiledeploy.export.pipeline import MANIFEST, STAGING_PREFIX, export_model
     from mobiledeploy.models.artifacts import read_manifest
 
     path = Path(job.export.out) / MANIFEST
-    if path.is_file():  # written last, atomically: the export is complete
-        return read_manifest(path), True
+    manifest, redone = reusable_export(Path(job.export.out))
+    if manifest is not None:  # the manifest is written last, atomically: the export is complete
+        return manifest, True, None
     for stale in Path(job.export.out).glob(f"{STAGING_PREFIX}*"):  # left by a killed worker
         shutil.rmtree(stale, ignore_errors=True)
     try:
         export_model(job.export)
     finally:
         _release_keras_memory()
-    return read_manifest(path), False
+    return read_manifest(path), False, redone
+
+
+def reusable_export(export_dir: Path) -> tuple[dict | None, str | None]:
+    """(the manifest of the complete export in ``export_dir``, None), or (None, why it cannot be
+    reused): a manifest that is unreadable or of another shape, an artifact missing or changed
+    since it was written (size, SHA-256). (None, None) when there is no export yet."""
+    from mobiledeploy.export.pipeline import MANIFEST
+    from mobiledeploy.models.artifacts import read_manifest
+
+    path = export_dir / MANIFEST
+    if not path.exists() and not path.is_symlink():
+        return None, None
+    try:
+        m = read_manifest(path)
+    except MobiledeployError as e:
+        return None, str(e)
+    if not isinstance(m.get("model"), dict) or not isinstance(m.get("versions"), dict) \
+            or not isinstance(m.get("warnings") or [], list) or not m["artifacts"]:
+        return None, f"{MANIFEST} is not a complete export manifest"
+    for a in m["artifacts"]:
+        f, size = a.get("file"), a.get("size_bytes")
+        if not isinstance(f, str) or not f or Path(f).name != f or f in (".", "..") \
+                or not isinstance(a.get("format"), str) or not isinstance(a.get("precision"), str) \
+                or not isinstance(size, int) or isinstance(size, bool) or not isinstance(a.get("sha256"), str) \
+                or not isinstance(a.get("validation") or {}, dict):
+            return None, f"{MANIFEST} has a malformed artifact entry"
+        why = file_problem(export_dir / f, size, a["sha256"])
+        if why:
+            return None, why
+    return m, None
+
+
+def file_problem(path: Path, size_bytes: int, sha256: str | None) -> str | None:
+    """Why ``path`` is not the file recorded (missing, not a regular file, another size or
+    SHA-256), or None when it is. ``sha256`` None: the size only."""
+    import stat
+
+    from mobiledeploy.export.pipeline import sha256_file
+
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path.name} is missing"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path.name} is not a regular file"
+    if st.st_size != size_bytes:
+        return f"{path.name} has {st.st_size} bytes where {size_bytes} were recorded"
+    if sha256 is not None and sha256_file(path) != sha256:
+        return f"{path.name} has changed since it was recorded (SHA-256)"
+    return None
 
 
 def _release_keras_memory() -> None:
@@ -131,7 +185,7 @@ def _artifact_row(artifact: dict, bench, export_dir: Path) -> dict:
     path = str(export_dir / artifact["file"])
     b = next((r for r in bench.results if Path(r.model).name == artifact["file"]), None)
     row = {"file": artifact["file"], "path": path, "format": artifact["format"],
-           "precision": artifact["precision"], "size_bytes": artifact["size_bytes"],
+           "precision": artifact["precision"], "size_bytes": artifact["size_bytes"], "sha256": artifact.get("sha256"),
            "validation": artifact.get("validation", {}).get("summary"), "status": "ok", "error": None,
            "runtime": None, "host_ms": None, "samples_ms": [], "top1": None, "top5": None, "estimates": {}}
     if b is None:
