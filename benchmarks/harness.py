@@ -8,7 +8,6 @@ the arguments, calls ``run`` and writes the returned document with :func:`write_
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time

@@ -1,6 +1,6 @@
 """The real MobileNet V1 1.0/224 ImageNet model through `export`, per format and precision.
 
-Needs ``make assets``. Run: ``nice python benchmarks/imagenet_artifacts.py`` (about 10 min
+Needs ``make assets``. Run: ``nice python -m benchmarks run imagenet_artifacts`` (about 10 min
 on a 2-vCPU VM). Writes ``benchmarks/results/imagenet_artifacts.json`` and prints a
 Markdown table.
 
@@ -14,7 +14,7 @@ TFLite + ONNX, ONNX types chosen for this CPU):
 - ``int8`` with ``--float-layers none --no-bias-correction`` (the plain recipe: before).
 
 Calibration: a folder holding the 7 calibration photos of
-``benchmarks/int8_real_common.py`` (the export's own split and augmentation, as a user
+``benchmarks/common/int8_real.py`` (the export's own split and augmentation, as a user
 would run it). Evaluation: the 20 labelled ImageNet images plus 100 crops/flips of 5
 other photos (disjoint from calibration). Per artifact: file size, host latency (p50 of
 50 runs, 1 thread, LiteRT / ONNX Runtime in the bench child process), top-1 on the
@@ -26,21 +26,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import int8_real as C
+from benchmarks.harness import BUILD
 
-import int8_real_common as C  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "build" / "imagenet_artifacts"
-RESULTS = ROOT / "benchmarks" / "results" / "imagenet_artifacts.json"
+KIND = "study"
+OUT = BUILD / "imagenet_artifacts"
 
 
 def export(calib_dir: Path, tag: str, **kw):
@@ -53,7 +49,11 @@ def export(calib_dir: Path, tag: str, **kw):
     return res, time.perf_counter() - t
 
 
-def main() -> int:
+def add_arguments(ap) -> None:
+    pass
+
+
+def run(args) -> dict:
     C.require_assets()
     from mobiledeploy.bench.core import BenchSettings, bench_model, machine_conditions
     from mobiledeploy.export.logits import artifact_logits
@@ -102,15 +102,9 @@ def main() -> int:
                          "fp32_keras_top1_labelled": int(np.sum(ref[y >= 0].argmax(1) == y[y >= 0])),
                          "calib_photos": list(C.CALIB_PHOTOS), "eval_photos": list(C.EVAL_PHOTOS)},
               "exports": exports, "rows": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print("| format | precision | int8 recipe | size | host p50, 1 thread | top-1 (20 labelled) | agreement (120) | "
           "logit SQNR |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['format']} | {r['precision']} | {r['recipe']} | {r['size_mb']} MB | "
               f"{r['host_p50_ms_1thread']} ms | {r['top1_labelled']} | {r['agree_n']} | {r['sqnr_db']} dB |")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return result

@@ -1,6 +1,6 @@
 """`eval --per-layer` on the real MobileNet V1 1.0/224 ImageNet exports: which layers does each recipe break?
 
-Run after ``benchmarks/imagenet_artifacts.py`` (it reuses its exports under
+Run after the imagenet_artifacts study (it reuses its exports under
 ``build/imagenet_artifacts``). For the default recipe and for ``--per-tensor``, runs
 ``mobiledeploy eval DIR --data <the 20 labelled ImageNet images, .npz> --per-layer --json`` in a
 child process (the CLI as a user runs it) and keeps top-1 per artifact and the five worst
@@ -15,26 +15,27 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import int8_real as C
+from benchmarks.harness import BUILD, ROOT
 
-import int8_real_common as C  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-EXPORTS = ROOT / "build" / "imagenet_artifacts"
-RESULTS = ROOT / "benchmarks" / "results" / "imagenet_per_layer.json"
+KIND = "study"
+EXPORTS = BUILD / "imagenet_artifacts"
 
 
-def main() -> int:
+def add_arguments(ap) -> None:
+    pass
+
+
+def run(args) -> dict:
     C.require_assets()
     from mobiledeploy.bench.core import machine_conditions
 
-    out = {"what": "mobiledeploy eval --per-layer on the real-model exports of benchmarks/imagenet_artifacts.py",
+    out = {"what": "mobiledeploy eval --per-layer on the real-model exports of the imagenet_artifacts study",
            "machine": machine_conditions(), "recipes": {}}
     for tag in ("default", "per_tensor"):
         d = EXPORTS / tag
         if not (d / "manifest.json").is_file():
-            raise SystemExit(f"{d} has no export: run benchmarks/imagenet_artifacts.py first")
+            raise SystemExit(f"{d} has no export: run `python -m benchmarks run imagenet_artifacts` first")
         with tempfile.TemporaryDirectory() as tmp:
             js = Path(tmp) / "eval.json"
             proc = subprocess.run([sys.executable, "-m", "mobiledeploy", "eval", str(d), "--data",
@@ -53,9 +54,4 @@ def main() -> int:
             rows[Path(r["model"]).name] = row
         out["recipes"][tag] = rows
         print(tag, json.dumps(rows, indent=1), flush=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return out

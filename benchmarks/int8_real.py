@@ -1,10 +1,10 @@
 """int8 on the real MobileNet V1 1.0/224 ImageNet model: where the error comes from, and bias correction.
 
-Needs ``make assets``. Run: ``nice python benchmarks/int8_real.py [--quick]`` (about 15 min
+Needs ``make assets``. Run: ``nice python -m benchmarks run int8_real [--quick]`` (about 15 min
 on a 2-vCPU VM; ``--quick`` skips the per-layer study). Writes
 ``benchmarks/results/int8_real.json``.
 
-Set-up (benchmarks/int8_real_common.py): the Keras model with the softmax removed (logits
+Set-up (benchmarks/common/int8_real.py): the Keras model with the softmax removed (logits
 compared); evaluation = the 20 labelled ImageNet images + 100 random crops/flips of 5
 photos; calibration = 168 crops/flips (24 per photo, the full photo included) of 7 other
 photos (disjoint from evaluation). Metrics against fp32 Keras: top-1 agreement, logit
@@ -25,34 +25,18 @@ Parts:
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import harness
+from benchmarks.common import int8_real as C
+from benchmarks.common.int8_real import weight_quantized
+from mobiledeploy.export import equalize as E
 
-import int8_real_common as C  # noqa: E402
-
-from mobiledeploy.export import equalize as E  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "int8_real.json"
-
-
-def weight_quantized(model, *, qmax: int, only: str | None = None):
-    q = E.clone(model)
-    for layer, bn in E._conv_targets(q):
-        if only is not None and layer.name != only:
-            continue
-        w = q.get_layer(layer.name).get_weights()
-        w[0] = w[0] + E._kernel_delta(layer, bn, per_channel=True, qmax=qmax)
-        layer.set_weights(w)
-    return q
+KIND = "study"
 
 
 def one_layer_corrected(model, corrected, name: str):
@@ -96,15 +80,14 @@ def runtimes(model, bc_tflite, bc_ort, cal, x, y, ref) -> dict:
     return out
 
 
-def save(result: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--quick", action="store_true", help="skip the per-layer study")
-    args = ap.parse_args()
+
+
+def run(args) -> dict:
+    def save(result: dict) -> None:  # partial results, rewritten as the study goes
+        harness.write_result("int8_real", result, tag=args.tag)
+
     C.require_assets()
     from mobiledeploy.bench.core import machine_conditions
 
@@ -145,9 +128,4 @@ def main() -> int:
                          "sqnr_db_bias_corrected": round(after["sqnr_db"], 1), "agree_bias_corrected": after["agree_n"]})
             print(f"  {rows[-1]}", flush=True)
             save(result)
-    print(f"wrote {RESULTS}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return result

@@ -1,7 +1,7 @@
 """Cross-layer equalization on the real MobileNet V1 1.0/224: what it does to fp32 and to int8 weights.
 
-Needs ``make assets``. Run: ``nice python benchmarks/int8_real_cle.py`` (a few minutes).
-Same evaluation set as benchmarks/int8_real.py (logits vs the original fp32 model).
+Needs ``make assets``. Run: ``nice python -m benchmarks run int8_real_cle`` (a few minutes).
+Same evaluation set as the int8_real study (logits vs the original fp32 model).
 ``equalize_model(relu6="skip")`` (the default) finds no chain to equalize (all end in
 ReLU6); ``relu6="relu"`` drops the caps and equalizes all 13 depthwise -> 1x1 chains.
 Writes ``benchmarks/results/int8_real_cle.json``.
@@ -10,22 +10,20 @@ Writes ``benchmarks/results/int8_real_cle.json``.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import int8_real as C
+from benchmarks.common.int8_real import weight_quantized
+from mobiledeploy.bench.core import machine_conditions
+from mobiledeploy.export import equalize as E
 
-import int8_real_common as C  # noqa: E402
-from int8_real import weight_quantized  # noqa: E402
-
-from mobiledeploy.export import equalize as E  # noqa: E402
-from mobiledeploy.bench.core import machine_conditions  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "int8_real_cle.json"
+KIND = "study"
 
 
-def main() -> int:
+def add_arguments(ap) -> None:
+    pass
+
+
+def run(args) -> dict:
     C.require_assets()
     model, x, y, ref = C.reference()
     pairs = E._cle_pairs(model)
@@ -40,10 +38,4 @@ def main() -> int:
               "weights_only_int8_per_channel_cle_relu": C.scores(
                   ref, weight_quantized(relu, qmax=127).predict(x, batch_size=16, verbose=0), y)}
     print(json.dumps(result, indent=1))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return result

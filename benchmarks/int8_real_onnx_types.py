@@ -1,11 +1,11 @@
 """ONNX Runtime int8 types on the real MobileNet V1 1.0/224 ImageNet model: S8S8 vs U8S8 + reduce_range.
 
-Needs ``make assets``. Run: ``python benchmarks/int8_real_onnx_types.py`` (about 3 min on a
+Needs ``make assets``. Run: ``python -m benchmarks run int8_real_onnx_types`` (about 3 min on a
 2-vCPU VM). Writes ``benchmarks/results/int8_real_onnx_types.json``.
 
 The export's default int8 recipe (per-channel weights, bias correction for the weight grid of
 the types, the stem ``conv1/conv_dw_1/conv_pw_1`` in float) with each of ONNX Runtime's two
-type choices, run on *this* CPU; set-up and metrics as in ``benchmarks/int8_real.py``
+type choices, run on *this* CPU; set-up and metrics as in the int8_real study
 (120 real images disjoint from calibration, logits against fp32 Keras). On x86-64 without
 VNNI, ONNX Runtime's u8 x s8 kernel (vpmaddubsw) can saturate with S8S8 activations; on a
 CPU with VNNI or on ARM the two should be close.
@@ -13,20 +13,19 @@ CPU with VNNI or on ARM the two should be close.
 
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import int8_real as C
 
-import int8_real_common as C  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "int8_real_onnx_types.json"
+KIND = "study"
 
 
-def main() -> int:
+def add_arguments(ap) -> None:
+    pass
+
+
+def run(args) -> dict:
     C.require_assets()
     from mobiledeploy.bench.core import machine_conditions
     from mobiledeploy.export.formats import onnx as O
@@ -43,9 +42,4 @@ def main() -> int:
             path = O.convert(model, "int8", recipe, Path(d), "m")
             out["types"][name] = {"reduce_range": name == "u8s8", **C.scores(ref, C.run_onnx(path, x), y)}
         print(name, out["types"][name], flush=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return out

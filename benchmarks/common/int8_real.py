@@ -1,4 +1,4 @@
-"""Shared set-up of the real-model int8 studies (benchmarks/int8_real_*.py).
+"""Shared set-up of the real-model int8 studies (int8_real*, imagenet_*).
 
 Assets come from ``make assets``. The photos are split once into a calibration group and
 an evaluation group (no photo in both; motorcycle_left/right, one stereo pair, stay
@@ -144,3 +144,18 @@ def run_onnx(path, x: np.ndarray) -> np.ndarray:
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
     return np.concatenate([s.run(None, {name: x[k:k + 16]})[0] for k in range(0, len(x), 16)])
+
+
+def weight_quantized(model, *, qmax: int, only: str | None = None):
+    """``model`` with its conv weights fake-quantized the way TFLite / ONNX Runtime do (symmetric
+    max-abs per output channel of the batch-norm-folded kernel, [-qmax, qmax]); ``only``: one layer."""
+    from mobiledeploy.export import equalize as E
+
+    q = E.clone(model)
+    for layer, bn in E._conv_targets(q):
+        if only is not None and layer.name != only:
+            continue
+        w = q.get_layer(layer.name).get_weights()
+        w[0] = w[0] + E._kernel_delta(layer, bn, per_channel=True, qmax=qmax)
+        layer.set_weights(w)
+    return q
