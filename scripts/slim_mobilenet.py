@@ -150,6 +150,8 @@ def compare(reference: np.ndarray, converted: np.ndarray) -> dict:
 def save_legacy_h5(model, path) -> None:
     """Write the weights in the legacy HDF5 layout of Keras' application files (``*_tf.h5``)."""
     import h5py
+
+    import_keras()
     from keras.src.legacy.saving import legacy_h5_format
 
     with h5py.File(str(path), "w") as f:

@@ -132,11 +132,9 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
     if not isinstance(resolution, (int, np.integer)) or isinstance(resolution, bool) or resolution < 1:
         raise UsageError(f"resolution must be a positive integer, got {resolution!r} (--res)")
     resolution = int(resolution)
+    check_options(source, preprocessing=preprocessing, split=split, limit=limit, seed=seed, flag=flag,
+                  label_pattern=label_pattern)
     pre = get_preprocessing(preprocessing)
-    if split not in SPLITS:
-        raise UsageError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-        raise UsageError(f"--limit must be a positive number of samples, got {limit!r}")
     name = str(source)
     if name == "digits":
         ds = _load_digits(resolution, pre, split)
@@ -144,9 +142,6 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
         ds = _load_random(resolution, pre, limit or RANDOM_DEFAULT_SAMPLES, seed)
     else:
         p = Path(name).expanduser()
-        if not p.exists():
-            raise UsageError(f"data source not found: {name!r} ({flag}); expected 'digits', 'random', "
-                             "a folder of images or a .npz file")
         if p.is_dir() and label_pattern:  # class ids from file names (accuracy/labels.py)
             from mobiledeploy.accuracy.labels import pattern_entries
 
@@ -155,7 +150,7 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
                          preprocessing=pre.name, skipped=skipped)
         elif p.is_dir():
             ds = _load_folder(p, resolution, pre)
-        elif p.suffix.lower() == ".npz":
+        else:  # a .npz (check_options refused any other file)
             from mobiledeploy.models.limits import available_memory, regular_file
 
             try:  # no FIFO or device (np.load would block or read forever), no empty file
@@ -163,9 +158,6 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
             except UsageError as e:
                 raise DataError(f"{e} ({flag})") from None
             ds = _load_npz(p, resolution, pre)
-        else:
-            raise UsageError(f"unsupported data source {name!r} ({flag}); expected 'digits', 'random', "
-                             "a folder of images or a .npz file")
     if labels_file is not None:
         ds = _with_label_names(ds, Path(labels_file))
     if len(ds) == 0:
@@ -181,6 +173,36 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
                              f"{where}{ds.source!r})")
         ds = subset(ds, limit, seed=seed)
     return ds
+
+
+def check_options(source: str | os.PathLike, *, preprocessing: str | None = None, split: str = "test",
+                  limit: int | None = None, seed: int = 0, flag: str = "--data",
+                  label_pattern: str | None = None) -> None:
+    """What ``load_dataset`` refuses without reading any data (a caller checks its options first):
+    the preprocessing name (None: not chosen yet), split, limit, seed, label pattern and the
+    source's kind."""
+    if preprocessing is not None:
+        get_preprocessing(preprocessing)
+    if label_pattern is not None:
+        from mobiledeploy.accuracy.labels import compile_pattern
+
+        compile_pattern(label_pattern)
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
+        raise UsageError(f"--limit must be a positive number of samples, got {limit!r}")
+    if seed is not None and (isinstance(seed, bool) or int(seed) < 0):
+        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    name = str(source)
+    if name in ("digits", "random"):
+        return
+    p = Path(name).expanduser()
+    if not p.exists():
+        raise UsageError(f"data source not found: {name!r} ({flag}); expected 'digits', 'random', "
+                         "a folder of images or a .npz file")
+    if not p.is_dir() and p.suffix.lower() != ".npz":
+        raise UsageError(f"unsupported data source {name!r} ({flag}); expected 'digits', 'random', "
+                         "a folder of images or a .npz file")
 
 
 def subset(ds: Dataset, n: int, *, seed: int = 0) -> Dataset:

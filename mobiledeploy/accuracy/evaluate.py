@@ -248,10 +248,16 @@ def _flat(out: np.ndarray) -> np.ndarray:
 
 def run_eval(cfg: EvalConfig) -> EvalReport:
     """Resolve ``cfg.models`` (files and export directories), load the data set, evaluate."""
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.accuracy.data import check_options, load_dataset
     from mobiledeploy.models.artifacts import default_reference, model_input, model_layout, preprocessing_for
     from mobiledeploy.models.siblings import sibling_reference
 
+    check_options(cfg.data, preprocessing=cfg.preprocessing, split=cfg.split, limit=cfg.limit, seed=cfg.seed,
+                  label_pattern=cfg.label_pattern)  # before any model is read (a .keras imports TensorFlow)
+    if cfg.per_layer and cfg.source_model:
+        from mobiledeploy.models.archs import check_model_path
+
+        check_model_path(cfg.source_model, flag="--source-model")
     if cfg.emulate:  # a bad CPU name or no environment: one line, before any work
         from mobiledeploy.runtimes import emulate as emu
 
