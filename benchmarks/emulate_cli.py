@@ -2,7 +2,7 @@
 `bench --emulate` on cortex-a53 vs. cortex-a76.
 
     make arm-env                                   # once
-    .venv/bin/python benchmarks/emulate_cli.py [--out DIR]
+    python -m benchmarks run emulate_cli [--out DIR]
 
 1. exports the committed reference model (``--calib digits``) and runs
    ``mobiledeploy eval DIR --data digits --emulate cortex-a76``;
@@ -17,7 +17,6 @@ load at start and end).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -25,7 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT
+
+KIND = "study"
 
 
 def _run(*args, json_out: Path | None = None) -> dict:
@@ -41,12 +42,11 @@ def _run(*args, json_out: Path | None = None) -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--out", type=Path, help="where to export (default: a temporary folder)")
-    args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from mobiledeploy import io
+
+
+def run(args) -> dict:
     from mobiledeploy.bench.core import machine_conditions
 
     start = machine_conditions()
@@ -69,12 +69,5 @@ def main() -> int:
                "a53_over_a76_emulated_p50": p50["cortex-a53"] / p50["cortex-a76"]}
     doc = {"summary": summary, "eval": ev, "bench": benches, "machine_start": start,
            "machine_end": machine_conditions()}
-    dest = ROOT / "benchmarks" / "results" / "emulate_cli.json"
-    io.write_json(dest, doc)
     print(json.dumps(summary, indent=1))
-    print(f"wrote {dest}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return doc

@@ -7,7 +7,7 @@ digits calibration samples as `export`), then runs `mobiledeploy eval --per-laye
 each and prints top-1, agreement with float and the worst layers. Results go to
 ``benchmarks/results/eval_per_tensor.json``.
 
-    .venv/bin/python benchmarks/eval_per_tensor.py
+    python -m benchmarks run eval_per_tensor
 """
 
 from __future__ import annotations
@@ -15,16 +15,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.harness import ROOT
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
+KIND = "study"
 MODEL = ROOT / "models/mobilenet_v1_0.25_32_digits.keras"
 
 
-def main() -> int:
+def add_arguments(ap) -> None:
+    pass
+
+
+def run(args) -> dict:
     import tensorflow as tf
     import tf2onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -77,12 +82,4 @@ def main() -> int:
                 print(tag, json.dumps(row))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    out = ROOT / "benchmarks/results/eval_per_tensor.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return results

@@ -6,12 +6,11 @@ exporter records in its manifest, and the machine's conditions (CPU, cores, load
 average before and after) so the figure can be read honestly. Writes
 benchmarks/results/export_time.json.
 
-    .venv/bin/python benchmarks/export_time.py [--runs 5] [-- extra export args]
+    python -m benchmarks run export_time [--runs 5] [-- extra export args]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -24,17 +23,16 @@ from pathlib import Path
 
 from mobiledeploy.bench.core import host_info
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "export_time.json"
+KIND = "regression"
 TARGET_S = 20.0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("extra", nargs="*", help="extra arguments for mobiledeploy export")
-    args = ap.parse_args()
+
+
+def run(args) -> dict:
     exe = Path(sys.executable).with_name("mobiledeploy")
     cmd = [str(exe), "export", "--alpha", "0.25", "--res", "128", *args.extra]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -68,13 +66,5 @@ def main() -> int:
         "per_run": runs,
         "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
     print(json.dumps({k: result[k] for k in ("median_wall_s", "min_wall_s", "median_cpu_s", "meets_target_median")}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return result

@@ -10,7 +10,7 @@ layers were matched to a measured operator, and how well the estimate sizes and 
 operators that hold >= 2 % of the time (median |error|, Spearman correlation); 6 times over. Host times on this machine. Writes
 ``benchmarks/results/profile_sum.json``.
 
-    .venv/bin/python benchmarks/profile_sum.py [--out benchmarks/results/profile_sum.json]
+    python -m benchmarks run profile_sum [--tag varying]
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "build" / "profile_sum"
-RESULTS = ROOT / "benchmarks" / "results" / "profile_sum.json"
+from benchmarks.harness import BUILD, ROOT
+
+KIND = "study"
+OUT = BUILD / "profile_sum"
 REPEATS = 6  # whole bench --profile runs, one after another
 
 
@@ -44,9 +45,11 @@ def layer_agreement(ops: list[dict]) -> dict:
             "layer_rank_correlation": round(float(rho), 3)}
 
 
-def main() -> int:
-    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else RESULTS
-    sys.path.insert(0, str(ROOT))
+def add_arguments(ap) -> None:
+    pass
+
+
+def run(args) -> dict:
     from mobiledeploy.bench.core import machine_conditions
 
     if not (OUT / "manifest.json").is_file():
@@ -76,9 +79,4 @@ def main() -> int:
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "method"}), flush=True)
     after = machine_conditions()
     before = {**before, "loadavg_after": after.get("loadavg_1_5_15"), "time_utc_after": after.get("time_utc")}
-    out.write_text(json.dumps({"what": __doc__.splitlines()[0], "machine": before, "rows": rows}, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"what": __doc__.splitlines()[0], "machine": before, "rows": rows}

@@ -1,6 +1,6 @@
 """Top-1 of the committed reference model per format and precision (the README's accuracy row).
 
-    .venv/bin/python benchmarks/reference_accuracy.py
+    python -m benchmarks run reference_accuracy
 
 Exports models/mobilenet_v1_0.25_32_digits.keras to every format and precision the
 exporter makes (build/reference_accuracy/), evaluates each artifact on the 360-image
@@ -19,12 +19,18 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import BUILD, ROOT
+
+KIND = "study"
 BIN = Path(sys.executable).parent / "mobiledeploy"
-OUT = ROOT / "build" / "reference_accuracy"
+OUT = BUILD / "reference_accuracy"
 
 
-def main() -> int:
+def add_arguments(ap) -> None:
+    pass
+
+
+def run(args) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     shutil.rmtree(OUT, ignore_errors=True)
     t0 = time.perf_counter()
@@ -40,14 +46,7 @@ def main() -> int:
     result = {"what": "reference model top-1 on the digits test split, per exported artifact",
               "seconds": round(time.perf_counter() - t0, 1), "load_avg_1m": round(os.getloadavg()[0], 2),
               "results": rows}
-    out = ROOT / "benchmarks" / "results" / "reference_accuracy.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
         top1 = f"{100 * r['top1']:.2f}%" if r["top1"] is not None else "-"
         print(f"{Path(r['model']).name:40s} {r['format']:7s} {r['precision']:8s} {r['status']:6s} top-1 {top1}")
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return result

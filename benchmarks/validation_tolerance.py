@@ -10,20 +10,19 @@ reference model, and MobileNet V1 1.0/224 with ImageNet weights when
 ``mobilenet_1_0_224_tf.h5`` is in the Keras cache (``KERAS_HOME``, default ``~/.keras``).
 Writes benchmarks/results/validation_tolerance.json.
 
-    .venv/bin/python benchmarks/validation_tolerance.py [--only NAME ...]
+    python -m benchmarks run validation_tolerance [--only NAME ...]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "validation_tolerance.json"
+from benchmarks.harness import ROOT
+
+KIND = "study"
 KERAS_CACHE = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 CASES = {
@@ -58,11 +57,11 @@ def run_case(name: str, kw: dict) -> dict:
     return {"config": kw, "reference": res.reference, "artifacts": rows}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--only", nargs="*", help="case names (substrings) to run")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args()
+
+
+def run(args) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from mobiledeploy.bench.core import machine_conditions
 
@@ -76,11 +75,4 @@ def main() -> int:
             continue
         cases[name] = run_case(name, kw)
     result = {"machine_before": before, "machine_after": machine_conditions(), "cases": cases}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return result
