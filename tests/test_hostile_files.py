@@ -270,10 +270,11 @@ def corrupt(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("name", ["c.tflite", "c.onnx"])
-def test_info_and_bench_agree_that_a_corrupt_model_file_is_a_usage_error(corrupt, name):
-    for args in (["info"], ["bench", "--runs", 1, "--warmup", 0], ["eval", "--preprocessing", "mobilenet"]):
+@pytest.mark.parametrize("name, runtime", [("c.tflite", "LiteRT"), ("c.onnx", "ONNX Runtime")])
+def test_info_bench_and_eval_agree_that_a_corrupt_model_file_is_a_usage_error(corrupt, name, runtime):
+    for args in (["info"], ["eval", "--preprocessing", "mobilenet"]):
         one_line_error(_cli(*args, corrupt / name), 2, name, "is not a readable")
+    one_line_error(_cli("bench", "--runs", 1, "--warmup", 0, corrupt / name), 2, name, f"{runtime} cannot load")
 
 
 def test_an_onnx_file_named_tflite_is_read_as_onnx(tmp_path):

@@ -73,8 +73,11 @@ def measure(settings: dict) -> dict:
         session = runtimes.open_session(settings["model"], threads=settings.get("threads"),
                                         xnnpack=settings.get("xnnpack", True),
                                         ort_opt_level=settings.get("ort_opt_level", "all"), shapes=shapes)
-    except Exception:
-        readable(settings["model"])  # a corrupt file is the input's fault (exit 2), as in `info`
+    except Exception as e:
+        if not readable(settings["model"]):  # a corrupt file is the input's fault (exit 2), as in `info`
+            from mobiledeploy.errors import UsageError
+
+            raise UsageError(" ".join(str(e).split()) or type(e).__name__) from None
         raise
     init_ns = time.perf_counter_ns() - t0
     session.set_inputs(runtimes.random_inputs(session, seed=settings.get("seed", 0)))
@@ -100,19 +103,24 @@ def measure(settings: dict) -> dict:
             "tensorflow_imported": "tensorflow" in sys.modules}
 
 
-def readable(model: str) -> None:
-    """UsageError when the project's own reader cannot parse ``model`` (``models.inspect``, the
-    check ``info`` makes): the file is corrupt, not the runtime at fault. Skipped where the
-    reader's library is missing (the emulation guest has no ``onnx``)."""
+def readable(model: str) -> bool:
+    """False when the project's own reader cannot parse ``model`` (``models.inspect``, the check
+    ``info`` and ``eval`` make): the file is corrupt, the runtime is not at fault. True where
+    the reader's library is missing (the emulation guest has no ``onnx``)."""
     import importlib.util
 
+    from mobiledeploy.errors import UsageError
     from mobiledeploy.runtimes import detect_format
 
     if importlib.util.find_spec("onnx" if detect_format(model) == "onnx" else "ai_edge_litert") is None:
-        return
+        return True
     from mobiledeploy.models.inspect import inputs
 
-    inputs(model)
+    try:
+        inputs(model)
+    except UsageError:
+        return False
+    return True
 
 
 def auxv_hwcaps() -> list[int] | None:
