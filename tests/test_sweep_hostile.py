@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,6 +148,27 @@ def test_a_moved_sweep_is_cached_with_its_new_paths(done, replay, tmp_path):
     assert {Path(x["path"]).parent for x in _summary(out)["rows"]} == {export}
 
 
+def test_a_second_sweep_into_the_same_out_is_refused_while_the_first_runs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(  # the first sweep, as far as the directory is concerned
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from mobiledeploy.sweep.run import out_lock\n"
+         f"with out_lock(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = _sweep(*ONE, "--out", out)
+        one_line_error(r, 1, "another sweep", f"pid {holder.pid}", "--out")
+        assert sorted(p.name for p in out.iterdir()) == [".sweep.lock"]  # nothing else written
+    finally:
+        holder.kill()
+        holder.wait()
+    from mobiledeploy.sweep.run import out_lock
+
+    with out_lock(out):  # released with its process
+        pass
+
+
 def _summary(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
@@ -206,8 +229,17 @@ def test_a_deleted_artifact_is_exported_again_and_the_recommendation_exists(done
     out, _, export = _copy(done, tmp_path / "o")
     (export / "mobilenet_v1_0.25_32_int8.tflite").unlink()
     (export / "manifest.json").write_text("[]")  # and the export's manifest is corrupt
+    from mobiledeploy.export.pipeline import STAGING_PREFIX
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = export / f"{STAGING_PREFIX}{os.getpid()}-another-export"  # this process is alive: someone's export
+    stale = export / f"{STAGING_PREFIX}{dead.pid}-killed"
+    live.mkdir()
+    stale.mkdir()
     r = _sweep(*ONE, "--out", out)
     assert r.exit_code == 0, (r.stdout, r.stderr)
+    assert live.is_dir() and not stale.exists()  # the re-export cleaned only what no live process owns
     assert len(_stale_lines(r)) == 1 and "1 run, 0 cached" in r.stdout
     s = _summary(out)
     assert s["configs"][0]["export_reused"] is False

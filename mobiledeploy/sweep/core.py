@@ -5,6 +5,7 @@ Layout of ``--out``::
     exports/<config>-<export hash>/   the export (artifacts + manifest.json), reused by reruns
     rows/<config>-<row hash>.json     one job's result, written atomically as it finishes
     results.json, results.csv, results.md, report.html, pareto_<target>.png, latency_histograms.png
+    .sweep.lock                       held while a sweep runs: a second sweep into the same --out is refused
 
 A rerun loads every ``rows/`` file whose hash matches, whose job succeeded, whose shape is
 the one this version writes and whose artifacts are still on disk with the recorded size
@@ -22,7 +23,7 @@ from typing import Callable
 
 from mobiledeploy import io
 from mobiledeploy.sweep import grid, pareto, report
-from mobiledeploy.sweep.run import add_estimates, reusable_export, run_local, run_ray
+from mobiledeploy.sweep.run import add_estimates, out_lock, reusable_export, run_local, run_ray
 
 SCHEMA_VERSION = 1
 OnEvent = Callable[[str, object, dict, int, int], None]  # (kind: cached|stale|done, job, result, finished, total)
@@ -47,8 +48,13 @@ def run_sweep(cfg: grid.SweepConfig, *, on_event: OnEvent | None = None, checked
     if not checked:
         cfg.check()
     t0 = time.perf_counter()
-    job_list = grid.jobs(cfg)
     out = io.ensure_writable_dir(Path(cfg.out).expanduser().absolute())
+    with out_lock(out):  # a second sweep into the same --out is refused while this one runs
+        return _run_sweep(cfg, out, on_event, t0)
+
+
+def _run_sweep(cfg: grid.SweepConfig, out: Path, on_event: OnEvent | None, t0: float) -> SweepResult:
+    job_list = grid.jobs(cfg)
     rows_dir = io.ensure_writable_dir(out / "rows")
     results: dict[str, dict] = {}
     todo = []

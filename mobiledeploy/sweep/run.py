@@ -30,6 +30,7 @@ from typing import Callable
 from mobiledeploy.errors import MobiledeployError, UsageError
 
 LOCK_NAME = "mobiledeploy-bench.lock"
+OUT_LOCK_NAME = ".sweep.lock"  # in --out: one sweep at a time there
 OnResult = Callable[[object, dict], None]
 
 
@@ -90,18 +91,14 @@ def _cpu_s() -> float:
 
 def _export(job) -> tuple[dict, bool, str | None]:
     """(manifest, reused, why a kept export was not reusable)."""
-    import shutil
-
-    from mobiledeploy.export.pipeline import MANIFEST, STAGING_PREFIX, export_model
+    from mobiledeploy.export.pipeline import MANIFEST, export_model
     from mobiledeploy.models.artifacts import read_manifest
 
     path = Path(job.export.out) / MANIFEST
     manifest, redone = reusable_export(Path(job.export.out))
     if manifest is not None:  # the manifest is written last, atomically: the export is complete
         return manifest, True, None
-    for stale in Path(job.export.out).glob(f"{STAGING_PREFIX}*"):  # left by a killed worker
-        shutil.rmtree(stale, ignore_errors=True)
-    try:
+    try:  # removes what a killed worker left (clean_stale_staging), never a live export's staging
         export_model(job.export)
     finally:
         _release_keras_memory()
@@ -242,16 +239,51 @@ def node_info() -> dict:
 @contextlib.contextmanager
 def bench_lock():
     """One latency measurement at a time on this machine (all processes, all sweeps)."""
+    with _flock(Path(tempfile.gettempdir()) / LOCK_NAME, wait=True):
+        yield
+
+
+@contextlib.contextmanager
+def out_lock(out: Path):
+    """One sweep at a time in ``out``: a second one is refused with one line while the first runs.
+
+    An advisory lock on ``out/.sweep.lock`` (released by the kernel when its process dies,
+    even by SIGKILL), which also holds the owner's pid for the message."""
+    path = out / OUT_LOCK_NAME
+    with _flock(path, wait=False) as f:
+        if f is False:
+            try:
+                owner = path.read_text(encoding="utf-8").strip()
+            except OSError:
+                owner = ""
+            owner = f" (pid {owner})" if owner.isdigit() else ""
+            raise MobiledeployError(f"another sweep{owner} is running in {str(out)!r} (--out); wait for it to "
+                                    "finish or choose another --out")
+        if f is not None:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+        yield
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, wait: bool):
+    """An exclusive ``flock`` on ``path``: yields the open file, False when ``wait`` is off and
+    another process holds it, None where there is no flock (not POSIX)."""
     try:
         import fcntl
-    except ImportError:  # not POSIX: no cross-process lock
-        yield
+    except ImportError:
+        yield None
         return
-    path = Path(tempfile.gettempdir()) / LOCK_NAME
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with open(path, "a+", encoding="utf-8") as f:
         try:
-            yield
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield f
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
