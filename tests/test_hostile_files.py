@@ -181,7 +181,9 @@ def test_a_terminated_bench_takes_its_child_with_it(tmp_path, sig):
     import signal
 
     m = onnx_at(tmp_path / "tiny_fp32.onnx", 32)
-    env = dict(os.environ, MOBILEDEPLOY_TEST_CHILD_FAULT="sleep")  # the child runs until it is killed
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, MOBILEDEPLOY_TEST_CHILD_FAULT="sleep", TMPDIR=str(tmp))  # the child runs until killed
     parent = subprocess.Popen(MOBILEDEPLOY + ["bench", str(m), "--runs", "100000", "--timeout", "3000"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     child = None
@@ -193,6 +195,7 @@ def test_a_terminated_bench_takes_its_child_with_it(tmp_path, sig):
         assert parent.returncode == 128 + getattr(signal, sig)
         assert err.strip().splitlines()[-1] == f"error: terminated by {sig}" and "Traceback" not in err
         assert _poll(lambda: not _alive(child)), "the child outlived its parent"
+        assert not list(tmp.iterdir())  # its temporary folder is gone too
     finally:
         for pid in (parent.pid, child):
             if pid and _alive(pid):
