@@ -23,7 +23,7 @@ from mobiledeploy.errors import UsageError
 from mobiledeploy.kernels import disasm, model, sched
 
 LABEL = "device estimate from emulated kernels (qemu CPU, llvm-mca model, clock)"
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def artifact_hash(path: str | os.PathLike) -> str:
 
 
 def profile_key(path, core: Core, threads: int, xnnpack: bool, wheels: dict) -> str:
-    parts = [FORMAT, artifact_hash(path), core.cpu, core.midr, core.sched, threads, xnnpack, sorted(wheels.items())]
+    parts = [FORMAT, artifact_hash(path), core.cpu, core.midr, threads, xnnpack, sorted(wheels.items())]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
@@ -109,6 +109,8 @@ def profile(path, core: Core, *, threads: int, xnnpack: bool, env, cache_dir: Pa
 
 
 def profile_from_trace(tr, mcpu: str, cache_dir: Path | None) -> dict:
+    """The profile of a trace: instruction mix, and the hot blocks (their text and per-thread
+    counts) with the cold rest per thread, so that any scheduling model can be applied later."""
     counts = tr.per_invoke()
     executed = {pc for _, pc in counts}
     texts = disasm.disassemble({w for pc in executed for w in tr.blocks[pc]})
@@ -123,18 +125,30 @@ def profile_from_trace(tr, mcpu: str, cache_dir: Path | None) -> dict:
     for (_, pc), n in counts.items():
         if not info[pc].wait:
             instr_by_pc[pc] += n * info[pc].n
-    hot = model.hot_blocks(instr_by_pc)
-    cyc = sched.block_cycles(mcpu, {pc: [texts[w] for w in tr.blocks[pc]] for pc in hot}, cache_dir)
-    cost = model.block_costs(counts, info, cyc)
-    threads = model.per_thread(counts, info, cost)
+    hot = set(model.hot_blocks(instr_by_pc))
+    blocks: dict[int, dict] = {pc: {"lines": [texts[w] for w in tr.blocks[pc]], "counts": {}} for pc in hot}
+    cold: Counter = Counter()
+    wait: Counter = Counter()
+    for (cpu, pc), n in counts.items():
+        if info[pc].wait:
+            wait[str(cpu)] += n * info[pc].n
+        elif pc in hot:
+            blocks[pc]["counts"][str(cpu)] = n
+        else:
+            cold[str(cpu)] += n * info[pc].n
     mix = model.mix_of(counts, info)
     total_i = sum(mix.values())
-    return {"instructions": total_i, "critical_cycles": model.critical_path(threads),
-            "total_cycles": sum(t["cycles"] for t in threads.values()),
-            "mix": {k: mix.get(k, 0.0) / total_i for k in disasm.MIX_CLASSES} if total_i else {},
-            "per_thread": {str(k): v for k, v in threads.items()}, "hot_blocks": len(hot),
-            "hot_fraction": sum(instr_by_pc[pc] for pc in hot) / total_i if total_i else 0.0,
-            "runtime": tr.meta.get("runtime"), "runtime_version": tr.meta.get("version"), "sched": mcpu}
+    prof = {"instructions": total_i, "mix": {k: mix.get(k, 0.0) / total_i for k in disasm.MIX_CLASSES} if total_i else {},
+            "hot": [blocks[pc] for pc in sorted(hot, key=lambda p: -instr_by_pc[p])], "cold": dict(cold),
+            "wait": dict(wait), "hot_fraction": sum(instr_by_pc[pc] for pc in hot) / total_i if total_i else 0.0,
+            "runtime": tr.meta.get("runtime"), "runtime_version": tr.meta.get("version")}
+    return prof | schedule(prof, mcpu, cache_dir)
+
+
+def schedule(prof: dict, mcpu: str, cache_dir: Path | None) -> dict:
+    """Cycles per invoke of a profile on ``mcpu``'s model: per thread, total and the critical path."""
+    cyc = sched.block_cycles(mcpu, {i: b["lines"] for i, b in enumerate(prof["hot"])}, cache_dir)
+    return {"sched": mcpu, "hot_blocks": len(prof["hot"])} | model.threads_cycles(prof, [cyc[i] for i in range(len(prof["hot"]))])
 
 
 def spill_bytes(path, target, threads: int) -> tuple[float, float, float]:
@@ -172,6 +186,8 @@ def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = N
     cached = stored.is_file() and not refresh
     if cached:
         prof = json.loads(stored.read_text())
+        if prof.get("sched") != core.sched:
+            prof |= schedule(prof, core.sched, cache_dir)
     else:
         prof = profile(path, core, threads=n, xnnpack=xnn, env=env, cache_dir=cache_dir, timeout_s=timeout_s)
         stored.parent.mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,10 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 
-HOT_FRACTION = 0.99
+HOT_FRACTION = 0.999
 MAX_HOT_BLOCKS = 4000
 
 
@@ -46,36 +46,31 @@ def hot_blocks(instr_by_pc: dict[int, float], fraction: float = HOT_FRACTION,
     return out
 
 
-def block_costs(counts: dict[tuple[int, int], float], info: dict[int, BlockInfo],
-                cycles: dict[int, float]) -> dict[int, float]:
-    """{pc: cycles per execution} for every executed work block: scheduled ones from
-    ``cycles``, the rest at the scheduled blocks' instruction-weighted IPC."""
-    by_pc: dict[int, float] = defaultdict(float)
-    for (_, pc), n in counts.items():
-        by_pc[pc] += n
-    ins = sum(by_pc[pc] * info[pc].n for pc in cycles if pc in by_pc)
-    cyc = sum(by_pc[pc] * cycles[pc] for pc in cycles if pc in by_pc)
-    ipc = ins / cyc if cyc > 0 else 1.0
-    return {pc: (cycles[pc] if pc in cycles else info[pc].n / ipc) for pc in by_pc if not info[pc].wait}
+def threads_cycles(prof: dict, cycles: list[float]) -> dict:
+    """Cycles per invoke of a profile, given each hot block's cycles per execution (``cycles[i]``
+    for ``prof["hot"][i]``): per thread (CPU index), total and the critical path (busiest thread).
+    The cold blocks run at the hot blocks' instruction-weighted IPC."""
+    threads: dict[str, dict] = {}
 
+    def slot(cpu: str) -> dict:
+        return threads.setdefault(cpu, {"instructions": 0.0, "cycles": 0.0, "wait_instructions": 0.0})
 
-def per_thread(counts: dict[tuple[int, int], float], info: dict[int, BlockInfo],
-               cost: dict[int, float]) -> dict[int, dict]:
-    """{cpu index: {instructions, cycles, wait_instructions}} per invoke."""
-    out: dict[int, dict] = defaultdict(lambda: {"instructions": 0.0, "cycles": 0.0, "wait_instructions": 0.0})
-    for (cpu, pc), n in counts.items():
-        b = info[pc]
-        if b.wait:
-            out[cpu]["wait_instructions"] += n * b.n
-        else:
-            out[cpu]["instructions"] += n * b.n
-            out[cpu]["cycles"] += n * cost[pc]
-    return dict(sorted(out.items()))
-
-
-def critical_path(threads: dict[int, dict]) -> float:
-    """The busiest thread's cycles (``threads``: ``per_thread``'s result)."""
-    return max((t["cycles"] for t in threads.values()), default=0.0)
+    hot_i = hot_c = 0.0
+    for b, c in zip(prof["hot"], cycles):
+        for cpu, n in b["counts"].items():
+            slot(cpu)["instructions"] += n * len(b["lines"])
+            slot(cpu)["cycles"] += n * c
+            hot_i += n * len(b["lines"])
+            hot_c += n * c
+    ipc = hot_i / hot_c if hot_c else 1.0
+    for cpu, n in prof.get("cold", {}).items():
+        slot(cpu)["instructions"] += n
+        slot(cpu)["cycles"] += n / ipc
+    for cpu, n in prof.get("wait", {}).items():
+        slot(cpu)["wait_instructions"] = n
+    threads = dict(sorted(threads.items(), key=lambda kv: int(kv[0])))
+    return {"per_thread": threads, "critical_cycles": max((t["cycles"] for t in threads.values()), default=0.0),
+            "total_cycles": sum(t["cycles"] for t in threads.values())}
 
 
 def spin_blocks(info: dict[int, BlockInfo], window: int = 256, max_len: int = 8) -> set[int]:
