@@ -59,6 +59,20 @@ def _eval(model: Path):
     return run_eval(EvalConfig(models=(str(model),), preprocessing="mobilenet", limit=20))
 
 
+def test_sibling_names_replace_or_drop_the_precision_word_same_format_first():
+    from mobiledeploy.models.siblings import candidate_names
+
+    names = candidate_names("d/mobilenet_v1_0.25_128_int8.tflite", "tflite")
+    assert names[:3] == ["mobilenet_v1_0.25_128_fp32.tflite", "mobilenet_v1_0.25_128_float32.tflite",
+                         "mobilenet_v1_0.25_128.tflite"]
+    assert set(names[3:]) == {f"mobilenet_v1_0.25_128{s}.{x}" for s in ("_fp32", "_float32", "")
+                              for x in ("onnx", "keras")}
+    assert candidate_names("model_int8.tflite", "tflite")[:3] == ["model_fp32.tflite", "model_float32.tflite",
+                                                                 "model.tflite"]
+    assert candidate_names("m-dynamic.onnx", "onnx")[0] == "m-fp32.onnx"
+    assert candidate_names("efficientnet_lite0.tflite", "tflite") == []  # no precision word: no sibling
+
+
 def test_an_unrelated_float_model_beside_the_file_is_not_its_reference(quantized):
     _, q = quantized
     onnx_at(q.parent / "deeplabv3_fp32.onnx", 48, seed=1)  # another model, another resolution

@@ -39,7 +39,7 @@ def candidate_names(path: str | os.PathLike, fmt: str) -> list[str]:
         if head:
             stems.append(head + tail)
     suffixes = _SUFFIXES.get(fmt, ()) + tuple(s for f, ss in _SUFFIXES.items() if f != fmt for s in ss)
-    names = [s + x for s in dict.fromkeys(stems) for x in suffixes]
+    names = [s + x for x in suffixes for s in dict.fromkeys(stems)]
     return [n for n in dict.fromkeys(names) if n != p.name]
 
 
