@@ -169,6 +169,54 @@ def test_a_second_sweep_into_the_same_out_is_refused_while_the_first_runs(tmp_pa
         pass
 
 
+# ---------------------------------------------------------------- huge grids
+
+
+def _values(n: int, start: float, step: float) -> str:
+    return ",".join(f"{start + i * step:g}" for i in range(n))
+
+
+def test_a_huge_grid_is_refused_at_once_in_one_line(tmp_path):
+    import time
+
+    out = tmp_path / "out"
+    t = time.perf_counter()
+    r = _sweep("--alpha", _values(1000, 0.001, 0.001), "--res", _values(1000, 32, 1), "--out", out)
+    one_line_error(r, 2, "1000000 configs", "1000 alpha x 1000 resolution", "--max-configs 100")
+    assert "pass --max-configs" not in r.stderr  # beyond what --max-configs allows at all
+    assert not out.exists()
+    r = _sweep("--alpha", _values(11, 0.05, 0.05), "--res", _values(10, 32, 1), "--out", out)
+    one_line_error(r, 2, "110 configs", "pass --max-configs 110")
+    assert not out.exists()
+    print(f"two refusals in {time.perf_counter() - t:.2f} s")  # shown with -s; no timed assertion
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "10001"])
+def test_max_configs_is_bounded(value, tmp_path):
+    one_line_error(_sweep(*TINY, "--max-configs", value, "--out", tmp_path / "o"), 2, "--max-configs")
+
+
+def test_max_configs_lets_a_bigger_grid_through_to_its_other_checks(tmp_path):
+    cfg = SweepConfig(alphas=tuple(0.05 * i for i in range(1, 12)), resolutions=tuple(range(32, 42)),
+                      max_configs=110, out=str(tmp_path / "o"))
+    assert cfg.size == 110
+    cfg.check()
+    with pytest.raises(UsageError, match="--max-configs 109"):
+        SweepConfig(**{**cfg.to_json(), "max_configs": 109}).check()
+
+
+def test_progress_starts_before_the_first_config_finishes(done, replay, tmp_path):
+    ran, _ = replay
+    out, row, _ = _copy(done, tmp_path / "o")
+    row.unlink()
+    r = _sweep(*ONE, "--out", out)
+    assert r.exit_code == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("sweep: 1 configs into ")
+    assert lines[1] == "[0/1] running 1 configs on 1 worker(s); a line as each finishes"
+    assert lines[2].startswith("[1/1] mobilenet_v1_0.25_32: ")
+
+
 def _summary(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 

@@ -7,7 +7,7 @@ import click
 from mobiledeploy.cli.common import Seconds, csv_choice, emit_json, json_option, stderr_console, stdout_console
 from mobiledeploy.export.formats import FORMATS, PRECISIONS
 from mobiledeploy.sweep.grid import (DEFAULT_CALIB_SAMPLES, DEFAULT_SAMPLES, DEFAULT_TARGETS, EXECUTORS,
-                                     PAPER_ALPHAS, PAPER_RESOLUTIONS)
+                                     MAX_CONFIGS, MAX_CONFIGS_LIMIT, PAPER_ALPHAS, PAPER_RESOLUTIONS)
 
 
 def _numbers(kind):
@@ -69,10 +69,12 @@ def _names(ctx, param, values):
 @click.option("--ray-address", default=None, metavar="HOST:PORT",
               help="Ray cluster to join (default: start a local Ray instance).")
 @click.option("--jobs", type=int, default=None, help="Parallel workers (default: this machine's cores).")
+@click.option("--max-configs", type=int, default=MAX_CONFIGS, show_default=True,
+              help=f"Refuse a larger grid (archs x alphas x resolutions); at most {MAX_CONFIGS_LIMIT}.")
 @json_option
 def sweep(arch, alpha, res, quant, formats, targets, bench_target, data, eval_limit, classes, weights, seed, calib,
           calib_samples, samples, warmup, timeout_s, out, max_latency_ms, max_size_kb, min_top1, executor,
-          ray_address, jobs, json_path):
+          ray_address, jobs, max_configs, json_path):
     """Export, bench, evaluate and estimate a grid of alpha x resolution x precision x format.
 
     Writes OUT/results.{json,csv,md} and OUT/report.html (Pareto plots, latency histograms,
@@ -90,7 +92,7 @@ def sweep(arch, alpha, res, quant, formats, targets, bench_target, data, eval_li
                       weights=weights, seed=seed, calib=calib, calib_samples=calib_samples, data=data,
                       eval_limit=eval_limit, samples=samples, warmup=warmup, timeout_s=timeout_s, out=out,
                       max_latency_ms=max_latency_ms, max_size_kb=max_size_kb, min_top1=min_top1,
-                      executor=executor, ray_address=ray_address, jobs=jobs)
+                      executor=executor, ray_address=ray_address, jobs=jobs, max_configs=max_configs)
     cfg.check()  # every usage error before anything is written or TensorFlow imported
     err = stderr_console()
     if data and cfg.random_weights:
@@ -98,7 +100,13 @@ def sweep(arch, alpha, res, quant, formats, targets, bench_target, data, eval_li
                   f"{data!r} is chance level and says nothing about the configs; give trained weights with "
                   "--weights to compare accuracy", markup=True, soft_wrap=True)
 
+    err.print(f"sweep: {cfg.size} configs into {out}", markup=False, soft_wrap=True)
+
     def on_event(kind, job, result, finished, total):
+        if kind == "start":  # before the first config's export: a line at once, not after minutes
+            err.print(f"[{finished:>{len(str(total))}}/{total}] running {result['todo']} configs on "
+                      f"{result['workers']} worker(s); a line as each finishes", markup=False, soft_wrap=True)
+            return
         if kind == "stale":  # a kept result that cannot be trusted: one line, and the config runs again
             err.print(f"warning: {job.name}: kept result not used, {result['error']}; running it again",
                       markup=False, soft_wrap=True)

@@ -26,7 +26,7 @@ from mobiledeploy.sweep import grid, pareto, report
 from mobiledeploy.sweep.run import add_estimates, out_lock, reusable_export, run_local, run_ray
 
 SCHEMA_VERSION = 1
-OnEvent = Callable[[str, object, dict, int, int], None]  # (kind: cached|stale|done, job, result, finished, total)
+OnEvent = Callable[[str, object, dict, int, int], None]  # (kind: cached|stale|start|done, job, result, finished, total)
 
 
 @dataclass
@@ -79,6 +79,9 @@ def _run_sweep(cfg: grid.SweepConfig, out: Path, on_event: OnEvent | None, t0: f
 
     workers = cfg.jobs or len(host_cores())
     executor = {"kind": cfg.executor, "workers": workers, "ran": len(todo), "cached": len(job_list) - len(todo)}
+    if todo and on_event:
+        on_event("start", None, {"todo": len(todo), "workers": min(workers, len(todo))}, len(results),
+                 len(job_list))
     if todo and cfg.executor == "ray":
         executor.update(run_ray(todo, on_result, address=cfg.ray_address, workers=cfg.jobs))
     elif todo:

@@ -32,6 +32,8 @@ DEFAULT_CALIB_SAMPLES = 100  # half of `export`'s 200: int8 calibration dominate
 MAX_ALPHA = 1.4  # the widest MobileNet Keras ships (V2 1.4); the paper's V1 grid stops at 1.0
 EXECUTORS = ("local", "ray")
 MAX_TIMEOUT_S = 86400.0  # one day, as for bench's --timeout
+MAX_CONFIGS = 100  # a bigger grid needs --max-configs (each config is an export, benches and evals: ~0.5-2 min)
+MAX_CONFIGS_LIMIT = 10_000  # --max-configs itself: beyond, a sweep would run for weeks
 KEY_VERSION = 1  # bump when what a result file holds changes
 
 
@@ -62,6 +64,7 @@ class SweepConfig:
     executor: str = "local"
     ray_address: str | None = None
     jobs: int | None = None  # parallel workers; None = the host's cores
+    max_configs: int = MAX_CONFIGS  # the largest grid run without complaint
 
     # ------------------------------------------------------------ checks
 
@@ -74,6 +77,7 @@ class SweepConfig:
         for a in self.alphas:
             if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or not 0 < a <= MAX_ALPHA:
                 raise UsageError(f"alpha (width multiplier, --alpha) must be in (0, {MAX_ALPHA}], received {a!r}")
+        self._check_size()  # before the grid is expanded: a huge one is refused at once
         for job in jobs(self, keys=False):
             job.export.check()  # arch, resolution, formats x precisions, calibration data, weights
         self._check_targets()
@@ -96,6 +100,24 @@ class SweepConfig:
             self._check_data()
         check_out_dir(self.out)
         self._check_executor()
+
+    @property
+    def size(self) -> int:
+        """Configs in the grid (duplicates dropped): archs x alphas x resolutions."""
+        return (len(dict.fromkeys(self.archs)) * len(dict.fromkeys(float(a) for a in self.alphas))
+                * len(dict.fromkeys(self.resolutions)))
+
+    def _check_size(self) -> None:
+        m = self.max_configs
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_CONFIGS_LIMIT:
+            raise UsageError(f"--max-configs must be an integer in [1, {MAX_CONFIGS_LIMIT}], received {m!r}")
+        n = self.size
+        if n > m:
+            raise UsageError(f"the grid has {n} configs ({len(dict.fromkeys(self.archs))} arch x "
+                             f"{len(dict.fromkeys(float(a) for a in self.alphas))} alpha x "
+                             f"{len(dict.fromkeys(self.resolutions))} resolution), more than --max-configs {m}; "
+                             f"narrow --arch/--alpha/--res" + (f", or pass --max-configs {n} to run them all"
+                                                               if n <= MAX_CONFIGS_LIMIT else ""))
 
     def _check_targets(self) -> None:
         from mobiledeploy.targets import load_target
@@ -205,6 +227,7 @@ def jobs(cfg: SweepConfig, *, keys: bool = True) -> list[Job]:
     from mobiledeploy.export.pipeline import ExportConfig
 
     out = Path(cfg.out).expanduser().absolute()
+    shared = _shared_inputs(cfg.bench_target, cfg.data) if keys else None  # the same for every job: once
     result = []
     for arch in dict.fromkeys(cfg.archs):
         for alpha in dict.fromkeys(float(a) for a in cfg.alphas):
@@ -219,7 +242,7 @@ def jobs(cfg: SweepConfig, *, keys: bool = True) -> list[Job]:
                           bench_target=cfg.bench_target, samples=cfg.samples, warmup=cfg.warmup,
                           timeout_s=cfg.timeout_s, data=cfg.data, eval_limit=cfg.eval_limit,
                           targets=tuple(dict.fromkeys(cfg.targets)))
-                result.append(with_keys(job) if keys else job)
+                result.append(with_keys(job, shared) if keys else job)
     return result
 
 
@@ -233,20 +256,29 @@ def _weights_for(pattern: str | None, arch: str, alpha: float, res: int) -> str 
                          f"substituted ({type(e).__name__}: {e})") from None
 
 
-def with_keys(job: Job) -> Job:
-    """The job with its two hashes filled in, its export directory named by the first."""
-    from mobiledeploy.export.pipeline import sha256_file, versions
+def _shared_inputs(bench_target: str, data: str | None) -> dict:
+    """The hashed inputs every job of a sweep shares (package versions, bench target, data set)."""
+    from mobiledeploy.export.pipeline import versions
 
-    v = versions()
+    return {"versions": versions(), "bench_target": _target_fingerprint(bench_target),
+            "data_fingerprint": _path_fingerprint(data)}
+
+
+def with_keys(job: Job, shared: dict | None = None) -> Job:
+    """The job with its two hashes filled in, its export directory named by the first."""
+    from mobiledeploy.export.pipeline import sha256_file
+
+    shared = shared or _shared_inputs(job.bench_target, job.data)
+    v = shared["versions"]
     export_inputs = {k: val for k, val in dataclasses.asdict(job.export).items() if k != "out"}
     if job.export.weights:
         export_inputs["weights_sha256"] = sha256_file(Path(job.export.weights))
     export_inputs["versions"] = {k: v.get(k) for k in ("mobiledeploy", "tensorflow", "keras", "tf2onnx",
                                                        "onnx", "onnxruntime", "ai-edge-litert", "python")}
     export_key = input_hash({"key_version": KEY_VERSION, **export_inputs})
-    row_inputs = {"export_key": export_key, "bench_target": _target_fingerprint(job.bench_target),
+    row_inputs = {"export_key": export_key, "bench_target": shared["bench_target"],
                   "samples": job.samples, "warmup": job.warmup, "data": job.data,
-                  "data_fingerprint": _path_fingerprint(job.data), "eval_limit": job.eval_limit,
+                  "data_fingerprint": shared["data_fingerprint"], "eval_limit": job.eval_limit,
                   "runtimes": {k: v.get(k) for k in ("onnxruntime", "ai-edge-litert", "numpy")}}
     row_key = input_hash({"key_version": KEY_VERSION, **row_inputs})
     export = dataclasses.replace(job.export, out=f"{job.export.out}-{export_key[:12]}")
