@@ -12,7 +12,6 @@ The library never prints: ``progress(step)`` (a context manager per slow step) a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import platform
@@ -28,6 +27,7 @@ from typing import Callable, ContextManager
 import numpy as np
 
 from mobiledeploy import io
+from mobiledeploy.io import sha256_file
 
 from mobiledeploy.models import archs
 from mobiledeploy.export.calibration import choose_source, load_calibration
@@ -464,14 +464,6 @@ def _sigint_deferred():
         signal.signal(signal.SIGINT, previous)
         if received:
             raise KeyboardInterrupt
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 VERSIONED = {"mobiledeploy": ("mobiledeploy",), "tensorflow": ("tensorflow", "tensorflow-cpu"),
