@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = study_parser(name, module).parse_args(argv[2:])
     doc = module.run(args)
-    if isinstance(doc, int):  # a study that failed says why and returns an exit code
+    if isinstance(doc, int):  # a study that could not run says why and returns an exit code
         return doc
     if doc is None or args.no_write:
         return 0
-    text = doc.pop("_text", None) if isinstance(doc, dict) else None
-    path = harness.write_result(getattr(module, "RESULT", name), doc, tag=args.tag, text=text)
+    text, code = doc.pop("_text", None), doc.pop("_exit", 0)  # a Markdown rendering; a failed bar's exit code
+    path = harness.write_result(name, doc, tag=args.tag, text=text)
     print(f"wrote {path.relative_to(harness.ROOT)}", file=sys.stderr)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The numerics matrix: every exported artifact on emulated ARM CPUs (real aarch64 kernels) vs. this x86 host.
 
     make arm-env                                   # once
-    .venv/bin/python benchmarks/emulate_numerics.py [--samples 5] [--cpus cortex-a53,...]
+    python -m benchmarks run emulate_numerics [--samples 5] [--cpus cortex-a53,...] [--tag max]
 
 Three exports of MobileNet V1 (each: fp32 + int8, TFLite + ONNX, by `mobiledeploy export`):
 
@@ -22,7 +22,6 @@ Writes benchmarks/results/emulate_numerics.json and prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -30,7 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import BUILD, ROOT
+
+KIND = "study"
 BIN = Path(sys.executable).parent / "mobiledeploy"
 CPUS = ("cortex-a53", "cortex-a55", "cortex-a76", "neoverse-n1", "max", "max,sme=off")
 RANDBN = """
@@ -73,17 +74,17 @@ def export(name: str, work: Path, env: dict) -> tuple[Path, float]:
     return out, time.perf_counter() - t0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--cpus", default=",".join(CPUS).replace("max,sme=off", "max-sme-off"))
     ap.add_argument("--models", default="demo,randbn,reference")
     ap.add_argument("--builtin-cpus", default="max,max-sme-off",
                     help="CPUs (of --cpus) that also run int8 TFLite with LiteRT's built-in kernels")
-    ap.add_argument("--work", type=Path, default=ROOT / "build" / "emulate_numerics")
+    ap.add_argument("--work", type=Path, default=BUILD / "emulate_numerics")
     ap.add_argument("--timeout", type=float, default=900.0, help="per emulated run, seconds")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "emulate_numerics.json")
-    args = ap.parse_args()
+
+
+def run(args) -> dict:
 
     from mobiledeploy.bench.core import machine_conditions
     from mobiledeploy.accuracy.data import load_dataset
@@ -134,11 +135,8 @@ def main() -> int:
                                                      "artifact_bytes", "disk_bytes", "loadavg_1_5_15", "created")},
               "hwcaps": hw, "samples": args.samples, "threads": 1, "exports": exports,
               "seconds": round(time.perf_counter() - t_all, 1), "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
     print_markdown(result)
-    print(f"wrote {args.out}")
-    return 0
+    return result
 
 
 def print_markdown(result: dict) -> None:
@@ -172,7 +170,3 @@ def _cell(r: dict | None) -> str:
         return "error: " + r["error"][:60]
     diff = "= bit-exact" if r["bit_exact"] else f"{r['max_abs_diff']:.1e}"
     return f"{diff}, {r['top1_agreement']:.0%}"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

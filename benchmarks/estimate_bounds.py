@@ -1,9 +1,9 @@
 """What limits the two-corner bars on the published tables: the data, the model's terms, or its priors?
 
-    .venv/bin/python benchmarks/estimate_bounds.py [--out benchmarks/results/estimate_bounds.json]
+    python -m benchmarks run estimate_bounds
 
 Three studies on the tables of ``benchmarks/data/published_latency.toml`` that
-``estimate_generalize.py`` scores (at least 3 configs). Published figures, so no machine
+the estimate_generalize study scores (at least 3 configs). Published figures, so no machine
 of ours is involved.
 
 1. **Printed precision.** Each figure is rounded to its last printed digit ("0.8" is
@@ -28,19 +28,17 @@ Writes benchmarks/results/estimate_bounds.json.
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import statistics
-import sys
 import tomllib
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import estimate_generalize as eg  # noqa: E402  (sets up sys.path for mobiledeploy)
+from benchmarks.common import published as eg
+
+KIND = "study"
 
 BARS = {"median": 6.0, "worst": 15.0, "one_point": 10.0}
 TERMS = ("conv1x1", "convkxk", "depthwise", "fc", "activation_bytes", "weight_bytes", "spilled_bytes", "operators")
@@ -185,7 +183,7 @@ def family(table: dict) -> str:
 def learned_by_family(table: dict, data: dict, scored: list[dict]) -> dict:
     """``estimate_generalize``'s learned priors, learned only on the OTHER tables of the same runtime family."""
     pool = [o for o in scored if o is not table and family(o) == family(table)]
-    learned = eg._learn_priors(pool, data)
+    learned = eg.learn_priors(pool, data)
     mult = {n: learned.get(f"{n}/{table['precision']}", learned.get(n)) for n in eg.LEARNED}
     return eg.evaluate(table, data["devices"][table["device"]], mult)
 
@@ -204,10 +202,11 @@ def misses(results: dict[str, dict]) -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(eg.ROOT / "benchmarks" / "results" / "estimate_bounds.json"))
-    args = ap.parse_args()
+def add_arguments(ap) -> None:
+    pass
+
+
+def run(args) -> dict:
     text = eg.DATA.read_text(encoding="utf-8")
     data = tomllib.loads(text)
     halves = printed_halfsteps(text)
@@ -240,19 +239,12 @@ def main() -> int:
     runs["learned_by_family"] = ("priors' shape learned on the other tables of the same runtime family "
                                  "(XNNPACK README / 2018-2019 TFLite), leave one table out",
                                  lambda t: learned_by_family(t, data, tables))
-    for name, (what, run) in runs.items():
-        results = {t["name"]: run(t) for t in tables}
+    for name, (what, score_table) in runs.items():
+        results = {t["name"]: score_table(t) for t in tables}
         miss = misses(results)
         report["variants"][name] = {"what": what, "misses": miss, "tables": {
             n: {k: r[k] for k in ("two_corners", "two_corners_naive", "one_point")} for n, r in results.items()}}
         print(f"{name:<18} misses: 2-corner median {len(miss['two_corner_median'])}, worst "
               f"{len(miss['two_corner_worst'])}, not better than naive {len(miss['not_better_than_naive'])}, "
               f"1-point median {len(miss['one_point_median'])} (of {len(tables)})", flush=True)
-    from mobiledeploy import io
-
-    io.write_json(args.out, report)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return report

@@ -1,7 +1,7 @@
 """Host quality bar for the cost model: fit on <= 4 MobileNet V1 configs, predict the other 12.
 
-    .venv/bin/python benchmarks/estimate_host.py [--repeats 3] [--fit 0.25:128,0.5:160,1.0:192,0.75:224]
-    .venv/bin/python benchmarks/estimate_host.py --convert-only
+    python -m benchmarks run estimate_host [--repeats 3] [--fit 0.25:128,0.5:160,1.0:192,0.75:224]
+    python -m benchmarks run estimate_host --convert-only
 
 1. Converts the MobileNet V1 alpha {0.25,0.5,0.75,1.0} x res {128,160,192,224} grid
    (untrained, seed 0, 1000 classes) to fp32 .tflite, cached under build/estimate_host/.
@@ -21,17 +21,16 @@ Second mode, the two-corner check of the cost model (fp32 and int8, 1 and 2 thre
 
     mobiledeploy export --arch mobilenet_v1 --alpha A --res R --formats tflite --quant fp32,int8 --out GRID/A_R
     mobiledeploy bench GRID/*/*.tflite --threads 1 --affinity 1 --json GRID/bench_t1_r1.json   (and --threads 2, more rounds)
-    .venv/bin/python benchmarks/estimate_host.py --bench-json 'GRID/bench_t*_r*.json' --out benchmarks/results/estimate_host_corners.json
+    python -m benchmarks run estimate_host --bench-json 'GRID/bench_t*_r*.json' --tag corners
 
 per (precision, threads) column: the per-round minimum latency (``--stat``), then the
 minimum over rounds; the cost model calibrated on the two corners (1.0/224 and 0.25/128)
 predicts the other 14, and on 1.0/224 alone (scale) the other 15, next to the naive
-latency-proportional-to-MACs baseline (``benchmarks/estimate_generalize.score``).
+latency-proportional-to-MACs baseline (``benchmarks/common/published.score``).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -42,12 +41,13 @@ from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import BUILD, ROOT, result_path
+
+KIND = "study"
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 RESOLUTIONS = (128, 160, 192, 224)
-CACHE = ROOT / "build" / "estimate_host"
+CACHE = BUILD / "estimate_host"
 DEFAULT_FIT = "0.25:128,0.25:224,1.0:128,1.0:224"  # the grid's corners, chosen before measuring
 OTHER_FITS = ("0.25:128,0.5:160,1.0:192,0.75:224", "0.25:160,0.5:224,0.75:128,1.0:192")  # reported too
 
@@ -160,8 +160,7 @@ def machine_conditions() -> dict:
     return {**c["host"], "loadavg_1_5_15": c["loadavg_1_5_15"], "time_utc": c["time_utc"]}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--convert-only", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per model and round")
@@ -172,19 +171,22 @@ def main() -> int:
     ap.add_argument("--core", type=int, default=1, help="host core to pin the one thread to")
     ap.add_argument("--fit", default=DEFAULT_FIT, help="alpha:res pairs to fit on (at most 4)")
     ap.add_argument("--reuse", action="store_true", help="reuse the measurements in the results file")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "estimate_host.json"))
     ap.add_argument("--write-target", action="store_true",
                     help="write the fitted [cost_model] into mobiledeploy/targets/host.toml")
     ap.add_argument("--bench-json", metavar="GLOB",
-                    help="two-corner check from `bench --json` files of the V1 grid (fp32+int8, any threads)")
-    args = ap.parse_args()
+                    help="two-corner check from `bench --json` files of the V1 grid (fp32+int8, any threads); "
+                         "a variant: give --tag (the docs' figures: --tag corners)")
+
+
+def run(args) -> dict | None:
     if args.bench_json:
-        return corners_from_bench_json(args.bench_json, Path(args.out), stat=args.stat,
-                                       write_target=args.write_target)
+        if not args.tag:
+            raise SystemExit("--bench-json writes a variant of estimate_host: give --tag (the docs' figures: --tag corners)")
+        return corners_from_bench_json(args.bench_json, stat=args.stat, write_target=args.write_target)
     convert_grid()
     if args.convert_only:
-        return 0
-    out_path = Path(args.out)
+        return None
+    out_path = result_path("estimate_host", args.tag)
     conditions = machine_conditions()
     if args.reuse and out_path.exists():
         prev = json.loads(out_path.read_text())
@@ -201,9 +203,6 @@ def main() -> int:
     result = {"what": f"MobileNet V1 fp32 TFLite, LiteRT + XNNPACK, 1 thread pinned to core {args.core}, host "
                       f"timings, clock {args.clock}", "clock": args.clock,
               "machine": conditions, "repeats": args.repeats, "measured": measured, **report}
-    from mobiledeploy import io
-
-    io.write_json(out_path, result)
     _print(result)
     if args.write_target:
         from mobiledeploy.cost.fit import write_cost_model_table
@@ -216,7 +215,7 @@ def main() -> int:
                    f"int8 and threads were not fitted (no such rows): host int8 estimates are priors only.")
         write_cost_model_table(ROOT / "mobiledeploy" / "targets" / "host.toml", report["table"], comment=comment)
         print("wrote [cost_model] to mobiledeploy/targets/host.toml")
-    return 0
+    return result
 
 
 def host_prior(threads: int = 1):
@@ -277,14 +276,12 @@ def _cache_kb() -> float:
     return total
 
 
-def corners_from_bench_json(pattern: str, out_path: Path, *, stat: str = "min", write_target: bool = False) -> int:
+def corners_from_bench_json(pattern: str, *, stat: str = "min", write_target: bool = False) -> dict:
     """Two-corner / one-point check on the host grid measured with `bench --json`."""
     import glob
     import re
 
-    from estimate_generalize import score
-
-    from mobiledeploy import io
+    from benchmarks.common.published import score
     from mobiledeploy.cost.fit import measurement_for
 
     cols: dict[tuple, dict] = {}
@@ -320,10 +317,9 @@ def corners_from_bench_json(pattern: str, out_path: Path, *, stat: str = "min", 
               f"1 point median {s1['median_abs_error_pct']:.1f}% worst {s1['worst_abs_error_pct']:.1f}% (naive "
               f"{n1['median_abs_error_pct']:.1f}/{n1['worst_abs_error_pct']:.1f}); round spread median "
               f"{res['spread_pct_median']:.0f}%", flush=True)
-    io.write_json(out_path, report)
     if write_target:
         _write_host_target(cols, stat)
-    return 0
+    return report
 
 
 def _write_host_target(cols: dict, stat: str) -> None:
@@ -427,7 +423,3 @@ def _print(result: dict) -> None:
           f"worst {s['worst_abs_error_pct']:.1f}%; naive median {s['naive_median_abs_error_pct']:.1f}%, "
           f"worst {s['naive_worst_abs_error_pct']:.1f}%; measurement spread median "
           f"{s['median_spread_pct']:.1f}%, worst {s['worst_spread_pct']:.1f}%")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Phones: leave-one-out over the published latencies in benchmarks/data/published_latency.toml.
 
-    .venv/bin/python benchmarks/estimate_phones.py [--write-targets]
+    python -m benchmarks run estimate_phones [--write-targets]
 
 Every published point the cost model can express (MobileNet V1/V2/V3 at 224, fp32 or
 int8, a known thread count on a known phone) is grouped by (source, device): figures
@@ -25,17 +25,15 @@ Writes benchmarks/results/estimate_phones.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-CACHE = ROOT / "build" / "estimate_phones"
+from benchmarks.harness import BUILD, ROOT
+
+KIND = "study"
+CACHE = BUILD / "estimate_phones"
 
 # Devices: one big core's figures. Pixel 4 ones are the shipped targets'; the rest as in
 # benchmarks/data/published_latency.toml (sources and assumptions named there).
@@ -171,19 +169,16 @@ def write_targets() -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--write-targets", action="store_true")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "estimate_phones.json"))
-    args = ap.parse_args()
+
+
+def run(args) -> dict:
     report = leave_one_out()
     report["leave_model_out"] = leave_one_out(whole_model=True)
     report["devices_assumed"] = {k: v["note"] for k, v in DEVICES.items()}
     if args.write_targets:
         report["shipped_fits"] = write_targets()
-    from mobiledeploy import io
-
-    io.write_json(args.out, report)
     print(f"{'point':<48} {'measured':>8} {'model':>8} {'err':>7} {'naive':>8} {'err':>7}  fit on")
     for r in report["rows"]:
         print(f"{r['point']:<48} {r['measured_ms']:8.1f} {r['estimate_ms']:8.1f} {r['error_pct']:+6.1f}% "
@@ -195,7 +190,7 @@ def main() -> int:
     _print_summaries([("LEAVE-MODEL-OUT (all points of the model held out)", lmo["summary"]),
                       ("  naive anchor of same precision+threads", lmo["summary_like_for_like"])],
                      lmo["by_source"])
-    return 0
+    return report
 
 
 def _print_summaries(head: list, by_source: dict) -> None:
@@ -203,7 +198,3 @@ def _print_summaries(head: list, by_source: dict) -> None:
         print(f"{name[:60]:<60} n={s['n']:>2}  cost model median {s['median_abs_error_pct']:5.1f}% worst "
               f"{s['worst_abs_error_pct']:6.1f}%   naive median {s['naive_median_abs_error_pct']:5.1f}% worst "
               f"{s['naive_worst_abs_error_pct']:6.1f}%")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

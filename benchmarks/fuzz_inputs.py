@@ -21,12 +21,11 @@ hang, a signal or a worker that dies is counted, never hidden. Counted per forma
 exit 1, exit 2, other exit codes, tracebacks (or "internal error" lines), hangs, crashes.
 Results: benchmarks/results/fuzz_inputs.json, and a Markdown table on stdout.
 
-    nice .venv/bin/python benchmarks/fuzz_inputs.py [--n 500] [--formats tflite,onnx] [--timeout 60]
+    nice python -m benchmarks run fuzz_inputs [--n 500] [--formats tflite,onnx] [--timeout 60]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -38,8 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.harness import ROOT
+
+KIND = "study"
 FORMATS = ("tflite", "tflite_int8", "onnx", "onnx_int8", "keras", "manifest", "budget", "target", "calib_csv")
 TOKENS = [b"..", b"../../etc/passwd", b"/etc/passwd", b"/dev/zero", b"nan", b"inf", b"-inf", b"-1", b"0",
           b"1e309", b"99999999999999999999", b"\x00", b"[[[[[[[[[[", b"{{{{{{{{", b'"', b"'", b"\\", b"\n",
@@ -264,16 +264,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--n", type=int, default=500, help="mutants per format")
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a hang")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(RESULTS / "fuzz_inputs.json"))
-    args = ap.parse_args()
+
+
+
+def run(args) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, str(ROOT))
     from mobiledeploy.bench.core import host_info, machine_conditions
 
     formats = [f for f in args.formats.split(",") if f]
@@ -297,11 +297,6 @@ def main() -> None:
               "failures_kept_in": str(root / "fuzz_failures"), "formats": rows,
               "totals": {k: sum(r[k] for r in rows) for k in
                          ("mutants", "exit_0", "exit_1", "exit_2", "exit_other", "tracebacks", "hangs", "crashes")}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(rows))
     shutil.rmtree(work, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()
+    return result

@@ -1,6 +1,6 @@
 """The MobileNet paper's Tables 6 and 7 as measured data, from a sweep's results.json.
 
-    .venv/bin/python benchmarks/paper_tables.py [--results build/sweep/results.json]
+    python -m benchmarks run paper_tables [--results build/sweep/results.json]
 
 Per config of the alpha x resolution grid: MACs and parameters (counted on the built
 model, the paper's convention), TFLite and ONNX sizes at fp32 and int8, host latency p50
@@ -15,13 +15,12 @@ Writes benchmarks/results/paper_tables.md and .json.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import BUILD
+
+KIND = "study"
 
 # (alpha, resolution) -> (ImageNet top-1 %, million MACs, million params): Howard et al. 2017, Tables 6-7
 PAPER = {(1.0, 224): (70.6, 569, 4.2), (0.75, 224): (68.4, 325, 2.6), (0.5, 224): (63.7, 149, 1.3),
@@ -98,22 +97,14 @@ def markdown(summary: dict, configs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default=str(ROOT / "build" / "sweep" / "results.json"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "paper_tables"))
-    args = ap.parse_args()
+def add_arguments(ap) -> None:
+    ap.add_argument("--results", default=str(BUILD / "sweep" / "results.json"))
+
+
+def run(args) -> dict:
     summary = json.loads(Path(args.results).read_text())
     configs = per_config(summary)
     md = markdown(summary, configs)
-    from mobiledeploy import io
-
-    io.write_text(f"{args.out}.md", md)
-    io.write_json(f"{args.out}.json", {"source": str(args.results), "machine": summary["machine"],
-                                       "bench_label": summary["bench_label"], "configs": configs})
     print(md)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"source": str(args.results), "machine": summary["machine"], "bench_label": summary["bench_label"],
+            "configs": configs, "_text": md}

@@ -1,7 +1,7 @@
 """Open a sweep's report.html in a real headless browser (Debian's chromium), offline, and
 check that it rendered: every plot decoded, the table there, and the screenshot shows plots.
 
-    .venv/bin/python benchmarks/sweep_report_screenshot.py [--report build/sweep/report.html]
+    python -m benchmarks run sweep_report_screenshot [--report build/sweep/report.html]
 
 1. ``chromium --headless --dump-dom`` (network disabled): the page's own script writes how
    many ``img.plot`` the browser decoded (``data-plots-rendered``) and how many table rows
@@ -15,7 +15,6 @@ Exit 1 if the page did not render.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -24,7 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import BUILD
+
+KIND = "study"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--hide-scrollbars",
          "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]  # any network request fails
@@ -69,11 +70,11 @@ def check_report(html: Path, screenshot: Path, *, width: int = 1400, height: int
     return found
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--report", default=str(ROOT / "build" / "sweep" / "report.html"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_report_screenshot.json"))
-    args = ap.parse_args()
+def add_arguments(ap) -> None:
+    ap.add_argument("--report", default=str(BUILD / "sweep" / "report.html"))
+
+
+def run(args) -> dict | int:
     if chromium() is None:
         print("chromium not found: apt-get install -y chromium", file=sys.stderr)
         return 2
@@ -84,13 +85,5 @@ def main() -> int:
     found = check_report(html, html.with_suffix(".png"))
     version = subprocess.run([chromium(), "--version"], capture_output=True, text=True).stdout.strip()
     found["browser"] = version
-    sys.path.insert(0, str(ROOT))
-    from mobiledeploy import io
-
-    io.write_json(args.out, found)
     print(json.dumps(found, indent=2))
-    return 0 if found["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {**found, "_exit": 0 if found["ok"] else 1}

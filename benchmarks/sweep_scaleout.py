@@ -1,7 +1,7 @@
 """Wall time of the default 16-config sweep (MobileNet V1 alpha x resolution, fp32 + int8,
 TFLite + ONNX): serial vs local-parallel vs Ray local, the resume, and a model of N nodes.
 
-    .venv/bin/python benchmarks/sweep_scaleout.py [--modes serial,local,resume,ray] [--alpha ...] [--res ...]
+    python -m benchmarks run sweep_scaleout [--modes serial,local,resume,ray] [--alpha ...] [--res ...]
 
 Each mode is `mobiledeploy sweep` in a child process (TensorFlow import included), from an
 empty output directory under build/sweep_scaleout/<mode> (``resume`` reruns ``local``'s).
@@ -19,19 +19,18 @@ merged with earlier modes' results for the same grid.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-OUT = ROOT / "build" / "sweep_scaleout"
-RESULTS = ROOT / "benchmarks" / "results" / "sweep_scaleout.json"
+from benchmarks import harness
+from benchmarks.harness import BUILD, ROOT
+
+KIND = "regression"
+OUT = BUILD / "sweep_scaleout"
 MODES = {"serial": ["--jobs", "1"], "local": [], "resume": [], "ray": ["--executor", "ray"]}
 
 
@@ -68,18 +67,19 @@ def n_node_model(serial: dict, startup_s: float, workers: int, nodes=(1, 2, 4, 8
             for n in nodes]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--modes", default="serial,local,resume,ray")
     ap.add_argument("--alpha", default=None, help="comma list (default: the sweep's, the paper's 4)")
-    ap.add_argument("--res", default=None)
-    args = ap.parse_args()
+    ap.add_argument("--res", default=None, help="comma list; with --alpha/--res the default --tag is the grid's")
+
+
+def run(args) -> dict:
     from mobiledeploy.bench.core import machine_conditions
 
     grid = [*(["--alpha", args.alpha] if args.alpha else []), *(["--res", args.res] if args.res else [])]
     global OUT
-    tag = "_".join(x.replace(",", "-") for x in grid[1::2])
-    results_path = RESULTS.with_name(f"sweep_scaleout_{tag}.json") if tag else RESULTS
+    tag = args.tag = args.tag or "_".join(x.replace(",", "-") for x in grid[1::2]) or None
+    results_path = harness.result_path("sweep_scaleout", tag)
     OUT = OUT.with_name(f"sweep_scaleout_{tag}") if tag else OUT
     prev = json.loads(results_path.read_text()) if results_path.exists() else {}
     runs = {r["mode"]: r for r in prev.get("runs", []) if prev.get("grid") == grid}
@@ -101,11 +101,5 @@ def main() -> int:
         for mode in ("local", "ray"):
             if mode in runs and "serial" in runs:
                 result[f"speedup_{mode}_vs_serial"] = round(runs["serial"]["wall_s"] / runs[mode]["wall_s"], 2)
-        from mobiledeploy import io
-
-        io.write_json(results_path, result)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        harness.write_result("sweep_scaleout", result, tag=tag)  # after every mode
+    return result
