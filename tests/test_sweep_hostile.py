@@ -217,6 +217,26 @@ def test_progress_starts_before_the_first_config_finishes(done, replay, tmp_path
     assert lines[2].startswith("[1/1] mobilenet_v1_0.25_32: ")
 
 
+# ---------------------------------------------------------------- narrow terminals
+
+
+@pytest.mark.parametrize("columns,wide", [(80, False), (50, False), (50, True)])
+def test_front_table_shows_names_whole_or_not_at_all(columns, wide, done, replay, tmp_path):
+    ran, _ = replay
+    out, _, _ = _copy(done, tmp_path / "o")
+    r = _sweep(*ONE, "--out", out, *(["--wide"] if wide else []), env={"COLUMNS": str(columns)})
+    assert r.exit_code == 0 and ran == [], r.stderr
+    table = [ln for ln in r.stdout.splitlines() if ln.startswith("│")]
+    names = sorted(x["file"] for x in _summary(out)["rows"])
+    assert sorted(ln.split("│")[1].strip() for ln in table) == names  # one line each, whole
+    assert "…" not in r.stdout
+    if not wide:
+        assert max(len(ln) for ln in r.stdout.splitlines() if ln[:1] in "┏│└") <= columns
+    dropped = [ln for ln in r.stdout.splitlines() if ln.startswith(f"not shown at {columns} columns")]
+    assert len(dropped) == (columns == 50 and not wide)
+    assert ("host p50 ms" in dropped[0]) if dropped else all(len(ln.split("│")) == 7 for ln in table)
+
+
 def _summary(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import Seconds, csv_choice, emit_json, json_option, stderr_console, stdout_console
+from mobiledeploy.cli.common import (Seconds, csv_choice, emit_json, json_option, stderr_console, stdout_console,
+                                     wide_option)
 from mobiledeploy.export.formats import FORMATS, PRECISIONS
 from mobiledeploy.sweep.grid import (DEFAULT_CALIB_SAMPLES, DEFAULT_SAMPLES, DEFAULT_TARGETS, EXECUTORS,
                                      MAX_CONFIGS, MAX_CONFIGS_LIMIT, PAPER_ALPHAS, PAPER_RESOLUTIONS)
@@ -72,9 +73,10 @@ def _names(ctx, param, values):
 @click.option("--max-configs", type=int, default=MAX_CONFIGS, show_default=True,
               help=f"Refuse a larger grid (archs x alphas x resolutions); at most {MAX_CONFIGS_LIMIT}.")
 @json_option
+@wide_option
 def sweep(arch, alpha, res, quant, formats, targets, bench_target, data, eval_limit, classes, weights, seed, calib,
           calib_samples, samples, warmup, timeout_s, out, max_latency_ms, max_size_kb, min_top1, executor,
-          ray_address, jobs, max_configs, json_path):
+          ray_address, jobs, max_configs, json_path, wide):
     """Export, bench, evaluate and estimate a grid of alpha x resolution x precision x format.
 
     Writes OUT/results.{json,csv,md} and OUT/report.html (Pareto plots, latency histograms,
@@ -126,7 +128,7 @@ def sweep(arch, alpha, res, quant, formats, targets, bench_target, data, eval_li
     s = result.summary
     emit_json(json_path, s)
     if json_path != "-":
-        _print(s, result)
+        _print(s, result, wide=wide)
     failed = result.failed
     none_fit = [r for r in s["recommendations"] if r["file"] is None]
     if failed:
@@ -136,25 +138,26 @@ def sweep(arch, alpha, res, quant, formats, targets, bench_target, data, eval_li
         raise MobiledeployError(none_fit[0]["reason"])
 
 
-def _print(s: dict, result) -> None:
-    from rich.table import Table
+def _print(s: dict, result, *, wide: bool = False) -> None:
+    from mobiledeploy.cli.table import Column, render
 
     con = stdout_console()
     for target, files in s["fronts"].items():
-        table = Table(title=f"Pareto front on {target} (device estimate vs size"
-                            f"{' vs top-1' if s['use_accuracy'] else ' vs MACs, the accuracy proxy'})", title_justify="left")
-        for col in ("artifact", "size KB", f"{target} est. ms", "host p50 ms", "top-1"):
-            table.add_column(col, justify="left" if col == "artifact" else "right")
-        for r in (r for r in s["rows"] if r["file"] in files):
-            table.add_row(r["file"], f"{r['size_kb']:.0f}", f"{r['est_ms'][target]:.2f}",
-                          f"{r['host_p50_ms']:.2f}" if r["host_p50_ms"] is not None else "-",
-                          f"{100 * r['top1']:.2f} %" if r.get("top1") is not None else "-")
-        con.print(table)
+        # names whole or not at all (cli/table.py): when too narrow, the host figures go first
+        columns = [Column("artifact"), Column("size KB", "right", 1), Column(f"{target} est. ms", "right"),
+                   Column("host p50 ms", "right", 3), Column("top-1", "right", 1 if s["use_accuracy"] else 2)]
+        rows = [(r["file"], f"{r['size_kb']:.0f}", f"{r['est_ms'][target]:.2f}",
+                 f"{r['host_p50_ms']:.2f}" if r["host_p50_ms"] is not None else "-",
+                 f"{100 * r['top1']:.2f} %" if r.get("top1") is not None else "-")
+                for r in s["rows"] if r["file"] in files]
+        render(con, columns, rows, wide=wide, title_justify="left",
+               title=f"Pareto front on {target} (device estimate vs size"
+                     f"{' vs top-1' if s['use_accuracy'] else ' vs MACs, the accuracy proxy'})")
     for w in s["warnings"]:
         con.print(f"warning: {w}", markup=False, soft_wrap=True)
     for rec in s["recommendations"]:
         if rec["file"]:
-            con.print(f"recommended for {rec['target']}: {rec['file']}", markup=False)
+            con.print(f"recommended for {rec['target']}: {rec['file']}", markup=False, soft_wrap=True)
             con.print(f"  why: {rec['reason']}", markup=False, soft_wrap=True)
     ex = s["executor"]
     con.print(f"{len(s['configs'])} configs ({ex['ran']} run, {ex['cached']} cached) in {s['wall_s']:.1f} s; "
