@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     text, code = doc.pop("_text", None), doc.pop("_exit", 0)  # a Markdown rendering; a failed bar's exit code
     path = harness.write_result(name, doc, tag=args.tag, text=text)
-    print(f"wrote {path.relative_to(harness.ROOT)}", file=sys.stderr)
+    print(f"wrote {path.relative_to(harness.ROOT) if path.is_relative_to(harness.ROOT) else path}", file=sys.stderr)
     return code
 
 

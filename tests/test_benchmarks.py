@@ -84,3 +84,16 @@ def test_write_result_records_how_it_was_made(tmp_path, monkeypatch):
     assert run["mobiledeploy"] == mobiledeploy.__version__ and run["command"]
     assert run["commit"] is None or len(run["commit"].split("+")[0]) == 40
     assert {"cpu", "cores", "loadavg_1_5_15"} <= set(run["machine"])
+
+
+def test_run_writes_through_the_harness(tmp_path, monkeypatch, capsys):
+    """A cheap study end to end (a simulation, no timing): its document under a run record, in the one layout."""
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["benchmarks/__main__.py", "run", "check_at_limit_sim", "--sims", "2",
+                                      "--tag", "smoke"])
+    assert cli.main(sys.argv[1:]) == 0
+    doc = json.loads((tmp_path / "check_at_limit_sim_smoke.json").read_text())
+    assert doc["run"]["command"] == "python -m benchmarks run check_at_limit_sim --sims 2 --tag smoke"
+    assert doc["sims_per_row"] == 2 and len(doc["rows"]) == 12
+    assert cli.main(["run", "check_at_limit_sim", "--sims", "2", "--no-write"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["check_at_limit_sim_smoke.json"]
