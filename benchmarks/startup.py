@@ -78,7 +78,8 @@ def main() -> int:
     bench_cmd = [str(BIN), "bench", str(model), "--runs", "20", "--warmup", "2"]
     estimate_cmd = [str(BIN), *ESTIMATE_ARGS]
     keras_estimate = [sys.executable, "-c", KERAS_PATH, *ESTIMATE_ARGS]
-    same = [subprocess.run(c, check=True, capture_output=True, text=True).stdout for c in (estimate_cmd, keras_estimate)]
+    same = [subprocess.run(c, check=True, capture_output=True, text=True).stdout
+            for c in (estimate_cmd, keras_estimate)]
     rows = [wall([sys.executable, "-c", "pass"], args.runs),  # the interpreter alone, for scale
             wall([sys.executable, "-c", "import click"], args.runs),
             wall([str(BIN), "--help"], args.runs), wall([str(BIN), "bench", "--help"], args.runs),

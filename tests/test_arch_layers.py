@@ -93,7 +93,8 @@ def test_estimate_and_info_of_a_config_never_import_tensorflow(tmp_path):
     code = ("import sys; from mobiledeploy.cli import cli; "
             "rcs = [cli.main(a, standalone_mode=False) for a in ("
             "['estimate', '--arch', 'mobilenet_v1', '--alpha', '0.5', '--res', '160', '--target', 'pixel4', "
-            f"'--json', {str(est)!r}], ['info', '--arch', 'mobilenet_v3_small', '--res', '128', '--json', {str(inf)!r}])]; "
+            f"'--json', {str(est)!r}], "
+            f"['info', '--arch', 'mobilenet_v3_small', '--res', '128', '--json', {str(inf)!r}])]; "
             "print(rcs, 'tensorflow' in sys.modules, 'keras' in sys.modules, file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -81,7 +81,8 @@ def test_gemm_and_matmul_weights_of_too_low_rank(tmp_path):
     one_line_error(_run("info", gemm), 2, "cannot read ONNX model", "fc", "Gemm", "weight of shape (120,)")
     matmul = _onnx(tmp_path / "matmul.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
                    [_init("w", np.float32(2.0))], x_shape=(1, 12))
-    one_line_error(_run("estimate", matmul, "--target", "pixel4"), 2, "cannot read ONNX model", "mm", "weight of shape ()")
+    one_line_error(_run("estimate", matmul, "--target", "pixel4"), 2, "cannot read ONNX model", "mm",
+                   "weight of shape ()")
 
 
 def test_a_negative_dimension_is_one_error_line(tmp_path):

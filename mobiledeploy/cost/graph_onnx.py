@@ -97,7 +97,8 @@ def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[_Node
         try:
             node = _node(n, idx, inits, values, shapes, const_dq, onnx)
         except MalformedModel as e:
-            raise UsageError(f"cannot read ONNX model {str(path)!r}: node {n.name or idx!r} ({n.op_type}) {e}") from None
+            raise UsageError(f"cannot read ONNX model {str(path)!r}: node {n.name or idx!r} ({n.op_type}) "
+                             f"{e}") from None
         except (IndexError, KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
             raise UsageError(f"cannot read ONNX model {str(path)!r}: node {n.name or idx!r} ({n.op_type}) is "
                              f"malformed: {' '.join(str(e).split())[:160] or type(e).__name__}") from None
