@@ -29,5 +29,6 @@ def run(a) -> dict:
     base, cand = mobilenet_tflite(a.baseline_res), mobilenet_tflite(a.candidate_res)
     mb, mc = macs(base), macs(cand)
     extra = {"macs": {"baseline": mb, "candidate": mc, "ratio": (mc / mb) if mb and mc else None}}
-    return run_series(name="check_detection" + (f"_{a.tag}" if a.tag else ""), candidate=cand, baseline=base, limit=a.limit, checks=a.checks, threads=a.threads,
-               extra=extra)
+    name = "check_detection" + (f"_{a.tag}" if a.tag else "")
+    return run_series(name=name, candidate=cand, baseline=base, limit=a.limit, checks=a.checks, threads=a.threads,
+                      extra=extra)

@@ -23,5 +23,6 @@ def add_arguments(ap) -> None:
 
 def run(a) -> dict:
     base = mobilenet_tflite(a.resolution)
-    return run_series(name="check_false_alarms" + (f"_{a.tag}" if a.tag else ""), candidate=identical_copy(base), baseline=base, limit=a.limit,
-               checks=a.checks, threads=a.threads)
+    name = "check_false_alarms" + (f"_{a.tag}" if a.tag else "")
+    return run_series(name=name, candidate=identical_copy(base), baseline=base, limit=a.limit,
+                      checks=a.checks, threads=a.threads)

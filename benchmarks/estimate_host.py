@@ -181,7 +181,8 @@ def add_arguments(ap) -> None:
 def run(args) -> dict | None:
     if args.bench_json:
         if not args.tag:
-            raise SystemExit("--bench-json writes a variant of estimate_host: give --tag (the docs' figures: --tag corners)")
+            raise SystemExit("--bench-json writes a variant of estimate_host: give --tag "
+                             "(the docs' figures: --tag corners)")
         return corners_from_bench_json(args.bench_json, stat=args.stat, write_target=args.write_target)
     convert_grid()
     if args.convert_only:
