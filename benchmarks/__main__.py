@@ -1,4 +1,4 @@
-"""``python -m benchmarks list`` | ``python -m benchmarks run NAME [--tag TAG] [options]``."""
+"""``python -m benchmarks list [regression|study]`` | ``python -m benchmarks run NAME [--tag TAG] [options]``."""
 
 from __future__ import annotations
 
@@ -24,9 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("list", "run"):
         print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    if argv[0] == "list":
+    if argv[0] == "list":  # every study, or only one kind (regression timings apart from one-off studies)
         for name in study_names():
             m = load(name)
+            if len(argv) > 1 and m.KIND != argv[1]:
+                continue
             doc = (m.__doc__ or "").strip().splitlines()
             print(f"{name:26} {m.KIND:10} {doc[0] if doc else ''}")
         return 0

@@ -63,6 +63,10 @@ def test_list_names_every_study_with_its_kind():
     rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines() if line.strip()}
     assert set(rows) == set(STUDIES)
     assert set(rows.values()) <= {"study", "regression"} and "regression" in rows.values()
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "list", "regression"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and {line.split()[0] for line in out.stdout.splitlines()} == {
+        n for n, kind in rows.items() if kind == "regression"}
 
 
 def test_unknown_study_is_one_line():
