@@ -164,6 +164,27 @@ def spill_bytes(path, target, threads: int) -> tuple[float, float, float]:
     return float(arrays.terms(cm, threads)["spill"].sum()), float(cm.bandwidth_gbs), cm.speedup(threads)
 
 
+def load_profile(path, core: Core, threads: int, xnnpack: bool, env, *, refresh: bool | None = None,
+                 timeout_s: float = 1800.0) -> dict | None:
+    """The cached profile of ``path`` on ``core`` (scheduled on ``core.sched``); ``refresh=None``:
+    only a cached one (None if absent), False: count it when absent, True: count it again."""
+    cache_dir = env.cache / "kernels"
+    stored = cache_dir / "profiles" / f"{profile_key(path, core, threads, xnnpack, env.wheels)}.json"
+    if stored.is_file() and not refresh:
+        prof = json.loads(stored.read_text())
+        if prof.get("sched") != core.sched:
+            prof |= schedule(prof, core.sched, cache_dir)
+        return prof
+    if refresh is None:
+        return None
+    prof = profile(path, core, threads=threads, xnnpack=xnnpack, env=env, cache_dir=cache_dir, timeout_s=timeout_s)
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stored.with_suffix(".part")
+    tmp.write_text(json.dumps(prof))
+    tmp.replace(stored)
+    return prof
+
+
 def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = None, xnnpack: bool | None = None,
                      env=None, refresh: bool = False, timeout_s: float = 1800.0) -> KernelEstimate:
     """Estimate ``path`` (.tflite or .onnx) on ``target``'s device from its emulated kernels."""
@@ -180,20 +201,10 @@ def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = N
     env = env or emu.find_env()
     n = int(threads or target.threads or 1)
     xnn = target.xnnpack if xnnpack is None else xnnpack
-    cache_dir = env.cache / "kernels"
-    key = profile_key(path, core, n, xnn, env.wheels)
-    stored = cache_dir / "profiles" / f"{key}.json"
-    cached = stored.is_file() and not refresh
-    if cached:
-        prof = json.loads(stored.read_text())
-        if prof.get("sched") != core.sched:
-            prof |= schedule(prof, core.sched, cache_dir)
-    else:
-        prof = profile(path, core, threads=n, xnnpack=xnn, env=env, cache_dir=cache_dir, timeout_s=timeout_s)
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stored.with_suffix(".part")
-        tmp.write_text(json.dumps(prof))
-        tmp.replace(stored)
+    prof = None if refresh else load_profile(path, core, n, xnn, env)
+    cached = prof is not None
+    if prof is None:
+        prof = load_profile(path, core, n, xnn, env, refresh=True, timeout_s=timeout_s)
     spill, bw, speedup = spill_bytes(path, target, n)
     compute_ms = prof["critical_cycles"] / (core.clock_ghz * 1e6)
     memory_ms = model.memory_seconds(spill, bw) * 1e3 / speedup
