@@ -12,7 +12,9 @@ stops in about a second):
 4. one thin sysroot per emulated CPU model (symlinks + its own ``proc/cpuinfo`` naming
    that CPU, with the features qemu gives the guest), and a smoke test importing both
    runtimes under qemu;
-5. ``env.json``: versions, features per CPU, set-up time and download size.
+5. ``env.json``: versions, features per CPU, set-up time and download size;
+6. ``apt-get install llvm-19`` unless LLVM 19's ``llvm-mca`` and ``llvm-mc`` are there (for
+   ``estimate --method kernels``: decoding and scheduling the emulated kernels).
 
 The cache is ``$MOBILEDEPLOY_ARM_CACHE`` or ``~/.cache/mobiledeploy/arm``; ``--force``
 rebuilds. Needs an x86_64 Debian host, root for apt-get, and the package registries.
@@ -112,6 +114,22 @@ def ensure_qemu(apt: Apt) -> tuple[str, int]:
     run(["apt-get", "install", "-y", "--no-install-recommends", "qemu-user-static"],
         "apt-get install qemu-user-static", hint="is Debian's archive reachable?")
     return shutil.which(QEMU) or "/usr/bin/" + QEMU, size
+
+
+def ensure_llvm(apt: Apt) -> str:
+    """LLVM 19's tools (llvm-mc, llvm-mca) for ``estimate --method kernels``: their directory."""
+    from mobiledeploy.kernels import disasm
+
+    try:
+        return str(Path(disasm.llvm_bin("llvm-mca")).parent)
+    except UsageError:
+        pass
+    apt.need_root(f"installing llvm-{disasm.LLVM_VERSION}")
+    apt.update()
+    say(f"apt-get install llvm-{disasm.LLVM_VERSION}")
+    run(["apt-get", "install", "-y", "--no-install-recommends", f"llvm-{disasm.LLVM_VERSION}"],
+        f"apt-get install llvm-{disasm.LLVM_VERSION}", hint="is Debian's archive reachable (Debian 12 or later)?")
+    return str(Path(disasm.llvm_bin("llvm-mca")).parent)
 
 
 def download_debs(apt: Apt, dest: Path) -> dict[str, str]:
@@ -218,6 +236,7 @@ def setup(cache: Path, *, force: bool = False) -> dict:
     if not force and (info := up_to_date(cache)):
         say(f"up to date in {cache} ({info['qemu_version']}; " + ", ".join(
             f"{k} {v}" for k, v in info["wheels"].items() if k in emu.PINNED) + ")")
+        say(f"LLVM tools in {ensure_llvm(Apt())}")
         return info
     t0 = time.perf_counter()
     cache.mkdir(parents=True, exist_ok=True)
@@ -237,6 +256,7 @@ def setup(cache: Path, *, force: bool = False) -> dict:
     sysroot = build_sysroot(cache, cache / "debs", cache / "wheels")
     env = emu.ArmEnv(cache, qemu, sysroot, wheel_versions(cache / "wheels"))
     cpus = build_cpu_roots(env)
+    llvm = ensure_llvm(apt)
     guest = emu.guest_versions("cortex-a76", env=env)
     say(f"smoke test on cortex-a76: {guest['machine']} Python {guest['python']}, numpy {guest['numpy']}, "
         f"onnxruntime {guest['onnxruntime']}, ai-edge-litert {guest['ai-edge-litert']} "
@@ -245,7 +265,7 @@ def setup(cache: Path, *, force: bool = False) -> dict:
         if guest.get(k) != v:
             raise MobiledeployError(f"the guest imports {k} {guest.get(k)}, expected {v}")
     info = {"format": emu.ENV_FORMAT, "qemu": qemu, "qemu_version": qemu_version(qemu), "sysroot": str(sysroot),
-            "python": guest["python"], "debs": debs, "wheels": env.wheels, "cpus": cpus,
+            "python": guest["python"], "llvm": llvm, "debs": debs, "wheels": env.wheels, "cpus": cpus,
             "processors": emu.host_processors(), "setup_seconds": round(time.perf_counter() - t0, 1),
             "from_nothing": from_nothing, "download_bytes": downloaded, "artifact_bytes": sum(files.values()) + qemu_bytes,
             "disk_bytes": sum(p.stat().st_size for p in sysroot.rglob("*") if p.is_file() and not p.is_symlink()),
