@@ -90,8 +90,8 @@ def cpu_root(env: emu.ArmEnv, qemu_cpu: str, midr: int) -> Path:
     info = root / "proc" / "cpuinfo"
     if info.is_file():
         return root
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent if root.parent.exists() else None))
     root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
     (tmp / "proc").mkdir(parents=True, exist_ok=True)
     for entry in env.sysroot.iterdir():
         if entry.name != "proc":
