@@ -206,17 +206,61 @@ def test_export_summary_fits_in_kib(width, capsys, monkeypatch):
 # ---------------------------------------------------------------- logs and JSON
 
 
-def test_no_tensorflow_log_lines_on_stderr(tiny_keras, tmp_path):
-    """`info` on a Keras model imports TensorFlow; nothing but our output may appear."""
-    model = tmp_path / "m.keras"
-    tiny_keras.save(model)
+def _tf_env() -> dict:
+    """The environment of a fresh shell, with TensorFlow's oneDNN custom operations forced on: the
+    setting under which TensorFlow prints its start-up notices on every x86 CPU (on AVX-512 VNNI/BF16
+    and AMX machines it is the default), so these tests fail wherever the notices would leak."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    env["TF_ENABLE_ONEDNN_OPTS"] = "1"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    p = subprocess.run([sys.executable, "-m", "mobiledeploy", "info", str(model), "--no-layers"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    return env
+
+
+def _tf_command(args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mobiledeploy", *map(str, args)], capture_output=True, text=True,
+                          env=_tf_env(), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def keras_file(tiny_keras, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tf-lines") / "m.keras"
+    tiny_keras.save(path)
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(lambda m, tmp: ["info", m, "--no-layers"], id="info"),
+    pytest.param(lambda m, tmp: ["train", "--init", m, "--epochs", "1", "--limit", "32", "--out", tmp / "t.keras"],
+                 id="train-init"),
+    pytest.param(lambda m, tmp: ["estimate", m, "--target", "pixel4"], id="estimate", marks=pytest.mark.slow),
+    pytest.param(lambda m, tmp: ["export", "--model", m, "--quant", "fp32,int8", "--out", tmp / "x"], id="export",
+                 marks=pytest.mark.slow),
+])
+def test_no_tensorflow_log_lines_on_stderr(command, keras_file, tmp_path):
+    """Commands that import TensorFlow print nothing but their own output, with oneDNN on."""
+    p = _tf_command(command(keras_file, tmp_path))
     assert p.returncode == 0, p.stderr
-    assert "parameters" in p.stdout
-    assert p.stderr == "", p.stderr  # no oneDNN notice, cpu_feature_guard, absl or TensorFlow lines
+    # no oneDNN notice, absl, cpu_feature_guard or TensorFlow lines: only train's epochs, export's steps, our warnings
+    own = re.compile(r"epoch \d+/\d+: .*|.+ \.\.\.|.+: done in [\d.]+ s|warning: .*")
+    assert [ln for ln in p.stderr.splitlines() if not own.fullmatch(ln)] == [], p.stderr
+
+
+@pytest.mark.slow
+def test_no_tensorflow_log_lines_from_per_layer_eval(keras_file, tmp_path):
+    x = _tf_command(["export", "--model", keras_file, "--quant", "int8", "--formats", "tflite", "--out", tmp_path])
+    assert x.returncode == 0, x.stderr
+    int8 = next(tmp_path.glob("*_int8.tflite"))
+    p = _tf_command(["eval", int8, "--limit", "16", "--per-layer"])
+    assert p.returncode == 0, p.stderr
+    assert [ln for ln in p.stderr.splitlines() if not ln.startswith(("eval ", "per-layer "))] == [], p.stderr
+
+
+@pytest.mark.slow
+def test_tensorflow_prints_its_notices_under_the_test_setting():
+    """The guard above has teeth: a bare TensorFlow import does print the notices with oneDNN forced on."""
+    p = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, env=_tf_env(),
+                       timeout=600)
+    assert "oneDNN custom operations are on" in p.stderr, p.stderr
 
 
 def test_every_json_is_stamped_and_keeps_its_keys():
