@@ -13,6 +13,7 @@ of the AVX2 u8*s8 instruction (vpmaddubsw) that S8S8/U8U8 can hit.
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from mobiledeploy.errors import UsageError
 
 ONNX_QUANT_TYPES = ("s8s8", "u8s8")
+ORT_INT8_ENV = "MOBILEDEPLOY_ORT_INT8"  # s8s8|u8s8: stands in for this CPU's choice (to test the other one)
 ONNX_CALIBRATION = ("minmax", "entropy", "percentile")  # onnxruntime.quantization.CalibrationMethod
 CALIB_BATCH = 10  # MinMax statistics are the same however samples are batched; batches run faster
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "avx10")
@@ -152,12 +154,22 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
 
 def choose_onnx_types(override: str | None = None, *, machine: str | None = None,
                       flags: set[str] | None = None) -> OnnxQuantTypes:
-    """S8S8 by default; U8S8 + reduce_range on x86-64 without VNNI; ``override`` wins."""
+    """S8S8 by default; U8S8 + reduce_range on x86-64 without VNNI; ``override`` wins.
+
+    When neither ``machine`` nor ``flags`` is given, ``$MOBILEDEPLOY_ORT_INT8`` (s8s8 or
+    u8s8), if set, replaces this CPU's choice: the other choice can be exercised on any CPU.
+    """
     if override is not None:
         if override not in ONNX_QUANT_TYPES:
             raise UsageError(f"unknown ONNX quantization types {override!r} (--onnx-quant-types); "
                              f"choose from {', '.join(ONNX_QUANT_TYPES)}")
         return OnnxQuantTypes(override, override == "u8s8", "set by --onnx-quant-types")
+    forced = os.environ.get(ORT_INT8_ENV, "").strip().lower() if machine is None and flags is None else ""
+    if forced:
+        if forced not in ONNX_QUANT_TYPES:
+            raise UsageError(f"unknown ONNX quantization types {forced!r} (${ORT_INT8_ENV}); "
+                             f"choose from {', '.join(ONNX_QUANT_TYPES)}")
+        return OnnxQuantTypes(forced, forced == "u8s8", f"set by ${ORT_INT8_ENV}")
     machine = (machine or platform.machine()).lower()
     if machine in ("x86_64", "amd64", "i386", "i686"):
         flags = cpu_flags() if flags is None else flags
