@@ -130,6 +130,16 @@ def test_a_fifo_row_is_rerun_not_waited_on(done, replay, tmp_path):
     assert len(ran) == 1 and len(_stale_lines(r)) == 1
 
 
+def test_a_directory_in_place_of_a_row_is_one_error_line(done, replay, tmp_path):
+    ran, _ = replay
+    out, row, _ = _copy(done, tmp_path / "o")
+    row.unlink()
+    (row / "inside").mkdir(parents=True)
+    r = _sweep(*ONE, "--out", out)
+    one_line_error(r, 1, f"cannot write '{row}'")
+    assert len(ran) == 1 and len(_stale_lines(r)) == 1
+
+
 def test_a_malformed_results_json_is_rewritten(done, replay, tmp_path):
     ran, _ = replay
     out, _, _ = _copy(done, tmp_path / "o")

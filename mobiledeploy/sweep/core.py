@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from mobiledeploy import io
+from mobiledeploy.errors import MobiledeployError
 from mobiledeploy.sweep import grid, pareto, report
 from mobiledeploy.sweep.run import add_estimates, out_lock, reusable_export, run_local, run_ray
 
@@ -50,7 +51,12 @@ def run_sweep(cfg: grid.SweepConfig, *, on_event: OnEvent | None = None, checked
     t0 = time.perf_counter()
     out = io.ensure_writable_dir(Path(cfg.out).expanduser().absolute())
     with out_lock(out):  # a second sweep into the same --out is refused while this one runs
-        return _run_sweep(cfg, out, on_event, t0)
+        try:
+            return _run_sweep(cfg, out, on_event, t0)
+        except OSError as e:  # a state file that cannot be written (a directory in its place, disk full)
+            name = e.filename2 or e.filename  # os.replace(temporary, destination): the destination
+            where = f" {str(name)!r}" if name else f" in {str(out)!r}"
+            raise MobiledeployError(f"cannot write{where}: {e.strerror or e}") from None
 
 
 def _run_sweep(cfg: grid.SweepConfig, out: Path, on_event: OnEvent | None, t0: float) -> SweepResult:
