@@ -110,9 +110,8 @@ def cpu_root(env: emu.ArmEnv, qemu_cpu: str, midr: int) -> Path:
 
 
 def _environ(env: emu.ArmEnv, pythonpath: list[str]) -> dict[str, str]:
-    return {"PYTHONPATH": os.pathsep.join([str(env.site_packages), *pythonpath]), "PYTHONNOUSERSITE": "1",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin",
-            "HOME": os.environ.get("HOME", "/"), "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    # a fixed hash seed: the same allocations, so the libraries load where discovery found them
+    return emu.guest_environ(env, pythonpath) | {"PYTHONHASHSEED": "0"}
 
 
 def _guest_argv(env, root, qemu_cpu, model, *, threads, builtin, invokes, maps_only) -> list[str]:

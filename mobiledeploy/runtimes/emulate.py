@@ -221,12 +221,17 @@ def command(cpu_name: str, argv: list[str], *, env: ArmEnv | None = None,
         raise UsageError(f"the ARM environment has no sysroot for {model.name}: {SETUP_HINT}")
     if pythonpath is None:
         pythonpath = [str(Path(__file__).resolve().parents[2])]
+    return ([env.qemu, "-cpu", model.qemu_cpu, "-L", str(root), str(root / GUEST_PYTHON), "-S", *argv],
+            guest_environ(env, pythonpath))
+
+
+def guest_environ(env: ArmEnv, pythonpath: list[str]) -> dict[str, str]:
+    """The guest's clean environ: the arm64 site-packages, then ``pythonpath``; ``MOBILEDEPLOY_*`` pass."""
     environ = {"PYTHONPATH": os.pathsep.join([str(env.site_packages), *pythonpath]),
                "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
                "PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"),
                "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
-    environ |= {k: v for k, v in os.environ.items() if k.startswith("MOBILEDEPLOY_")}
-    return [env.qemu, "-cpu", model.qemu_cpu, "-L", str(root), str(root / GUEST_PYTHON), "-S", *argv], environ
+    return environ | {k: v for k, v in os.environ.items() if k.startswith("MOBILEDEPLOY_")}
 
 
 def scale_timeout(host_seconds: float) -> float:
