@@ -142,15 +142,19 @@ def library_ranges(maps: list, runtime: str) -> list[tuple[int, int]]:
     return sorted((lo, hi) for lo, hi, _, path in maps if key in path)
 
 
+def maps_file(env, root, qemu_cpu, model, threads, builtin, cache: Path) -> Path:
+    key = json.dumps([str(root), qemu_cpu, runtime_of(model), env.wheels, threads, builtin])
+    return cache / f"maps-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
 def discover(env, root, qemu_cpu, model, *, threads, builtin, timeout_s, cache: Path) -> list[tuple[int, int]]:
     """The executable ranges of the runtime's libraries in the guest (a run that only loads)."""
-    runtime = runtime_of(model)
-    key = hashlib.sha256(json.dumps([str(root), qemu_cpu, runtime, env.wheels, threads, builtin]).encode())
-    path = cache / f"maps-{key.hexdigest()[:16]}.json"
+    path = maps_file(env, root, qemu_cpu, model, threads, builtin, cache)
     if path.is_file():
         return [tuple(r) for r in json.loads(path.read_text())]
     argv = _guest_argv(env, root, qemu_cpu, model, threads=threads, builtin=builtin, invokes=0, maps_only=True)
     res = _run(argv, _environ(env, _pythonpath()), timeout_s, f"{Path(model).name} on -cpu {qemu_cpu} (load)")
+    runtime = runtime_of(model)
     ranges = library_ranges(res["maps"], runtime)
     if not ranges:
         raise RuntimeFailure(f"no {runtime} library found in the guest's address space")
@@ -180,7 +184,7 @@ def trace(model: str | os.PathLike, *, qemu_cpu: str, midr: int, threads: int = 
         res = _run(argv, _environ(env, _pythonpath()), timeout_s, f"{Path(model).name} on -cpu {qemu_cpu}")
         kernels = max(ranges, key=lambda r: r[1] - r[0])  # the library with the kernels (small ones may move)
         if kernels not in library_ranges(res["maps"], runtime_of(model)):
-            shutil.rmtree(cache, ignore_errors=True)  # the cached ranges are stale: rediscover next time
+            maps_file(env, root, qemu_cpu, model, threads, builtin, cache).unlink(missing_ok=True)  # rediscover
             raise RuntimeFailure("the runtime's libraries moved between the discovery run and the counted "
                                  "run; run again")
         tr = parse_log(log, invokes=invokes)
