@@ -11,7 +11,8 @@ it, on the same rows, the cost model with priors only and the two-corner calibra
 ``benchmarks/estimate_generalize.py`` (its functions, unchanged).
 
 Where the error comes from, per row: the compute and memory terms, the estimate without
-the memory term, and the same counts scheduled by another llvm-mca model
+the memory term, the busiest thread's IPC in the model beside the IPC the measured latency
+implies for the same instructions, and the same counts scheduled by another llvm-mca model
 (``neoverse-n1``, the one full out-of-order Arm big-core model of the family) for the
 cores that LLVM 19 schedules with its Cortex-A57 model. The models are random-weight fp32
 exports of this toolkit (``mobiledeploy export``, cached under build/estimate_kernels/);
@@ -110,6 +111,11 @@ def row(model: str, measured: float, table: dict, dev: dict, timeout: float) -> 
            "instructions_m": round(e.instructions / 1e6, 2), "cycles_m": round(e.cycles / 1e6, 2),
            "ipc": round(e.ipc, 2), "mix": {k: round(v, 3) for k, v in e.mix.items()},
            "per_thread": e.per_thread, "cached": e.cached, "seconds": round(time.monotonic() - t0, 1)}
+    # the IPC the phone must have reached on the busiest thread's instructions, beside the model's
+    busy = max(e.per_thread.values(), key=lambda t: t["cycles"])
+    clock = target.kernels["clock_ghz"]
+    out["ipc_model_busiest_thread"] = round(busy["instructions"] / busy["cycles"], 2)
+    out["ipc_implied_by_measured"] = round(busy["instructions"] / (max(measured - e.memory_ms, 1e-9) * clock * 1e6), 2)
     if target.kernels["sched"] in A57_CLASS:  # the same counts on another model: how much the model matters
         env = emu.find_env()
         prof = ke.load_profile(artifact(model), ke.core_of(target), threads, True, env)
