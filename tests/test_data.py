@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobiledeploy.accuracy.data import PREPROCESSING, Dataset, load_dataset, subset
+from mobiledeploy.accuracy.data import Dataset, load_dataset, subset
+from mobiledeploy.models.preprocessing import PREPROCESSING
 from mobiledeploy.errors import DataError, UsageError
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mobiledeploy.accuracy.data import get_preprocessing, load_dataset
+from mobiledeploy.accuracy.data import load_dataset
+from mobiledeploy.models.preprocessing import get_preprocessing
 from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
 from mobiledeploy.cli import cli
 from mobiledeploy.errors import UsageError

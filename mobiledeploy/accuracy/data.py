@@ -17,7 +17,7 @@ the very same arrays. Sources:
   preprocessed. A float ``x`` is taken as already preprocessed, used as-is (its
   ``Dataset.preprocessing`` is then ``"as-is"``), and must already be at ``resolution``.
 
-Preprocessings are a registry (``PREPROCESSING``) applied to float pixels 0..255.
+Preprocessings (``models/preprocessing.py``) are applied to float pixels 0..255.
 This module never imports TensorFlow.
 """
 
@@ -28,59 +28,17 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from mobiledeploy.errors import DataError, UsageError
+from mobiledeploy.models.preprocessing import AS_IS, Preprocessing, get_preprocessing
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 SPLITS = ("train", "test", "all")
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 RANDOM_DEFAULT_SAMPLES = 32
-AS_IS = "as-is"
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Pixels 0..255 (float) -> model input. ``low``/``high`` is the output range."""
-
-    name: str
-    description: str
-    fn: Callable[[np.ndarray], np.ndarray]
-    low: float
-    high: float
-
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return self.fn(pixels.astype(np.float32, copy=False)).astype(np.float32, copy=False)
-
-
-PREPROCESSING: dict[str, Preprocessing] = {
-    "mobilenet": Preprocessing("mobilenet", "x/127.5 - 1, i.e. [-1, 1] (Keras MobileNet V1/V2)",
-                               lambda x: x / np.float32(127.5) - np.float32(1.0), -1.0, 1.0),
-    "raw": Preprocessing("raw", "pixels 0..255 as float (Keras MobileNet V3 rescales inside the model)",
-                         lambda x: x, 0.0, 255.0),
-    "unit": Preprocessing("unit", "x/255, i.e. [0, 1]", lambda x: x / np.float32(255.0), 0.0, 1.0),
-}
-
-
-def _add_presets() -> None:
-    from mobiledeploy.accuracy.presets import presets
-
-    PREPROCESSING.update({k: Preprocessing(*v) for k, v in presets().items()})  # torch (torchvision mean/std), caffe (BGR mean)
-
-
-def get_preprocessing(name: str, *, flag: str = "--preprocessing") -> Preprocessing:
-    if isinstance(name, str) and name.startswith("mean="):  # explicit --mean/--std (accuracy/presets.py)
-        from mobiledeploy.accuracy.presets import custom
-
-        return Preprocessing(*custom(name, flag))
-    try:
-        return PREPROCESSING[name]
-    except KeyError:
-        raise UsageError(f"unknown preprocessing {name!r} ({flag}); choose from "
-                         f"{', '.join(PREPROCESSING)}") from None
 
 
 @dataclass(frozen=True)
@@ -386,5 +344,3 @@ def _with_label_names(ds: Dataset, path: Path) -> Dataset:
     return Dataset(x=ds.x, y=y, class_names=names, source=ds.source, preprocessing=ds.preprocessing,
                    skipped=ds.skipped, split=ds.split)
 
-
-_add_presets()

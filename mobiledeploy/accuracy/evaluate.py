@@ -118,7 +118,7 @@ class EvalConfig:
     compare: bool = True  # False: no reference model, no agreement (what `bench --data` asks)
     emulate: str | None = None  # also run each artifact under qemu on this CPU model (accuracy.emulated)
     progress: Progress | None = None  # called as each model starts and ends (the CLI's stderr lines)
-    layout: str | None = None  # None: from the input shape (models/conventions.py)
+    layout: str | None = None  # None: from the input shape (models/preprocessing.py)
     label_pattern: str | None = None  # class id from file names (accuracy/labels.py)
 
 

@@ -62,7 +62,7 @@ def eval_(models, json_path, md_path, wide, mean, std, **kwargs) -> None:
     from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
 
     if mean is not None or std is not None:
-        from mobiledeploy.accuracy.presets import spec
+        from mobiledeploy.models.preprocessing import spec
         from mobiledeploy.errors import UsageError
 
         if kwargs.get("preprocessing"):

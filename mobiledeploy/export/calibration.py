@@ -25,6 +25,7 @@ import numpy as np
 from mobiledeploy.accuracy import data
 from mobiledeploy.errors import UsageError
 from mobiledeploy.export import augment
+from mobiledeploy.models.preprocessing import get_preprocessing
 
 RANDOM_WARNING = ("--calib random: calibrating on uniform noise; int8 accuracy will be meaningless "
                   "(use digits, an image folder or a .npz of real inputs)")
@@ -96,7 +97,7 @@ def load_calibration(source: str, *, resolution: int, preprocessing: str, sample
         return CalibrationData(cal.x, val.x, "random", cal.preprocessing, 0,
                                f"{validate} random samples (another seed)", tuple(warnings))
     if source == "digits":
-        pre = data.get_preprocessing(preprocessing)
+        pre = get_preprocessing(preprocessing)
         cal = _digits("train", samples, resolution, pre, seed, warnings)
         val = _digits("test", validate, resolution, pre, seed, [])
         return CalibrationData(cal, val, "digits", pre.name, 0,
@@ -125,7 +126,7 @@ def load_calibration(source: str, *, resolution: int, preprocessing: str, sample
 def _folder(folder: Path, resolution: int, preprocessing: str, samples: int, validate: int,
             seed: int) -> CalibrationData:
     """Real images: split image by image (disjoint), augmented up to the sample counts."""
-    pre = data.get_preprocessing(preprocessing)
+    pre = get_preprocessing(preprocessing)
     sp = augment.split_folder(folder, resolution=resolution, samples=samples, validate=validate, seed=seed)
     warnings = []
     if sp.unreadable:

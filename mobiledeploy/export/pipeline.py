@@ -98,7 +98,7 @@ class ExportConfig:
             raise UsageError(f"unknown ONNX calibration method {self.onnx_calibration!r} (--onnx-calibration); "
                              f"choose from {', '.join(ONNX_CALIBRATION)}")
         if self.preprocessing is not None:
-            from mobiledeploy.accuracy.data import get_preprocessing
+            from mobiledeploy.models.preprocessing import get_preprocessing
 
             get_preprocessing(self.preprocessing)
         if not isinstance(self.calib_samples, int) or self.calib_samples < 1:

@@ -2,7 +2,7 @@
 
 ``ARCHS`` maps a name (``mobilenet_v1`` ...) to an ``Arch`` row: the
 ``keras.applications`` constructor, which optional arguments it takes and the input
-preprocessing it expects (a name in ``mobiledeploy.accuracy.data.PREPROCESSING``). Adding an
+preprocessing it expects (a name in ``mobiledeploy.models.preprocessing.PREPROCESSING``). Adding an
 architecture is one row.
 
 Every argument is checked before Keras is imported, with a message naming the value
@@ -28,7 +28,7 @@ MIN_RESOLUTION = 32
 class Arch:
     name: str
     keras_fn: str  # attribute of keras.applications
-    preprocessing: str  # a name in mobiledeploy.accuracy.data.PREPROCESSING
+    preprocessing: str  # a name in mobiledeploy.models.preprocessing.PREPROCESSING
     depth_multiplier: bool = False  # takes depth_multiplier=
     dropout_kw: str | None = None  # name of its dropout keyword, None when it has no dropout
     extra: tuple[tuple[str, object], ...] = ()  # fixed keyword arguments
@@ -210,7 +210,7 @@ def _synthetic_images(rng, size: tuple[int, int], n: int, preprocessing: str):
     import numpy as np
     from PIL import Image
 
-    from mobiledeploy.accuracy.data import get_preprocessing
+    from mobiledeploy.models.preprocessing import get_preprocessing
 
     h, w = size
     fields = rng.uniform(0, 255, (n, 8, 8, 3)).astype(np.uint8)

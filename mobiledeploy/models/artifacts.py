@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mobiledeploy.errors import UsageError
 from mobiledeploy.models import inspect
-from mobiledeploy.models.conventions import image_dims, layout_of, metadata_preprocessing, onnx_metadata
+from mobiledeploy.models.preprocessing import image_dims, layout_of, metadata_preprocessing, onnx_metadata
 from mobiledeploy.runtimes import KERAS_SUFFIXES
 
 MODEL_FORMATS = ("keras", "tflite", "onnx")  # what eval/bench/check read from an export
@@ -279,7 +279,7 @@ def model_input(r: ModelRef, *, unsafe_load: bool = False, layout: str | None = 
 
 
 def model_layout(r: ModelRef, override: str | None = None, *, unsafe_load: bool = False) -> str:
-    """'nhwc' or 'nchw': Keras models are NHWC; files by their input shape (``models/conventions.py``)."""
+    """'nhwc' or 'nchw': Keras models are NHWC; files by their input shape (``models/preprocessing.py``)."""
     if r.format == "keras":
         return "nhwc"
     if not override:
@@ -316,7 +316,7 @@ def load_keras(path: str, unsafe: bool = False):
 
 def preprocessing_for(r: ModelRef, *, override: str | None = None, unsafe_load: bool = False) -> str:
     """The flag, else the manifest, else the architecture of a Keras model; UsageError if unknown."""
-    from mobiledeploy.accuracy.data import get_preprocessing
+    from mobiledeploy.models.preprocessing import get_preprocessing
 
     if override:
         return get_preprocessing(override).name
@@ -332,7 +332,7 @@ def preprocessing_for(r: ModelRef, *, override: str | None = None, unsafe_load: 
         for a in ARCHS.values():
             if a.name_pattern and re.match(a.name_pattern, name):
                 return a.preprocessing
-    from mobiledeploy.accuracy.data import PREPROCESSING
+    from mobiledeploy.models.preprocessing import PREPROCESSING
 
     raise UsageError(f"preprocessing unknown for {r.name} (no manifest.json beside it or metadata records it); "
                      f"pass --preprocessing ({'|'.join(PREPROCESSING)}) or --mean/--std")
