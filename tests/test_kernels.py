@@ -259,6 +259,9 @@ def test_dot_products_on_the_a76_only(tmp_path, tiny_keras, tiny_calib, capsys):
             ms[board, prec] = doc["latency_ms"]
             if prec == "int8":
                 assert (doc["mix"]["dot"] > 0) == (board == "a76"), (board, doc["mix"])
+                # the per-kernel breakdown names XNNPACK's microkernels: dot-product ones on the A76 only
+                names = " ".join(f["function"] for f in doc["functions"])
+                assert doc["functions"] and ("dot" in names) == (board == "a76"), names
             else:
                 assert doc["mix"]["fp32_fma"] > 0.3
     with capsys.disabled():

@@ -81,8 +81,8 @@ def _kernels(model, target_name, target_file, threads, json_path):
     core_of(target)  # no [kernels] table: one line before anything runs
     err = stderr_console()
     if not json_path == "-":
-        err.print(f"counting {target.name}'s kernels under qemu (a few minutes the first time, cached after)",
-                  markup=False)
+        err.print(f"estimating from the kernels on {target.name}'s core (first time per artifact and core: one "
+                  "emulated run, minutes; then cached)", markup=False)
     r = estimate_kernels(model, target, threads=threads)
     emit_json(json_path, r.to_json())
     if json_path == "-":
@@ -97,6 +97,10 @@ def _kernels(model, target_name, target_file, threads, json_path):
     if r.threads > 1:
         con.print("threads: " + ", ".join(f"#{k} {v['instructions'] / 1e6:.2f} M instr / {v['cycles'] / 1e6:.2f} M cyc"
                                           for k, v in r.per_thread.items()), markup=False)
+    if r.functions:
+        con.print("kernels (share of cycles):", markup=False)
+        for f in r.functions[:5]:
+            con.print(f"  {f['cycles_share']:4.0%}  {f['function']}", markup=False)
     for note in r.notes:
         err.print(f"note: {note}", markup=False)
     con.print(f"estimated latency on {r.target} ({r.threads} thread(s)): {r.latency_ms:.2f} ms "

@@ -72,6 +72,7 @@ class KernelEstimate:
     hot_blocks: int
     hot_fraction: float  # of the instructions, scheduled one block at a time
     spill_bytes: float
+    functions: list = field(default_factory=list)  # the kernels holding the most cycles
     label: str = LABEL
     cached: bool = False
     seconds: float = 0.0
@@ -126,7 +127,7 @@ def profile_from_trace(tr, mcpu: str, cache_dir: Path | None) -> dict:
         if not info[pc].wait:
             instr_by_pc[pc] += n * info[pc].n
     hot = set(model.hot_blocks(instr_by_pc))
-    blocks: dict[int, dict] = {pc: {"lines": [texts[w] for w in tr.blocks[pc]], "counts": {}} for pc in hot}
+    blocks: dict[int, dict] = {pc: {"pc": pc, "lines": [texts[w] for w in tr.blocks[pc]], "counts": {}} for pc in hot}
     cold: Counter = Counter()
     wait: Counter = Counter()
     for (cpu, pc), n in counts.items():
@@ -141,14 +142,35 @@ def profile_from_trace(tr, mcpu: str, cache_dir: Path | None) -> dict:
     prof = {"instructions": total_i, "mix": {k: mix.get(k, 0.0) / total_i for k in disasm.MIX_CLASSES} if total_i else {},
             "hot": [blocks[pc] for pc in sorted(hot, key=lambda p: -instr_by_pc[p])], "cold": dict(cold),
             "wait": dict(wait), "hot_fraction": sum(instr_by_pc[pc] for pc in hot) / total_i if total_i else 0.0,
-            "runtime": tr.meta.get("runtime"), "runtime_version": tr.meta.get("version")}
+            "runtime": tr.meta.get("runtime"), "runtime_version": tr.meta.get("version"),
+            "maps": tr.meta.get("maps", [])}
     return prof | schedule(prof, mcpu, cache_dir)
 
 
 def schedule(prof: dict, mcpu: str, cache_dir: Path | None) -> dict:
     """Cycles per invoke of a profile on ``mcpu``'s model: per thread, total and the critical path."""
     cyc = sched.block_cycles(mcpu, {i: b["lines"] for i, b in enumerate(prof["hot"])}, cache_dir)
-    return {"sched": mcpu, "hot_blocks": len(prof["hot"])} | model.threads_cycles(prof, [cyc[i] for i in range(len(prof["hot"]))])
+    cycles = [cyc[i] for i in range(len(prof["hot"]))]
+    return ({"sched": mcpu, "hot_blocks": len(prof["hot"]), "functions": functions(prof, cycles)}
+            | model.threads_cycles(prof, cycles))
+
+
+def functions(prof: dict, cycles: list[float], top: int = 8) -> list[dict]:
+    """The per-kernel breakdown: the functions holding the most scheduled cycles (all threads)."""
+    if not prof.get("maps") or not prof["hot"] or "pc" not in prof["hot"][0]:
+        return []  # a profile from before block addresses were kept
+    from mobiledeploy.kernels import symbols
+
+    by: Counter = Counter()
+    ins: Counter = Counter()
+    for b, c in zip(prof["hot"], cycles):
+        name = symbols.function_of(b["pc"], prof["maps"])
+        n = sum(b["counts"].values())
+        by[name] += n * c
+        ins[name] += n * len(b["lines"])
+    total = sum(by.values()) or 1.0
+    return [{"function": symbols.short(k), "cycles_share": v / total, "instructions": ins[k]}
+            for k, v in by.most_common(top)]
 
 
 def spill_bytes(path, target, threads: int) -> tuple[float, float, float]:
@@ -220,4 +242,5 @@ def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = N
         cycles=prof["critical_cycles"], total_cycles=prof["total_cycles"],
         ipc=prof["instructions"] / prof["total_cycles"] if prof["total_cycles"] else 0.0, mix=prof["mix"],
         per_thread=prof["per_thread"], hot_blocks=prof["hot_blocks"], hot_fraction=prof["hot_fraction"],
-        spill_bytes=spill, cached=cached, seconds=round(time.perf_counter() - t0, 2), notes=notes)
+        spill_bytes=spill, functions=prof.get("functions", []), cached=cached,
+        seconds=round(time.perf_counter() - t0, 2), notes=notes)

@@ -189,5 +189,6 @@ def trace(model: str | os.PathLike, *, qemu_cpu: str, midr: int, threads: int = 
                                  "run; run again")
         tr = parse_log(log, invokes=invokes)
     tr.meta = {"runtime": res["runtime"], "version": res["version"], "threads": threads, "builtin": builtin,
-               "qemu_cpu": qemu_cpu, "midr": f"0x{midr:08x}", "invokes": invokes}
+               "qemu_cpu": qemu_cpu, "midr": f"0x{midr:08x}", "invokes": invokes,
+               "maps": [m for m in res["maps"] if RUNTIME_LIBS[runtime_of(model)] in m[3]]}
     return tr
