@@ -126,8 +126,7 @@ def row(model: str, measured: float, table: dict, dev: dict, timeout: float) -> 
 
 
 def run(a) -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import estimate_generalize as eg
+    from benchmarks.common import published as eg
 
     data = tomllib.loads(DATA.read_text(encoding="utf-8"))
     tables = [t for t in data["tables"] if t["name"].startswith("XNNPACK README") and a.tables in t["name"]]
