@@ -41,3 +41,11 @@ def conditions() -> dict:
     except OSError:  # not available on this platform
         load = None
     return {**host(), "loadavg_1_5_15": load}
+
+
+def available_memory() -> int:
+    """Bytes of physical memory on this machine."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not Linux
+        return 1 << 40

@@ -109,7 +109,8 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
         elif p.is_dir():
             ds = _load_folder(p, resolution, pre)
         else:  # a .npz (check_options refused any other file)
-            from mobiledeploy.models.limits import available_memory, regular_file
+            from mobiledeploy.guards import regular_file
+            from mobiledeploy.machine import available_memory
 
             try:  # no FIFO or device (np.load would block or read forever), no empty file
                 regular_file(p, what="data file", max_bytes=available_memory())
@@ -312,7 +313,7 @@ def _load_npz(path: Path, resolution: int, pre: Preprocessing) -> Dataset:
 
 def read_labels_file(path: Path) -> tuple[str, ...]:
     """One class name per line (blank lines ignored)."""
-    from mobiledeploy.models.limits import regular_file
+    from mobiledeploy.guards import regular_file
 
     regular_file(path, what="labels file (--labels)")
     try:

@@ -65,12 +65,13 @@ class TrainConfig:
             raise UsageError(f"--val-fraction must be in (0, 1), received {self.val_fraction!r}")
         if not str(self.out).endswith(".keras"):
             raise UsageError(f"--out must be a .keras file, received {str(self.out)!r}")
-        from mobiledeploy.models import archs, limits
+        from mobiledeploy import guards
+        from mobiledeploy.models import archs
 
         for flag, v in (("--lr", self.learning_rate), ("--shift", self.shift), ("--val-fraction", self.val_fraction),
                         ("--dropout", self.dropout)):
-            limits.finite(v, flag)
-        limits.check_output_file(self.out)  # before training, not after: a read-only --out loses nothing
+            guards.finite(v, flag)
+        guards.check_output_file(self.out)  # before training, not after: a read-only --out loses nothing
         if self.init is None:
             archs.check_build_args(self.arch, alpha=self.alpha, resolution=self.resolution, dropout=self.dropout)
 

@@ -216,7 +216,7 @@ def collect_models(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | 
     errors; a model a runtime cannot load is left for its own error row.
     """
     from mobiledeploy.models.artifacts import resolve_models
-    from mobiledeploy.models.inspect import check_model_file
+    from mobiledeploy.guards import check_model_file
 
     out: list[tuple[str, str | None]] = []
     for p in paths:

@@ -227,7 +227,7 @@ def load_budgets(path: str | os.PathLike) -> BudgetFile:
         raise UsageError(f"budget file not found: {str(p)!r} (--budget)")
     if p.is_dir():
         raise UsageError(f"budget file {str(p)!r} is a directory (--budget)")
-    from mobiledeploy.models.limits import regular_file
+    from mobiledeploy.guards import regular_file
 
     regular_file(p, what="budget file", max_bytes=MAX_BUDGET_BYTES)  # no FIFO, device, empty or huge file
     try:

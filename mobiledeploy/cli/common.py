@@ -153,7 +153,7 @@ class Seconds(click.ParamType):
     MAX = 86400.0
 
     def convert(self, value, param, ctx):
-        from mobiledeploy.models.limits import finite
+        from mobiledeploy.guards import finite
 
         if isinstance(value, float) or value is None:
             return value

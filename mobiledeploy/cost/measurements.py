@@ -52,7 +52,7 @@ def split_spec(spec: str) -> tuple[str | None, Path]:
 def read_text(path: Path) -> str:
     try:
         if path.exists():
-            from mobiledeploy.models.limits import regular_file
+            from mobiledeploy.guards import regular_file
 
             regular_file(path, what="measurements file")  # no FIFO, device or empty file
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's CSVs) is not text

@@ -252,7 +252,8 @@ def check_model_path(path: str | os.PathLike, *, flag: str = "--model") -> Path:
         raise UsageError(f"model file is not readable ({flag}): {str(p)!r}")
     if p.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise UsageError(f"model {str(p)!r} ({flag}) must be a .keras or .h5 file or a SavedModel directory")
-    from mobiledeploy.models.limits import check_keras_archive, check_model_file
+    from mobiledeploy.guards import check_model_file
+    from mobiledeploy.models.limits import check_keras_archive
 
     check_model_file(p)  # no FIFO, device or empty file
     if p.suffix.lower() == ".keras":

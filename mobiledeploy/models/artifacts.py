@@ -110,7 +110,7 @@ def budget_path(budget: Path, value, *, key: str, flag: str, base: Path | None =
 
 
 def read_manifest(path: Path) -> dict:
-    from mobiledeploy.models.limits import regular_file
+    from mobiledeploy.guards import regular_file
 
     regular_file(path, what="export manifest")  # no FIFO, device or empty file
     try:

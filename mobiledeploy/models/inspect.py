@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
-from mobiledeploy.models.limits import check_model_file  # noqa: F401 - re-exported
+from mobiledeploy.guards import check_model_file
 from mobiledeploy.runtimes import detect_format  # noqa: F401 - the one format check, re-exported
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "unknown")

@@ -119,7 +119,7 @@ def constraints(cfg: grid.SweepConfig) -> pareto.Constraints:
 def _load(path: Path):
     """The JSON in ``path`` (any shape), or None when it is missing, not a regular file or not JSON."""
     from mobiledeploy.errors import UsageError
-    from mobiledeploy.models.limits import regular_file
+    from mobiledeploy.guards import regular_file
 
     try:
         regular_file(path, what="sweep state file")  # never blocks on a FIFO or a device

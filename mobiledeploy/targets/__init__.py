@@ -112,7 +112,7 @@ def load_target(name: str | None = None, *, file: str | os.PathLike | None = Non
 def _parse(path: Path, *, flag: str) -> Target:
     where = f"target profile {str(path)!r} ({flag})"
     try:
-        from mobiledeploy.models.limits import regular_file
+        from mobiledeploy.guards import regular_file
 
         if path.exists():
             regular_file(path, what="target profile")  # no FIFO, device or empty file
