@@ -161,3 +161,68 @@ class Seconds(click.ParamType):
             return finite(value, "", low=0.0, low_open=True, high=self.MAX)
         except Exception as e:
             self.fail(str(e).lstrip(" ").replace(" must", "must", 1), param, ctx)
+
+
+def _click_kwargs(f) -> tuple[list[str], dict]:
+    """The @click.option declarations and keywords for one ``options.option`` field."""
+    from mobiledeploy import options as opts
+
+    m = f.metadata["option"]
+    default = opts.default_of(f)
+    spec = m["flag"] or "--" + f.name.replace("_", "-")
+    decls = [spec] if spec.split("/")[0].lstrip("-").replace("-", "_") == f.name else [spec, f.name]
+    kw: dict = {"help": m["help"]}
+    check, flag = m["check"], opts.flag_of(f)
+    if m["metavar"]:
+        kw["metavar"] = m["metavar"]
+    if m["flag_value"] is not opts.MISSING:
+        kw.update(flag_value=m["flag_value"], default=default)
+    elif "/" in spec:
+        kw["default"] = default
+    elif isinstance(default, bool):
+        kw.update(is_flag=True, default=default)
+    else:
+        kw["default"] = default
+        if m["cli_default"] is not opts.MISSING:
+            parse = m["parse"]
+            kw.update(default=m["cli_default"], callback=lambda ctx, param, value: parse(value))
+        elif isinstance(check, opts.Names):
+            kw.update(default=",".join(default),
+                      callback=lambda ctx, param, value: csv_choice(value, tuple(check.choices), flag))
+        elif isinstance(check, opts.AtLeast):
+            kw["type"] = click.IntRange(min=check.low)
+        elif isinstance(check, opts.OneOf):
+            kw["type"] = click.Choice(tuple(check.choices))
+        elif isinstance(check, opts.Seconds):
+            kw["type"] = Seconds()
+        elif m["path"]:
+            kw["type"] = click.Path(exists=m["exists"], file_okay=m["path"] != "dir", dir_okay=m["path"] != "file")
+        elif m["type"] is not None:
+            kw["type"] = m["type"]
+        elif isinstance(default, (int, float)):
+            kw["type"] = type(default)
+    show = m["show_default"]
+    if show is None:
+        show = kw.get("default") is not None and not kw.get("is_flag") and m["flag_value"] is opts.MISSING
+    if show:
+        kw["show_default"] = True
+    return decls, kw
+
+
+def click_options(config_cls, *names: str):
+    """Decorator: one @click.option per named field of ``config_cls``, in this order, built from the
+    field's declaration (``mobiledeploy.options.option``): flag, default, help and check written once."""
+    from mobiledeploy import options as opts
+
+    declared = opts.declared(config_cls)
+    missing = [n for n in names if n not in declared]
+    if missing:
+        raise TypeError(f"{config_cls.__name__} declares no option {missing[0]!r}")
+
+    def decorate(fn):
+        for name in reversed(names):
+            decls, kw = _click_kwargs(declared[name])
+            fn = click.option(*decls, **kw)(fn)
+        return fn
+
+    return decorate

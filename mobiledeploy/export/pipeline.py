@@ -12,7 +12,6 @@ The library never prints: ``progress(step)`` (a context manager per slow step) a
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import platform
 import shutil
@@ -36,7 +35,10 @@ from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.errors import UsageError, ValidationError
 from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, QuantRecipe, choose_onnx_types,
                                          int8_choices)
-from mobiledeploy.export.validate import DEFAULT_ATOL, DEFAULT_RTOL, Reference, Validation, judge, validate_artifact
+from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
+from mobiledeploy.export.validate import (DEFAULT_ATOL, DEFAULT_RTOL, FP16_FACTOR, Reference, Validation, judge,
+                                          validate_artifact)
+from mobiledeploy.options import AtLeast, Finite, Names, OneOf, check_fields, option
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -46,41 +48,70 @@ CONSTANT_OUTPUT = 1e-6  # reference outputs that vary less than this across inpu
 
 @dataclass(frozen=True)
 class ExportConfig:
+    """What ``export_model`` does. Each field is also its ``export`` option (``mobiledeploy.options``)."""
+
     # model source: build (arch ...) or load (model_path)
-    arch: str = "mobilenet_v1"
-    alpha: float = 1.0
-    resolution: int = 224
-    classes: int = 1000
-    depth_multiplier: int = 1
-    dropout: float = 1e-3
-    weights: str | None = None
-    seed: int = 0
-    model_path: str | None = None
-    unsafe_load: bool = False
+    arch: str = option("mobilenet_v1", metavar="NAME",
+                       help="mobilenet_v1, mobilenet_v2, mobilenet_v3_small or mobilenet_v3_large.")
+    alpha: float = option(1.0, help="Width multiplier (> 0).")
+    resolution: int = option(224, flag="--res", help="Input resolution (>= 32).")
+    classes: int = option(1000, help="Number of output classes.")
+    depth_multiplier: int = option(1, help="Depth multiplier (mobilenet_v1).")
+    dropout: float = option(1e-3, help="Dropout before the classifier.")
+    weights: str | None = option(None, path="any",
+                                 help="'imagenet' (Keras' official file from $KERAS_HOME/models, never downloaded) "
+                                      "or a local Keras weights file (.h5, .weights.h5); default random init.")
+    seed: int = option(0, help="Seed for random init and data sampling.")
+    model_path: str | None = option(None, flag="--model", path="any",
+                                    help="Load this model (.keras, .h5 or a SavedModel directory) instead of "
+                                         "building one.")
+    unsafe_load: bool = option(False, help="Allow models that need unsafe deserialization (Lambda layers). Only "
+                                           "for files you trust.")
     # what to produce
-    formats: tuple[str, ...] = DEFAULT_FORMATS
-    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
-    int8_io: bool = False
-    onnx_quant_types: str | None = None  # None: chosen for this host
-    per_channel: bool = True  # int8 weights per output channel (False: per tensor)
-    onnx_calibration: str = "minmax"  # ONNX Runtime calibration method (recipes.ONNX_CALIBRATION)
-    bias_correction: bool | None = None  # int8 weight bias correction; None: on for trained weights
-    float_layers: tuple[str, ...] | None = None  # kept in float in int8; None: the stem for trained weights
+    formats: tuple[str, ...] = option(DEFAULT_FORMATS, check=Names(FORMATS),
+                                      help=f"Comma list of formats: {', '.join(FORMATS)} (keras saves the source "
+                                           "model).")
+    precisions: tuple[str, ...] = option(DEFAULT_PRECISIONS, flag="--quant", check=Names(PRECISIONS),
+                                         help=f"Comma list of precisions: {', '.join(PRECISIONS)}.")
+    int8_io: bool = option(False, help="int8 TFLite with int8 input and output tensors.")
+    onnx_quant_types: str | None = option(  # None: chosen for this host
+        None, check=OneOf(ONNX_QUANT_TYPES, "ONNX quantization types"),
+        help="ONNX int8 activation/weight types (default: chosen for this CPU, see docs/export.md).")
+    per_channel: bool = option(True, flag="--per-tensor", flag_value=False,
+                               help="int8 weights with one scale per tensor instead of per output channel (for "
+                                    "comparison).")
+    onnx_calibration: str = option("minmax", check=OneOf(ONNX_CALIBRATION, "ONNX calibration method"),
+                                   help="ONNX Runtime's activation calibration method for int8.")
+    bias_correction: bool | None = option(None, flag="--bias-correction/--no-bias-correction",
+                                          help="Correct the mean shift int8 weight rounding causes, per channel, on "
+                                               "the calibration data (default: on for trained weights, off for "
+                                               "random init).")
+    float_layers: tuple[str, ...] | None = option(
+        None, cli_default="auto", parse=parse_float_layers, metavar="auto|none|NAMES", show_default=True,
+        help="Keras convolution layers kept in float inside int8 artifacts: auto (the first 3 for trained weights, "
+             "none for random init), none, or a comma list of layer names.")
     # data
-    calib: str | None = None  # None: chosen by calibration.choose_source (never digits for ImageNet weights)
-    calib_samples: int = 200
-    preprocessing: str | None = None  # None: the architecture's
-    validate_samples: int = 32
+    calib: str | None = option(None, metavar="SOURCE",  # None: calibration.choose_source (never digits for ImageNet)
+                               help="Calibration data: digits, random, an image folder or a .npz with an 'x' "
+                                    "array. Default: digits; for trained ImageNet weights the photos of `make "
+                                    "assets` (never digits).")
+    calib_samples: int = option(200, check=AtLeast(1), help="Number of calibration samples.")
+    preprocessing: str | None = option(None, metavar="NAME",
+                                       help="Input preprocessing (mobilenet, raw, unit); default: the "
+                                            "architecture's.")
+    validate_samples: int = option(32, check=AtLeast(1), help="Held-out samples each artifact is validated on.")
     # checks and output
-    atol: float = DEFAULT_ATOL
-    rtol: float = DEFAULT_RTOL
-    strict: bool = True
-    out: str = "build"
+    atol: float = option(DEFAULT_ATOL, check=Finite(low=0.0),
+                         help=f"Absolute part of the fp32 tolerance (fp16: x{FP16_FACTOR:g}); see --rtol.")
+    rtol: float = option(DEFAULT_RTOL, check=Finite(low=0.0),
+                         help=f"fp32 tolerance relative to the largest |reference| logit (fp16: x{FP16_FACTOR:g}).")
+    strict: bool = option(True, flag="--strict/--no-strict",
+                          help="Fail the export when a float artifact is outside its tolerance.")
+    out: str = option("build", path="dir", help="Output directory.")
 
     def check(self) -> None:
         """Every cheap check, before TensorFlow is imported. Raises UsageError."""
-        _check_names(self.formats, tuple(FORMATS), "--formats")
-        _check_names(self.precisions, PRECISIONS, "--quant")
+        check_fields(self)  # the declared checks: names, choices, ranges
         if not any(p in FORMATS[f].precisions for f in self.formats
                    for p in (self.precisions if FORMATS[f].per_precision else ("fp32",))):
             raise UsageError(f"nothing to export: {', '.join(self.formats)} cannot produce "
@@ -91,23 +122,10 @@ class ExportConfig:
             archs.check_build_args(self.arch, alpha=self.alpha, resolution=self.resolution, classes=self.classes,
                                    depth_multiplier=self.depth_multiplier, dropout=self.dropout,
                                    weights=self.weights)
-        if self.onnx_quant_types is not None and self.onnx_quant_types not in ONNX_QUANT_TYPES:
-            raise UsageError(f"unknown ONNX quantization types {self.onnx_quant_types!r} (--onnx-quant-types); "
-                             f"choose from {', '.join(ONNX_QUANT_TYPES)}")
-        if self.onnx_calibration not in ONNX_CALIBRATION:
-            raise UsageError(f"unknown ONNX calibration method {self.onnx_calibration!r} (--onnx-calibration); "
-                             f"choose from {', '.join(ONNX_CALIBRATION)}")
         if self.preprocessing is not None:
             from mobiledeploy.models.preprocessing import get_preprocessing
 
             get_preprocessing(self.preprocessing)
-        if not isinstance(self.calib_samples, int) or self.calib_samples < 1:
-            raise UsageError(f"--calib-samples must be >= 1, received {self.calib_samples!r}")
-        if not isinstance(self.validate_samples, int) or self.validate_samples < 1:
-            raise UsageError(f"--validate-samples must be >= 1, received {self.validate_samples!r}")
-        for flag, v in (("--atol", self.atol), ("--rtol", self.rtol)):
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise UsageError(f"{flag} must be a finite number >= 0, received {v!r}")
         if self.model_path is None:  # the calibration images too must fit beside the model
             from mobiledeploy.models.limits import check_fits
 
@@ -483,10 +501,3 @@ def versions() -> dict:
                 break
     return out
 
-
-def _check_names(values: tuple[str, ...], allowed: tuple[str, ...], flag: str) -> None:
-    if not values:
-        raise UsageError(f"{flag} is empty; choose from {', '.join(allowed)}")
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise UsageError(f"unknown value {bad[0]!r} for {flag}; choose from {', '.join(allowed)}")
