@@ -143,7 +143,7 @@ def test_single_file_is_compared_with_its_fp32_sibling(tmp_path):
 
 
 def test_eval_warns_when_calibration_statistics_are_far_from_the_data():
-    from mobiledeploy.accuracy.evaluate import calibration_warnings
+    from mobiledeploy.export.augment import calibration_warnings
     from mobiledeploy.export.augment import channel_stats
     from mobiledeploy.models.artifacts import ModelRef
 

@@ -412,7 +412,7 @@ def test_per_tensor_recipe_is_converted_recorded_and_read_back(tiny_file, tmp_pa
     import onnx
     from onnx import numpy_helper
 
-    from mobiledeploy.accuracy.perlayer import tflite_per_channel
+    from mobiledeploy.export.perlayer import tflite_per_channel
     from mobiledeploy.export.recipes import QuantRecipe
 
     res = export_model(ExportConfig(model_path=str(tiny_file), formats=("tflite", "onnx"), precisions=("int8",),

@@ -83,7 +83,7 @@ def test_per_layer_calibration_outside_the_directory_is_not_loaded(tmp_path):
     import numpy as np
 
     from mobiledeploy.accuracy.data import Dataset
-    from mobiledeploy.accuracy.perlayer import _calibration
+    from mobiledeploy.export.perlayer import _calibration
 
     np.savez(tmp_path / "outside.npz", x=np.zeros((3, 8, 8, 3), np.uint8))
     d = _manifest_dir(tmp_path, calibration={"source": str(tmp_path / "outside.npz")})

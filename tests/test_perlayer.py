@@ -14,7 +14,7 @@ from mobiledeploy.cli import cli
 from mobiledeploy.accuracy.data import load_dataset
 from mobiledeploy.errors import UsageError
 from mobiledeploy.models.artifacts import resolve_models
-from mobiledeploy.accuracy.perlayer import TFLITE_FLAG, per_layer_report, short_tflite_name
+from mobiledeploy.export.perlayer import TFLITE_FLAG, per_layer_report, short_tflite_name
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_tflite_recipe_detection_per_channel_vs_per_tensor(tiny_keras, tiny_cali
     import tensorflow as tf
 
     from conftest import quiet
-    from mobiledeploy.accuracy.perlayer import tflite_per_channel
+    from mobiledeploy.export.perlayer import tflite_per_channel
 
     conv = tf.lite.TFLiteConverter.from_keras_model(tiny_keras)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]

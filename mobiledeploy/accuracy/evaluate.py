@@ -25,6 +25,7 @@ import numpy as np
 from mobiledeploy.accuracy import metrics
 from mobiledeploy.accuracy.data import Dataset
 from mobiledeploy.errors import UsageError
+from mobiledeploy.export.augment import calibration_warnings
 from mobiledeploy.models.artifacts import ModelRef, resolve_models
 
 
@@ -56,7 +57,7 @@ class ModelResult:
     seconds: float | None = None  # wall time of the predictions (host)
     throughput_ips: float | None = None  # samples per second on this host (batch 1 for TFLite/ONNX)
     agreement: Agreement | None = None
-    per_layer: object | None = None  # a perlayer.PerLayerReport when asked for
+    per_layer: object | None = None  # an export.perlayer.PerLayerReport when asked for
     per_class: dict | None = None  # {class name: {"samples", "correct", "predicted"}} with class names
     outputs: np.ndarray | None = field(default=None, repr=False, compare=False)  # (N, C) float scores
 
@@ -294,7 +295,7 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
                                                          timeout_s=cfg.timeout_s, progress=cfg.progress))
     if not cfg.per_layer:
         return report
-    from mobiledeploy.accuracy.perlayer import per_layer_report
+    from mobiledeploy.export.perlayer import per_layer_report
 
     by_path = {m.path: m for m in everyone}
     results = []
@@ -309,22 +310,6 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
             res = _replace(res, per_layer=pl)
         results.append(res)
     return EvalReport(data=report.data, results=tuple(results), warnings=report.warnings, emulated=report.emulated)
-
-
-def calibration_warnings(refs: Sequence[ModelRef], ds: Dataset) -> list[str]:
-    """A warning per export whose calibration pixels (manifest statistics) are far from the eval data's."""
-    from mobiledeploy.export.augment import channel_stats, stats_warning
-
-    out, seen = [], set()
-    for r in refs:
-        stats = ((r.calibration or {}).get("stats") or {}).get("calibration")
-        if not stats or r.manifest in seen:
-            continue
-        seen.add(r.manifest)
-        w = stats_warning(stats, channel_stats(ds.x), f"the evaluation data {ds.source!r}")
-        if w:
-            out.append(f"{Path(r.manifest).parent.name}: {w}")
-    return out
 
 
 def _replace(res, **kw):

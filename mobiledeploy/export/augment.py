@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from mobiledeploy.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    from mobiledeploy.accuracy.data import Dataset
+    from mobiledeploy.models.artifacts import ModelRef
 
 MIN_DISTINCT = 100  # fewer distinct calibration images than this: warn
 CROP_AREA = (0.25, 1.0)
@@ -124,6 +129,20 @@ def stats_warning(calib: dict, other: dict, what: str) -> str | None:
         return (f"calibration pixels differ from {what} (per-channel mean {_fmt(cm)} vs {_fmt(om)}, std {_fmt(cs)} "
                 f"vs {_fmt(os_)}): int8 ranges may not fit the data the model will see; calibrate on images like it")
     return None
+
+
+def calibration_warnings(refs: Sequence[ModelRef], ds: Dataset) -> list[str]:
+    """For ``eval``: a warning per export whose calibration pixels (manifest statistics) are far from the eval data's."""
+    out, seen = [], set()
+    for r in refs:
+        stats = ((r.calibration or {}).get("stats") or {}).get("calibration")
+        if not stats or r.manifest in seen:
+            continue
+        seen.add(r.manifest)
+        w = stats_warning(stats, channel_stats(ds.x), f"the evaluation data {ds.source!r}")
+        if w:
+            out.append(f"{Path(r.manifest).parent.name}: {w}")
+    return out
 
 
 def _fmt(v) -> str:
