@@ -16,12 +16,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from mobiledeploy import targets as tg
 from mobiledeploy.errors import MobiledeployError, UsageError
+from mobiledeploy.progress import OnProgress, emit
 
 SCHEMA_VERSION = 1
 DEFAULT_TIMEOUT_S = 300.0
@@ -272,17 +273,18 @@ class BenchReport:
                 "hwcaps": seen}
 
 
-def bench_models(config: BenchConfig, *, on_start: Callable[[str], None] | None = None,
-                 on_result: Callable[[BenchResult], None] | None = None) -> BenchReport:
+def bench_models(config: BenchConfig, *, progress: OnProgress | None = None) -> BenchReport:
     """Bench every model of ``config`` one after another (never in parallel)."""
     results = []
-    for path, precision in collect_models(config.models):
-        if on_start:
-            on_start(path)
+    models = collect_models(config.models)
+    for i, (path, precision) in enumerate(models):
+        emit(progress, "bench", f"bench {path} ({config.settings.label})", "start", done=i, total=len(models))
         r = bench_model(path, config.settings, precision=precision)
         results.append(r)
-        if on_result:
-            on_result(r)
+        p50 = f"p50 {r.latency_ms['p50']:.3f} ms" if r.ok and "p50" in r.latency_ms else r.status
+        # a failure's reason: in the error line after the table
+        emit(progress, "bench", f"bench {r.model}: {p50}", done=i + 1, total=len(models), failed=not r.ok,
+             metrics={"p50_ms": r.latency_ms.get("p50")})
     return BenchReport(target=config.target, settings=config.settings, results=tuple(results))
 
 

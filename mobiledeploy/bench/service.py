@@ -1,0 +1,154 @@
+"""``run_bench(BenchRequest) -> BenchRun``: everything ``mobiledeploy bench`` and ``sweep`` measure.
+
+One call assembles the host latency of every model (``core.bench_models``), the cost
+model's device estimates for a target other than the host, top-1 on labelled data,
+per-operator profiles and what the emulated CPU was; ``BenchRun.to_json()`` is the
+document ``bench --json`` writes. The command line only parses options, calls this and
+renders the result (table, Markdown, JSON).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Mapping
+
+from mobiledeploy import targets as tg
+from mobiledeploy.bench.core import (DEFAULT_TIMEOUT_S, BenchConfig, BenchReport, BenchResult, BenchSettings,
+                                     bench_models, settings_for_target)
+from mobiledeploy.errors import UsageError
+from mobiledeploy.progress import OnProgress, emit
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What to measure: models (files or export directories), the target profile and overrides."""
+
+    models: tuple[str, ...]
+    target: str | None = None  # a shipped profile's name (None: host)
+    target_file: str | None = None  # or a profile TOML of one's own
+    threads: int | None = None  # None: the profile's (the overrides below likewise)
+    affinity: str | None = None
+    xnnpack: bool | None = None
+    ort_opt_level: str | None = None
+    warmup: int = 10
+    runs: int | None = None
+    min_time_s: float | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    samples: bool = False  # every run's latency in to_json()
+    emulate: str | None = None  # a CPU model or "target": run under qemu
+    profile: bool = False  # per-operator times of every model that benched
+    data: str | None = None  # top-1 on this labelled data set
+    eval_limit: int | None = None  # evaluate on this many samples of ``data``
+    estimates: bool = True  # the device estimate of a target other than the host
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """The result of ``run_bench``: the bench report and what was measured beside it."""
+
+    request: BenchRequest
+    target: tg.Target
+    settings: BenchSettings
+    report: BenchReport
+    estimates: dict = field(default_factory=dict)  # {model: cost/estimate.estimates_for row}
+    accuracy: dict | None = None  # {model: accuracy_for row}, None without data
+    profiles: dict = field(default_factory=dict)  # {model: bench/profile.profile_model}
+    timings_s: dict = field(default_factory=dict)  # bench_wait, bench, eval (seconds)
+
+    @property
+    def results(self) -> tuple[BenchResult, ...]:
+        return self.report.results
+
+    @property
+    def failed(self) -> tuple[BenchResult, ...]:
+        return self.report.failed
+
+    @property
+    def emulation(self) -> dict | None:
+        """The emulated CPU and the ISA features the runtime saw (None on the host), with the
+        profile's note on how close that CPU is to its device when the CPU is the profile's."""
+        e = self.report.emulation()
+        if e and self.target.emulate == e["cpu"] and self.target.emulate_note:
+            e["target_note"] = self.target.emulate_note
+        return e
+
+    def extras(self) -> dict[str, dict]:
+        """{model: device estimate and accuracy figures}: the columns beside the latency."""
+        acc = self.accuracy or {}
+        return {m: {**self.estimates.get(m, {}), **acc.get(m, {})} for m in set(self.estimates) | set(acc)}
+
+    def to_json(self) -> dict:
+        d = self.report.to_json(samples=self.request.samples)
+        d["emulation"] = self.emulation
+        if self.target.name != "host" and self.request.estimates:
+            d["device_estimates"] = self.estimates
+        if self.accuracy is not None:
+            d["accuracy"] = self.accuracy
+        if self.profiles:
+            d["profiles"] = self.profiles
+        return d
+
+
+def run_bench(request: BenchRequest, *, progress: OnProgress | None = None,
+              lock: Callable[[], ContextManager] | None = None) -> BenchRun:
+    """Bench, then estimate, evaluate and profile per ``request``; see the module docstring.
+
+    Usage errors (a bad profile or emulated CPU, --profile with --emulate) raise before any
+    model runs. ``lock``: held around the latency measurement only (sweep's one-at-a-time
+    lock per machine). An error in evaluation carries ``stage`` ("eval") and ``bench_run`` (what was measured).
+    """
+    if request.profile and request.emulate:
+        raise UsageError("--profile times host operators; it cannot be combined with --emulate")
+    target = tg.load_target(request.target, file=request.target_file)
+    emulate = request.emulate
+    if emulate:  # a bad name or a missing environment: one line, before any model runs
+        from mobiledeploy.runtimes import emulate as emu
+
+        emulate = emu.for_target(emulate, target)
+        emu.find_env()
+    settings = settings_for_target(target, threads=request.threads, affinity=request.affinity,
+                                   xnnpack=request.xnnpack, ort_opt_level=request.ort_opt_level,
+                                   warmup=request.warmup, runs=request.runs, min_time_s=request.min_time_s,
+                                   timeout_s=request.timeout_s, shapes=dict(request.shapes), emulate=emulate)
+    for note in settings.notes:
+        emit(progress, "bench", f"note: {note}", "note")
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    with (lock or contextlib.nullcontext)():
+        timings["bench_wait"] = time.perf_counter() - t
+        t = time.perf_counter()
+        report = bench_models(BenchConfig(models=tuple(request.models), settings=settings, target=target),
+                              progress=progress)
+    timings["bench"] = time.perf_counter() - t
+    ok = [r.model for r in report.results if r.ok]
+    estimates, accuracy, profiles = {}, None, {}
+    if target.name != "host" and request.estimates:  # the cost model's estimate for the device
+        from mobiledeploy.cost.estimate import estimates_for
+
+        estimates = estimates_for(ok, target, threads=request.threads, shapes=dict(request.shapes))
+        for note in dict.fromkeys(n for x in estimates.values() for n in x.get("notes", ())):
+            emit(progress, "bench", f"warning: {note}", "note")  # e.g. a target with priors only
+    if request.data:
+        from mobiledeploy.accuracy.evaluate import accuracy_for
+
+        t = time.perf_counter()
+        try:
+            accuracy = accuracy_for(ok, request.data, threads=request.threads, limit=request.eval_limit)
+        except Exception as e:  # the caller may keep what was measured (sweep's error row)
+            e.stage, e.bench_run = "eval", BenchRun(request=request, target=target, settings=settings,
+                                                    report=report, estimates=estimates, timings_s=timings)
+            raise
+        timings["eval"] = time.perf_counter() - t
+    if request.profile:
+        from mobiledeploy.bench.profile import profile_model
+
+        for r in report.results:
+            if r.ok:
+                emit(progress, "profile", f"profile {r.model}", "start")
+                profiles[r.model] = profile_model(r.model, settings)
+                emit(progress, "profile", f"profile {r.model}: {profiles[r.model].get('status')}")
+    return BenchRun(request=request, target=target, settings=settings, report=report, estimates=estimates,
+                    accuracy=accuracy, profiles=profiles, timings_s=timings)
