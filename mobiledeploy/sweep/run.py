@@ -1,10 +1,10 @@
 """One sweep job end to end (``run_job``) and the executors that run many.
 
 ``run_job`` runs in a worker process: export (reused when its directory, named by the
-inputs' hash, already holds a manifest), host latency of every artifact through
-``bench_models`` under a node-wide lock (latency measurements never overlap on one
-machine; exports and evals do), top-1 through ``accuracy_for`` when there is a data
-set, and the device estimate per target through ``estimates_for``. It never raises:
+inputs' hash, already holds a manifest), then bench's own service (``bench.service.run_bench``):
+host latency of every artifact under a node-wide lock (latency measurements never overlap
+on one machine; exports and evals do) and top-1 when there is a data set; then the device
+estimate per target through ``estimates_for``. It never raises:
 a failure is a result with ``status="error"`` and the stage it failed in.
 
 Executors call ``on_result(job, result)`` in the driver as each job finishes; the driver
@@ -53,17 +53,20 @@ def run_job(job) -> dict:
         if redone:
             result["warnings"].append(f"the kept export was redone: {redone}")
         stage = "bench"
-        bench, waited, seconds = _bench(job)
-        result["timings_s"].update(bench_wait=round(waited, 2), bench=round(seconds, 2))
-        result["bench"] = {"label": bench.settings.label, "settings": bench.settings.to_json(),
-                           "loadavg_1m": round(os.getloadavg()[0], 2)}
-        rows = [_artifact_row(a, bench, Path(job.export.out)) for a in manifest["artifacts"]
+        try:
+            run = _bench(job)
+        except Exception as e:  # in eval, after the latencies were measured: keep them
+            if getattr(e, "bench_run", None) is not None:
+                _record_bench(result, e.bench_run)
+                stage = e.stage
+            raise
+        _record_bench(result, run)
+        rows = [_artifact_row(a, run.report, Path(job.export.out)) for a in manifest["artifacts"]
                 if a["format"] in ("tflite", "onnx")]
         if job.data:
             stage = "eval"
-            t = time.perf_counter()
-            _eval(job, rows)
-            result["timings_s"]["eval"] = round(time.perf_counter() - t, 2)
+            _add_accuracy(rows, run.accuracy or {})
+            result["timings_s"]["eval"] = round(run.timings_s["eval"], 2)
         stage = "estimate"
         add_estimates(rows, job.targets)
         result["artifacts"] = rows
@@ -164,18 +167,21 @@ def _release_keras_memory() -> None:
 
 
 def _bench(job):
-    """(BenchReport, seconds waited for this machine's bench lock, seconds measuring)."""
-    from mobiledeploy.bench.core import BenchConfig, bench_models, settings_for_target
-    from mobiledeploy.targets import load_target
+    """The one bench service (``bench.service.run_bench``) on the job's export: host latency under
+    this machine's bench lock, then top-1 when the job has data (device estimates: ``add_estimates``)."""
+    from mobiledeploy.bench.service import BenchRequest, run_bench
 
-    target = load_target(job.bench_target)
-    settings = settings_for_target(target, runs=job.samples, warmup=job.warmup, timeout_s=job.timeout_s)
-    t = time.perf_counter()
-    with bench_lock():
-        waited = time.perf_counter() - t
-        t = time.perf_counter()
-        report = bench_models(BenchConfig(models=(job.export.out,), settings=settings, target=target))
-    return report, waited, time.perf_counter() - t
+    return run_bench(BenchRequest(models=(job.export.out,), target=job.bench_target, runs=job.samples,
+                                  warmup=job.warmup, timeout_s=job.timeout_s, data=job.data,
+                                  eval_limit=job.eval_limit, estimates=False), lock=bench_lock)
+
+
+def _record_bench(result: dict, run) -> None:
+    """The bench part of a job's result: its timings (waited for the lock, measuring), label and settings."""
+    result["timings_s"].update(bench_wait=round(run.timings_s["bench_wait"], 2),
+                               bench=round(run.timings_s["bench"], 2))
+    result["bench"] = {"label": run.settings.label, "settings": run.settings.to_json(),
+                       "loadavg_1m": round(os.getloadavg()[0], 2)}
 
 
 def _artifact_row(artifact: dict, bench, export_dir: Path) -> dict:
@@ -196,13 +202,13 @@ def _artifact_row(artifact: dict, bench, export_dir: Path) -> dict:
     return row
 
 
-def _eval(job, rows: list[dict]) -> None:
-    from mobiledeploy.accuracy.evaluate import accuracy_for
-
-    ok = [r for r in rows if r["status"] == "ok"]
-    acc = accuracy_for([r["path"] for r in ok], job.data, limit=job.eval_limit)
-    for r in ok:
-        a = acc.get(r["path"], {})
+def _add_accuracy(rows: list[dict], accuracy: dict) -> None:
+    """Top-1 from the bench service (keyed by the path it benched) into the rows that benched."""
+    by_name = {Path(m).name: a for m, a in accuracy.items()}
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        a = by_name.get(r["file"], {})
         r.update(top1=a.get("top1"), top5=a.get("top5"), eval_samples=a.get("samples"), eval_data=a.get("data"))
         if a.get("status") != "ok":
             r.update(status="error", error=f"eval: {a.get('error') or 'failed'}")
