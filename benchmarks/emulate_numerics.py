@@ -87,7 +87,7 @@ def add_arguments(ap) -> None:
 def run(args) -> dict:
 
     from mobiledeploy.bench.core import machine_conditions
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.data.datasets import load_dataset
     from mobiledeploy.errors import MobiledeployError
     from mobiledeploy.runtimes import emulate as emu
 

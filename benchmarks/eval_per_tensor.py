@@ -35,7 +35,7 @@ def run(args) -> dict:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from mobiledeploy.models.archs import load_model
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.data.datasets import load_dataset
     from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
     from mobiledeploy.export.recipes import calibration_reader
 

@@ -50,7 +50,7 @@ def export_dir(tmp_path_factory, tiny_tflite, tiny_tflite_int8):
 def truth(export_dir):
     """Top-1 on digits/test of each artifact, computed directly with the runtime."""
     from mobiledeploy import runtimes
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.data.datasets import load_dataset
 
     ds = load_dataset("digits", resolution=32, split="test", labelled=True)
     out = {}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobiledeploy.accuracy.data import Dataset, load_dataset, subset
+from mobiledeploy.data.datasets import Dataset, load_dataset, subset
 from mobiledeploy.models.preprocessing import PREPROCESSING
 from mobiledeploy.errors import DataError, UsageError
 

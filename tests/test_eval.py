@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import errors
 
 from mobiledeploy.cli import cli
-from mobiledeploy.accuracy.data import Dataset, load_dataset
+from mobiledeploy.data.datasets import Dataset, load_dataset
 from mobiledeploy.errors import UsageError
 from mobiledeploy.accuracy.evaluate import evaluate
 from mobiledeploy.models.artifacts import resolve_models

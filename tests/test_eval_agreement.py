@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from mobiledeploy.accuracy.data import Dataset
+from mobiledeploy.data.datasets import Dataset
 from mobiledeploy.accuracy.evaluate import evaluate
 
 

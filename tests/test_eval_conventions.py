@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mobiledeploy.accuracy.data import load_dataset
+from mobiledeploy.data.datasets import load_dataset
 from mobiledeploy.models.preprocessing import get_preprocessing
 from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
 from mobiledeploy.cli import cli
@@ -97,7 +97,7 @@ def test_caffe_and_explicit_mean_std_presets():
 def test_labels_from_file_names_and_class_names_in_json(tmp_path):
     from PIL import Image
 
-    from mobiledeploy.accuracy.data import _digits_pixels, digits_split_indices
+    from mobiledeploy.data.datasets import _digits_pixels, digits_split_indices
 
     pixels, y = _digits_pixels(RES)
     folder = tmp_path / "imgs"

@@ -63,7 +63,7 @@ def test_export_then_eval_reproduces_every_recorded_row(tmp_path):
     assert float_top1 - got[("tflite", "int8")]["top1"] <= 0.005
     assert float_top1 - got[("onnx", "int8")]["top1"] <= 0.005
     # every runtime artifact once more, independently: the runtimes' own APIs and numpy argmax
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.data.datasets import load_dataset
 
     ds = load_dataset("digits", resolution=32, split="test")
     for x in got.values():

@@ -18,7 +18,7 @@ import pytest
 from mobiledeploy import runtimes
 from mobiledeploy.errors import ConversionError, DataError, ToleranceError, UsageError
 from mobiledeploy.export.pipeline import MANIFEST, STAGING_PREFIX, ExportConfig, export_model, keras_outputs, sha256_file
-from mobiledeploy.accuracy.metrics import max_abs_diff, sqnr_db, top1_agreement
+from mobiledeploy.metrics import max_abs_diff, sqnr_db, top1_agreement
 
 STEM = "mobilenet_v1_0.25_32"
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "mobilenet_v1_0.25_32_digits.keras"
@@ -60,7 +60,7 @@ def exported(model_file, tmp_path_factory):
 @pytest.fixture(scope="module")
 def check_data():
     """Fresh digits (not the validation subset) to check the artifacts independently."""
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.data.datasets import load_dataset
 
     return load_dataset("digits", resolution=32, split="test", limit=48, seed=7).x
 
@@ -355,7 +355,7 @@ def test_validation_rules_and_fatal_mismatches(tiny_tflite, tiny_keras):
 
 def test_digits_calibration_is_the_shared_split():
     """calibration.py preprocesses only the picked digits; they must be data.subset's picks."""
-    from mobiledeploy.accuracy import data
+    from mobiledeploy.data import datasets as data
     from mobiledeploy.export.calibration import load_calibration
 
     cal = load_calibration("digits", resolution=32, preprocessing="mobilenet", samples=50, validate=10, seed=3)

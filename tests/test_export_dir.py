@@ -82,7 +82,7 @@ def test_source_model_file_must_stay_inside(tmp_path, value, message):
 def test_per_layer_calibration_outside_the_directory_is_not_loaded(tmp_path):
     import numpy as np
 
-    from mobiledeploy.accuracy.data import Dataset
+    from mobiledeploy.data.datasets import Dataset
     from mobiledeploy.export.perlayer import _calibration
 
     np.savez(tmp_path / "outside.npz", x=np.zeros((3, 8, 8, 3), np.uint8))

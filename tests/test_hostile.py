@@ -81,7 +81,7 @@ BAD_DATA = [("zero.npz", "empty"), ("noarrays.npz", "no array 'x'"), ("empty.npz
 
 @pytest.mark.parametrize("name, message", BAD_DATA)
 def test_the_data_loader_refuses_empty_and_non_finite_data(bad_data, name, message):
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.data.datasets import load_dataset
 
     with pytest.raises(UsageError, match=message):
         load_dataset(bad_data / name, resolution=32)
@@ -313,7 +313,7 @@ def test_a_path_with_a_nul_byte_in_a_file_is_exit_2(tmp_path, tiny_tflite):
 
 
 def test_a_data_file_that_never_ends_is_refused(tmp_path):
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.data.datasets import load_dataset
 
     os.mkfifo(tmp_path / "d.npz")
     os.mkfifo(tmp_path / "labels.txt")

@@ -87,7 +87,7 @@ def test_default_int8_recipe_holds_up_on_real_images(tmp_path):
         shutil.copy(p, cdir / p.name)
     from PIL import Image
 
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.data.datasets import load_dataset
 
     x = load_dataset(str(ASSETS / "imagenet20"), resolution=224, preprocessing="mobilenet").x
 

@@ -1,4 +1,4 @@
-"""mobiledeploy.accuracy.metrics: exact values on hand-made arrays."""
+"""mobiledeploy.metrics: exact values on hand-made arrays."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mobiledeploy.errors import UsageError, ValidationError
-from mobiledeploy.accuracy.metrics import max_abs_diff, mean_abs_diff, sqnr_db, top1_agreement, topk_accuracy
+from mobiledeploy.metrics import max_abs_diff, mean_abs_diff, sqnr_db, top1_agreement, topk_accuracy
 
 
 def test_max_and_mean_abs_diff():

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mobiledeploy.cli import cli
-from mobiledeploy.accuracy.data import load_dataset
+from mobiledeploy.data.datasets import load_dataset
 from mobiledeploy.errors import UsageError
 from mobiledeploy.models.artifacts import resolve_models
 from mobiledeploy.export.perlayer import TFLITE_FLAG, per_layer_report, short_tflite_name

@@ -40,8 +40,8 @@ def test_train_cli_saves_a_safe_loadable_model_and_reports_test_accuracy(tmp_pat
     assert 0.0 <= doc["test_top1"] <= doc["test_top5"] <= 1.0 and len(doc["loss_history"]) == 1
     assert "test top-1" in r.output and "epoch 1/1" in r.stderr
     from mobiledeploy.models.archs import load_model
-    from mobiledeploy.accuracy.data import load_dataset
-    from mobiledeploy.accuracy.metrics import topk_accuracy
+    from mobiledeploy.data.datasets import load_dataset
+    from mobiledeploy.metrics import topk_accuracy
 
     model = load_model(out)  # safe_mode=True
     import io

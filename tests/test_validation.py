@@ -34,7 +34,7 @@ def varied():
 
 @pytest.fixture(scope="module")
 def inputs():
-    from mobiledeploy.accuracy.data import load_dataset
+    from mobiledeploy.data.datasets import load_dataset
 
     return load_dataset("digits", resolution=32, split="test", limit=16, seed=5).x
 

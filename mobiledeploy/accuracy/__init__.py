@@ -1,1 +1,1 @@
-"""Accuracy: data sets, training, evaluation, metrics and per-layer quantization error."""
+"""Accuracy: evaluation of models on a data set, host-emulated evaluation, training."""

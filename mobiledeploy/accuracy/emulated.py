@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from mobiledeploy.accuracy import metrics
-from mobiledeploy.accuracy.data import Dataset
+from mobiledeploy import metrics
+from mobiledeploy.data.datasets import Dataset
 
 KERAS_NOTE = "skipped: Keras models are not run under emulation (export to .tflite/.onnx)"
 

@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mobiledeploy.accuracy import metrics
-from mobiledeploy.accuracy.data import Dataset
+from mobiledeploy import metrics
+from mobiledeploy.data.datasets import Dataset
 from mobiledeploy.errors import UsageError
 from mobiledeploy.export.augment import calibration_warnings
 from mobiledeploy.models.artifacts import ModelRef, resolve_models
@@ -120,7 +120,7 @@ class EvalConfig:
     emulate: str | None = None  # also run each artifact under qemu on this CPU model (accuracy.emulated)
     progress: Progress | None = None  # called as each model starts and ends (the CLI's stderr lines)
     layout: str | None = None  # None: from the input shape (models/preprocessing.py)
-    label_pattern: str | None = None  # class id from file names (accuracy/labels.py)
+    label_pattern: str | None = None  # class id from file names (data/labels.py)
 
 
 # ---------------------------------------------------------------- core
@@ -249,7 +249,7 @@ def _flat(out: np.ndarray) -> np.ndarray:
 
 def run_eval(cfg: EvalConfig) -> EvalReport:
     """Resolve ``cfg.models`` (files and export directories), load the data set, evaluate."""
-    from mobiledeploy.accuracy.data import check_options, load_dataset
+    from mobiledeploy.data.datasets import check_options, load_dataset
     from mobiledeploy.models.artifacts import default_reference, model_input, model_layout, preprocessing_for
     from mobiledeploy.models.siblings import sibling_reference
 

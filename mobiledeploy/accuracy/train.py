@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from mobiledeploy.accuracy.data import Dataset, load_dataset
+from mobiledeploy.data.datasets import Dataset, load_dataset
 from mobiledeploy.errors import DataError, UsageError
 from mobiledeploy.quiet import import_keras, import_tensorflow
 
@@ -147,7 +147,7 @@ def _split(cfg: TrainConfig, pre: str) -> tuple[Dataset, Dataset, str]:
 def train(cfg: TrainConfig, *, progress: Callable[[int, int, dict], None] | None = None) -> TrainResult:
     """Train per ``cfg``, save the model to ``cfg.out``; ``progress(epoch, epochs, logs)`` per epoch."""
     from mobiledeploy.models import archs
-    from mobiledeploy.accuracy.metrics import topk_accuracy
+    from mobiledeploy.metrics import topk_accuracy
 
     cfg.check()
     arch = archs.get_arch(cfg.arch)

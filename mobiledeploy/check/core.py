@@ -341,7 +341,7 @@ class _Accuracy:
         self._top1: dict = {}
 
     def dataset(self, art: Resolved, resolution: int):
-        from mobiledeploy.accuracy.data import load_dataset
+        from mobiledeploy.data.datasets import load_dataset
 
         pre = self.bf.data.preprocessing or art.preprocessing or "mobilenet"
         key = (resolution, pre)

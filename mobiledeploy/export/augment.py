@@ -20,7 +20,7 @@ import numpy as np
 from mobiledeploy.errors import DataError, UsageError
 
 if TYPE_CHECKING:
-    from mobiledeploy.accuracy.data import Dataset
+    from mobiledeploy.data.datasets import Dataset
     from mobiledeploy.models.artifacts import ModelRef
 
 MIN_DISTINCT = 100  # fewer distinct calibration images than this: warn
@@ -44,7 +44,7 @@ class Split:
 
 
 def image_files(folder: Path) -> list[Path]:
-    from mobiledeploy.accuracy.data import IMAGE_SUFFIXES
+    from mobiledeploy.data.datasets import IMAGE_SUFFIXES
 
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
                   and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobiledeploy.accuracy import data
+from mobiledeploy.data import datasets as data
 from mobiledeploy.errors import UsageError
 from mobiledeploy.export import augment
 from mobiledeploy.models.preprocessing import get_preprocessing

@@ -84,7 +84,7 @@ def _calibration(ref, dataset) -> tuple[np.ndarray, str]:
     cal = ref.calibration if isinstance(ref.calibration, dict) else {}
     why = "no manifest calibration"
     if cal.get("source"):
-        from mobiledeploy.accuracy.data import load_dataset
+        from mobiledeploy.data.datasets import load_dataset
         from mobiledeploy.models.artifacts import contained_path
 
         try:

@@ -28,9 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobiledeploy import runtimes
-
-from mobiledeploy.accuracy import metrics
+from mobiledeploy import metrics, runtimes
 from mobiledeploy.export import logits
 from mobiledeploy.export.logits import LOGITS, OUTPUTS
 from mobiledeploy.errors import MobiledeployError, ToleranceError, UsageError, ValidationError

@@ -126,7 +126,7 @@ class SweepConfig:
             load_target(name)
 
     def _check_data(self) -> None:
-        from mobiledeploy.accuracy.data import load_dataset
+        from mobiledeploy.data.datasets import load_dataset
 
         ds = load_dataset(self.data, resolution=32, preprocessing="raw", labelled=True, limit=self.eval_limit)
         n = ds.num_classes

@@ -100,8 +100,8 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
         ds = _load_random(resolution, pre, limit or RANDOM_DEFAULT_SAMPLES, seed)
     else:
         p = Path(name).expanduser()
-        if p.is_dir() and label_pattern:  # class ids from file names (accuracy/labels.py)
-            from mobiledeploy.accuracy.labels import pattern_entries
+        if p.is_dir() and label_pattern:  # class ids from file names (data/labels.py)
+            from mobiledeploy.data.labels import pattern_entries
 
             x, labels, skipped = read_entries(pattern_entries(p, label_pattern, IMAGE_SUFFIXES), resolution)
             ds = Dataset(x=pre(x), y=np.asarray(labels, np.int64), class_names=None, source=str(p),
@@ -143,7 +143,7 @@ def check_options(source: str | os.PathLike, *, preprocessing: str | None = None
     if preprocessing is not None:
         get_preprocessing(preprocessing)
     if label_pattern is not None:
-        from mobiledeploy.accuracy.labels import compile_pattern
+        from mobiledeploy.data.labels import compile_pattern
 
         compile_pattern(label_pattern)
     if split not in SPLITS:

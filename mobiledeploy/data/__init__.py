@@ -1,0 +1,1 @@
+"""Data sets shared by calibration (export), training and evaluation: loaders and labels."""
