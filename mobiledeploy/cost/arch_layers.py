@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from mobiledeploy.cost.ir import LayerStats, _fuse_and_measure, _Node
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 
 __all__ = ["arch_nodes", "arch_layers", "COVERED"]
 
@@ -261,7 +261,8 @@ def arch_nodes(arch: str, *, alpha: float = 1.0, resolution: int = 224, classes:
     try:
         _BUILDERS[a.name](g, float(alpha), int(classes), int(depth_multiplier), float(dropout))
     except ValueError as e:  # as build_model words Keras' refusal
-        raise UsageError(f"keras cannot build {a.name} with alpha={alpha}, resolution={resolution}: {e}") from None
+        raise UsageError(f"keras cannot build {a.name} with alpha={alpha}, resolution={resolution}: "
+                         f"{one_line(e, None)}") from None
     return g.nodes
 
 

@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 
 from mobiledeploy.cost.ir import OP_CLASSES, LayerStats, UnknownOpWarning, _fuse_and_measure, _Node, _prod  # noqa: F401 - re-exported
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 
 # ---------------------------------------------------------------- Keras
 
@@ -152,14 +152,14 @@ def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[_Node]:
         ops = it._get_ops_details()
         inputs = {d["index"] for d in it.get_input_details()}
     except (ValueError, RuntimeError) as e:  # UnicodeDecodeError too: names in a damaged file
-        raise UsageError(f"cannot read TFLite model {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
+        raise UsageError(f"cannot read TFLite model {str(path)!r}: {one_line(e, 200)}") from None
     try:
         return _tflite_nodes(ops, tensors, inputs)
     except _Malformed as e:
         raise UsageError(f"cannot read TFLite model {str(path)!r}: {e}") from None
     except (IndexError, KeyError, TypeError, ValueError, OverflowError) as e:
         raise UsageError(f"cannot read TFLite model {str(path)!r}: malformed operator or tensor: "
-                         f"{' '.join(str(e).split())[:160] or type(e).__name__}") from None
+                         f"{one_line(e, 160)}") from None
 
 
 class _Malformed(ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.cost.ir import LayerStats, _fuse_and_measure, _Node
 
 _KINDS = {
@@ -59,7 +59,7 @@ def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[_Node
     try:
         model = onnx.load(str(path))
     except Exception as e:
-        raise UsageError(f"cannot read ONNX model {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
+        raise UsageError(f"cannot read ONNX model {str(path)!r}: {one_line(e, 200)}") from None
     g = model.graph
     from onnx import numpy_helper
 
@@ -101,7 +101,7 @@ def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[_Node
                              f"{e}") from None
         except (IndexError, KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
             raise UsageError(f"cannot read ONNX model {str(path)!r}: node {n.name or idx!r} ({n.op_type}) is "
-                             f"malformed: {' '.join(str(e).split())[:160] or type(e).__name__}") from None
+                             f"malformed: {one_line(e, 160)}") from None
         if node is not None:
             nodes.append(node)
     in_shape = shapes.get(graph_inputs[0].name, ()) if graph_inputs else ()

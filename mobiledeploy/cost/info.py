@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.cost.graph import keras_layers
 from mobiledeploy.cost.ir import LayerStats
 from mobiledeploy.quiet import import_keras
@@ -140,7 +140,7 @@ def _load_keras(path: Path):
     try:
         return keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as e:
-        raise UsageError(f"cannot load Keras model {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
+        raise UsageError(f"cannot load Keras model {str(path)!r}: {one_line(e, 200)}") from None
 
 
 def _nonempty(stats: ModelStats) -> ModelStats:
@@ -189,7 +189,7 @@ def build_config_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolu
     try:
         return ctor(**kw)
     except ValueError as e:
-        raise UsageError(f"cannot build {arch} alpha={alpha} resolution={resolution}: {e}") from None
+        raise UsageError(f"cannot build {arch} alpha={alpha} resolution={resolution}: {one_line(e, None)}") from None
 
 
 def config_stats(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224,

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.quiet import import_keras, import_tensorflow
 
 MIN_RESOLUTION = 32
@@ -132,7 +132,7 @@ def build_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: i
         model = getattr(keras.applications, a.keras_fn)(**kwargs)
     except ValueError as e:
         raise UsageError(f"keras cannot build {a.name} with alpha={alpha}, resolution={resolution}: "
-                         f"{_one_line(e)}") from None
+                         f"{one_line(e, None)}") from None
     if weights is not None:
         from mobiledeploy.models.weights import resolve_weights
 
@@ -227,7 +227,7 @@ def _load_weights(model, path: Path, a: Arch, *, alpha, resolution, classes) -> 
             warnings.simplefilter("ignore")  # Keras warns per layer before it raises
             model.load_weights(str(path))
     except (ValueError, KeyError, OSError, TypeError) as e:
-        msg = _one_line(e)
+        msg = one_line(e, None)
         m = (re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", msg)
              or re.search(r"expects shape (\([^)]*\))\. Received saved weight with shape (\([^)]*\))", msg))
         detail = f"a layer expects shape {m.group(1)}, the file has {m.group(2)}" if m else msg[:200]
@@ -278,16 +278,16 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False, flag: str | Non
     try:
         return keras.models.load_model(str(p), compile=False, safe_mode=not unsafe)
     except ValueError as e:
-        msg = _one_line(e)
+        msg = one_line(e, None)
         if "safe_mode=False" in msg or "arbitrary code execution" in msg:  # Keras' own wording
             raise UsageError(f"{p.name} needs unsafe deserialization (it contains a Lambda layer or other "
                              f"Python code); pass --unsafe-load only if you trust this file") from None
         raise UsageError(f"cannot load Keras model {str(p)!r}{named}: {msg[:300]}") from None
     except (OSError, KeyError, TypeError, AttributeError, ImportError) as e:
-        raise UsageError(f"cannot load Keras model {str(p)!r}{named}: {_one_line(e)[:300]}") from None
+        raise UsageError(f"cannot load Keras model {str(p)!r}{named}: {one_line(e)}") from None
     except Exception as e:  # corrupt archives raise zipfile/h5py errors of their own
-        raise UsageError(f"cannot load Keras model {str(p)!r}{named}: {type(e).__name__}: "
-                         f"{_one_line(e)[:300]}") from None
+        raise UsageError(f"cannot load Keras model {str(p)!r}{named}: "
+                         f"{one_line(e, typed=True)}") from None
 
 
 def _load_saved_model(p: Path):
@@ -310,7 +310,7 @@ def _load_saved_model(p: Path):
     except UsageError:
         raise
     except Exception as e:
-        raise UsageError(f"cannot load SavedModel {str(p)!r} (--model): {_one_line(e)[:300]}") from None
+        raise UsageError(f"cannot load SavedModel {str(p)!r} (--model): {one_line(e)}") from None
 
 
 @dataclass(frozen=True)
@@ -368,8 +368,3 @@ def _is_number(v) -> bool:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split())
-    return msg if msg else type(e).__name__

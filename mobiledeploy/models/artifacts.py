@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.models import inspect
 from mobiledeploy.models.preprocessing import image_dims, layout_of, metadata_preprocessing, onnx_metadata
 from mobiledeploy.runtimes import KERAS_SUFFIXES
@@ -116,7 +116,7 @@ def read_manifest(path: Path) -> dict:
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read export manifest {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
+        raise UsageError(f"cannot read export manifest {str(path)!r}: {one_line(e, 200)}") from None
     if not isinstance(m, dict) or not isinstance(m.get("artifacts"), list) \
             or not all(isinstance(a, dict) for a in m["artifacts"]):
         raise UsageError(f"{str(path)!r} is not a mobiledeploy export manifest (no 'artifacts' list)")
@@ -301,7 +301,7 @@ def _input_shape(r: ModelRef, unsafe_load: bool) -> tuple:
         raise
     except Exception as e:
         raise UsageError(f"{r.name} is not a readable {r.format} model (cannot read its input shape: "
-                         f"{' '.join(str(e).split())[:160]})") from None
+                         f"{one_line(e, 160)})") from None
     return tuple(shape)
 
 

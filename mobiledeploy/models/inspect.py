@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.guards import check_model_file
 from mobiledeploy.runtimes import detect_format  # noqa: F401 - the one format check, re-exported
 
@@ -65,7 +65,7 @@ def inputs(path: str | os.PathLike) -> list[InputInfo]:
         raise
     except Exception as e:
         raise UsageError(f"{p.name} is not a readable {fmt} model (cannot read its inputs: "
-                         f"{' '.join(str(e).split())[:160]})") from None
+                         f"{one_line(e, 160)})") from None
 
 
 def concrete_shapes(ins: list[InputInfo], shapes: dict | None, path: str | os.PathLike) -> dict[str, tuple]:

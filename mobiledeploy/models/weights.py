@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 
 IMAGENET = "imagenet"
 IMAGENET_CLASSES = 1000
@@ -146,7 +146,7 @@ def check_hdf5(path: Path) -> None:
     except Exception as e:  # h5py raises OSError/KeyError/RuntimeError for damaged files
         size = path.stat().st_size
         raise UsageError(f"weights file {path.name!r} (--weights) is not a readable HDF5 file ({size} bytes; "
-                         f"truncated or damaged?): {' '.join(str(e).split())[:120]}") from None
+                         f"truncated or damaged?): {one_line(e, 120)}") from None
 
 
 def describe_weights(w: Weights) -> dict:

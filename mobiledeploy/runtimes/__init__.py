@@ -22,7 +22,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from mobiledeploy.errors import RuntimeFailure, UsageError
+from mobiledeploy.errors import RuntimeFailure, UsageError, one_line
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -83,7 +83,7 @@ class LiteRTSession:
             _resolve_tflite_shapes(self._it, details, shapes or {})
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise RuntimeFailure(f"LiteRT cannot load {path.name}: {_one_line(e)}") from None
+            raise RuntimeFailure(f"LiteRT cannot load {path.name}: {one_line(e)}") from None
         self.inputs = [_tflite_spec(d) for d in self._it.get_input_details()]
         self.outputs = [_tflite_spec(d) for d in self._it.get_output_details()]
         self._in_idx = {d["name"]: d["index"] for d in self._it.get_input_details()}
@@ -169,7 +169,7 @@ class OrtSession:
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-            raise RuntimeFailure(f"ONNX Runtime cannot load {path.name}: {_one_line(e)}") from None
+            raise RuntimeFailure(f"ONNX Runtime cannot load {path.name}: {one_line(e)}") from None
         shapes = shapes or {}
         _check_shape_names(shapes, [i.name for i in self._sess.get_inputs()], path)
         self.inputs = []
@@ -403,8 +403,3 @@ def _check_shape_names(shapes: dict | None, names: list[str], path: Path) -> Non
 def _fmt_shape(shape: Sequence) -> str:
     return "x".join("?" if (d is None or (isinstance(d, int) and d < 0) or isinstance(d, str)) else str(d)
                     for d in shape)
-
-
-def _one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split())
-    return msg[:300] if msg else type(e).__name__

@@ -75,9 +75,9 @@ def measure(settings: dict) -> dict:
                                         ort_opt_level=settings.get("ort_opt_level", "all"), shapes=shapes)
     except Exception as e:
         if not readable(settings["model"]):  # a corrupt file is the input's fault (exit 2), as in `info`
-            from mobiledeploy.errors import UsageError
+            from mobiledeploy.errors import UsageError, one_line
 
-            raise UsageError(" ".join(str(e).split()) or type(e).__name__) from None
+            raise UsageError(one_line(e, None)) from None
         raise
     init_ns = time.perf_counter_ns() - t0
     session.set_inputs(runtimes.random_inputs(session, seed=settings.get("seed", 0)))
@@ -89,12 +89,7 @@ def measure(settings: dict) -> dict:
     min_runs, min_time_s, max_runs = run_plan(settings.get("runs"), settings.get("min_time_s"))
     samples = timed_loop(session.invoke, min_runs=min_runs, min_time_s=min_time_s, max_runs=max_runs)
     rss1 = peak_rss_kb()
-    prec = settings.get("precision")
-    if not prec:  # the parent passes it under emulation: models.inspect needs onnx, which the guest lacks
-        from mobiledeploy.models.inspect import precision
-
-        prec = precision(settings["model"])
-    return {"status": "ok", "runtime": session.runtime, "precision": prec, "hwcaps": auxv_hwcaps(),
+    return {"status": "ok", "runtime": session.runtime, "precision": settings.get("precision") or "unknown", "hwcaps": auxv_hwcaps(),
             "init_ms": init_ns / 1e6, "first_ms": first_ns / 1e6, "samples_ms": [s / 1e6 for s in samples],
             "peak_rss_mb": (rss1 - rss0) / 1024.0, "process_peak_rss_mb": rss1 / 1024.0,
             "inputs": [s.to_json() | {"shape": list(runtimes.input_shape(session, s))} for s in session.inputs],
@@ -189,10 +184,9 @@ def main() -> int:
         job = json.loads(sys.stdin.read())
         result = TASKS[job.get("task", "bench")](job)
     except Exception as e:  # any failure of this one model becomes its error row
-        msg = " ".join(str(e).split()) or type(e).__name__
-        from mobiledeploy.errors import MobiledeployError
+        from mobiledeploy.errors import MobiledeployError, one_line
 
-        result = {"status": "error", "error": msg if isinstance(e, MobiledeployError) else f"{type(e).__name__}: {msg}",
+        result = {"status": "error", "error": one_line(e, None, typed=not isinstance(e, MobiledeployError)),
                   "usage": getattr(e, "exit_code", 1) == 2}
     out.write(json.dumps(result))
     out.flush()

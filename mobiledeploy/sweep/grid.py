@@ -22,7 +22,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 
 PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)  # MobileNet paper, Table 6
 PAPER_RESOLUTIONS = (224, 192, 160, 128)  # Table 7
@@ -253,7 +253,7 @@ def _weights_for(pattern: str | None, arch: str, alpha: float, res: int) -> str 
         return pattern.format(arch=arch, alpha=alpha, res=res)
     except (KeyError, IndexError, ValueError) as e:
         raise UsageError(f"--weights pattern {pattern!r}: only {{arch}}, {{alpha}} and {{res}} may be "
-                         f"substituted ({type(e).__name__}: {e})") from None
+                         f"substituted ({one_line(e, typed=True)})") from None
 
 
 def _shared_inputs(bench_target: str, data: str | None) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mobiledeploy.errors import ConversionError
+from mobiledeploy.errors import ConversionError, one_line
 
 
 def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
@@ -12,5 +12,5 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
     try:
         model.save(str(path))
     except Exception as e:  # Keras raises many types for unserialisable models
-        raise ConversionError(f"cannot save the Keras model: {' '.join(str(e).split())[:300]}") from None
+        raise ConversionError(f"cannot save the Keras model: {one_line(e)}") from None
     return path

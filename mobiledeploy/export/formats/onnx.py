@@ -29,7 +29,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.formats._graph import INPUT_NAME, OUTPUT_NAME, frozen_function
 from mobiledeploy.quiet import import_tensorflow, quiet_converter
-from mobiledeploy.errors import ConversionError
+from mobiledeploy.errors import ConversionError, one_line
 from mobiledeploy.export.recipes import CALIB_BATCH, calibration_reader
 
 OPSET = 17
@@ -54,7 +54,7 @@ def _fp32(model, out_dir: Path, stem: str) -> Path:
                                            tensors_to_rename=names, output_path=str(path))
     except Exception as e:
         path.unlink(missing_ok=True)
-        raise ConversionError(f"ONNX conversion (tf2onnx) failed: {' '.join(str(e).split())[:300]}") from None
+        raise ConversionError(f"ONNX conversion (tf2onnx) failed: {one_line(e)}") from None
     return path
 
 
@@ -72,7 +72,7 @@ def _fp16(fp32: Path, path: Path) -> Path:
             onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(path))
     except Exception as e:
         path.unlink(missing_ok=True)
-        raise ConversionError(f"ONNX fp16 conversion failed: {' '.join(str(e).split())[:300]}") from None
+        raise ConversionError(f"ONNX fp16 conversion failed: {one_line(e)}") from None
     return path
 
 
@@ -133,5 +133,5 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
         raise
     except Exception as e:
         path.unlink(missing_ok=True)
-        raise ConversionError(f"ONNX {precision} quantization failed: {' '.join(str(e).split())[:300]}") from None
+        raise ConversionError(f"ONNX {precision} quantization failed: {one_line(e)}") from None
     return path

@@ -15,7 +15,7 @@ from pathlib import Path
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.formats._graph import frozen_function
 from mobiledeploy.quiet import import_tensorflow, quiet_converter
-from mobiledeploy.errors import ConversionError
+from mobiledeploy.errors import ConversionError, one_line
 
 def converter_for(model, precision: str, recipe):
     """The converter for ``precision``; full int8 converts the recipe's source (bias-corrected when it says so)."""
@@ -83,6 +83,6 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
     except ConversionError:
         raise
     except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
-        raise ConversionError(f"TFLite {precision} conversion failed: {' '.join(str(e).split())[:300]}") from None
+        raise ConversionError(f"TFLite {precision} conversion failed: {one_line(e)}") from None
     path.write_bytes(data)
     return path
