@@ -85,23 +85,24 @@ class OneOf:
 
 @dataclass(frozen=True)
 class Names:
-    """A non-empty tuple of names from ``choices`` (a comma list on the command line)."""
+    """A tuple of names from ``choices`` (a comma list on the command line), non-empty unless ``empty_ok``."""
 
     choices: tuple[str, ...] | Mapping
+    empty_ok: bool = False
 
     def __call__(self, v, flag: str) -> None:
         allowed = tuple(self.choices)
-        if not v:
+        if not v and not self.empty_ok:
             raise UsageError(f"{flag} is empty; choose from {', '.join(allowed)}")
         bad = [x for x in v if x not in allowed]
         if bad:
             raise UsageError(f"unknown value {bad[0]!r} for {flag}; choose from {', '.join(allowed)}")
 
 
-def option(default: Any = MISSING, *, help: str, flag: str | None = None, check: Callable | None = None,
+def option(default: Any = MISSING, *, help: str | None, flag: str | None = None, check: Callable | None = None,
            type: type | None = None, metavar: str | None = None, path: str | None = None, exists: bool = False,
            flag_value: Any = MISSING, cli_default: Any = MISSING, parse: Callable[[Any], Any] | None = None,
-           show_default: bool | None = None, **kw) -> Any:
+           show_default: bool | None = None, required: bool | None = None, **kw) -> Any:
     """A config field with its command-line option.
 
     ``flag`` (default ``--field-name``; ``--x/--no-x`` for a switch), ``help``, ``check``;
@@ -109,11 +110,11 @@ def option(default: Any = MISSING, *, help: str, flag: str | None = None, check:
     ``exists``) for a path; ``flag_value`` for a flag that sets the field to that value
     (``--per-tensor`` sets ``per_channel`` False); ``cli_default`` and ``parse`` when the
     command line spells the value as text (``--float-layers auto`` -> None): ``parse(cli_default)``
-    must equal ``default``.
+    must equal ``default``. ``required`` (default: when there is no default) is the option's.
     """
     meta = {"help": help, "flag": flag, "check": check, "type": type, "metavar": metavar, "path": path,
             "exists": exists, "flag_value": flag_value, "cli_default": cli_default, "parse": parse,
-            "show_default": show_default}
+            "show_default": show_default, "required": required}
     return field(default=default, metadata={"option": meta}, **kw)
 
 

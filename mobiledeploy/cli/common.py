@@ -175,6 +175,8 @@ def _click_kwargs(f) -> tuple[list[str], dict]:
     check, flag = m["check"], opts.flag_of(f)
     if m["metavar"]:
         kw["metavar"] = m["metavar"]
+    if default is opts.MISSING:  # a field without a default: a required option, unless declared otherwise
+        kw["required"], default = m["required"] is not False, None
     if m["flag_value"] is not opts.MISSING:
         kw.update(flag_value=m["flag_value"], default=default)
     elif "/" in spec:
@@ -187,7 +189,7 @@ def _click_kwargs(f) -> tuple[list[str], dict]:
             parse = m["parse"]
             kw.update(default=m["cli_default"], callback=lambda ctx, param, value: parse(value))
         elif isinstance(check, opts.Names):
-            kw.update(default=",".join(default),
+            kw.update(default=",".join(default) or None,
                       callback=lambda ctx, param, value: csv_choice(value, tuple(check.choices), flag))
         elif isinstance(check, opts.AtLeast):
             kw["type"] = click.IntRange(min=check.low)
@@ -195,6 +197,9 @@ def _click_kwargs(f) -> tuple[list[str], dict]:
             kw["type"] = click.Choice(tuple(check.choices))
         elif isinstance(check, opts.Seconds):
             kw["type"] = Seconds()
+        elif isinstance(check, opts.Finite):
+            lo, hi = (int(b) if b is not None and float(b).is_integer() else b for b in (check.low, check.high))
+            kw["type"] = click.FloatRange(lo, hi, min_open=check.low_open, max_open=check.high_open)
         elif m["path"]:
             kw["type"] = click.Path(exists=m["exists"], file_okay=m["path"] != "dir", dir_okay=m["path"] != "file")
         elif m["type"] is not None:

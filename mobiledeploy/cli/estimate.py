@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import (emit_json, json_option, shape_option, stderr_console, stdout_console,
-                                     target_options, warnings_to_stderr, wide_option)
+from mobiledeploy.cli.common import (click_options, emit_json, json_option, shape_option, stderr_console,
+                                     stdout_console, target_options, warnings_to_stderr, wide_option)
 from mobiledeploy.cli.table import Column, render
-from mobiledeploy.cli.info import ARCH_CHOICES
+from mobiledeploy.cost.estimate import EstimateConfig
 
 
 @click.command("estimate")
 @click.argument("model", required=False, type=click.Path(exists=True))
-@click.option("--arch", type=click.Choice(ARCH_CHOICES), default=None,
-              help="Architecture to build (instead of a MODEL file).  [default: mobilenet_v1]")
-@click.option("--alpha", type=click.FloatRange(min=0.0, min_open=True), default=None, help="Width multiplier.")
-@click.option("--res", "resolution", type=click.IntRange(min=32), default=None, help="Input resolution.")
-@click.option("--classes", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--precision", type=click.Choice(("fp32", "int8")), default=None,
-              help="Precision to estimate a Keras model/config at (files: their own precision).")
+@click_options(EstimateConfig, "arch", "alpha", "resolution", "classes", "precision")
 @target_options
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Device threads (default: the target's [run].threads).")
+@click_options(EstimateConfig, "threads")
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer breakdown.")
 @click.option("--method", type=click.Choice(("cost", "kernels")), default="cost", show_default=True,
@@ -38,17 +31,17 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
     Per layer: max(MACs / (peak x efficiency), bytes moved / bandwidth) + overhead, with
     the target's fitted [cost_model] parameters (see `mobiledeploy target calibrate`).
     """
-    from mobiledeploy.cost.estimate import EstimateConfig
     from mobiledeploy.cost.estimate import estimate as run_estimate
 
-    if model is not None and (arch or alpha is not None or resolution is not None):
+    source = click.get_current_context().get_parameter_source
+    given = [n for n in ("arch", "alpha", "resolution") if source(n) != click.core.ParameterSource.DEFAULT]
+    if model is not None and given:
         raise click.UsageError("give either a MODEL file or --arch/--alpha/--res, not both")
     if shapes and model is None:
         raise click.UsageError("--shape applies to a MODEL file with dynamic inputs, not to --arch configs")
     if method == "kernels":
         return _kernels(model, target_name, target_file, threads, json_path)
-    cfg = EstimateConfig(model=model, arch=arch or "mobilenet_v1", alpha=1.0 if alpha is None else alpha,
-                         resolution=224 if resolution is None else resolution, classes=classes,
+    cfg = EstimateConfig(model=model, arch=arch, alpha=alpha, resolution=resolution, classes=classes,
                          precision=precision, target=target_name, target_file=target_file, threads=threads,
                          shapes=shapes or None)
     with warnings_to_stderr():

@@ -30,7 +30,10 @@ from mobiledeploy.cost.model import (COMBINES, COMPUTE_CLASSES, DEFAULT_CACHE_RA
                                      PRECISION_RATE, PRECISIONS, PRIORS_ONLY_EVIDENCE, PRIORS_ONLY_TEXT,
                                      LayerArrays, expected_error_text,
                                      runtime_layers)
+from mobiledeploy.cost.arch_layers import COVERED
 from mobiledeploy.errors import UsageError
+from mobiledeploy.models.archs import MIN_RESOLUTION
+from mobiledeploy.options import AtLeast, Finite, OneOf, check_fields, option
 
 
 # Priors, used when a target's [cost_model] does not say (and as the fit's starting
@@ -228,20 +231,27 @@ def estimate_label(model: CostModel) -> str:
 
 @dataclass(frozen=True)
 class EstimateConfig:
+    """What ``estimate`` does; fields declared with ``option`` are also its options (``mobiledeploy.options``)."""
+
     model: str | None = None  # a .keras/.tflite/.onnx path; or a config below
-    arch: str = "mobilenet_v1"
-    alpha: float = 1.0
-    resolution: int = 224
-    classes: int = 1000
-    precision: str | None = None  # default: the file's precision (fp32 for configs)
+    arch: str = option("mobilenet_v1", check=OneOf(COVERED, "architecture"),
+                       help="Architecture to build (instead of a MODEL file).")
+    alpha: float = option(1.0, check=Finite(0, low_open=True), help="Width multiplier.")
+    resolution: int = option(224, flag="--res", check=AtLeast(MIN_RESOLUTION), help="Input resolution.")
+    classes: int = option(1000, check=AtLeast(1), help=None)
+    precision: str | None = option(  # default: the file's precision (fp32 for configs)
+        None, check=OneOf(("fp32", "int8"), "precision"),
+        help="Precision to estimate a Keras model/config at (files: their own precision).")
     target: str | None = None
     target_file: str | None = None
-    threads: int | None = None  # default: the target's [run].threads
+    threads: int | None = option(None, check=AtLeast(1),  # default: the target's [run].threads
+                                 help="Device threads (default: the target's [run].threads).")
     shapes: dict | None = None  # --shape: concrete dims for dynamic inputs of a file
 
 
 def estimate(config: EstimateConfig) -> Estimate:
     """Estimate ``config``'s model on ``config``'s target (see the module docstring)."""
+    check_fields(config)
     from mobiledeploy.cost import info
     from mobiledeploy.targets import load_target
 
