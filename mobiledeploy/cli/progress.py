@@ -54,8 +54,9 @@ class _Steps:
             if p.kind == "start":
                 self._t0[p.message] = time.perf_counter()
                 self.console.print(f"{p.message} ...", markup=False, highlight=False)
-            else:
-                seconds = p.metrics.get("seconds", time.perf_counter() - self._t0.pop(p.message, time.perf_counter()))
+            elif not p.failed:  # a step that failed ends in the command's error line
+                t0 = self._t0.pop(p.message, None)
+                seconds = p.metrics.get("seconds", time.perf_counter() - t0 if t0 is not None else 0.0)
                 self.console.print(f"{p.message}: done in {seconds:.1f} s", markup=False, highlight=False)
         elif p.kind == "start":
             self._tasks[p.message] = self._display.add_task(p.message, total=1)
@@ -69,10 +70,13 @@ class _Steps:
 
 
 @contextlib.contextmanager
-def progress_renderer(*, steps: bool = False, console=None) -> Iterator[OnProgress]:
-    """A ``progress`` callback drawing on stderr for the duration of the block."""
+def progress_renderer(*, steps: bool = False, status: bool = True, console=None) -> Iterator[OnProgress]:
+    """A ``progress`` callback drawing on stderr for the duration of the block.
+
+    ``steps``: one row per step with its time (export); ``status`` False: lines only, no live
+    status line (commands whose every event is a line: sweep, train)."""
     err = console or stderr_console()
-    if not err.is_terminal:
+    if not err.is_terminal or not status:
         yield _Steps(err) if steps else _Lines(err)
     elif steps:
         from rich.progress import Progress as Display, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -6,6 +6,7 @@ import click
 
 from mobiledeploy.cli.common import (Seconds, csv_choice, emit_json, json_option, stderr_console, stdout_console,
                                      wide_option)
+from mobiledeploy.cli.progress import progress_renderer
 from mobiledeploy.export.formats import FORMATS, PRECISIONS
 from mobiledeploy.sweep.grid import (DEFAULT_CALIB_SAMPLES, DEFAULT_SAMPLES, DEFAULT_TARGETS, EXECUTORS,
                                      MAX_CONFIGS, MAX_CONFIGS_LIMIT, PAPER_ALPHAS, PAPER_RESOLUTIONS)
@@ -104,27 +105,8 @@ def sweep(arch, alpha, res, quant, formats, targets, bench_target, data, eval_li
 
     err.print(f"sweep: {cfg.size} configs into {out}", markup=False, soft_wrap=True)
 
-    def on_event(kind, job, result, finished, total):
-        if kind == "start":  # before the first config's export: a line at once, not after minutes
-            err.print(f"[{finished:>{len(str(total))}}/{total}] running {result['todo']} configs on "
-                      f"{result['workers']} worker(s); a line as each finishes", markup=False, soft_wrap=True)
-            return
-        if kind == "stale":  # a kept result that cannot be trusted: one line, and the config runs again
-            err.print(f"warning: {job.name}: kept result not used, {result['error']}; running it again",
-                      markup=False, soft_wrap=True)
-            return
-        t = result.get("timings_s") or {}
-        if kind == "cached":
-            msg = "cached"
-        elif result["status"] == "ok":
-            steps = ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k not in ("total", "bench_wait", "cpu"))
-            node = (result.get("node") or {}).get("host", "?")
-            msg = f"done in {t.get('total', 0):.1f} s ({steps}) on {node}"
-        else:
-            msg = f"[red]FAILED[/]: {result.get('error')}"
-        err.print(f"[{finished:>{len(str(total))}}/{total}] {job.name}: {msg}", markup=True, soft_wrap=True)
-
-    result = run_sweep(cfg, on_event=on_event, checked=True)
+    with progress_renderer(status=False, console=err) as progress:
+        result = run_sweep(cfg, progress=progress, checked=True)
     s = result.summary
     emit_json(json_path, s)
     if json_path != "-":

@@ -10,7 +10,7 @@ Layout of ``--out``::
 A rerun loads every ``rows/`` file whose hash matches, whose job succeeded, whose shape is
 the one this version writes and whose artifacts are still on disk with the recorded size
 and SHA-256; it runs only the others (failed jobs are retried, a malformed or stale result
-is reported as a ``stale`` event and redone), then rewrites the tables and the report.
+is reported in a note and redone), then rewrites the tables and the report.
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 from mobiledeploy import io
 from mobiledeploy.errors import MobiledeployError
+from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.sweep import grid, pareto, report
 from mobiledeploy.sweep.run import add_estimates, out_lock, reusable_export, run_local, run_ray
 
 SCHEMA_VERSION = 1
-OnEvent = Callable[[str, object, dict, int, int], None]  # (kind: cached|stale|start|done, job, result, finished, total)
 
 
 @dataclass
@@ -45,49 +43,55 @@ class SweepResult:
         return [c for c in self.summary["configs"] if c["status"] != "ok"]
 
 
-def run_sweep(cfg: grid.SweepConfig, *, on_event: OnEvent | None = None, checked: bool = False) -> SweepResult:
+def run_sweep(cfg: grid.SweepConfig, *, progress: OnProgress | None = None, checked: bool = False) -> SweepResult:
+    """Run every config of ``cfg`` not already done in ``cfg.out``; ``progress`` gets a line as each
+    config is found cached, is found stale (a note), starts the workers and finishes."""
     if not checked:
         cfg.check()
     t0 = time.perf_counter()
     out = io.ensure_writable_dir(Path(cfg.out).expanduser().absolute())
     with out_lock(out):  # a second sweep into the same --out is refused while this one runs
         try:
-            return _run_sweep(cfg, out, on_event, t0)
+            return _run_sweep(cfg, out, progress, t0)
         except OSError as e:  # a state file that cannot be written (a directory in its place, disk full)
             name = e.filename2 or e.filename  # os.replace(temporary, destination): the destination
             where = f" {str(name)!r}" if name else f" in {str(out)!r}"
             raise MobiledeployError(f"cannot write{where}: {e.strerror or e}") from None
 
 
-def _run_sweep(cfg: grid.SweepConfig, out: Path, on_event: OnEvent | None, t0: float) -> SweepResult:
+def _run_sweep(cfg: grid.SweepConfig, out: Path, progress: OnProgress | None, t0: float) -> SweepResult:
     job_list = grid.jobs(cfg)
     rows_dir = io.ensure_writable_dir(out / "rows")
     results: dict[str, dict] = {}
     todo = []
+
+    def count() -> str:
+        return f"[{len(results):>{len(str(len(job_list)))}}/{len(job_list)}]"
+
     for job in job_list:
         cached, stale = reusable_row(rows_dir / job.result_name, job)
         if cached is not None:
             results[job.name] = cached
-            if on_event:
-                on_event("cached", job, cached, len(results), len(job_list))
+            emit(progress, "sweep", f"{count()} {job.name}: cached", done=len(results), total=len(job_list))
         else:
             todo.append(job)
-            if stale and on_event:
-                on_event("stale", job, {"error": stale}, len(results), len(job_list))
+            if stale:  # a kept result that cannot be trusted: one line, and the config runs again
+                emit(progress, "sweep", f"warning: {job.name}: kept result not used, {stale}; running it again",
+                     "note")
 
     def on_result(job, res: dict) -> None:
         io.write_json(rows_dir / job.result_name, res)  # atomically, as soon as it is known
         results[job.name] = res
-        if on_event:
-            on_event("done", job, res, len(results), len(job_list))
+        emit(progress, "sweep", f"{count()} {job.name}: {_outcome(res)}", done=len(results), total=len(job_list),
+             failed=res["status"] != "ok", metrics=res.get("timings_s") or {})
 
     from mobiledeploy.targets import host_cores
 
     workers = cfg.jobs or len(host_cores())
     executor = {"kind": cfg.executor, "workers": workers, "ran": len(todo), "cached": len(job_list) - len(todo)}
-    if todo and on_event:
-        on_event("start", None, {"todo": len(todo), "workers": min(workers, len(todo))}, len(results),
-                 len(job_list))
+    if todo:  # before the first config's export: a line at once, not after minutes
+        emit(progress, "sweep", f"{count()} running {len(todo)} configs on {min(workers, len(todo))} worker(s); "
+                                "a line as each finishes", "note", done=len(results), total=len(job_list))
     if todo and cfg.executor == "ray":
         executor.update(run_ray(todo, on_result, address=cfg.ray_address, workers=cfg.jobs))
     elif todo:
@@ -110,6 +114,15 @@ def _run_sweep(cfg: grid.SweepConfig, out: Path, on_event: OnEvent | None, t0: f
     pngs = report.plots(out, summary)
     files += [*pngs.values(), report.write_html(out, summary, pngs)]
     return SweepResult(summary=summary, out=out, files=files)
+
+
+def _outcome(res: dict) -> str:
+    """How one config ended, for its progress line."""
+    t = res.get("timings_s") or {}
+    if res["status"] != "ok":
+        return f"FAILED: {res.get('error')}"
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k not in ("total", "bench_wait", "cpu"))
+    return f"done in {t.get('total', 0):.1f} s ({steps}) on {(res.get('node') or {}).get('host', '?')}"
 
 
 def constraints(cfg: grid.SweepConfig) -> pareto.Constraints:
