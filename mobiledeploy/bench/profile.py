@@ -68,7 +68,7 @@ def attach_estimates(profile: dict, path: str, *, threads: int | None, shapes: d
     from mobiledeploy.cost.estimate import cost_model_for, estimate_layers
     from mobiledeploy.cost.info import model_stats
     from mobiledeploy.cost.model import runtime_layers
-    from mobiledeploy.errors import MobiledeployError
+    from mobiledeploy.errors import MobiledeployError, one_line
     from mobiledeploy.targets import load_target
 
     try:
@@ -81,8 +81,7 @@ def attach_estimates(profile: dict, path: str, *, threads: int | None, shapes: d
         profile["estimate_error"] = str(e)
         return
     except Exception as e:  # a graph the cost model's parsers do not expect: the measurement still stands
-        why = " ".join(str(e).split())[:200]
-        profile["estimate_error"] = f"the cost model cannot read this model ({type(e).__name__}: {why})"
+        profile["estimate_error"] = f"the cost model cannot read this model ({one_line(e, 200, typed=True)})"
         return
     hits = match_layers([o["name"] for o in profile["ops"]], runtime_layers(stats.layers))  # est.layers' order
     for op, i in zip(profile["ops"], hits):

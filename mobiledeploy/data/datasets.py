@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobiledeploy.errors import DataError, UsageError
+from mobiledeploy.errors import DataError, UsageError, one_line
 from mobiledeploy.models.preprocessing import AS_IS, Preprocessing, get_preprocessing
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -280,7 +280,7 @@ def _load_npz(path: Path, resolution: int, pre: Preprocessing) -> Dataset:
     except EOFError:  # numpy's answer to a zero-byte file (Click would read it as Ctrl-D)
         raise DataError(f"cannot read {str(path)!r} as a .npz file: the file is empty") from None
     except (OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        raise DataError(f"cannot read {str(path)!r} as a .npz file: {' '.join(str(e).split())[:200]}") from None
+        raise DataError(f"cannot read {str(path)!r} as a .npz file: {one_line(e, 200)}") from None
     if "x" not in arrays:
         raise DataError(f"{str(path)!r} has no array 'x' (found: {', '.join(arrays) or 'nothing'})")
     x = arrays["x"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobiledeploy.errors import ConversionError, UsageError
+from mobiledeploy.errors import ConversionError, UsageError, one_line
 from mobiledeploy.quiet import import_tensorflow, quiet_converter
 
 TFLITE_FLAG = 0.7  # rmse/scale above this is flagged; ~0.29 is rounding noise alone
@@ -110,7 +110,7 @@ def _calibration(ref, dataset) -> tuple[np.ndarray, str]:
                               split=cal.get("split", "train"), limit=cal.get("samples"), seed=cal.get("seed", 0))
             return ds.x, f"calibration: {cal['source']} ({len(ds)} samples, as recorded in the manifest)"
         except (UsageError, TypeError, ValueError) as e:
-            why = f"the manifest's calibration data is not used: {str(e)[:160]}"
+            why = f"the manifest's calibration data is not used: {one_line(e, 160)}"
     return dataset.x[:100], f"calibration: {min(100, len(dataset))} evaluation samples ({why})"
 
 
@@ -141,7 +141,7 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
             dbg.run()
     except Exception as e:  # the converter raises many types
         raise ConversionError(f"QuantizationDebugger failed on {Path(src).name}: "
-                              f"{' '.join(str(e).split())[:300]}") from None
+                              f"{one_line(e)}") from None
     layers = []
     for stats_name, stats in dbg.layer_statistics.items():
         det = _tflite_tensor(dbg, stats_name)
@@ -241,7 +241,7 @@ def _onnx_report(ref, x) -> PerLayerReport:
                     m.setdefault("float", [])
                 errors = compute_activation_error(matching)
         except Exception as e:  # noqa: BLE001 - ORT raises its own types
-            raise ConversionError(f"qdq_loss_debug failed on {ref.name}: {' '.join(str(e).split())[:300]}") from None
+            raise ConversionError(f"qdq_loss_debug failed on {ref.name}: {one_line(e)}") from None
     layers = []
     for name, err in errors.items():
         qdq = float(err.get("qdq_err", float("nan")))

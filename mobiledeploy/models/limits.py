@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.guards import MAX_MODEL_BYTES, fmt_bytes
 from mobiledeploy.machine import available_memory
 
@@ -64,7 +64,7 @@ def check_keras_archive(path: str | os.PathLike) -> None:
             infos = z.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as e:
         raise UsageError(f"cannot load Keras model {str(p)!r}: not a valid or complete Keras archive (a .keras "
-                         f"file is a zip archive: {' '.join(str(e).split())[:120]})") from None
+                         f"file is a zip archive: {one_line(e, 120)})") from None
     except OSError as e:
         raise UsageError(f"cannot read {str(p)!r}: {e.strerror or e}") from None
     config = [i.file_size for i in infos if i.filename == "config.json"]

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from mobiledeploy.errors import MobiledeployError, UsageError
+from mobiledeploy.errors import MobiledeployError, UsageError, one_line
 
 LOCK_NAME = "mobiledeploy-bench.lock"
 OUT_LOCK_NAME = ".sweep.lock"  # in --out: one sweep at a time there
@@ -73,7 +73,7 @@ def run_job(job) -> dict:
     except (MobiledeployError, OSError) as e:
         result.update(status="error", stage=stage, error=f"{stage}: {e}", usage_error=isinstance(e, UsageError))
     except Exception as e:  # noqa: BLE001 - one job's bug is one error row, never the end of the sweep
-        result.update(status="error", stage=stage, error=f"{stage}: internal error: {type(e).__name__}: {e}",
+        result.update(status="error", stage=stage, error=f"{stage}: internal error: {one_line(e, None, typed=True)}",
                       traceback=traceback.format_exc(limit=8))
     failed = [r for r in result["artifacts"] if r["status"] != "ok"]
     if result["status"] == "ok" and failed:
@@ -375,7 +375,7 @@ def run_ray(jobs: list, on_result: OnResult, *, address: str | None = None, work
                 try:
                     res = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - a dead worker or node: that job's error row
-                    res = error_result(job, f"Ray task failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+                    res = error_result(job, f"Ray task failed: {one_line(e, typed=True)}")
                 on_result(job, res)
         return info
     finally:
