@@ -125,6 +125,20 @@ def row(model: str, measured: float, table: dict, dev: dict, timeout: float) -> 
     return out
 
 
+def thread_scaling(tables: list[dict]) -> list[dict]:
+    """Per device and model: the published speed-up from 1 to N threads beside the estimated one."""
+    one = {(t["device"], r["model"]): r for t in tables if t["threads"] == 1 for r in t["rows"] if "error" not in r}
+    out = []
+    for t in tables:
+        for r in t["rows"]:
+            base = one.get((t["device"], r["model"]))
+            if t["threads"] > 1 and base and "error" not in r:
+                out.append({"device": t["device"], "model": r["model"], "threads": t["threads"],
+                            "published_speedup": round(base["measured_ms"] / r["measured_ms"], 2),
+                            "estimated_speedup": round(base["estimate_ms"] / r["estimate_ms"], 2)})
+    return out
+
+
 def run(a) -> dict:
     from benchmarks.common import published as eg
 
@@ -159,6 +173,7 @@ def run(a) -> dict:
                                                       if t["threads"] == 1],
                          "table_medians_several_threads": [t["kernels"]["median_abs_error_pct"]
                                                            for t in report["tables"] if t["threads"] > 1]}
+    report["thread_scaling"] = thread_scaling(report["tables"])
     report["bars"] = {"one_thread_median_pct": 12.0, "one_thread_worst_pct": 25.0, "several_threads_median_pct": 20.0}
     for t in report["tables"]:
         k, p, c = t["kernels"], t["priors_only"], t["two_corners"]
