@@ -164,7 +164,7 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
         base["size_bytes"] = p.stat().st_size if p.is_file() else None
         rt = runtime_for(p)
         base["format"], base["runtime"] = rt.format, rt.name
-        if settings.emulate and not precision:  # the guest has no onnx to read it with
+        if not precision:  # read here and told to the child, which never reads it (the emulation guest has no onnx)
             from mobiledeploy.models.inspect import precision as read_precision
 
             base["precision"] = read_precision(p)
@@ -174,6 +174,11 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
         raw = _run_child(p, settings, precision=base["precision"])
     except OSError as e:  # could not start the child (no processes, no memory)
         raw = {"status": "error", "error": f"cannot start the bench child process: {e}"}
+    if raw.get("open_error") and not raw.get("usage"):  # the runtime could not open it: is the file corrupt?
+        from mobiledeploy.models.inspect import readable
+
+        if not readable(p):  # the input's fault (exit 2), as in `info`, with the runtime's own message
+            raw = {**raw, "error": raw["open_error"], "usage": True}
     if raw.get("status") != "ok":
         return BenchResult(status="error", error=raw.get("error") or "unknown failure",
                            usage_error=bool(raw.get("usage")), **base)
@@ -199,9 +204,8 @@ def _run_child(path: Path, settings: BenchSettings, *, precision: str = "unknown
     job = {"task": "bench", "model": str(path), "threads": settings.threads,
            "cores": list(settings.affinity or ()), "xnnpack": settings.xnnpack,
            "ort_opt_level": settings.ort_opt_level, "warmup": settings.warmup, "runs": settings.runs,
-           "min_time_s": settings.min_time_s, "shapes": dict(settings.shapes), "seed": settings.seed}
-    if settings.emulate:
-        job["precision"] = precision
+           "min_time_s": settings.min_time_s, "shapes": dict(settings.shapes), "seed": settings.seed,
+           "precision": precision}
     return run_child(job, timeout_s=settings.timeout_s, emulate=settings.emulate)
 
 

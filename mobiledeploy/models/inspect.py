@@ -190,3 +190,18 @@ def _onnx_precision(p: Path) -> str:
     types = [t.data_type for t in g.initializer]
     n16, n32 = types.count(onnx.TensorProto.FLOAT16), types.count(onnx.TensorProto.FLOAT)
     return "fp16" if n16 and n16 >= n32 else "fp32"
+
+
+def readable(model: str | os.PathLike) -> bool:
+    """False when the project's own reader cannot parse ``model`` (the check ``info`` and ``eval``
+    make): the file is corrupt, the runtime is not at fault. True where the reader's library
+    is missing. ``bench`` asks it in the parent when the child could not open a model."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx" if detect_format(model) == "onnx" else "ai_edge_litert") is None:
+        return True
+    try:
+        inputs(model)
+    except UsageError:
+        return False
+    return True

@@ -73,12 +73,11 @@ def measure(settings: dict) -> dict:
         session = runtimes.open_session(settings["model"], threads=settings.get("threads"),
                                         xnnpack=settings.get("xnnpack", True),
                                         ort_opt_level=settings.get("ort_opt_level", "all"), shapes=shapes)
-    except Exception as e:
-        if not readable(settings["model"]):  # a corrupt file is the input's fault (exit 2), as in `info`
-            from mobiledeploy.errors import UsageError, one_line
+    except Exception as e:  # the input's fault or the runtime's: the parent asks models.inspect (open_error)
+        from mobiledeploy.errors import MobiledeployError, one_line
 
-            raise UsageError(one_line(e, None)) from None
-        raise
+        return {"status": "error", "error": one_line(e, None, typed=not isinstance(e, MobiledeployError)),
+                "usage": getattr(e, "exit_code", 1) == 2, "open_error": one_line(e, None)}
     init_ns = time.perf_counter_ns() - t0
     session.set_inputs(runtimes.random_inputs(session, seed=settings.get("seed", 0)))
     t0 = time.perf_counter_ns()
@@ -96,26 +95,6 @@ def measure(settings: dict) -> dict:
             "outputs": [s.to_json() for s in session.outputs],
             "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "tensorflow_imported": "tensorflow" in sys.modules}
-
-
-def readable(model: str) -> bool:
-    """False when the project's own reader cannot parse ``model`` (``models.inspect``, the check
-    ``info`` and ``eval`` make): the file is corrupt, the runtime is not at fault. True where
-    the reader's library is missing (the emulation guest has no ``onnx``)."""
-    import importlib.util
-
-    from mobiledeploy.errors import UsageError
-    from mobiledeploy.runtimes import detect_format
-
-    if importlib.util.find_spec("onnx" if detect_format(model) == "onnx" else "ai_edge_litert") is None:
-        return True
-    from mobiledeploy.models.inspect import inputs
-
-    try:
-        inputs(model)
-    except UsageError:
-        return False
-    return True
 
 
 def auxv_hwcaps() -> list[int] | None:
