@@ -28,18 +28,34 @@ from mobiledeploy.check.budgets import ArtifactBudget, ArtifactRef, BudgetFile, 
 from mobiledeploy.check.kinds import GROUPS, KINDS, holds
 from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, VERDICTS, CheckOutcome
 from mobiledeploy.errors import MobiledeployError, UsageError
+from mobiledeploy.options import Finite, Names, check_fields, option
 
 @dataclass(frozen=True)
 class CheckConfig:
-    budget: str | os.PathLike
-    artifacts: str | os.PathLike | None = None  # --artifacts DIR: where budget paths resolve
-    baseline: str | os.PathLike | None = None  # --baseline DIR|FILE for max_latency_ratio
-    data: str | os.PathLike | None = None  # --data: overrides the budget's [data] source
+    """What ``run_check`` does; fields declared with ``option`` are also its options (``mobiledeploy.options``)."""
+
+    budget: str | os.PathLike = option(path="file", metavar="FILE", required=False,  # --measure-yardstick: none
+                                       help="Budget file (TOML), e.g. models/budgets.toml.")
+    artifacts: str | os.PathLike | None = option(  # where budget paths resolve
+        None, path="dir", metavar="DIR",
+        help="Export directory the budget's artifacts are looked up in (default: the file's `artifacts`, else the "
+             "budget file's directory).")
+    baseline: str | os.PathLike | None = option(  # for max_latency_ratio
+        None, path="any", metavar="DIR|FILE",
+        help="Baseline for max_latency_ratio: an export directory (e.g. main's) or one artifact.")
+    data: str | os.PathLike | None = option(  # overrides the budget's [data] source
+        None, metavar="SOURCE",
+        help="Labelled data for accuracy budgets: digits, a folder of class sub-folders or a .npz (default: the "
+             "budget's [data] source).")
     target: str | None = None  # --target (default: the budget file's, else host)
     target_file: str | os.PathLike | None = None
-    max_time_s: float | None = None  # overrides [latency] max_time_s
-    strict: bool = False  # inconclusive latency checks fail
-    skip: tuple[str, ...] = ()  # check kinds not to run: size, accuracy, latency
+    max_time_s: float | None = option(  # overrides [latency] max_time_s
+        None, flag="--max-time", check=Finite(0.0, low_open=True), metavar="S",
+        help="Seconds per latency check before an undecided one is reported inconclusive (default: the budget's "
+             "[latency] max_time_s, else 60).")
+    strict: bool = option(False, help="Fail on inconclusive latency checks (default: pass with a warning).")
+    skip: tuple[str, ...] = option((), check=Names(GROUPS, empty_ok=True), metavar="KINDS",
+                                   help=f"Comma list of check kinds not to run: {', '.join(GROUPS)}.")
     progress: Callable[[str], None] | None = field(default=None, compare=False)
 
 
@@ -289,10 +305,8 @@ def run_check(cfg: CheckConfig) -> CheckReport:
     from mobiledeploy.check import latency
 
     t0 = time.monotonic()
+    check_fields(cfg)  # the declared checks (--skip's kinds, --max-time)
     bf = load_budgets(cfg.budget)
-    bad = sorted(set(cfg.skip) - set(GROUPS))
-    if bad:
-        raise UsageError(f"unknown check kind {bad[0]!r} (--skip); choose from {', '.join(GROUPS)}")
     bf = _replace(bf, data=_replace(bf.data, source=data_source(bf, cfg.data)))
     target = latency.resolve_target(cfg.target or bf.target, cfg.target_file)
     plans = plan_checks(bf, cfg, target=target.name)

@@ -7,28 +7,15 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import (emit_json, json_option, md_option, stderr_console, stdout_console, target_options,
-                                     wide_option)
+from mobiledeploy.check.core import CheckConfig
+from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, stderr_console, stdout_console,
+                                     target_options, wide_option)
 
 
 @click.command()
-@click.option("--budget", "budget", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Budget file (TOML), e.g. models/budgets.toml.")
-@click.option("--artifacts", type=click.Path(file_okay=False), metavar="DIR",
-              help="Export directory the budget's artifacts are looked up in "
-                   "(default: the file's `artifacts`, else the budget file's directory).")
-@click.option("--baseline", type=click.Path(), metavar="DIR|FILE",
-              help="Baseline for max_latency_ratio: an export directory (e.g. main's) or one artifact.")
-@click.option("--data", metavar="SOURCE",
-              help="Labelled data for accuracy budgets: digits, a folder of class sub-folders or a .npz "
-                   "(default: the budget's [data] source).")
+@click_options(CheckConfig, "budget", "artifacts", "baseline", "data")
 @target_options
-@click.option("--max-time", "max_time_s", type=click.FloatRange(min=0, min_open=True), metavar="S",
-              help="Seconds per latency check before an undecided one is reported inconclusive "
-                   "(default: the budget's [latency] max_time_s, else 60).")
-@click.option("--strict", is_flag=True, help="Fail on inconclusive latency checks (default: pass with a warning).")
-@click.option("--skip", "skip", metavar="KINDS",
-              help="Comma list of check kinds not to run: size, accuracy, latency.")
+@click_options(CheckConfig, "max_time_s", "strict", "skip")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False, writable=True),
               help="Also write JUnit XML (one test case per check) to this path.")
 @click.option("--measure-yardstick", is_flag=True,
@@ -48,8 +35,7 @@ def check(budget, artifacts, baseline, data, target_name, target_file, max_time_
     lies above the limit. Latencies are the HOST's, under the target's settings.
     """
     from mobiledeploy.check import report as rep
-    from mobiledeploy.check.core import CheckConfig, run_check
-    from mobiledeploy.cli.common import csv_choice
+    from mobiledeploy.check.core import run_check
     from mobiledeploy.errors import BudgetError
 
     err = stderr_console()
@@ -59,10 +45,9 @@ def check(budget, artifacts, baseline, data, target_name, target_file, max_time_
         return
     if not budget:
         raise click.UsageError("give the budget file with --budget FILE (or use --measure-yardstick)")
-    kinds = csv_choice(skip, ("size", "accuracy", "latency"), "--skip")
     report = run_check(CheckConfig(budget=budget, artifacts=artifacts, baseline=baseline, data=data,
                                    target=target_name, target_file=target_file, max_time_s=max_time_s,
-                                   strict=strict, skip=kinds, progress=progress))
+                                   strict=strict, skip=skip, progress=progress))
     emit_json(json_path, report.to_json())
     rep.write_outputs(report, junit_path=junit_path, md_path=md_path)
     if json_path != "-":
