@@ -14,6 +14,9 @@ from mobiledeploy.errors import UsageError
 # command module, attribute, config class (module:name), arguments a bare invocation needs
 COMMANDS = [
     ("mobiledeploy.cli.export", "export", "mobiledeploy.export.pipeline:ExportConfig", []),
+    ("mobiledeploy.cli.eval", "eval_", "mobiledeploy.accuracy.evaluate:EvalConfig", ["model.tflite"]),
+    ("mobiledeploy.cli.train", "train", "mobiledeploy.accuracy.train:TrainConfig", ["--out", "m.keras"]),
+    ("mobiledeploy.cli.check", "check", "mobiledeploy.check.core:CheckConfig", []),
     ("mobiledeploy.cli.estimate", "estimate", "mobiledeploy.cost.estimate:EstimateConfig", []),
 ]
 # options several commands share, declared once in cli/common.py (target_options, shape_option)

@@ -27,6 +27,7 @@ from mobiledeploy.data.datasets import Dataset
 from mobiledeploy.errors import UsageError
 from mobiledeploy.export.augment import calibration_warnings
 from mobiledeploy.models.artifacts import ModelRef, resolve_models
+from mobiledeploy.options import AtLeast, OneOf, Seconds, check_fields, option
 
 
 @dataclass(frozen=True)
@@ -103,24 +104,41 @@ Progress = Callable[[str, bool], None]  # (message, done): a model starts (False
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """What ``run_eval`` does. Fields declared with ``option`` are also ``eval`` options (``mobiledeploy.options``)."""
+
     models: tuple[str, ...]
-    data: str = "digits"
-    split: str = "test"
-    limit: int | None = None
-    preprocessing: str | None = None  # None: from the manifest / the model
-    labels_file: str | None = None
-    reference: str | None = None  # None: the float model of the same export
-    threads: int | None = None
-    timeout_s: float = 600.0
-    seed: int = 0
-    per_layer: bool = False
-    source_model: str | None = None  # float Keras model for --per-layer when there is no manifest
-    unsafe_load: bool = False
+    data: str = option("digits", metavar="SOURCE",
+                       help="'digits', an image folder with class sub-folders, or a .npz with x and y.")
+    split: str = option("test", check=OneOf(("test", "train", "all"), "split"), help="Split of the digits set.")
+    limit: int | None = option(None, type=int, help="Evaluate a seeded subset of this many samples.")
+    preprocessing: str | None = option(  # None: from the manifest / the model
+        None, help="Input preprocessing: mobilenet, raw, unit, torch, caffe (default: from the manifest, the ONNX "
+                   "metadata or the Keras model).")
+    labels_file: str | None = option(None, flag="--labels", path="file", exists=True,
+                                     help="Class names, one per line.")
+    reference: str | None = option(None, path="any",  # None: the float model of the same export
+                                   help="Model to compare outputs with (default: the float model of the same "
+                                        "export).")
+    threads: int | None = option(None, check=AtLeast(1), help="Runtime threads (default: the runtime's).")
+    timeout_s: float = option(600.0, flag="--timeout", check=Seconds(),
+                              help="Seconds per model before it is reported as failed.")
+    seed: int = option(0, help="Seed for the --limit subset.")
+    per_layer: bool = option(False, help="Per-layer quantization error of int8 artifacts.")
+    source_model: str | None = option(None, path="any", exists=True,  # when there is no manifest
+                                      help="Float Keras model for --per-layer of a TFLite file without a manifest.")
+    unsafe_load: bool = option(False, help="Allow Keras models with Lambda layers (trusted files only).")
     compare: bool = True  # False: no reference model, no agreement (what `bench --data` asks)
-    emulate: str | None = None  # also run each artifact under qemu on this CPU model (accuracy.emulated)
+    emulate: str | None = option(  # also run each artifact under qemu on this CPU model (accuracy.emulated)
+        None, metavar="CPU",
+        help="Also run each .tflite/.onnx on the real aarch64 runtimes under qemu on this CPU model (cortex-a53, "
+             "cortex-a55, cortex-a76, neoverse-n1, max, 'max,sme=off'; needs `make arm-env`): its top-1 and its "
+             "agreement with the host run. --timeout is scaled x50 for it.")
     progress: Progress | None = None  # called as each model starts and ends (the CLI's stderr lines)
-    layout: str | None = None  # None: from the input shape (models/preprocessing.py)
-    label_pattern: str | None = None  # class id from file names (data/labels.py)
+    layout: str | None = option(None, check=OneOf(("nhwc", "nchw"), "layout"),  # None: from the input shape
+                                help="Input layout of TFLite/ONNX models (default: read from the input shape).")
+    label_pattern: str | None = option(  # class id from file names (data/labels.py)
+        None, metavar="REGEX",
+        help=r"Class id from each file name's first group, e.g. 'imagenet_\d+_(\d+)' (flat folders).")
 
 
 # ---------------------------------------------------------------- core
@@ -249,6 +267,7 @@ def _flat(out: np.ndarray) -> np.ndarray:
 
 def run_eval(cfg: EvalConfig) -> EvalReport:
     """Resolve ``cfg.models`` (files and export directories), load the data set, evaluate."""
+    check_fields(cfg)
     from mobiledeploy.data.datasets import check_options, load_dataset
     from mobiledeploy.models.artifacts import default_reference, model_input, model_layout, preprocessing_for
     from mobiledeploy.models.siblings import sibling_reference

@@ -24,6 +24,7 @@ import numpy as np
 
 from mobiledeploy.data.datasets import Dataset, load_dataset
 from mobiledeploy.errors import DataError, UsageError
+from mobiledeploy.options import AtLeast, Finite, OneOf, check_fields, option
 from mobiledeploy.quiet import import_keras, import_tensorflow
 
 OPTIMIZERS = ("adam", "nadam")
@@ -31,46 +32,43 @@ OPTIMIZERS = ("adam", "nadam")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    out: str
-    data: str = "digits"
-    arch: str = "mobilenet_v1"
-    alpha: float = 0.25
-    resolution: int = 32
-    epochs: int = 60
-    batch_size: int = 32
-    learning_rate: float = 5e-3
-    optimizer: str = "adam"
-    shift: float = 0.1
-    flip: bool | None = None  # None: on, except for digits
-    val_fraction: float = 0.2  # hold-out for sources without a fixed test split
-    preprocessing: str | None = None  # None: the architecture's
-    labels_file: str | None = None
-    init: str | None = None  # fine-tune this Keras model instead of building one
-    limit: int | None = None
+    """What ``train`` does. Fields declared with ``option`` are also ``train`` options (``mobiledeploy.options``)."""
+
+    out: str = option(help="Where to save the model (.keras).", path="file", show_default=False)
+    data: str = option("digits", metavar="SOURCE",
+                       help="'digits', an image folder with class sub-folders, or a .npz with x and y.")
+    arch: str = option("mobilenet_v1", help="Architecture (see mobiledeploy.models.archs).")
+    alpha: float = option(0.25, help="Width multiplier.")
+    resolution: int = option(32, flag="--res", help="Input resolution (pixels).")
+    epochs: int = option(60, check=AtLeast(1), help=None)
+    batch_size: int = option(32, check=AtLeast(1), help=None)
+    learning_rate: float = option(5e-3, flag="--lr", check=Finite(0.0, low_open=True),
+                                  help="Peak learning rate (cosine decay to 1% of it).")
+    optimizer: str = option("adam", check=OneOf(OPTIMIZERS, "optimizer"), help=None)
+    shift: float = option(0.1, check=Finite(0.0, 0.5, high_open=True),
+                          help="Random translation, as a fraction of the image side.")
+    flip: bool | None = option(None, flag="--flip/--no-flip",  # None: on, except for digits
+                               help="Random horizontal flips (default: on, except for digits).")
+    val_fraction: float = option(  # hold-out for sources without a fixed test split
+        0.2, check=Finite(0.0, 1.0, low_open=True, high_open=True),
+        help="Held-out fraction for the test accuracy (digits uses its fixed test split).")
+    preprocessing: str | None = option(None, help="Input preprocessing (default: the architecture's).")
+    labels_file: str | None = option(None, flag="--labels", path="file", exists=True,
+                                     help="Class names, one per line.")
+    init: str | None = option(None, path="any", exists=True,  # fine-tune this Keras model instead of building one
+                              help="Fine-tune this Keras model instead of a new one.")
+    limit: int | None = option(None, type=int, help="Train on a seeded subset of this many samples.")
     dropout: float = 1e-3
-    seed: int = 0
+    seed: int = option(0, help="Seed for init, shuffling and augmentation.")
 
     def check(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise UsageError(f"--epochs must be an integer >= 1, received {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise UsageError(f"--batch-size must be an integer >= 1, received {self.batch_size!r}")
-        if not (self.learning_rate > 0):
-            raise UsageError(f"--lr must be > 0, received {self.learning_rate!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"unknown optimizer {self.optimizer!r} (--optimizer); choose from {', '.join(OPTIMIZERS)}")
-        if not (0.0 <= self.shift < 0.5):
-            raise UsageError(f"--shift must be in [0, 0.5), received {self.shift!r}")
-        if not (0.0 < self.val_fraction < 1.0):
-            raise UsageError(f"--val-fraction must be in (0, 1), received {self.val_fraction!r}")
+        check_fields(self)  # the declared checks: ranges and choices
         if not str(self.out).endswith(".keras"):
             raise UsageError(f"--out must be a .keras file, received {str(self.out)!r}")
         from mobiledeploy import guards
         from mobiledeploy.models import archs
 
-        for flag, v in (("--lr", self.learning_rate), ("--shift", self.shift), ("--val-fraction", self.val_fraction),
-                        ("--dropout", self.dropout)):
-            guards.finite(v, flag)
+        guards.finite(self.dropout, "--dropout")
         guards.check_output_file(self.out)  # before training, not after: a read-only --out loses nothing
         if self.init is None:
             archs.check_build_args(self.arch, alpha=self.alpha, resolution=self.resolution, dropout=self.dropout)

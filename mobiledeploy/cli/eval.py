@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import Seconds, emit_json, json_option, md_option, progress, stdout_console, wide_option
+from mobiledeploy.accuracy.evaluate import EvalConfig
+from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, progress, stdout_console,
+                                     wide_option)
 from mobiledeploy.cli.table import Column
 
 COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", priority=1),
@@ -16,35 +18,11 @@ COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", pr
 
 @click.command("eval")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--data", default="digits", show_default=True, metavar="SOURCE",
-              help="'digits', an image folder with class sub-folders, or a .npz with x and y.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train", "all"]),
-              help="Split of the digits set.")
-@click.option("--limit", type=int, help="Evaluate a seeded subset of this many samples.")
-@click.option("--reference", type=click.Path(),
-              help="Model to compare outputs with (default: the float model of the same export).")
-@click.option("--preprocessing", help="Input preprocessing: mobilenet, raw, unit, torch, caffe (default: from the "
-              "manifest, the ONNX metadata or the Keras model).")
-@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
-              help="Class names, one per line.")
-@click.option("--label-pattern", metavar="REGEX",
-              help=r"Class id from each file name's first group, e.g. 'imagenet_\d+_(\d+)' (flat folders).")
-@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default=None,
-              help="Input layout of TFLite/ONNX models (default: read from the input shape).")
+@click_options(EvalConfig, "data", "split", "limit", "reference", "preprocessing", "labels_file", "label_pattern",
+               "layout")
 @click.option("--mean", metavar="M[,M,M]", help="Explicit preprocessing: (x - mean) / std; values <= 1 act on x/255.")
 @click.option("--std", metavar="S[,S,S]", help="Explicit preprocessing: standard deviation (with --mean).")
-@click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the runtime's).")
-@click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=Seconds(),
-              help="Seconds per model before it is reported as failed.")
-@click.option("--per-layer", is_flag=True, help="Per-layer quantization error of int8 artifacts.")
-@click.option("--source-model", type=click.Path(exists=True),
-              help="Float Keras model for --per-layer of a TFLite file without a manifest.")
-@click.option("--unsafe-load", is_flag=True, help="Allow Keras models with Lambda layers (trusted files only).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for the --limit subset.")
-@click.option("--emulate", metavar="CPU",
-              help="Also run each .tflite/.onnx on the real aarch64 runtimes under qemu on this CPU model "
-                   "(cortex-a53, cortex-a55, cortex-a76, neoverse-n1, max, 'max,sme=off'; needs `make arm-env`): "
-                   "its top-1 and its agreement with the host run. --timeout is scaled x50 for it.")
+@click_options(EvalConfig, "threads", "timeout_s", "per_layer", "source_model", "unsafe_load", "seed", "emulate")
 @json_option
 @md_option
 @wide_option
@@ -59,7 +37,7 @@ def eval_(models, json_path, md_path, wide, mean, std, **kwargs) -> None:
     host's (else the largest output difference).
     """
     from mobiledeploy.errors import RuntimeFailure
-    from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
+    from mobiledeploy.accuracy.evaluate import run_eval
 
     if mean is not None or std is not None:
         from mobiledeploy.models.preprocessing import spec
