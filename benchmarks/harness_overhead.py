@@ -6,7 +6,7 @@ over ``Session.invoke`` (exactly what the bench child runs). Reports both p50s a
 relative difference, for LiteRT and ONNX Runtime, on MobileNet V1 (alpha 0.25 and 0.5,
 resolution 128, random init), one thread pinned to one core.
 
-    .venv/bin/python benchmarks/harness_overhead.py [--reps 100] [--block 10]
+    python -m benchmarks run harness_overhead [--reps 100] [--block 10]
 
 Models are built once with TensorFlow in a separate process (this process never imports
 it) and cached in build/bench-models/. Results go to benchmarks/results/harness_overhead.json.
@@ -14,48 +14,17 @@ it) and cached in build/bench-models/. Results go to benchmarks/results/harness_
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = ROOT / "build" / "bench-models"
-RESULTS = ROOT / "benchmarks" / "results"
-SIZES = ((0.25, 128), (0.5, 128))
+from benchmarks.common.bench_models import SIZES, build_models, conditions, model_paths
 
-
-def model_paths(alpha: float, res: int) -> dict[str, Path]:
-    stem = f"mobilenet_v1_{alpha}_{res}_fp32"
-    return {"tflite": MODELS_DIR / f"{stem}.tflite", "onnx": MODELS_DIR / f"{stem}.onnx"}
-
-
-def build_models(sizes=SIZES) -> None:
-    """Build the missing .tflite/.onnx files, in a child process that imports TensorFlow."""
-    if all(p.exists() for a, r in sizes for p in model_paths(a, r).values()):
-        return
-    code = f"""
-import os, sys, contextlib, io
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
-import tensorflow as tf, tf2onnx
-from mobiledeploy.models.archs import build_model
-from harness_overhead import model_paths
-for alpha, res in {list(sizes)!r}:
-    paths = model_paths(alpha, res)
-    paths["tflite"].parent.mkdir(parents=True, exist_ok=True)
-    m = build_model("mobilenet_v1", alpha=alpha, resolution=res, classes=1000)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        paths["tflite"].write_bytes(tf.lite.TFLiteConverter.from_keras_model(m).convert())
-        spec = (tf.TensorSpec((None, res, res, 3), tf.float32, name="input"),)
-        tf2onnx.convert.from_keras(m, input_signature=spec, opset=17, output_path=str(paths["onnx"]))
-"""
-    subprocess.run([sys.executable, "-c", code], check=True)
+KIND = "regression"
 
 
 def bare_block(fn, n: int) -> list[int]:
@@ -122,17 +91,12 @@ def loop_cost_ns(n: int = 200_000) -> dict:
             "bare_iteration_wall_ns": round(bare_wall, 1), "harness_iteration_wall_ns": round(harness_wall, 1)}
 
 
-def conditions() -> dict:
-    from mobiledeploy.bench.core import machine_conditions
-
-    return machine_conditions()
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--reps", type=int, default=100, help="alternating bare/harness block pairs")
     ap.add_argument("--block", type=int, default=10, help="invokes per block")
-    args = ap.parse_args()
+
+
+def run(args) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     build_models()
     before = conditions()
@@ -150,16 +114,7 @@ def main() -> int:
                   f"harness p50 {row['harness_p50_ms']:8.3f} ms   diff {100 * row['relative_diff_p50']:+6.2f}%   "
                   f"paired ratio {row['paired_block_ratio_median']:.4f}")
     assert "tensorflow" not in sys.modules, "the measuring process must not import TensorFlow"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    from mobiledeploy import io
-
-    io.write_json(RESULTS / "harness_overhead.json",
-                  {"what": "p50 of the bench timing loop vs a bare invoke() loop, same process, interleaved",
-                   "reps": args.reps, "block": args.block, "conditions_before": before, "loop_cost": cost,
-                   "loadavg_after": list(os.getloadavg()), "results": rows})
-    print(f"wrote {RESULTS / 'harness_overhead.json'}")
-    return 0 if all(r["within_3pct"] for r in rows) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"what": "p50 of the bench timing loop vs a bare invoke() loop, same process, interleaved",
+            "reps": args.reps, "block": args.block, "conditions_before": before, "loop_cost": cost,
+            "loadavg_after": list(os.getloadavg()), "results": rows,
+            "_exit": 0 if all(r["within_3pct"] for r in rows) else 1}

@@ -16,12 +16,11 @@ TensorFlow check: ``python -X importtime`` (PYTHONPROFILEIMPORTTIME=1) on the CL
 commands, whose import lists must not contain tensorflow or keras, and the child's own
 ``"tensorflow" in sys.modules`` report. Results: benchmarks/results/startup.json.
 
-    .venv/bin/python benchmarks/startup.py [--runs 7]
+    python -m benchmarks run startup [--runs 7]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
@@ -30,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from harness_overhead import RESULTS, build_models, conditions, model_paths  # noqa: E402
+from benchmarks.common.bench_models import build_models, conditions, model_paths
 
+KIND = "regression"
 BIN = Path(sys.executable).parent / "mobiledeploy"
 
 
@@ -40,11 +39,6 @@ BIN = Path(sys.executable).parent / "mobiledeploy"
 KERAS_PATH = ("import sys; from mobiledeploy.cost import info; info.config_stats = info.keras_config_stats; "
               "from mobiledeploy.cli import cli; sys.exit(cli.main(sys.argv[1:]))")
 ESTIMATE_ARGS = ["estimate", "--arch", "mobilenet_v1", "--alpha", "0.5", "--res", "160", "--target", "pixel4"]
-
-
-def commit() -> str:
-    r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True)
-    return r.stdout.strip() or "unknown"
 
 
 def wall(cmd: list[str], runs: int, env=None, label: str | None = None) -> dict:
@@ -67,10 +61,11 @@ def heavy_imports(cmd: list[str]) -> list[str]:
     return sorted(m for m in mods if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "tf_keras"))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--runs", type=int, default=7)
-    args = ap.parse_args()
+
+
+def run(args) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     build_models(((0.25, 128),))
     model = model_paths(0.25, 128)["tflite"]
@@ -103,14 +98,7 @@ def main() -> int:
     help_s, estimate_s = rows[3]["median_s"], rows[5]["median_s"]
     print(f"estimate --arch output identical to the Keras path's: {same[0] == same[1]}")
     ok = not any(tf_in.values()) and help_s < 0.3 and estimate_s < 1.0 and same[0] == same[1]
-    doc = {"command": "benchmarks/startup.py " + " ".join(sys.argv[1:]), "commit": commit(),
-           "conditions_before": before, "loadavg_after": list(os.getloadavg()),
+    doc = {"conditions_before": before, "loadavg_after": list(os.getloadavg()),
            "wall": rows, "heavy_imports": tf_in, "bench_help_under_0_3_s": help_s < 0.3,
            "estimate_arch_under_1_s": estimate_s < 1.0, "estimate_arch_same_output_as_keras_path": same[0] == same[1]}
-    io.write_json(RESULTS / "startup.json", io.stamp(doc))
-    print(f"wrote {RESULTS / 'startup.json'}")
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {**io.stamp(doc), "_exit": 0 if ok else 1}  # the command and commit: in the harness's run record
