@@ -218,16 +218,15 @@ ARM = _arm_missing()
 
 @pytest.mark.slow
 @pytest.mark.skipif(ARM is not None, reason=str(ARM))
-def test_dot_products_on_the_a76_only(tmp_path, tiny_keras, tiny_calib, capsys):
+def test_dot_products_on_the_a76_only(tmp_path, capsys):
     """V1 0.25/128 int8 and fp32 on a Cortex-A53 and a Cortex-A76 board (hand-written target files)."""
     import numpy as np
     import tensorflow as tf
 
-    from mobiledeploy.cli import cli
-    from tests.conftest import quiet
-
-    keras = tiny_keras.__class__  # noqa: F841 - the session's Keras is loaded
     import keras as K
+
+    from mobiledeploy.cli import cli
+    from conftest import quiet
 
     K.utils.set_random_seed(0)
     m = K.applications.MobileNet(input_shape=(128, 128, 3), alpha=0.25, weights=None, classes=1000)

@@ -56,8 +56,6 @@ def parse_mca(text: str) -> dict[str, float]:
     """{region name: cycles per iteration} from llvm-mca's summary output."""
     out: dict[str, float] = {}
     heads = list(_REGION.finditer(text))
-    if not heads:  # a single unnamed region
-        heads = []
     for i, h in enumerate(heads):
         body = text[h.end(): heads[i + 1].start() if i + 1 < len(heads) else len(text)]
         f = dict(_FIELD.findall(body))

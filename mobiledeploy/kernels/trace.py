@@ -21,7 +21,6 @@ import mmap
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
