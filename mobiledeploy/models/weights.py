@@ -14,13 +14,13 @@ records: the file name, its SHA-256 and that the weights are trained.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy.io import sha256_file
 
 IMAGENET = "imagenet"
 IMAGENET_CLASSES = 1000
@@ -151,11 +151,7 @@ def check_hdf5(path: Path) -> None:
 
 def describe_weights(w: Weights) -> dict:
     """What the manifest records: name, SHA-256, where they came from, and that they are trained."""
-    h = hashlib.sha256()
-    with open(w.path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    d = {"name": w.path.name, "sha256": h.hexdigest(), "source": w.kind, "trained": True}
+    d = {"name": w.path.name, "sha256": sha256_file(w.path), "source": w.kind, "trained": True}
     if w.note:
         d["note"] = w.note
     return d

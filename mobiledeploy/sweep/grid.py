@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy.io import sha256_file
 
 PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)  # MobileNet paper, Table 6
 PAPER_RESOLUTIONS = (224, 192, 160, 128)  # Table 7
@@ -266,8 +267,6 @@ def _shared_inputs(bench_target: str, data: str | None) -> dict:
 
 def with_keys(job: Job, shared: dict | None = None) -> Job:
     """The job with its two hashes filled in, its export directory named by the first."""
-    from mobiledeploy.export.pipeline import sha256_file
-
     shared = shared or _shared_inputs(job.bench_target, job.data)
     v = shared["versions"]
     export_inputs = {k: val for k, val in dataclasses.asdict(job.export).items() if k != "out"}
@@ -312,4 +311,4 @@ def target_fingerprint_hash(name: str) -> str:
     from mobiledeploy.targets import load_target
 
     t = load_target(name)
-    return hashlib.sha256(Path(t.path).read_bytes()).hexdigest()[:16] if t.path else "-"
+    return sha256_file(t.path)[:16] if t.path else "-"

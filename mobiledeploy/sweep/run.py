@@ -5,7 +5,7 @@ inputs' hash, already holds a manifest), then bench's own service (``bench.servi
 host latency of every artifact under a node-wide lock (latency measurements never overlap
 on one machine; exports and evals do) and top-1 when there is a data set; then the device
 estimate per target through ``estimates_for``. It never raises:
-a failure is a result with ``status="error"`` and the stage it failed in.
+a failure is a ``SweepRow`` with ``status="error"`` and the stage it failed in.
 
 Executors call ``on_result(job, result)`` in the driver as each job finishes; the driver
 writes the result atomically right away, so an interrupted sweep keeps every finished
@@ -28,59 +28,60 @@ from pathlib import Path
 from typing import Callable
 
 from mobiledeploy.errors import MobiledeployError, UsageError, one_line
+from mobiledeploy.sweep.rows import ArtifactRow, SweepRow
 
 LOCK_NAME = "mobiledeploy-bench.lock"
 OUT_LOCK_NAME = ".sweep.lock"  # in --out: one sweep at a time there
-OnResult = Callable[[object, dict], None]
+OnResult = Callable[[object, SweepRow], None]
 
 
 # ---------------------------------------------------------------- one job (in a worker)
 
 
-def run_job(job) -> dict:
-    """Export, bench, eval and estimate one job; a dict, never an exception."""
+def run_job(job) -> SweepRow:
+    """Export, bench, eval and estimate one job; a ``SweepRow``, never an exception."""
     t0, cpu0 = time.perf_counter(), _cpu_s()
-    result = {"name": job.name, "row_key": job.row_key, "export_key": job.export_key, "status": "ok",
-              "error": None, "stage": None, "node": node_info(), "timings_s": {}, "artifacts": [],
-              "model": {}, "warnings": [], "export_dir": job.export.out}
+    row = SweepRow(name=job.name, row_key=job.row_key, export_key=job.export_key, export_dir=job.export.out,
+                   node=node_info())
     stage = "export"
     try:
         t = time.perf_counter()
         manifest, reused, redone = _export(job)
-        result["timings_s"]["export"] = round(time.perf_counter() - t, 2)
-        result.update(export_reused=reused, model=manifest["model"], versions=manifest["versions"],
-                      warnings=list(manifest.get("warnings") or ()))
+        row.timings_s["export"] = round(time.perf_counter() - t, 2)
+        row.export_reused, row.model, row.versions = reused, manifest["model"], manifest["versions"]
+        row.warnings = list(manifest.get("warnings") or ())
         if redone:
-            result["warnings"].append(f"the kept export was redone: {redone}")
+            row.warnings.append(f"the kept export was redone: {redone}")
         stage = "bench"
         try:
             run = _bench(job)
         except Exception as e:  # in eval, after the latencies were measured: keep them
             if getattr(e, "bench_run", None) is not None:
-                _record_bench(result, e.bench_run)
+                _record_bench(row, e.bench_run)
                 stage = e.stage
             raise
-        _record_bench(result, run)
-        rows = [_artifact_row(a, run.report, Path(job.export.out)) for a in manifest["artifacts"]
-                if a["format"] in ("tflite", "onnx")]
+        _record_bench(row, run)
+        artifacts = [_artifact_row(a, run.report, Path(job.export.out)) for a in manifest["artifacts"]
+                     if a["format"] in ("tflite", "onnx")]
         if job.data:
             stage = "eval"
-            _add_accuracy(rows, run.accuracy or {})
-            result["timings_s"]["eval"] = round(run.timings_s["eval"], 2)
+            _add_accuracy(artifacts, run.accuracy or {})
+            row.timings_s["eval"] = round(run.timings_s["eval"], 2)
         stage = "estimate"
-        add_estimates(rows, job.targets)
-        result["artifacts"] = rows
+        add_estimates(artifacts, job.targets)
+        row.artifacts = artifacts
     except (MobiledeployError, OSError) as e:
-        result.update(status="error", stage=stage, error=f"{stage}: {e}", usage_error=isinstance(e, UsageError))
+        row.status, row.stage, row.error, row.usage_error = "error", stage, f"{stage}: {e}", isinstance(e, UsageError)
     except Exception as e:  # noqa: BLE001 - one job's bug is one error row, never the end of the sweep
-        result.update(status="error", stage=stage, error=f"{stage}: internal error: {one_line(e, None, typed=True)}",
-                      traceback=traceback.format_exc(limit=8))
-    failed = [r for r in result["artifacts"] if r["status"] != "ok"]
-    if result["status"] == "ok" and failed:
-        result.update(status="partial", error=f"{len(failed)} of {len(result['artifacts'])} artifacts failed")
-    result["timings_s"]["total"] = round(time.perf_counter() - t0, 2)
-    result["timings_s"]["cpu"] = round(_cpu_s() - cpu0, 2)  # this worker and its bench/eval children, all threads
-    return result
+        row.status, row.stage = "error", stage
+        row.error = f"{stage}: internal error: {one_line(e, None, typed=True)}"
+        row.traceback = traceback.format_exc(limit=8)
+    failed = [a for a in row.artifacts if not a.ok]
+    if row.ok and failed:
+        row.status, row.error = "partial", f"{len(failed)} of {len(row.artifacts)} artifacts failed"
+    row.timings_s["total"] = round(time.perf_counter() - t0, 2)
+    row.timings_s["cpu"] = round(_cpu_s() - cpu0, 2)  # this worker and its bench/eval children, all threads
+    return row
 
 
 def _cpu_s() -> float:
@@ -143,7 +144,7 @@ def file_problem(path: Path, size_bytes: int, sha256: str | None) -> str | None:
     SHA-256), or None when it is. ``sha256`` None: the size only."""
     import stat
 
-    from mobiledeploy.export.pipeline import sha256_file
+    from mobiledeploy.io import sha256_file
 
     try:
         st = path.stat()
@@ -176,61 +177,59 @@ def _bench(job):
                                   eval_limit=job.eval_limit, estimates=False), lock=bench_lock)
 
 
-def _record_bench(result: dict, run) -> None:
+def _record_bench(row: SweepRow, run) -> None:
     """The bench part of a job's result: its timings (waited for the lock, measuring), label and settings."""
-    result["timings_s"].update(bench_wait=round(run.timings_s["bench_wait"], 2),
-                               bench=round(run.timings_s["bench"], 2))
-    result["bench"] = {"label": run.settings.label, "settings": run.settings.to_json(),
-                       "loadavg_1m": round(os.getloadavg()[0], 2)}
+    row.timings_s.update(bench_wait=round(run.timings_s["bench_wait"], 2), bench=round(run.timings_s["bench"], 2))
+    row.bench = {"label": run.settings.label, "settings": run.settings.to_json(),
+                 "loadavg_1m": round(os.getloadavg()[0], 2)}
 
 
-def _artifact_row(artifact: dict, bench, export_dir: Path) -> dict:
-    path = str(export_dir / artifact["file"])
+def _artifact_row(artifact: dict, bench, export_dir: Path) -> ArtifactRow:
     b = next((r for r in bench.results if Path(r.model).name == artifact["file"]), None)
-    row = {"file": artifact["file"], "path": path, "format": artifact["format"],
-           "precision": artifact["precision"], "size_bytes": artifact["size_bytes"], "sha256": artifact.get("sha256"),
-           "validation": artifact.get("validation", {}).get("summary"), "status": "ok", "error": None,
-           "runtime": None, "host_ms": None, "samples_ms": [], "top1": None, "top5": None, "estimates": {}}
+    row = ArtifactRow(file=artifact["file"], path=str(export_dir / artifact["file"]), format=artifact["format"],
+                      precision=artifact["precision"], size_bytes=artifact["size_bytes"],
+                      sha256=artifact.get("sha256"), validation=artifact.get("validation", {}).get("summary"))
     if b is None:
-        row.update(status="error", error="not benchmarked")
+        row.status, row.error = "error", "not benchmarked"
     elif not b.ok:
-        row.update(status="error", error=f"bench: {b.error}", runtime=b.runtime)
+        row.status, row.error, row.runtime = "error", f"bench: {b.error}", b.runtime
     else:
-        row.update(runtime=b.runtime, host_ms={k: round(v, 4) for k, v in b.latency_ms.items()},
-                   samples_ms=[round(s, 4) for s in b.samples_ms], init_ms=b.init_ms,
-                   peak_rss_mb=b.peak_rss_mb)
+        row.runtime, row.init_ms, row.peak_rss_mb, row.benched = b.runtime, b.init_ms, b.peak_rss_mb, True
+        row.host_ms = {k: round(v, 4) for k, v in b.latency_ms.items()}
+        row.samples_ms = [round(s, 4) for s in b.samples_ms]
     return row
 
 
-def _add_accuracy(rows: list[dict], accuracy: dict) -> None:
+def _add_accuracy(rows: list[ArtifactRow], accuracy: dict) -> None:
     """Top-1 from the bench service (keyed by the path it benched) into the rows that benched."""
     by_name = {Path(m).name: a for m, a in accuracy.items()}
     for r in rows:
-        if r["status"] != "ok":
+        if not r.ok:
             continue
-        a = by_name.get(r["file"], {})
-        r.update(top1=a.get("top1"), top5=a.get("top5"), eval_samples=a.get("samples"), eval_data=a.get("data"))
+        a = by_name.get(r.file, {})
+        r.top1, r.top5, r.eval_samples, r.eval_data = a.get("top1"), a.get("top5"), a.get("samples"), a.get("data")
+        r.evaluated = True
         if a.get("status") != "ok":
-            r.update(status="error", error=f"eval: {a.get('error') or 'failed'}")
+            r.status, r.error = "error", f"eval: {a.get('error') or 'failed'}"
 
 
-def add_estimates(rows: list[dict], targets) -> None:
-    """Fill ``row["estimates"][target]`` (ms or an error) for each target that lacks one."""
+def add_estimates(rows: list[ArtifactRow], targets) -> None:
+    """Fill ``row.estimates[target]`` (ms or an error) for each target that lacks one."""
     from mobiledeploy.cost.estimate import estimates_for
     from mobiledeploy.sweep.grid import target_fingerprint_hash
     from mobiledeploy.targets import load_target
 
     for name in targets:
         fp = target_fingerprint_hash(name)
-        todo = [r for r in rows if r.get("estimates", {}).get(name, {}).get("target_hash") != fp]
-        todo = [r for r in todo if Path(r["path"]).is_file()]
+        todo = [r for r in rows if r.estimates.get(name, {}).get("target_hash") != fp]
+        todo = [r for r in todo if Path(r.path).is_file()]
         if not todo:
             continue
-        est = estimates_for([r["path"] for r in todo], load_target(name))
+        est = estimates_for([r.path for r in todo], load_target(name))
         for r in todo:
-            e = est.get(r["path"], {})
-            r.setdefault("estimates", {})[name] = {"ms": e.get("estimate_ms"), "fitted": e.get("fitted"),
-                                                   "error": e.get("estimate_error"), "target_hash": fp}
+            e = est.get(r.path, {})
+            r.estimates[name] = {"ms": e.get("estimate_ms"), "fitted": e.get("fitted"),
+                                 "error": e.get("estimate_error"), "target_hash": fp}
 
 
 def node_info() -> dict:
@@ -294,10 +293,9 @@ def _flock(path: Path, *, wait: bool):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def error_result(job, message: str) -> dict:
-    return {"name": job.name, "row_key": job.row_key, "export_key": job.export_key, "status": "error",
-            "stage": "worker", "error": message, "node": None, "timings_s": {}, "artifacts": [], "model": {},
-            "warnings": [], "export_dir": job.export.out}
+def error_result(job, message: str) -> SweepRow:
+    return SweepRow(name=job.name, row_key=job.row_key, export_key=job.export_key, export_dir=job.export.out,
+                    status="error", stage="worker", error=message)
 
 
 # ---------------------------------------------------------------- executors (in the driver)
