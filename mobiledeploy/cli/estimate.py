@@ -44,8 +44,11 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
     cfg = EstimateConfig(model=model, arch=arch, alpha=alpha, resolution=resolution, classes=classes,
                          precision=precision, target=target_name, target_file=target_file, threads=threads,
                          shapes=shapes or None)
+    from mobiledeploy.targets import load_target
+
+    target = load_target(target_name, file=target_file)
     with warnings_to_stderr():
-        result = run_estimate(cfg)
+        result = run_estimate(cfg, target)
     err = stderr_console()
     emit_json(json_path, result.to_json())
     if json_path == "-":  # JSON on stdout: nothing else there

@@ -37,8 +37,9 @@ def calibrate(target_name, target_file, measurements, out, params, name, json_pa
     global scale, two the compute and memory terms, three or more the per-op overhead too.
     The written target records the residuals and a leave-one-out error.
     """
-    from mobiledeploy.cost.fit import FIT_PARAMS, CalibrateConfig
-    from mobiledeploy.cost.fit import calibrate as run_calibrate
+    from mobiledeploy.cost.model import FIT_PARAMS
+    from mobiledeploy.targets.calibrate import CalibrateConfig
+    from mobiledeploy.targets.calibrate import calibrate as run_calibrate
 
     chosen = csv_choice(params, FIT_PARAMS + ("bandwidth",), "--params") or None
     result = run_calibrate(CalibrateConfig(measurements=measurements, out=out, target=target_name,

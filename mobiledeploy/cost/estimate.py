@@ -249,13 +249,12 @@ class EstimateConfig:
     shapes: dict | None = None  # --shape: concrete dims for dynamic inputs of a file
 
 
-def estimate(config: EstimateConfig) -> Estimate:
-    """Estimate ``config``'s model on ``config``'s target (see the module docstring)."""
+def estimate(config: EstimateConfig, target) -> Estimate:
+    """Estimate ``config``'s model on ``target``, the profile ``config.target`` names, loaded by the
+    caller (``targets.load_target``: targets sit above cost) (see the module docstring)."""
     check_fields(config)
     from mobiledeploy.cost import info
-    from mobiledeploy.targets import load_target
 
-    target = load_target(config.target, file=config.target_file)
     model = cost_model_for(target, threads=config.threads)
     if config.model is not None:
         stats = info.model_stats(config.model, shapes=config.shapes)
