@@ -103,7 +103,8 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
         if p.is_dir() and label_pattern:  # class ids from file names (data/labels.py)
             from mobiledeploy.data.labels import pattern_entries
 
-            x, labels, skipped = read_entries(pattern_entries(p, label_pattern, IMAGE_SUFFIXES), resolution)
+            x, labels, skipped = read_entries(pattern_entries(p, label_pattern, image_files(p, recursive=True)),
+                                               resolution)
             ds = Dataset(x=pre(x), y=np.asarray(labels, np.int64), class_names=None, source=str(p),
                          preprocessing=pre.name, skipped=skipped)
         elif p.is_dir():
@@ -228,9 +229,13 @@ def _load_random(resolution: int, pre: Preprocessing, n: int, seed: int) -> Data
     return Dataset(x=x, y=None, class_names=None, source="random", preprocessing=pre.name)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+def image_files(folder: Path, *, recursive: bool = False) -> list[Path]:
+    """The image files (by suffix; hidden files skipped) in ``folder``, sorted. ``recursive``
+    takes sub-folders too (``--calib`` folders, ``--label-pattern``); without it, only the
+    folder's own files: in a labelled data set the top level's sub-folders are its classes,
+    and each class folder is read one level deep."""
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in files if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _read_image(path: Path, resolution: int) -> np.ndarray | None:
@@ -264,9 +269,9 @@ def _load_folder(folder: Path, resolution: int, pre: Preprocessing) -> Dataset:
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     entries: list[tuple[Path, int | None]]
     if classes:
-        entries = [(f, k) for k, c in enumerate(classes) for f in _image_files(folder / c)]
+        entries = [(f, k) for k, c in enumerate(classes) for f in image_files(folder / c)]
     else:
-        entries = [(f, None) for f in _image_files(folder)]
+        entries = [(f, None) for f in image_files(folder)]
     x, labels, skipped = read_entries(entries, resolution)
     y = np.asarray(labels, np.int64) if classes else None
     return Dataset(x=pre(x), y=y, class_names=tuple(classes) if classes else None, source=str(folder),

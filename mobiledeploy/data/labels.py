@@ -37,11 +37,9 @@ def label_of(rx: re.Pattern, name: str) -> int:
                          "not an integer class id") from None
 
 
-def pattern_entries(folder: Path, pattern: str, suffixes) -> list[tuple[Path, int]]:
-    """(image file, class id) for every image under ``folder`` (suffixes: what counts as an image)."""
+def pattern_entries(folder: Path, pattern: str, files: list[Path]) -> list[tuple[Path, int]]:
+    """(image file, class id) for each of ``files``, the images under ``folder``."""
     rx = compile_pattern(pattern)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and p.suffix.lower() in suffixes)
     if not files:
         raise DataError(f"no images in {str(folder)!r} (--data)")
     return [(f, label_of(rx, f.name)) for f in files]

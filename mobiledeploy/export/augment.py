@@ -43,19 +43,14 @@ class Split:
     unreadable: tuple[str, ...]
 
 
-def image_files(folder: Path) -> list[Path]:
-    from mobiledeploy.data.datasets import IMAGE_SUFFIXES
-
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def read_images(folder: Path, flag: str = "--calib"):
     """(PIL RGB images, names of unreadable files) of every image under ``folder``."""
     from PIL import Image, UnidentifiedImageError
 
+    from mobiledeploy.data.datasets import image_files
+
     images, bad = [], []
-    for p in image_files(folder):
+    for p in image_files(folder, recursive=True):
         try:
             with Image.open(p) as img:
                 images.append(img.convert("RGB"))
