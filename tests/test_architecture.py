@@ -1,4 +1,5 @@
-"""The package tree is the architecture: no import cycles between modules."""
+"""The package tree is the architecture: no import cycles between modules, and no package
+imports one that docs/architecture.md places above it."""
 
 from __future__ import annotations
 
@@ -38,6 +39,71 @@ def test_no_import_cycles():
     for m in sorted(graph):
         visit(m, [])
     assert cycles == []
+
+
+# ---------------------------------------------------------------- floors: the order docs/architecture.md states
+
+DOC = ROOT.parent / "docs" / "architecture.md"
+ENTRY = {"mobiledeploy", "mobiledeploy.__main__"}  # the version and `python -m mobiledeploy`: above every floor
+
+
+def _floors() -> dict[str, int]:
+    """{package or top-level module: floor} from the fenced block under "## Floors", top floor 0."""
+    text = DOC.read_text().split("\n## Floors", 1)[1].split("```", 2)[1]
+    floors = {}
+    for level, line in enumerate(ln.split("#")[0].strip() for ln in text.splitlines()):
+        for name in filter(None, (n.strip() for n in line.split(","))):
+            assert name not in floors, f"{name} is placed twice in docs/architecture.md"
+            floors[name] = level
+    return floors
+
+
+def _all_imports() -> list[tuple[str, str, int]]:
+    """(module, imported mobiledeploy module, line) for every import, at the top or inside a
+    function, including relative ones and those under TYPE_CHECKING."""
+    out = []
+    for f in ROOT.rglob("*.py"):
+        parts = f.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(("mobiledeploy", *parts)).removesuffix(".__init__")
+        package = name.split(".") if f.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+                targets = [f"{base}.{a.name}" for a in node.names] if base == "mobiledeploy" else [base]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            out += [(name, t, node.lineno) for t in targets if t.split(".")[0] == "mobiledeploy"]
+    return out
+
+
+def _floor_name(module: str) -> str:
+    return module if module in ENTRY else module.split(".")[1]
+
+
+def test_every_package_and_module_has_a_floor():
+    floors = _floors()
+    names = {_floor_name(m) for m, _, _ in _all_imports()} | {
+        p.stem for p in ROOT.iterdir() if (p.suffix == ".py" or (p / "__init__.py").exists())} - {"__init__", "__main__"}
+    assert len(floors) > 10  # the block was read
+    assert sorted(names - set(floors) - ENTRY) == []  # a new package or module is placed in docs/architecture.md
+    assert sorted(set(floors) - names) == []  # and the document names nothing that is gone
+
+
+def test_no_module_imports_a_floor_above_its_own():
+    """A package imports only packages on floors below its own (docs/architecture.md, "Floors"):
+    data flows down the tree, never back up, and packages on one floor do not import each other."""
+    floors, bad = _floors(), []
+    for module, target, line in _all_imports():
+        src, dst = _floor_name(module), _floor_name(target)
+        if src in ENTRY or src == dst or dst not in floors:
+            continue
+        if floors[dst] <= floors[src]:
+            bad.append(f"{module}:{line} imports {target} ({dst} is not below {src})")
+    assert bad == []
 
 
 # ---------------------------------------------------------------- registries: one row each
