@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from mobiledeploy.cli import cli
 from mobiledeploy.errors import UsageError
 from mobiledeploy.sweep.grid import SweepConfig
+from mobiledeploy.sweep.rows import SweepRow
 from tests.conftest import one_line_error
 
 TINY = ["--alpha", "0.25", "--res", "32", "--formats", "tflite", "--quant", "fp32,int8", "--samples", "5",
@@ -71,7 +72,7 @@ def replay(monkeypatch, done):
     def fake_run_local(todo, workers, on_result):
         for job in todo:
             ran.append(job.name)
-            on_result(job, json.loads(json.dumps(good)))
+            on_result(job, SweepRow.from_json(json.loads(json.dumps(good))))
 
     monkeypatch.setattr("mobiledeploy.sweep.core.run_local", fake_run_local)
     return ran, good

@@ -23,6 +23,7 @@ from mobiledeploy import io
 from mobiledeploy.errors import MobiledeployError
 from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.sweep import grid, pareto, report
+from mobiledeploy.sweep.rows import RowShapeError, SweepRow
 from mobiledeploy.sweep.run import add_estimates, out_lock, reusable_export, run_local, run_ray
 
 SCHEMA_VERSION = 1
@@ -62,7 +63,7 @@ def run_sweep(cfg: grid.SweepConfig, *, progress: OnProgress | None = None, chec
 def _run_sweep(cfg: grid.SweepConfig, out: Path, progress: OnProgress | None, t0: float) -> SweepResult:
     job_list = grid.jobs(cfg)
     rows_dir = io.ensure_writable_dir(out / "rows")
-    results: dict[str, dict] = {}
+    results: dict[str, SweepRow] = {}
     todo = []
 
     def count() -> str:
@@ -79,11 +80,11 @@ def _run_sweep(cfg: grid.SweepConfig, out: Path, progress: OnProgress | None, t0
                 emit(progress, "sweep", f"warning: {job.name}: kept result not used, {stale}; running it again",
                      "note")
 
-    def on_result(job, res: dict) -> None:
-        io.write_json(rows_dir / job.result_name, res)  # atomically, as soon as it is known
+    def on_result(job, res: SweepRow) -> None:
+        io.write_json(rows_dir / job.result_name, res.to_json())  # atomically, as soon as it is known
         results[job.name] = res
         emit(progress, "sweep", f"{count()} {job.name}: {_outcome(res)}", done=len(results), total=len(job_list),
-             failed=res["status"] != "ok", metrics=res.get("timings_s") or {})
+             failed=not res.ok, metrics=res.timings_s)
 
     from mobiledeploy.targets import host_cores
 
@@ -98,10 +99,10 @@ def _run_sweep(cfg: grid.SweepConfig, out: Path, progress: OnProgress | None, t0
         run_local(todo, workers, on_result)
     ordered = [results[j.name] for j in job_list]
     for job, res in zip(job_list, ordered):  # targets added since the job ran: estimates only, no rerun
-        before = json.dumps(res["artifacts"], sort_keys=True)
-        add_estimates(res["artifacts"], cfg.targets)
-        if json.dumps(res["artifacts"], sort_keys=True) != before:
-            io.write_json(rows_dir / job.result_name, res)
+        before = json.dumps([a.to_json() for a in res.artifacts], sort_keys=True)
+        add_estimates(res.artifacts, cfg.targets)
+        if json.dumps([a.to_json() for a in res.artifacts], sort_keys=True) != before:
+            io.write_json(rows_dir / job.result_name, res.to_json())
     summary = summarize(cfg, ordered, executor, wall_s=time.perf_counter() - t0)
     previous = _load(out / "results.json")
     previous = previous.get("report_key") if isinstance(previous, dict) else None
@@ -116,13 +117,13 @@ def _run_sweep(cfg: grid.SweepConfig, out: Path, progress: OnProgress | None, t0
     return SweepResult(summary=summary, out=out, files=files)
 
 
-def _outcome(res: dict) -> str:
+def _outcome(res: SweepRow) -> str:
     """How one config ended, for its progress line."""
-    t = res.get("timings_s") or {}
-    if res["status"] != "ok":
-        return f"FAILED: {res.get('error')}"
+    t = res.timings_s
+    if not res.ok:
+        return f"FAILED: {res.error}"
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k not in ("total", "bench_wait", "cpu"))
-    return f"done in {t.get('total', 0):.1f} s ({steps}) on {(res.get('node') or {}).get('host', '?')}"
+    return f"done in {t.get('total', 0):.1f} s ({steps}) on {(res.node or {}).get('host', '?')}"
 
 
 def constraints(cfg: grid.SweepConfig) -> pareto.Constraints:
@@ -141,7 +142,7 @@ def _load(path: Path):
         return None
 
 
-def reusable_row(path: Path, job) -> tuple[dict | None, str | None]:
+def reusable_row(path: Path, job) -> tuple[SweepRow | None, str | None]:
     """(the finished result in ``path``, None) when it can stand for ``job``; else (None, why not).
 
     ``why`` is None when there is nothing to warn about (no file, or a failed job to retry);
@@ -150,92 +151,30 @@ def reusable_row(path: Path, job) -> tuple[dict | None, str | None]:
     """
     if not path.exists() and not path.is_symlink():
         return None, None
-    row = _load(path)
-    if row is None:
+    doc = _load(path)
+    if doc is None:
         return None, f"{path.name} is not readable JSON"
-    why = _row_shape_problem(row, job)
-    if why:
-        return None, f"{path.name} is not a result this version wrote ({why})"
-    if row["status"] != "ok":
+    try:
+        row = SweepRow.from_json(doc, name=job.name, row_key=job.row_key)
+    except RowShapeError as e:
+        return None, f"{path.name} is not a result this version wrote ({e})"
+    if not row.ok:
         return None, None
     export_dir = Path(job.export.out)
     manifest, why = reusable_export(export_dir)  # every artifact there with its recorded size and SHA-256
     if manifest is None:
         return None, f"its export cannot be reused: {why or 'the directory is gone'}"
     listed = {a["file"]: a for a in manifest["artifacts"]}
-    for a in row["artifacts"]:
-        m = listed.get(a["file"])
-        if m is None or m["size_bytes"] != a["size_bytes"] or a.get("sha256") not in (None, m["sha256"]):
-            return None, f"its artifact {a['file']} is not the one its export holds"
-        a["path"] = str(export_dir / a["file"])  # where it is now (the sweep directory may have moved)
-    row["export_dir"] = str(export_dir)
+    for a in row.artifacts:
+        m = listed.get(a.file)
+        if m is None or m["size_bytes"] != a.size_bytes or a.sha256 not in (None, m["sha256"]):
+            return None, f"its artifact {a.file} is not the one its export holds"
+        a.path = str(export_dir / a.file)  # where it is now (the sweep directory may have moved)
+    row.export_dir = str(export_dir)
     return row, None
 
 
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _opt(v, kind) -> bool:
-    return v is None or (_num(v) if kind == "num" else isinstance(v, kind))
-
-
-def _row_shape_problem(row, job) -> str | None:
-    """What in a result file differs from the shape ``run_job`` writes (None: nothing)."""
-    if not isinstance(row, dict):
-        return f"a JSON {type(row).__name__}, not an object"
-    for key, kind in (("name", str), ("row_key", str), ("status", str), ("artifacts", list), ("model", dict),
-                      ("timings_s", dict)):
-        if not isinstance(row.get(key), kind):
-            return f"{key!r} is missing or not a {kind.__name__}"
-    if row["name"] != job.name or row["row_key"] != job.row_key:
-        return "written for another config"
-    for key, kind in (("error", str), ("node", dict), ("bench", dict), ("versions", dict), ("export_dir", str)):
-        if not _opt(row.get(key), kind):
-            return f"{key!r} is not a {kind.__name__}"
-    if not all(_num(v) for v in row["timings_s"].values()):
-        return "a timing is not a number"
-    m = row["model"]
-    if not all(_opt(m.get(k), "num") for k in ("macs", "params", "alpha", "resolution")):
-        return "a model figure is not a number"
-    if not _opt((row.get("bench") or {}).get("label"), str) or \
-            not _opt((row.get("bench") or {}).get("loadavg_1m"), "num"):
-        return "the bench label or load is malformed"
-    if row["status"] == "ok" and not row["artifacts"]:
-        return "no artifacts"
-    for a in row["artifacts"]:
-        why = _artifact_shape_problem(a)
-        if why:
-            return why
-    return None
-
-
-def _artifact_shape_problem(a) -> str | None:
-    if not isinstance(a, dict):
-        return "an artifact is not an object"
-    f = a.get("file")
-    if not isinstance(f, str) or not f or Path(f).name != f or f in (".", "..") or not isinstance(a.get("path"), str):
-        return "an artifact names no file of this config's export"
-    for key in ("format", "precision", "status"):
-        if not isinstance(a.get(key), str):
-            return f"an artifact's {key!r} is not a string"
-    if not isinstance(a.get("size_bytes"), int) or isinstance(a["size_bytes"], bool) or a["size_bytes"] < 0:
-        return "an artifact's size is not a byte count"
-    if not all(_opt(a.get(k), kind) for k, kind in (("runtime", str), ("error", str), ("sha256", str),
-                                                   ("top1", "num"), ("top5", "num"), ("host_ms", dict))):
-        return "an artifact field has the wrong type"
-    if not all(_opt((a.get("host_ms") or {}).get(k), "num") for k in ("p50", "mean", "min")):
-        return "a latency is not a number"
-    if not isinstance(a.get("samples_ms", []), list) or not all(_num(v) for v in a.get("samples_ms", [])):
-        return "the latency samples are not numbers"
-    est = a.get("estimates", {})
-    if not isinstance(est, dict) or not all(isinstance(e, dict) and _opt(e.get("ms"), "num") and
-                                            _opt(e.get("target_hash"), str) for e in est.values()):
-        return "an estimate is malformed"
-    return None
-
-
-def summarize(cfg: grid.SweepConfig, results: list[dict], executor: dict, *, wall_s: float) -> dict:
+def summarize(cfg: grid.SweepConfig, results: list[SweepRow], executor: dict, *, wall_s: float) -> dict:
     from mobiledeploy.bench.core import machine_conditions
 
     targets = list(dict.fromkeys(cfg.targets))
@@ -247,16 +186,16 @@ def summarize(cfg: grid.SweepConfig, results: list[dict], executor: dict, *, wal
     cons = constraints(cfg)
     recs = [pareto.recommend(rows, t, cons, use_accuracy=use_accuracy).to_json() for t in targets] if cons.any else []
     cond = machine_conditions()
-    versions = next((r["versions"] for r in results if r.get("versions")), {})
-    label = next((r["bench"]["label"] for r in results if r.get("bench")), f"host latency, {cfg.bench_target} settings")
+    versions = next((r.versions for r in results if r.versions), {})
+    label = next((r.bench["label"] for r in results if r.bench), f"host latency, {cfg.bench_target} settings")
     warnings = pareto.slower_than_fp32(rows)
-    warnings += [f"{r['name']}: {r['error']}" for r in results if r["status"] != "ok"]
+    warnings += [f"{r.name}: {r.error}" for r in results if not r.ok]
     return {"schema_version": SCHEMA_VERSION, "sweep": {**cfg.to_json(), "targets": targets},
             "machine": {**cond["host"], "loadavg_1_5_15": cond["loadavg_1_5_15"], "time_utc": cond["time_utc"]},
             "versions": versions, "executor": executor, "wall_s": round(wall_s, 2),
             "random_weights": cfg.random_weights, "use_accuracy": use_accuracy, "bench_label": label,
-            "configs": [{"name": r["name"], "status": r["status"], "error": r.get("error"), "node": r.get("node"),
-                         "timings_s": r.get("timings_s"), "export_reused": r.get("export_reused"),
-                         "export_dir": r.get("export_dir"), "row_key": r["row_key"],
-                         "bench_loadavg_1m": (r.get("bench") or {}).get("loadavg_1m")} for r in results],
+            "configs": [{"name": r.name, "status": r.status, "error": r.error, "node": r.node,
+                         "timings_s": r.timings_s, "export_reused": r.export_reused, "export_dir": r.export_dir,
+                         "row_key": r.row_key, "bench_loadavg_1m": (r.bench or {}).get("loadavg_1m")}
+                        for r in results],
             "rows": rows, "fronts": fronts, "recommendations": recs, "warnings": warnings}

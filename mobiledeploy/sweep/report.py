@@ -24,29 +24,29 @@ MARKERS = {"tflite": "o", "onnx": "s"}
 COLORS = {"fp32": "tab:blue", "fp16": "tab:green", "dynamic": "tab:orange", "int8": "tab:red"}
 
 
-def table_rows(results: list[dict], targets) -> list[dict]:
-    """One flat row per artifact (and one per failed job), in grid order."""
+def table_rows(results: list, targets) -> list[dict]:
+    """One flat row per artifact (and one per failed job), in grid order; ``results``: ``SweepRow``s."""
     rows = []
     for res in results:
-        m = res.get("model") or {}
-        base = {"config": res["name"], "arch": m.get("arch"), "alpha": m.get("alpha"),
+        m = res.model or {}
+        base = {"config": res.name, "arch": m.get("arch"), "alpha": m.get("alpha"),
                 "resolution": m.get("resolution"), "macs": m.get("macs"), "params": m.get("params"),
                 "macs_m": _round(m.get("macs"), 1e6, 2), "params_m": _round(m.get("params"), 1e6, 3),
-                "node": (res.get("node") or {}).get("host"), "host_label": (res.get("bench") or {}).get("label")}
-        if not res["artifacts"]:
+                "node": (res.node or {}).get("host"), "host_label": (res.bench or {}).get("label")}
+        if not res.artifacts:
             rows.append({**base, "file": None, "path": None, "format": None, "precision": None, "runtime": None,
                          "size_kb": None, "host_p50_ms": None, "host_mean_ms": None, "host_min_ms": None, "top1": None,
-                         "est_ms": {t: None for t in targets}, "status": "error", "error": res.get("error"),
+                         "est_ms": {t: None for t in targets}, "status": "error", "error": res.error,
                          "samples_ms": []})
             continue
-        for a in res["artifacts"]:
-            host = a.get("host_ms") or {}
-            rows.append({**base, "file": a["file"], "path": a["path"], "format": a["format"],
-                         "precision": a["precision"], "runtime": a["runtime"],
-                         "size_kb": round(a["size_bytes"] / 1024, 1), "host_p50_ms": host.get("p50"),
-                         "host_mean_ms": host.get("mean"), "host_min_ms": host.get("min"), "top1": a.get("top1"),
-                         "est_ms": {t: (a.get("estimates", {}).get(t) or {}).get("ms") for t in targets},
-                         "status": a["status"], "error": a.get("error"), "samples_ms": a.get("samples_ms", [])})
+        for a in res.artifacts:
+            host = a.host_ms or {}
+            rows.append({**base, "file": a.file, "path": a.path, "format": a.format,
+                         "precision": a.precision, "runtime": a.runtime,
+                         "size_kb": round(a.size_bytes / 1024, 1), "host_p50_ms": host.get("p50"),
+                         "host_mean_ms": host.get("mean"), "host_min_ms": host.get("min"), "top1": a.top1,
+                         "est_ms": {t: (a.estimates.get(t) or {}).get("ms") for t in targets},
+                         "status": a.status, "error": a.error, "samples_ms": a.samples_ms})
     return rows
 
 
