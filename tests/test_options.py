@@ -18,6 +18,7 @@ COMMANDS = [
     ("mobiledeploy.cli.train", "train", "mobiledeploy.accuracy.train:TrainConfig", ["--out", "m.keras"]),
     ("mobiledeploy.cli.check", "check", "mobiledeploy.check.core:CheckConfig", []),
     ("mobiledeploy.cli.estimate", "estimate", "mobiledeploy.cost.estimate:EstimateConfig", []),
+    ("mobiledeploy.cli.bench", "bench", "mobiledeploy.bench.request:BenchRequest", ["m.tflite"]),
 ]
 # options several commands share, declared once in cli/common.py (target_options, shape_option)
 SHARED = {"target_file", "shapes"}

@@ -21,11 +21,11 @@ from typing import Iterable
 import numpy as np
 
 from mobiledeploy import targets as tg
+from mobiledeploy.bench.request import DEFAULT_TIMEOUT_S
 from mobiledeploy.errors import MobiledeployError, UsageError
 from mobiledeploy.progress import OnProgress, emit
 
 SCHEMA_VERSION = 1
-DEFAULT_TIMEOUT_S = 300.0
 MODEL_FORMATS = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "unknown")
 

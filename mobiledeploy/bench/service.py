@@ -12,37 +12,15 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Mapping
+from typing import Callable, ContextManager
 
 from mobiledeploy import targets as tg
-from mobiledeploy.bench.core import (DEFAULT_TIMEOUT_S, BenchConfig, BenchReport, BenchResult, BenchSettings,
-                                     bench_models, settings_for_target)
+from mobiledeploy.bench.core import (BenchConfig, BenchReport, BenchResult, BenchSettings, bench_models,
+                                     settings_for_target)
+from mobiledeploy.bench.request import BenchRequest
 from mobiledeploy.errors import UsageError
+from mobiledeploy.options import check_fields
 from mobiledeploy.progress import OnProgress, emit
-
-
-@dataclass(frozen=True)
-class BenchRequest:
-    """What to measure: models (files or export directories), the target profile and overrides."""
-
-    models: tuple[str, ...]
-    target: str | None = None  # a shipped profile's name (None: host)
-    target_file: str | None = None  # or a profile TOML of one's own
-    threads: int | None = None  # None: the profile's (the overrides below likewise)
-    affinity: str | None = None
-    xnnpack: bool | None = None
-    ort_opt_level: str | None = None
-    warmup: int = 10
-    runs: int | None = None
-    min_time_s: float | None = None
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    samples: bool = False  # every run's latency in to_json()
-    emulate: str | None = None  # a CPU model or "target": run under qemu
-    profile: bool = False  # per-operator times of every model that benched
-    data: str | None = None  # top-1 on this labelled data set
-    eval_limit: int | None = None  # evaluate on this many samples of ``data``
-    estimates: bool = True  # the device estimate of a target other than the host
 
 
 @dataclass(frozen=True)
@@ -100,6 +78,7 @@ def run_bench(request: BenchRequest, *, progress: OnProgress | None = None,
     model runs. ``lock``: held around the latency measurement only (sweep's one-at-a-time
     lock per machine). An error in evaluation carries ``stage`` ("eval") and ``bench_run`` (what was measured).
     """
+    check_fields(request)  # the declared checks (--threads, --warmup, --runs, --min-time, --timeout, ...)
     if request.profile and request.emulate:
         raise UsageError("--profile times host operators; it cannot be combined with --emulate")
     target = tg.load_target(request.target, file=request.target_file)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.cli.common import (Seconds, emit_json, json_option, md_option, shape_option, stdout_console,
+from mobiledeploy.bench.request import BenchRequest
+from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, shape_option, stdout_console,
                                      target_options, wide_option)
 from mobiledeploy.cli.progress import progress_renderer
 
@@ -17,28 +18,10 @@ EMULATED_COLUMNS = ("init ms", "p50 ms", "p90 ms", "p99 ms", "inf/s")  # emulate
 @click.command()
 @click.argument("models", nargs=-1, required=True, metavar="MODEL_OR_DIR...")
 @target_options
-@click.option("--threads", type=click.IntRange(min=1), help="Thread count (overrides the profile).")
-@click.option("--affinity", metavar="POLICY", help="Cores to pin: none, first, or ids such as 0,1 (overrides the profile).")
-@click.option("--xnnpack/--no-xnnpack", default=None,
-              help="LiteRT: XNNPACK delegate (default on) or builtin kernels without default delegates.")
-@click.option("--ort-opt-level", type=click.Choice(["disable", "basic", "extended", "all"]),
-              help="ONNX Runtime graph optimization level (default from the profile: all).")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs after the first.")
-@click.option("--runs", type=click.IntRange(min=1), help="Timed runs (alone: exactly N; with --min-time: at least N).")
-@click.option("--min-time", "min_time_s", type=Seconds(),
-              help="Time for at least S seconds. Default: at least 50 runs and at least 2 s.")
-@click.option("--timeout", "timeout_s", type=Seconds(), default=300.0, show_default=True,
-              help="Seconds per model (load + all runs) before its child process is killed (x50 under --emulate).")
+@click_options(BenchRequest, "threads", "affinity", "xnnpack", "ort_opt_level", "warmup", "runs", "min_time_s",
+               "timeout_s")
 @shape_option
-@click.option("--samples", is_flag=True, help="Include every run's latency (samples_ms) in --json.")
-@click.option("--emulate", metavar="CPU|target",
-              help="Run on the real aarch64 runtimes under qemu on this CPU model (cortex-a53, cortex-a55, "
-                   "cortex-a76, neoverse-n1, max, 'max,sme=off'), or 'target' for the profile's; needs "
-                   "`make arm-env`. Times are emulated, not a latency.")
-@click.option("--profile", is_flag=True,
-              help="Also time every operator (ONNX Runtime's profiler; LiteRT by prefix differencing), host times.")
-@click.option("--data", metavar="SOURCE",
-              help="Also measure top-1 on this labelled data set (digits, image folder, .npz); see `eval`.")
+@click_options(BenchRequest, "samples", "emulate", "profile", "data")
 @json_option
 @md_option
 @wide_option
@@ -52,7 +35,7 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     --emulate the child runs under qemu (timeout scaled): the table shows the ISA
     features the runtime saw, and its times are emulated, not a latency.
     """
-    from mobiledeploy.bench.service import BenchRequest, run_bench
+    from mobiledeploy.bench.service import run_bench
     from mobiledeploy.errors import RuntimeFailure, UsageError
 
     request = BenchRequest(models=tuple(models), target=target_name, target_file=target_file, threads=threads,
