@@ -38,6 +38,7 @@ from importlib import metadata
 from pathlib import Path
 
 from mobiledeploy.errors import MobiledeployError, UsageError
+from mobiledeploy.machine import loadavg, possible_cpus
 from mobiledeploy.runtimes import emulate as emu
 
 DEBS = ("python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libgcc-s1 libstdc++6 zlib1g "
@@ -200,7 +201,7 @@ def build_sysroot(cache: Path, debs: Path, wheels: Path) -> Path:
 
 def build_cpu_roots(env: emu.ArmEnv) -> dict[str, dict]:
     """One thin sysroot per CPU model; its cpuinfo lists the features qemu gives that model."""
-    processors = emu.host_processors()
+    processors = possible_cpus()  # the guest reads the host's /sys: its cpuinfo must list the same CPUs
     found = {}
     for model in emu.EMULATED_CPUS.values():
         root = emu.cpu_root(env.cache, model.name)
@@ -266,10 +267,10 @@ def setup(cache: Path, *, force: bool = False) -> dict:
             raise MobiledeployError(f"the guest imports {k} {guest.get(k)}, expected {v}")
     info = {"format": emu.ENV_FORMAT, "qemu": qemu, "qemu_version": qemu_version(qemu), "sysroot": str(sysroot),
             "python": guest["python"], "llvm": llvm, "debs": debs, "wheels": env.wheels, "cpus": cpus,
-            "processors": emu.host_processors(), "setup_seconds": round(time.perf_counter() - t0, 1),
+            "processors": possible_cpus(), "setup_seconds": round(time.perf_counter() - t0, 1),
             "from_nothing": from_nothing, "download_bytes": downloaded, "artifact_bytes": sum(files.values()) + qemu_bytes,
             "disk_bytes": sum(p.stat().st_size for p in sysroot.rglob("*") if p.is_file() and not p.is_symlink()),
-            "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+            "loadavg_1_5_15": loadavg(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tmp = cache / "env.json.part"
     tmp.write_text(json.dumps(info, indent=1))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mobiledeploy.errors import RuntimeFailure, UsageError
 from mobiledeploy.kernels import tools
+from mobiledeploy.machine import possible_cpus
 from mobiledeploy.runtimes import emulate as emu
 
 GUEST = Path(__file__).with_name("guest.py")
@@ -95,7 +96,7 @@ def cpu_root(env: emu.ArmEnv, qemu_cpu: str, midr: int) -> Path:
     for entry in env.sysroot.iterdir():
         if entry.name != "proc":
             (tmp / entry.name).symlink_to(entry.resolve())
-    procs = emu.host_processors()
+    procs = possible_cpus()  # the guest reads the host's /sys: its cpuinfo must list the same CPUs
     (tmp / "proc" / "cpuinfo").write_text(emu.cpuinfo_text(model, [], procs))
     argv = [env.qemu, "-cpu", qemu_cpu, "-L", str(tmp), str(tmp / emu.GUEST_PYTHON), "-S", "-c", emu._HWCAP_PROBE]
     out = emu._run_guest(argv, _environ(env, []), 300, f"HWCAP probe on -cpu {qemu_cpu}")

@@ -31,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+from mobiledeploy.machine import auxv_hwcaps, usable_cores
 from mobiledeploy.runtimes.timing import run_plan, timed_loop
 
 FAULT_ENV = "MOBILEDEPLOY_TEST_CHILD_FAULT"  # test hook: segfault | sleep | raise [":" model file name]
@@ -93,22 +94,8 @@ def measure(settings: dict) -> dict:
             "peak_rss_mb": (rss1 - rss0) / 1024.0, "process_peak_rss_mb": rss1 / 1024.0,
             "inputs": [s.to_json() | {"shape": list(runtimes.input_shape(session, s))} for s in session.inputs],
             "outputs": [s.to_json() for s in session.outputs],
-            "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "cores": usable_cores(),
             "tensorflow_imported": "tensorflow" in sys.modules}
-
-
-def auxv_hwcaps() -> list[int] | None:
-    """[AT_HWCAP, AT_HWCAP2] of this process on aarch64 Linux: the ISA features the runtimes'
-    CPU detection reads (under qemu, what the emulated CPU model offers); None elsewhere."""
-    import platform
-
-    if sys.platform != "linux" or platform.machine() != "aarch64":
-        return None
-    import ctypes
-
-    libc = ctypes.CDLL(None)
-    libc.getauxval.restype, libc.getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
-    return [int(libc.getauxval(16)), int(libc.getauxval(26))]  # AT_HWCAP, AT_HWCAP2
 
 
 def _fault_hook(model: str) -> None:

@@ -129,19 +129,6 @@ def key_features(features: list[str]) -> dict[str, bool]:
     return {k: all(n in have for n in need) for k, need in KEY_FEATURES.items()}
 
 
-def host_processors() -> list[int]:
-    """The host's possible CPU numbers (the guest reads the host's /sys; cpuinfo must list the same)."""
-    try:
-        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    except OSError:
-        return list(range(os.cpu_count() or 1))
-    cpus: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
-
-
 def cpuinfo_text(model: EmulatedCpu, features: list[str], processors: list[int]) -> str:
     """An arm64 Linux /proc/cpuinfo for ``model`` (the kernel's format, arch/arm64/kernel/cpuinfo.c)."""
     block = (f"BogoMIPS\t: 50.00\nFeatures\t: {' '.join(features)}\nCPU implementer\t: 0x{model.implementer:02x}\n"

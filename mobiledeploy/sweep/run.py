@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
-import socket
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from mobiledeploy.errors import MobiledeployError, UsageError, one_line
+from mobiledeploy.machine import loadavg, node
 from mobiledeploy.sweep.rows import ArtifactRow, SweepRow
 
 LOCK_NAME = "mobiledeploy-bench.lock"
@@ -181,7 +180,7 @@ def _record_bench(row: SweepRow, run) -> None:
     """The bench part of a job's result: its timings (waited for the lock, measuring), label and settings."""
     row.timings_s.update(bench_wait=round(run.timings_s["bench_wait"], 2), bench=round(run.timings_s["bench"], 2))
     row.bench = {"label": run.settings.label, "settings": run.settings.to_json(),
-                 "loadavg_1m": round(os.getloadavg()[0], 2)}
+                 "loadavg_1m": (loadavg() or [None])[0]}
 
 
 def _artifact_row(artifact: dict, bench, export_dir: Path) -> ArtifactRow:
@@ -233,7 +232,7 @@ def add_estimates(rows: list[ArtifactRow], targets) -> None:
 
 
 def node_info() -> dict:
-    d = {"host": socket.gethostname(), "cpu": platform.processor() or platform.machine(), "pid": os.getpid()}
+    d = {**node(), "pid": os.getpid()}
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         with contextlib.suppress(Exception):
