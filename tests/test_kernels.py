@@ -85,6 +85,14 @@ def test_no_kernels_table_is_a_usage_error(tmp_path):
     assert r.exit_code == 2 and "has no [kernels] table" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_missing_llvm_is_one_line_naming_make_arm_env(monkeypatch):
+    monkeypatch.setattr(disasm, "LLVM_VERSION", 99)  # a version no machine has
+    monkeypatch.delenv(disasm.LLVM_ENV, raising=False)
+    with pytest.raises(UsageError) as e:
+        disasm.llvm_bin("llvm-mca")
+    assert "make arm-env" in str(e.value) and "\n" not in str(e.value)
+
+
 # ---------------------------------------------------------------- trace, mix, llvm-mca, threads
 
 
