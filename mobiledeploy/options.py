@@ -102,7 +102,7 @@ class Names:
 def option(default: Any = MISSING, *, help: str | None, flag: str | None = None, check: Callable | None = None,
            type: type | None = None, metavar: str | None = None, path: str | None = None, exists: bool = False,
            flag_value: Any = MISSING, cli_default: Any = MISSING, parse: Callable[[Any], Any] | None = None,
-           show_default: bool | None = None, required: bool | None = None, **kw) -> Any:
+           show_default: bool | None = None, required: bool | None = None, multiple: bool = False, **kw) -> Any:
     """A config field with its command-line option.
 
     ``flag`` (default ``--field-name``; ``--x/--no-x`` for a switch), ``help``, ``check``;
@@ -110,11 +110,12 @@ def option(default: Any = MISSING, *, help: str | None, flag: str | None = None,
     ``exists``) for a path; ``flag_value`` for a flag that sets the field to that value
     (``--per-tensor`` sets ``per_channel`` False); ``cli_default`` and ``parse`` when the
     command line spells the value as text (``--float-layers auto`` -> None): ``parse(cli_default)``
-    must equal ``default``. ``required`` (default: when there is no default) is the option's.
+    must equal ``default``. ``required`` (default: when there is no default) is the option's; ``multiple``:
+    the flag may be repeated (``parse`` then gets the tuple of values).
     """
     meta = {"help": help, "flag": flag, "check": check, "type": type, "metavar": metavar, "path": path,
             "exists": exists, "flag_value": flag_value, "cli_default": cli_default, "parse": parse,
-            "show_default": show_default, "required": required}
+            "show_default": show_default, "required": required, "multiple": multiple}
     return field(default=default, metadata={"option": meta}, **kw)
 
 

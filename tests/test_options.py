@@ -19,6 +19,7 @@ COMMANDS = [
     ("mobiledeploy.cli.check", "check", "mobiledeploy.check.core:CheckConfig", []),
     ("mobiledeploy.cli.estimate", "estimate", "mobiledeploy.cost.estimate:EstimateConfig", []),
     ("mobiledeploy.cli.bench", "bench", "mobiledeploy.bench.request:BenchRequest", ["m.tflite"]),
+    ("mobiledeploy.cli.sweep", "sweep", "mobiledeploy.sweep.grid:SweepConfig", []),
 ]
 # options several commands share, declared once in cli/common.py (target_options, shape_option)
 SHARED = {"target_file", "shapes"}
@@ -91,3 +92,25 @@ def test_ranges_name_their_bounds():
         options.Finite(0.0, low_open=True)(0, "--lr")
     with pytest.raises(UsageError, match="--epochs must be an integer >= 1, received True"):
         options.AtLeast(1)(True, "--epochs")
+
+
+def test_a_bare_sweep_and_a_bare_export_parse_to_the_config_defaults():
+    from mobiledeploy.cli.export import export
+    from mobiledeploy.cli.sweep import sweep
+    from mobiledeploy.export.pipeline import ExportConfig
+    from mobiledeploy.sweep.grid import SweepConfig
+
+    assert SweepConfig(**{k: v for k, v in _parsed(sweep, []).items() if k not in ("json_path", "wide")}) \
+        == SweepConfig()
+    assert ExportConfig(**{k: v for k, v in _parsed(export, []).items() if k not in ("json_path", "wide")}) \
+        == ExportConfig()
+
+
+def test_the_sweeps_exports_validate_as_export_does_and_bench_as_bench_does():
+    """The defaults a sweep shares with export and bench are theirs (not a second literal)."""
+    from mobiledeploy.bench.request import BenchRequest
+    from mobiledeploy.export.pipeline import ExportConfig
+    from mobiledeploy.sweep.grid import SweepConfig
+
+    assert SweepConfig().validate_samples == ExportConfig().validate_samples
+    assert SweepConfig().timeout_s == BenchRequest(models=()).timeout_s

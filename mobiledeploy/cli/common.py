@@ -175,6 +175,8 @@ def _click_kwargs(f) -> tuple[list[str], dict]:
     check, flag = m["check"], opts.flag_of(f)
     if m["metavar"]:
         kw["metavar"] = m["metavar"]
+    if m["multiple"]:
+        kw["multiple"] = True
     if default is opts.MISSING:  # a field without a default: a required option, unless declared otherwise
         kw["required"], default = m["required"] is not False, None
     if m["flag_value"] is not opts.MISSING:

@@ -22,8 +22,11 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from mobiledeploy.bench.request import DEFAULT_TIMEOUT_S
 from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy.export.formats import FORMATS, PRECISIONS
 from mobiledeploy.io import sha256_file
+from mobiledeploy.options import Names, OneOf, Seconds, check_fields, option
 
 PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)  # MobileNet paper, Table 6
 PAPER_RESOLUTIONS = (224, 192, 160, 128)  # Table 7
@@ -32,40 +35,87 @@ DEFAULT_SAMPLES = 50
 DEFAULT_CALIB_SAMPLES = 100  # half of `export`'s 200: int8 calibration dominates a sweep's time
 MAX_ALPHA = 1.4  # the widest MobileNet Keras ships (V2 1.4); the paper's V1 grid stops at 1.0
 EXECUTORS = ("local", "ray")
-MAX_TIMEOUT_S = 86400.0  # one day, as for bench's --timeout
+SWEEP_FORMATS = tuple(f for f in FORMATS if f != "keras")  # the formats a sweep benches
 MAX_CONFIGS = 100  # a bigger grid needs --max-configs (each config is an export, benches and evals: ~0.5-2 min)
 MAX_CONFIGS_LIMIT = 10_000  # --max-configs itself: beyond, a sweep would run for weeks
 KEY_VERSION = 1  # bump when what a result file holds changes
 
 
+def _names(flag: str, default: tuple[str, ...] = ()):
+    """A repeatable option's values, each a comma list: the names in order, once each (none given: ``default``)."""
+    def parse(values) -> tuple[str, ...]:
+        items = tuple(dict.fromkeys(v.strip() for raw in values or () for v in str(raw).split(",") if v.strip()))
+        if values and not items:
+            raise UsageError(f"{flag}: empty list")
+        return items or default
+    return parse
+
+
+def _numbers(kind, flag: str):
+    """A comma list of numbers of ``kind`` (float or int), in order, once each."""
+    def parse(value) -> tuple:
+        items = [v.strip() for v in (value or "").split(",") if v.strip()]
+        if not items:
+            raise UsageError(f"{flag}: empty list; give comma-separated values")
+        try:
+            return tuple(dict.fromkeys(kind(v) for v in items))
+        except ValueError:
+            raise UsageError(f"{flag}: expected comma-separated {kind.__name__}s, got {value!r}") from None
+    return parse
+
+
 @dataclass(frozen=True)
 class SweepConfig:
-    archs: tuple[str, ...] = ("mobilenet_v1",)
-    alphas: tuple[float, ...] = PAPER_ALPHAS
-    resolutions: tuple[int, ...] = PAPER_RESOLUTIONS
-    precisions: tuple[str, ...] = ("fp32", "int8")
-    formats: tuple[str, ...] = ("tflite", "onnx")
-    targets: tuple[str, ...] = DEFAULT_TARGETS
-    bench_target: str = "host"  # whose [run] settings the host latency is measured with
-    classes: int = 1000
-    weights: str | None = None  # a file, or a pattern with {arch} {alpha} {res}
-    seed: int = 0
-    calib: str = "digits"
-    calib_samples: int = DEFAULT_CALIB_SAMPLES
-    validate_samples: int = 32
-    data: str | None = None
-    eval_limit: int | None = None
-    samples: int = DEFAULT_SAMPLES  # timed runs per artifact, all kept for the histograms
-    warmup: int = 5
-    timeout_s: float = 300.0
-    out: str = "build/sweep"
-    max_latency_ms: float | None = None
-    max_size_kb: float | None = None
-    min_top1: float | None = None
-    executor: str = "local"
-    ray_address: str | None = None
-    jobs: int | None = None  # parallel workers; None = the host's cores
-    max_configs: int = MAX_CONFIGS  # the largest grid run without complaint
+    """What ``run_sweep`` does. Fields declared with ``option`` are also ``sweep`` options (``mobiledeploy.options``)."""
+
+    archs: tuple[str, ...] = option(("mobilenet_v1",), flag="--arch", multiple=True, parse=_names("--arch"),
+                                    cli_default=("mobilenet_v1",), help="Architectures (comma list or repeated).")
+    alphas: tuple[float, ...] = option(PAPER_ALPHAS, flag="--alpha", parse=_numbers(float, "--alpha"),
+                                       cli_default=",".join(map(str, PAPER_ALPHAS)),
+                                       help="Width multipliers, comma list (the paper's Table 6 by default).")
+    resolutions: tuple[int, ...] = option(PAPER_RESOLUTIONS, flag="--res", parse=_numbers(int, "--res"),
+                                          cli_default=",".join(map(str, PAPER_RESOLUTIONS)),
+                                          help="Input resolutions, comma list (the paper's Table 7 by default).")
+    precisions: tuple[str, ...] = option(("fp32", "int8"), flag="--quant", check=Names(PRECISIONS),
+                                         help=f"Precisions: {', '.join(PRECISIONS)}.")
+    formats: tuple[str, ...] = option(("tflite", "onnx"), check=Names(SWEEP_FORMATS),
+                                      help=f"Formats: {', '.join(SWEEP_FORMATS)}.")
+    targets: tuple[str, ...] = option(DEFAULT_TARGETS, flag="--target", multiple=True, metavar="NAME",
+                                      parse=_names("--target", DEFAULT_TARGETS), cli_default=(),
+                                      help=f"Device(s) to estimate latency for and pick for (repeat or comma list; "
+                                           f"default {','.join(DEFAULT_TARGETS)}). See `mobiledeploy targets`.")
+    bench_target: str = option("host", metavar="NAME",  # whose [run] settings the host latency is measured with
+                               help="Profile whose threads/cores/runtime options the host latency is measured with.")
+    classes: int = option(1000, help="Output classes of the built models.")
+    weights: str | None = option(None, metavar="PATTERN",  # a file, or a pattern with {arch} {alpha} {res}
+                                 help="Trained weights per config, e.g. 'w/mobilenet_{alpha}_{res}.h5'; default "
+                                      "random init.")
+    seed: int = option(0, help=None)
+    calib: str = option("digits", metavar="SOURCE", help="int8 calibration data.")
+    calib_samples: int = option(DEFAULT_CALIB_SAMPLES, help=None)
+    validate_samples: int = 32  # export's default (tests/test_options.py holds them equal)
+    data: str | None = option(None, metavar="SOURCE",
+                              help="Labelled data for top-1 (digits, image folder, .npz); needs matching --classes.")
+    eval_limit: int | None = option(None, type=int, help="Evaluate on this many samples of --data.")
+    samples: int = option(DEFAULT_SAMPLES,  # timed runs per artifact, all kept for the histograms
+                          help="Timed runs per artifact, all kept for the latency histograms.")
+    warmup: int = option(5, help=None)
+    timeout_s: float = option(DEFAULT_TIMEOUT_S, flag="--timeout", check=Seconds(),
+                              help="Seconds per bench child (at most a day).")
+    out: str = option("build/sweep", path="dir",
+                      help="Output directory (exports, per-config results, tables, report.html).")
+    max_latency_ms: float | None = option(None, type=float, help="Recommend under this device estimate.")
+    max_size_kb: float | None = option(None, type=float, help="Recommend under this artifact size.")
+    min_top1: float | None = option(None, type=float, help="Recommend at least this top-1 (fraction, 0.7 = 70 %).")
+    executor: str = option("local", check=OneOf(EXECUTORS, "executor"),
+                           help="local: worker processes on this machine; ray: tasks on a Ray cluster.")
+    ray_address: str | None = option(None, metavar="HOST:PORT",
+                                     help="Ray cluster to join (default: start a local Ray instance).")
+    jobs: int | None = option(None, type=int,  # parallel workers; None = the host's cores
+                              help="Parallel workers (default: this machine's cores).")
+    max_configs: int = option(MAX_CONFIGS,  # the largest grid run without complaint
+                              help=f"Refuse a larger grid (archs x alphas x resolutions); at most "
+                                   f"{MAX_CONFIGS_LIMIT}.")
 
     # ------------------------------------------------------------ checks
 
@@ -75,6 +125,7 @@ class SweepConfig:
                              ("--quant", self.precisions), ("--formats", self.formats), ("--target", self.targets)):
             if not values:
                 raise UsageError(f"{flag} is empty; give at least one value")
+        check_fields(self)  # the declared checks: names, choices, --timeout
         for a in self.alphas:
             if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or not 0 < a <= MAX_ALPHA:
                 raise UsageError(f"alpha (width multiplier, --alpha) must be in (0, {MAX_ALPHA}], received {a!r}")
@@ -87,9 +138,6 @@ class SweepConfig:
         _positive("--eval-limit", self.eval_limit, integer=True)
         _positive("--max-latency-ms", self.max_latency_ms)
         _positive("--max-size-kb", self.max_size_kb)
-        _positive("--timeout", self.timeout_s)
-        if self.timeout_s > MAX_TIMEOUT_S:
-            raise UsageError(f"--timeout must be <= {MAX_TIMEOUT_S:g} (a day), received {self.timeout_s!r}")
         if self.warmup < 0:
             raise UsageError(f"--warmup must be >= 0, received {self.warmup!r}")
         if self.min_top1 is not None:
@@ -136,8 +184,6 @@ class SweepConfig:
                              f"{self.classes} (--classes); pass --classes {n}")
 
     def _check_executor(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise UsageError(f"unknown executor {self.executor!r} (--executor); choose from {', '.join(EXECUTORS)}")
         if self.executor == "local":
             if self.ray_address:
                 raise UsageError("--ray-address needs --executor ray")
