@@ -48,6 +48,14 @@ def tiny_keras():
 
 
 @pytest.fixture(scope="session")
+def tiny_keras_file(tiny_keras, tmp_path_factory):
+    """``tiny_keras`` saved as a .keras file (a loaded model: export treats it as trained)."""
+    path = tmp_path_factory.mktemp("src") / "tiny_random.keras"
+    tiny_keras.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_calib():
     rng = np.random.default_rng(0)
     return rng.uniform(-1, 1, size=(16, 32, 32, 3)).astype(np.float32)

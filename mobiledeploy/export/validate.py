@@ -4,7 +4,8 @@ Rules (documented in docs/export.md):
 
 - Broken is always fatal: an input or output whose shape or dtype is not what the
   source model and the requested precision imply, or a non-finite output, raises
-  ``ValidationError``.
+  ``ValidationError``; so does a TFLite file whose ``serving_default`` signature is
+  missing or gives other outputs than the interpreter (``export.signature``).
 - What is compared: the pre-softmax logits when the model ends in a softmax
   (``mobiledeploy.export.logits``), the outputs otherwise.
 - Tolerances scale with the compared tensor's range: ``atol + rtol * max|reference|``.
@@ -23,7 +24,7 @@ run the float graphs bit-identically to Keras.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,7 @@ class Validation:
     status: str  # "pass" | "fail" | "reported"
     input_dtype: str
     output_dtype: str
+    signature: dict | None = None  # TFLite: the serving_default signature, checked (export/signature.py)
 
     @property
     def summary(self) -> str:
@@ -104,7 +106,8 @@ class Validation:
                 "inputs": self.inputs, "max_abs_diff": self.max_abs_diff, "mean_abs_diff": self.mean_abs_diff,
                 "top1_agreement": self.top1_agreement, "sqnr_db": self.sqnr_db,
                 "tolerance": self.tolerance, "status": self.status,
-                "input_dtype": self.input_dtype, "output_dtype": self.output_dtype}
+                "input_dtype": self.input_dtype, "output_dtype": self.output_dtype,
+                **({"signature": self.signature} if self.signature is not None else {})}
 
 
 def expected_dtypes(fmt: str, precision: str, int8_io: bool) -> tuple[str, str]:
@@ -139,14 +142,20 @@ def validate_artifact(path: Path, *, fmt: str, precision: str, x: np.ndarray, re
     except UsageError as e:
         raise ValidationError(f"{name}: {e}") from None
     _check_values(name, "output", out, reference.outputs)
+    signature = None
+    if fmt == "tflite":  # its serving_default signature must give what the interpreter gives
+        from mobiledeploy.export.signature import check_signature
+
+        signature = check_signature(path, x, out)
     compared, ref = OUTPUTS, reference.outputs
     if reference.logits is not None:
         got = logits.artifact_logits(path, fmt, x)
         if got is not None:
             _check_values(name, "logits", got, reference.logits)
             compared, ref, out = LOGITS, reference.logits, got
-    return judge(name, precision=precision, reference=ref, out=out, atol=atol, rtol=rtol, strict=strict,
-                 runtime=sess.runtime, inputs=inputs, dtypes=(got_in, got_out), compared=compared)
+    v = judge(name, precision=precision, reference=ref, out=out, atol=atol, rtol=rtol, strict=strict,
+              runtime=sess.runtime, inputs=inputs, dtypes=(got_in, got_out), compared=compared)
+    return replace(v, signature=signature)
 
 
 def _check_values(name: str, what: str, got: np.ndarray, want: np.ndarray) -> None:

@@ -5,7 +5,9 @@ Every precision is converted from the same frozen GraphDef of the model
 The GraphDef goes through the converter's GraphDef entry point
 (``tf.compat.v1.lite.TFLiteConverter``): the TF2 entry points re-freeze the function on
 every call (about 1 s of CPU per precision at 128x128). The same MLIR converter and
-quantizer run behind both; the input is fixed at batch 1, as on a phone.
+quantizer run behind both; the input is fixed at batch 1, as on a phone. That entry point
+writes no SignatureDef, so every file gets its ``serving_default`` signature afterwards
+(``mobiledeploy.export.signature``: input ``input``, output ``output``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.formats._graph import frozen_function
+from mobiledeploy.export.signature import add_signature
 from mobiledeploy.quiet import import_tensorflow, quiet_converter
 from mobiledeploy.errors import ConversionError, one_line
 
@@ -80,6 +83,7 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
                 data = _selective_int8(model, recipe)  # converter_for applies the correction
             else:
                 data = converter_for(model, precision, recipe).convert()
+            data = add_signature(data)  # serving_default: input -> output (export/signature.py)
     except ConversionError:
         raise
     except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
