@@ -97,9 +97,9 @@ def test_caffe_and_explicit_mean_std_presets():
 def test_labels_from_file_names_and_class_names_in_json(tmp_path):
     from PIL import Image
 
-    from mobiledeploy.data.datasets import _digits_pixels, digits_split_indices
+    from mobiledeploy.data.datasets import digits_pixels, digits_split_indices
 
-    pixels, y = _digits_pixels(RES)
+    pixels, y = digits_pixels(RES)
     folder = tmp_path / "imgs"
     folder.mkdir()
     idx = digits_split_indices()["test"][:40]

@@ -4,7 +4,7 @@
 ``models.archs.build_model`` builds (``keras.applications`` MobileNet V1, V2, V3 Small
 and V3 Large, Keras 3): the same layers in the same order, with the same names, types,
 shapes, weight shapes and tensor wiring, computed from the constructors' arithmetic
-instead of building the model. ``_fuse_and_measure`` then turns them into the same
+instead of building the model. ``fuse_and_measure`` then turns them into the same
 ``LayerStats`` as the Keras path. Layers without an explicit name get Keras'
 auto-names as a fresh process gives them (``re_lu``, ``re_lu_1``, ...).
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from mobiledeploy.cost.ir import LayerStats, _fuse_and_measure, _Node
+from mobiledeploy.cost.ir import LayerStats, Node, fuse_and_measure
 from mobiledeploy.errors import UsageError, one_line
 
 __all__ = ["arch_nodes", "arch_layers", "COVERED"]
@@ -26,7 +26,7 @@ class _Graph:
     """A channels-last graph under construction: tensors are ints, shapes ``(None, h, w, c)``."""
 
     def __init__(self, resolution: int):
-        self.nodes: list[_Node] = []
+        self.nodes: list[Node] = []
         self.shapes: dict[int, tuple] = {}
         self.uids: dict[str, int] = {}
         self.next_id = 0
@@ -47,9 +47,9 @@ class _Graph:
 
     def _node(self, type_: str, kind: str, name: str, inputs: list[int], out_shape: tuple, **kw) -> int:
         out = self._tensor(out_shape)
-        self.nodes.append(_Node(name=name, type=type_, kind=kind, inputs=list(inputs),
-                                in_shapes=[self.shapes[i] for i in inputs], output=out,
-                                out_shape=out_shape, **kw))
+        self.nodes.append(Node(name=name, type=type_, kind=kind, inputs=list(inputs),
+                               in_shapes=[self.shapes[i] for i in inputs], output=out,
+                               out_shape=out_shape, **kw))
         return out
 
     def op(self, x: int) -> int:
@@ -250,7 +250,7 @@ COVERED = tuple(_BUILDERS)
 
 
 def arch_nodes(arch: str, *, alpha: float = 1.0, resolution: int = 224, classes: int = 1000,
-               depth_multiplier: int = 1, dropout: float = 1e-3) -> list[_Node]:
+               depth_multiplier: int = 1, dropout: float = 1e-3) -> list[Node]:
     """The nodes ``keras_nodes`` reads from ``build_model(arch, ...)``, without building it.
     Arguments are checked by ``models.archs.check_build_args`` first, as ``build_model`` does."""
     from mobiledeploy.models.archs import check_build_args
@@ -268,4 +268,4 @@ def arch_nodes(arch: str, *, alpha: float = 1.0, resolution: int = 224, classes:
 
 def arch_layers(arch: str, **kw) -> list[LayerStats]:
     """``LayerStats`` of a built-in architecture, equal to ``keras_layers(build_model(arch, ...))``."""
-    return _fuse_and_measure(arch_nodes(arch, **kw), channels_last=True)
+    return fuse_and_measure(arch_nodes(arch, **kw), channels_last=True)

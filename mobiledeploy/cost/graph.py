@@ -1,6 +1,6 @@
 """Per-layer graph parsing: a Keras model, a ``.tflite`` or an ``.onnx`` file -> layers.
 
-Each format is read into the same small intermediate form (``_Node``: op type, kind,
+Each format is read into the same small intermediate form (``Node``: op type, kind,
 activation input/output shapes, weight shapes, MACs per output element); one shared
 pass then fuses what the mobile runtimes fuse and turns nodes into ``LayerStats``.
 
@@ -27,7 +27,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from mobiledeploy.cost.ir import OP_CLASSES, LayerStats, UnknownOpWarning, _fuse_and_measure, _Node, _prod  # noqa: F401 - re-exported
+from mobiledeploy.cost.ir import (  # noqa: F401 - OP_CLASSES, LayerStats, UnknownOpWarning re-exported
+    OP_CLASSES, LayerStats, Node, UnknownOpWarning, element_count, fuse_and_measure)
 from mobiledeploy.errors import UsageError, one_line
 
 # ---------------------------------------------------------------- Keras
@@ -60,7 +61,7 @@ def _keras_tensor_id(t):
     return id(t)
 
 
-def keras_nodes(model) -> list[_Node]:
+def keras_nodes(model) -> list[Node]:
     """The Keras model's layers as nodes (functional models; nested models flattened)."""
     nodes = []
     for layer in _keras_layers(model):
@@ -74,10 +75,10 @@ def keras_nodes(model) -> list[_Node]:
         ins = getattr(layer, "input", None)
         ins = ins if isinstance(ins, (list, tuple)) else ([ins] if ins is not None else [])
         out = layer.output
-        n = _Node(name=layer.name, type=t, kind=kind,
-                  inputs=[_keras_tensor_id(x) for x in ins if x is not None and t != "InputLayer"],
-                  in_shapes=[tuple(x.shape) for x in ins if x is not None and t != "InputLayer"],
-                  output=_keras_tensor_id(out), out_shape=tuple(out.shape))
+        n = Node(name=layer.name, type=t, kind=kind,
+                 inputs=[_keras_tensor_id(x) for x in ins if x is not None and t != "InputLayer"],
+                 in_shapes=[tuple(x.shape) for x in ins if x is not None and t != "InputLayer"],
+                 output=_keras_tensor_id(out), out_shape=tuple(out.shape))
         if t == "InputLayer":
             n.inputs, n.in_shapes = [], []
         weights = [tuple(w.shape) for w in layer.weights]
@@ -87,10 +88,10 @@ def keras_nodes(model) -> list[_Node]:
             n.weights = weights
             kshape = tuple(layer.kernel.shape)
             if kind == "conv":
-                n.macs_per_out = _prod(k) * int(kshape[2])  # kernel (kh, kw, cin/groups, cout): grouped too
+                n.macs_per_out = element_count(k) * int(kshape[2])  # kernel (kh, kw, cin/groups, cout): grouped too
                 n.channels = int(kshape[3])
             else:
-                n.macs_per_out = _prod(k)
+                n.macs_per_out = element_count(k)
                 n.channels = int(n.out_shape[-1])
             if kind == "conv" and getattr(layer, "activation", None) is not None:
                 if getattr(layer.activation, "__name__", "linear") not in ("linear",) + _FUSABLE_ACTIVATIONS:
@@ -109,7 +110,7 @@ def keras_nodes(model) -> list[_Node]:
 
 
 def keras_layers(model) -> list[LayerStats]:
-    return _fuse_and_measure(keras_nodes(model), channels_last=True)
+    return fuse_and_measure(keras_nodes(model), channels_last=True)
 
 
 # ---------------------------------------------------------------- TFLite (LiteRT, no TensorFlow)
@@ -130,7 +131,7 @@ _TFLITE_KINDS = {
 }
 
 
-def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[_Node]:
+def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[Node]:
     """The nodes of a TFLite file, its dynamic inputs fixed by ``shapes`` (see ``inspect.concrete_shapes``)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -170,7 +171,7 @@ class _Malformed(ValueError):
 _WEIGHT_RANK = {"conv": (4, "(cout, kh, kw, cin)"), "depthwise": (4, "(1, kh, kw, cout)"), "dense": (2, "(out, in)")}
 
 
-def _tflite_nodes(ops: list, tensors: dict, inputs: set) -> list[_Node]:
+def _tflite_nodes(ops: list, tensors: dict, inputs: set) -> list[Node]:
     produced = {o for op in ops for o in op["outputs"]}
 
     def is_const(i):
@@ -194,9 +195,9 @@ def _tflite_nodes(ops: list, tensors: dict, inputs: set) -> list[_Node]:
         act = [i for i in ins if not is_const(i) and i not in const_dq]
         wts = [const_dq.get(i, i) for i in ins if is_const(i) or i in const_dq]
         out = op["outputs"][0] if len(op["outputs"]) else None
-        n = _Node(name=tensors[out]["name"] if out is not None else f"{t}_{op['index']}", type=t, kind=kind,
-                  inputs=act, in_shapes=[shape(i) for i in act], output=out,
-                  out_shape=shape(out) if out is not None else ())
+        n = Node(name=tensors[out]["name"] if out is not None else f"{t}_{op['index']}", type=t, kind=kind,
+                 inputs=act, in_shapes=[shape(i) for i in act], output=out,
+                 out_shape=shape(out) if out is not None else ())
         if kind in ("conv", "depthwise", "dense") and len(ins) >= 2:
             w = shape(const_dq.get(ins[1], ins[1]))
             rank, layout = _WEIGHT_RANK[kind]
@@ -215,4 +216,4 @@ def _tflite_nodes(ops: list, tensors: dict, inputs: set) -> list[_Node]:
 
 
 def tflite_layers(path: str | Path, shapes: dict | None = None) -> list[LayerStats]:
-    return _fuse_and_measure(tflite_nodes(path, shapes), channels_last=True)
+    return fuse_and_measure(tflite_nodes(path, shapes), channels_last=True)

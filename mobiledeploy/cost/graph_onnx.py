@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError, one_line
-from mobiledeploy.cost.ir import LayerStats, _fuse_and_measure, _Node
+from mobiledeploy.cost.ir import LayerStats, Node, fuse_and_measure
 
 _KINDS = {
     "Conv": "conv", "QLinearConv": "conv", "ConvInteger": "conv",
@@ -48,7 +48,7 @@ def _dims(vi) -> tuple | None:
     return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
 
 
-def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[_Node], tuple[int, ...]]:
+def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[Node], tuple[int, ...]]:
     """The nodes of an ONNX file, its dynamic inputs fixed by ``shapes`` (see ``inspect.concrete_shapes``)."""
     import onnx
     from onnx import shape_inference
@@ -92,7 +92,7 @@ def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[_Node
     for out, src in const_dq.items():
         inits[out] = inits[src]
 
-    nodes: list[_Node] = []
+    nodes: list[Node] = []
     for idx, n in enumerate(g.node):
         try:
             node = _node(n, idx, inits, values, shapes, const_dq, onnx)
@@ -136,8 +136,8 @@ def _small_ints(t, numpy_helper) -> list | None:
         return None
 
 
-def _node(n, idx: int, inits: dict, values: dict, shapes: dict, const_dq: dict, onnx) -> _Node | None:
-    """One ONNX node as a ``_Node`` (None: folded away). Raises on a node that does not fit its op."""
+def _node(n, idx: int, inits: dict, values: dict, shapes: dict, const_dq: dict, onnx) -> Node | None:
+    """One ONNX node as a ``Node`` (None: folded away). Raises on a node that does not fit its op."""
     t = n.op_type
     if t == "Constant" or (t == "DequantizeLinear" and n.output and n.output[0] in const_dq):
         return None
@@ -157,8 +157,8 @@ def _node(n, idx: int, inits: dict, values: dict, shapes: dict, const_dq: dict, 
             shapes[out] = _fallback_shape(t, [shapes.get(x) for x in n.input], attrs, inits, values, n)
         except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError):
             shapes[out] = ()  # attributes or inputs that do not fit the op: shape unknown
-    node = _Node(name=n.name or f"{t}_{idx}", type=t, kind=kind, inputs=act,
-                 in_shapes=[shapes.get(x, ()) for x in act], output=out, out_shape=shapes.get(out, ()))
+    node = Node(name=n.name or f"{t}_{idx}", type=t, kind=kind, inputs=act,
+                in_shapes=[shapes.get(x, ()) for x in act], output=out, out_shape=shapes.get(out, ()))
     if kind in ("conv", "dense"):
         widx = _WEIGHT_INPUTS.get(t, (1,))
         names = [n.input[k] for k in widx if k < len(n.input) and n.input[k] and is_const(n.input[k])]
@@ -237,4 +237,4 @@ def _fallback_shape(op: str, in_shapes: list, attrs: dict, inits: dict, values: 
 def onnx_layers(path: str | Path, shapes: dict | None = None) -> tuple[list[LayerStats], tuple[int, ...]]:
     """(layers, input shape) of an ONNX file (``shapes``: concrete dims for dynamic inputs)."""
     nodes, in_shape = onnx_nodes(path, shapes)
-    return _fuse_and_measure(nodes, channels_last=False), in_shape
+    return fuse_and_measure(nodes, channels_last=False), in_shape

@@ -1,8 +1,8 @@
 """The one layer IR of the cost package: nodes read from any format, fused into ``LayerStats``.
 
 Each reader (``cost.graph`` for Keras and TFLite, ``cost.graph_onnx`` for ONNX) turns a
-model into ``_Node``s (op type, kind, activation input/output shapes, weight shapes, MACs
-per output element); ``_fuse_and_measure`` then fuses what the mobile runtimes fuse and
+model into ``Node``s (op type, kind, activation input/output shapes, weight shapes, MACs
+per output element); ``fuse_and_measure`` then fuses what the mobile runtimes fuse and
 measures each layer. The counting convention is described in ``cost.graph``.
 """
 
@@ -56,7 +56,9 @@ _WEIGHTED = ("conv", "depthwise", "dense")
 
 
 @dataclass
-class _Node:
+class Node:
+    """One operator as a reader sees it (before fusion): the form every format is read into."""
+
     name: str
     type: str
     kind: str
@@ -70,7 +72,8 @@ class _Node:
     channels: int = 0  # output channels (for a folded BatchNorm bias)
 
 
-def _prod(shape) -> int:
+def element_count(shape) -> int:
+    """Number of elements of a tensor of ``shape`` (1 for a scalar)."""
     return int(math.prod(int(d) for d in shape)) if len(shape) else 1
 
 
@@ -90,17 +93,17 @@ def _spatial_is_one(shape: tuple, *, channels_last: bool) -> bool:
     if len(shape) != 4:
         return True
     hw = shape[1:3] if channels_last else shape[2:4]
-    return _prod(hw) == 1
+    return element_count(hw) == 1
 
 
-def _fuse_and_measure(nodes: list[_Node], *, channels_last: bool) -> list[LayerStats]:
+def fuse_and_measure(nodes: list[Node], *, channels_last: bool) -> list[LayerStats]:
     """Fold BN / bias adds / ReLU into the weighted op before them; build LayerStats."""
     producer: dict = {}
     consumers: dict = {}
     for n in nodes:
         for t in n.inputs:
             consumers[t] = consumers.get(t, 0) + 1
-    merged: list[tuple[_Node, list[str]]] = []  # node, names of the ops fused into it
+    merged: list[tuple[Node, list[str]]] = []  # node, names of the ops fused into it
     for n in nodes:
         if n.kind == "noop":
             if n.inputs and n.output is not None:
@@ -118,11 +121,11 @@ def _fuse_and_measure(nodes: list[_Node], *, channels_last: bool) -> list[LayerS
     layers = []
     for n, fused in merged:
         out_shape = _shape(n.out_shape)
-        out_elems = _prod(out_shape)
-        in_elems = sum(_prod(_shape(s)) for s in n.in_shapes)
-        w_elems = sum(_prod(w) for w in n.weights)
+        out_elems = element_count(out_shape)
+        in_elems = sum(element_count(_shape(s)) for s in n.in_shapes)
+        w_elems = sum(element_count(w) for w in n.weights)
         if n.kind in _WEIGHTED:  # kernel + one bias per output channel, stored or not
-            params = (_prod(n.weights[0]) if n.weights else 0) + n.channels
+            params = (element_count(n.weights[0]) if n.weights else 0) + n.channels
             macs, w_elems = out_elems * n.macs_per_out, params
         elif n.kind == "bn":  # a BatchNorm on its own: a per-channel scale and shift
             params, macs = 2 * (n.channels or (out_shape[-1] if out_shape else 0)), 0
@@ -136,9 +139,9 @@ def _fuse_and_measure(nodes: list[_Node], *, channels_last: bool) -> list[LayerS
     return layers
 
 
-def _op_class(n: _Node, out_shape: tuple, *, channels_last: bool) -> str:
+def _op_class(n: Node, out_shape: tuple, *, channels_last: bool) -> str:
     if n.kind == "conv":
-        if _prod(n.kernel or (1, 1)) > 1:
+        if element_count(n.kernel or (1, 1)) > 1:
             return "convkxk"
         return "fc" if _spatial_is_one(out_shape, channels_last=channels_last) else "conv1x1"
     cls = _KIND_CLASS.get(n.kind)

@@ -194,7 +194,8 @@ def resize_pixels(pixels: np.ndarray, resolution: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _digits_pixels(resolution: int) -> tuple[np.ndarray, np.ndarray]:
+def digits_pixels(resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images N,res,res,3, labels) of all 1,797 scikit-learn digits, resized."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:  # pragma: no cover - the [data] extra is installed in the venv
@@ -217,7 +218,7 @@ def digits_split_indices() -> dict[str, np.ndarray]:
 
 
 def _load_digits(resolution: int, pre: Preprocessing, split: str) -> Dataset:
-    pixels, y = _digits_pixels(resolution)
+    pixels, y = digits_pixels(resolution)
     idx = digits_split_indices()[split]
     return Dataset(x=pre(pixels[idx]), y=y[idx].copy(), class_names=tuple(str(i) for i in range(10)),
                    source="digits", preprocessing=pre.name, split=split)

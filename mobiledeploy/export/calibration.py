@@ -154,7 +154,7 @@ def _folder(folder: Path, resolution: int, preprocessing: str, samples: int, val
 def _digits(split: str, n: int, resolution: int, pre, seed: int, warnings: list[str]) -> np.ndarray:
     """The samples ``data.subset(load_dataset("digits", split=split), n, seed=seed)`` returns,
     preprocessing only those n images (the whole train split at 224x224 is 800 MB of float32)."""
-    pixels, _ = data._digits_pixels(resolution)
+    pixels, _ = data.digits_pixels(resolution)
     idx = data.digits_split_indices()[split]
     n = _capped(n, len(idx), f"the digits {split} split", warnings)
     pick = np.sort(np.random.default_rng(seed).permutation(len(idx))[:n]) if n < len(idx) else np.arange(len(idx))

@@ -68,7 +68,8 @@ def quantize_weights(kernel: np.ndarray, *, channel_axis: int, per_channel: bool
     return (np.clip(np.round(kf / step), -qmax, qmax) * step / s).astype(kernel.dtype)
 
 
-def _consumers(model, layer) -> list:
+def consumers(model, layer) -> list:
+    """The layers of ``model`` that take ``layer``'s output as an input."""
     out = layer.output
     return [lyr for lyr in model.layers if lyr is not layer and any(t is out for t in _inputs(lyr))]
 
@@ -90,7 +91,7 @@ def _conv_targets(model):
     for layer in model.layers:
         if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
             continue
-        cons = _consumers(model, layer)
+        cons = consumers(model, layer)
         bn = cons[0] if len(cons) == 1 and isinstance(cons[0], keras.layers.BatchNormalization) else None
         if bn is not None or layer.use_bias:
             targets.append((layer, bn))
@@ -224,7 +225,7 @@ def _positions(model, targets, x1) -> list[int]:
 
 
 def _single_consumer(model, layer, kind):
-    cons = _consumers(model, layer)
+    cons = consumers(model, layer)
     return cons[0] if len(cons) == 1 and isinstance(cons[0], kind) else None
 
 

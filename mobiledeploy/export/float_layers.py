@@ -71,14 +71,14 @@ def resolve(model, names: tuple[str, ...]) -> tuple[str, ...]:
 
 def with_fused(model, names: tuple[str, ...]) -> tuple[str, ...]:
     """``names`` plus the batch-norm/activation layers the converters fuse into each."""
-    from mobiledeploy.export.equalize import _consumers
+    from mobiledeploy.export.equalize import consumers
 
     out = []
     for name in names:
         layer = model.get_layer(name)
         out.append(name)
         while True:
-            cons = _consumers(model, layer)
+            cons = consumers(model, layer)
             if len(cons) != 1 or type(cons[0]).__name__ not in FUSED:
                 break
             layer = cons[0]

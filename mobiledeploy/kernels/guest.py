@@ -52,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     import emulate_worker as w
 
     try:
-        kind = w._LiteRT if args.model.lower().endswith(".tflite") else w._Ort
+        kind = w.LiteRT if args.model.lower().endswith(".tflite") else w.Ort
         model = kind(args.model, args.threads, xnnpack=not args.builtin)
         rng = np.random.default_rng(0)
-        x = w._quantize(rng.uniform(-1, 1, model.in_shape).astype(np.float32), model.in_dtype, *model.in_q)
+        x = w.quantize(rng.uniform(-1, 1, model.in_shape).astype(np.float32), model.in_dtype, *model.in_q)
         if not args.maps_only:
             model.run(x)  # warm-up: not counted
-            invoke = model.it.invoke if kind is w._LiteRT else (lambda: model.run(x))  # input already set
+            invoke = model.it.invoke if kind is w.LiteRT else (lambda: model.run(x))  # input already set
             mark(BEGIN)
             for _ in range(args.invokes):
                 invoke()
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - one line for the parent
         print(f"{os.path.basename(args.model)}: {type(e).__name__}: {' '.join(str(e).split())[:300]}", file=sys.stderr)
         return 1
-    print(json.dumps({"maps": maps(), "runtime": "litert" if kind is w._LiteRT else "onnxruntime",
+    print(json.dumps({"maps": maps(), "runtime": "litert" if kind is w.LiteRT else "onnxruntime",
                       "version": model.version, "invokes": args.invokes, "threads": args.threads}))
     return 0
 

@@ -98,8 +98,8 @@ def cpu_root(env: emu.ArmEnv, qemu_cpu: str, midr: int) -> Path:
             (tmp / entry.name).symlink_to(entry.resolve())
     procs = possible_cpus()  # the guest reads the host's /sys: its cpuinfo must list the same CPUs
     (tmp / "proc" / "cpuinfo").write_text(emu.cpuinfo_text(model, [], procs))
-    argv = [env.qemu, "-cpu", qemu_cpu, "-L", str(tmp), str(tmp / emu.GUEST_PYTHON), "-S", "-c", emu._HWCAP_PROBE]
-    out = emu._run_guest(argv, _environ(env, []), 300, f"HWCAP probe on -cpu {qemu_cpu}")
+    argv = [env.qemu, "-cpu", qemu_cpu, "-L", str(tmp), str(tmp / emu.GUEST_PYTHON), "-S", "-c", emu.HWCAP_PROBE]
+    out = emu.run_guest(argv, _environ(env, []), 300, f"HWCAP probe on -cpu {qemu_cpu}")
     hw, hw2 = (int(v) for v in out.split()[-2:])
     (tmp / "proc" / "cpuinfo").write_text(emu.cpuinfo_text(model, emu.decode_hwcaps(hw, hw2), procs))
     try:
@@ -126,7 +126,7 @@ def _pythonpath() -> list[str]:
 
 
 def _run(argv, environ, timeout_s, what) -> dict:
-    out = emu._run_guest(argv, environ, timeout_s, what)
+    out = emu.run_guest(argv, environ, timeout_s, what)
     try:
         return json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -226,7 +226,7 @@ def scale_timeout(host_seconds: float) -> float:
     return host_seconds * EMULATION_SLOWDOWN
 
 
-_HWCAP_PROBE = ("import ctypes\nlibc = ctypes.CDLL(None)\nlibc.getauxval.restype = ctypes.c_ulong\n"
+HWCAP_PROBE = ("import ctypes\nlibc = ctypes.CDLL(None)\nlibc.getauxval.restype = ctypes.c_ulong\n"
                 "libc.getauxval.argtypes = [ctypes.c_ulong]\nprint(libc.getauxval(16), libc.getauxval(26))")
 
 
@@ -251,8 +251,8 @@ class HwCaps:
 
 def hwcaps(cpu_name: str, *, env: ArmEnv | None = None, timeout_s: float = 120.0) -> HwCaps:
     """The ``AT_HWCAP``/``AT_HWCAP2`` the guest sees on ``cpu_name`` (read with getauxval)."""
-    argv, environ = command(cpu_name, ["-c", _HWCAP_PROBE], env=env, pythonpath=[])
-    out = _run_guest(argv, environ, timeout_s, f"HWCAP probe on {cpu_name}")
+    argv, environ = command(cpu_name, ["-c", HWCAP_PROBE], env=env, pythonpath=[])
+    out = run_guest(argv, environ, timeout_s, f"HWCAP probe on {cpu_name}")
     try:
         hw, hw2 = (int(v) for v in out.split()[-2:])
     except ValueError:
@@ -260,7 +260,7 @@ def hwcaps(cpu_name: str, *, env: ArmEnv | None = None, timeout_s: float = 120.0
     return HwCaps(cpu_name, hw, hw2)
 
 
-def _run_guest(argv: list[str], environ: dict[str, str], timeout_s: float, what: str) -> str:
+def run_guest(argv: list[str], environ: dict[str, str], timeout_s: float, what: str) -> str:
     """stdout of a guest command; ``RuntimeFailure`` (one line) on a crash, an error or a timeout."""
     try:
         proc = subprocess.run(argv, env=environ, stdin=subprocess.DEVNULL, capture_output=True,
@@ -322,7 +322,7 @@ def run_worker(model_path: str | os.PathLike, x, *, cpu_name: str | None, timeou
             argv, environ = [sys.executable, *args], dict(os.environ)
         else:
             argv, environ = command(cpu_name, args, env=env, pythonpath=[])
-        _run_guest(argv, environ, timeout_s, f"{model_path.name} on {where}")
+        run_guest(argv, environ, timeout_s, f"{model_path.name} on {where}")
         if not dst.is_file():
             raise RuntimeFailure(f"{model_path.name} on {where}: the worker wrote no outputs")
         with np.load(dst) as z:
@@ -380,5 +380,5 @@ def guest_versions(cpu_name: str, *, env: ArmEnv | None = None, timeout_s: float
              "'ai-edge-litert': metadata.version('ai-edge-litert')}))")
     argv, environ = command(cpu_name, ["-c", probe], env=env, pythonpath=[])
     t0 = time.perf_counter()
-    out = _run_guest(argv, environ, timeout_s, f"import of the runtimes on {cpu_name}")
+    out = run_guest(argv, environ, timeout_s, f"import of the runtimes on {cpu_name}")
     return json.loads(out.strip().splitlines()[-1]) | {"seconds": round(time.perf_counter() - t0, 1)}

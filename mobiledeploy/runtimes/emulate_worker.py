@@ -25,7 +25,8 @@ import time
 import numpy as np
 
 
-def _quantize(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+def quantize(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    """``x`` in the model input's type: affine-quantized for an integer input, cast otherwise."""
     if not np.issubdtype(dtype, np.integer):
         return x.astype(dtype)
     if not scale:
@@ -40,7 +41,7 @@ def _dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return y.astype(np.float32)
 
 
-class _LiteRT:
+class LiteRT:
     def __init__(self, path: str, threads: int, xnnpack: bool = True) -> None:
         from ai_edge_litert import interpreter as lit
 
@@ -61,7 +62,7 @@ class _LiteRT:
         return [self.it.get_tensor(d["index"]).copy() for d in self.outs]
 
 
-class _Ort:
+class Ort:
     def __init__(self, path: str, threads: int, xnnpack: bool = True) -> None:
         import onnxruntime as ort
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     name = os.path.basename(args.model)
     try:
-        kind = _LiteRT if args.model.lower().endswith(".tflite") else _Ort
+        kind = LiteRT if args.model.lower().endswith(".tflite") else Ort
         t0 = time.perf_counter()
         model = kind(args.model, args.threads, xnnpack=not args.builtin)
         load_s = time.perf_counter() - t0
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         raws: list[list[np.ndarray]] = [[] for _ in model.out_q]
         seconds = 0.0
         for sample in x:
-            arr = _quantize(sample.reshape(model.in_shape), model.in_dtype, *model.in_q)
+            arr = quantize(sample.reshape(model.in_shape), model.in_dtype, *model.in_q)
             t0 = time.perf_counter()
             outs = model.run(arr)
             seconds += time.perf_counter() - t0
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, (acc, q) in enumerate(zip(raws, model.out_q)):
             arrays[f"raw_{i}"] = np.stack(acc)
             arrays[f"float_{i}"] = _dequantize(arrays[f"raw_{i}"], *q)
-        meta = {"runtime": "litert" if kind is _LiteRT else "onnxruntime", "version": model.version,
+        meta = {"runtime": "litert" if kind is LiteRT else "onnxruntime", "version": model.version,
                 "numpy": np.__version__, "machine": platform.machine(), "seconds": seconds,
                 "load_seconds": load_s, "samples": int(len(x)), "threads": args.threads,
                 "xnnpack": not args.builtin,
