@@ -63,18 +63,18 @@ def mean_over_std(model) -> dict[str, float]:
 def runtimes(model, bc_tflite, bc_ort, cal, x, y, ref) -> dict:
     from mobiledeploy.export.formats import onnx as O
     from mobiledeploy.export.formats import tflite as T
-    from mobiledeploy.export.recipes import OnnxQuantTypes, QuantRecipe
+    from mobiledeploy.export.recipes import Calibration, OnnxQuant, OnnxQuantTypes, QuantRecipe
 
     u8s8 = OnnxQuantTypes("u8s8", True, "x86-64 host without VNNI")
     out = {}
     for tag, m_tfl, m_ort in (("plain", model, model), ("bias_corrected", bc_tflite, bc_ort)):
         t = time.time()
-        data = T.converter_for(m_tfl, "int8", QuantRecipe(calib=cal)).convert()
+        data = T.converter_for(m_tfl, "int8", QuantRecipe(), Calibration(cal)).convert()
         out[f"tflite_int8_{tag}"] = {**C.scores(ref, C.run_tflite(data, x), y), "convert_s": round(time.time() - t)}
         print(f"  tflite int8 {tag}: {out[f'tflite_int8_{tag}']}", flush=True)
         with tempfile.TemporaryDirectory() as d:
             t = time.time()
-            p = O.convert(m_ort, "int8", QuantRecipe(calib=cal, onnx=u8s8), Path(d), "m")
+            p = O.convert(m_ort, "int8", QuantRecipe(onnx=OnnxQuant(u8s8)), Calibration(cal), Path(d), "m")
             out[f"onnx_u8s8_int8_{tag}"] = {**C.scores(ref, C.run_onnx(p, x), y), "convert_s": round(time.time() - t)}
         print(f"  onnx u8s8 int8 {tag}: {out[f'onnx_u8s8_int8_{tag}']}", flush=True)
     return out

@@ -29,17 +29,17 @@ def run(args) -> dict:
     C.require_assets()
     from mobiledeploy.bench.core import machine_conditions
     from mobiledeploy.export.formats import onnx as O
-    from mobiledeploy.export.recipes import OnnxQuantTypes, QuantRecipe, cpu_flags
+    from mobiledeploy.export.recipes import Calibration, OnnxQuant, OnnxQuantTypes, QuantRecipe, cpu_flags
 
     model, x, y, ref = C.reference()
     cal = C.calib_set()
     out = {"what": __doc__.splitlines()[0], "machine": machine_conditions(),
            "vnni_flags": sorted(f for f in cpu_flags() if "vnni" in f), "types": {}}
     for name in ("u8s8", "s8s8"):
-        recipe = QuantRecipe(calib=cal, onnx=OnnxQuantTypes(name, name == "u8s8", ""), bias_correction=True,
+        recipe = QuantRecipe(onnx=OnnxQuant(OnnxQuantTypes(name, name == "u8s8", "")), bias_correction=True,
                              float_layers=("conv1", "conv_dw_1", "conv_pw_1"))
         with tempfile.TemporaryDirectory() as d:
-            path = O.convert(model, "int8", recipe, Path(d), "m")
+            path = O.convert(model, "int8", recipe, Calibration(cal), Path(d), "m")
             out["types"][name] = {"reduce_range": name == "u8s8", **C.scores(ref, C.run_onnx(path, x), y)}
         print(name, out["types"][name], flush=True)
     return out

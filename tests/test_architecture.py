@@ -151,13 +151,13 @@ def test_a_new_runtime_is_one_registry_row(tmp_path, monkeypatch):
     np.testing.assert_array_equal(out, x @ w)
 
 
-def fp32_tflite_batch1(model, precision, recipe, out_dir, stem):
+def fp32_tflite_batch1(model, precision, recipe, calibration, out_dir, stem):
     """A test double export format: the TFLite fp32 converter under another name and suffix."""
     from mobiledeploy.export.formats import FORMATS
     from mobiledeploy.export.formats.tflite import converter_for
 
     path = Path(out_dir) / FORMATS["tflite_b1"].filename(stem, precision)
-    path.write_bytes(converter_for(model, precision, recipe).convert())
+    path.write_bytes(converter_for(model, precision, recipe, calibration).convert())
     return path
 
 

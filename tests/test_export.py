@@ -421,8 +421,8 @@ def test_per_tensor_recipe_is_converted_recorded_and_read_back(tiny_file, tmp_pa
     q = json.loads(res.manifest_path.read_text())["quantization"]
     assert q["tflite"]["per_channel"] is False and q["onnx"]["per_channel"] is False
     assert q["onnx"]["calibrate_method"] == "percentile"
-    recipe = QuantRecipe.from_manifest(q, np.zeros((1, 4)))
-    assert (recipe.per_channel, recipe.onnx_calibration) == (False, "percentile")
+    recipe = QuantRecipe.from_manifest(q)
+    assert (recipe.per_channel, recipe.onnx.calibration) == (False, "percentile")
     paths = {a.format: res.out_dir / a.file for a in res.artifacts}
     assert tflite_per_channel(paths["tflite"]) is False
     g = onnx.load(str(paths["onnx"])).graph
@@ -460,8 +460,8 @@ def test_bias_correction_is_on_for_loaded_models_recorded_and_reaches_both_conve
     (on, q_on), (off, q_off) = runs["default"], runs["off"]
     assert q_on["enabled"] is True and "default" in q_on["reason"]
     assert q_off["enabled"] is False and "--no-bias-correction" in q_off["reason"]
-    assert QuantRecipe.from_manifest({"bias_correction": q_on}, np.zeros((1, 4))).bias_correction is True
-    assert QuantRecipe.from_manifest({}, np.zeros((1, 4))).bias_correction is False  # older manifests: off
+    assert QuantRecipe.from_manifest({"bias_correction": q_on}).bias_correction is True
+    assert QuantRecipe.from_manifest({}).bias_correction is False  # older manifests: off
     sha = {tag: {(a.format, a.precision): a.sha256 for a in r.artifacts} for tag, (r, _) in runs.items()}
     assert sha["default"][("tflite", "fp32")] == sha["off"][("tflite", "fp32")]
     assert sha["default"][("onnx", "int8")] != sha["off"][("onnx", "int8")]
@@ -472,18 +472,19 @@ def test_bias_correction_is_on_for_loaded_models_recorded_and_reaches_both_conve
 
 
 def test_bias_correction_defaults_off_for_random_weights_and_is_computed_once(tiny_keras, tmp_path):
-    from mobiledeploy.export.recipes import QuantRecipe
+    from mobiledeploy.export.recipes import Calibration, QuantRecipe
 
     res = export_model(ExportConfig(alpha=0.25, resolution=32, classes=10, formats=("tflite",), precisions=("int8",),
                                     calib="random", calib_samples=8, validate_samples=4, out=str(tmp_path / "r")))
     q = json.loads(res.manifest_path.read_text())["quantization"]["bias_correction"]
     assert q["enabled"] is False and "random" in q["reason"]
     calib = np.random.default_rng(0).uniform(-1, 1, (4, *tiny_keras.input_shape[1:])).astype(np.float32)
-    assert QuantRecipe(calib=calib).quant_source(tiny_keras) is tiny_keras  # off: the model itself
-    recipe = QuantRecipe(calib=calib, bias_correction=True)
-    corrected = recipe.quant_source(tiny_keras)
-    assert corrected is not tiny_keras and recipe.quant_source(tiny_keras) is corrected  # once per model and grid
-    assert recipe.quant_source(tiny_keras, "int8_reduce_range") is not corrected
+    cal = Calibration(calib)
+    assert cal.quant_source(tiny_keras, QuantRecipe()) is tiny_keras  # off: the model itself
+    recipe = QuantRecipe(bias_correction=True)
+    corrected = cal.quant_source(tiny_keras, recipe)
+    assert corrected is not tiny_keras and cal.quant_source(tiny_keras, recipe) is corrected  # once per model and grid
+    assert cal.quant_source(tiny_keras, recipe, "int8_reduce_range") is not corrected
 
 
 def test_float_layers_names_and_node_matching(tiny_keras):

@@ -124,13 +124,13 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     from mobiledeploy.models.artifacts import load_keras
 
     from mobiledeploy.export.formats.tflite import converter_for
-    from mobiledeploy.export.recipes import QuantRecipe
+    from mobiledeploy.export.recipes import Calibration, QuantRecipe, TfliteQuant
 
     model = load_keras(str(src), unsafe_load)
     calib, cal_note = _calibration(ref, dataset)
     per_channel = tflite_per_channel(Path(ref.path))  # what the artifact holds, whatever the manifest says
-    recipe = replace(QuantRecipe.from_manifest(ref.quantization, calib), per_channel=per_channel, int8_io=False)
-    conv = converter_for(model, "int8", recipe)  # the exporter's own converter and recipe
+    recipe = replace(QuantRecipe.from_manifest(ref.quantization), per_channel=per_channel, tflite=TfliteQuant())
+    conv = converter_for(model, "int8", recipe, Calibration(calib))  # the exporter's own converter and recipe
     debug = lambda: ([x[i:i + 1]] for i in range(len(x)))  # noqa: E731
     try:
         with quiet_converter():

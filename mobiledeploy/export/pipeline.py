@@ -33,8 +33,8 @@ from mobiledeploy.export.calibration import choose_source, load_calibration
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
 from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.errors import UsageError, ValidationError
-from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, QuantRecipe, choose_onnx_types,
-                                         int8_choices)
+from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, Calibration, OnnxQuant, QuantRecipe,
+                                         TfliteQuant, choose_onnx_types, int8_choices)
 from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
 from mobiledeploy.export.validate import (DEFAULT_ATOL, DEFAULT_RTOL, FP16_FACTOR, Reference, Validation, judge,
                                           validate_artifact)
@@ -243,10 +243,11 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     bias, float_layers, reasons = int8_choices(model, trained=bool(config.weights or config.model_path),
                                                bias_correction=config.bias_correction,
                                                float_layers=config.float_layers)
-    recipe = QuantRecipe(calib=cal.calib, int8_io=config.int8_io, per_channel=config.per_channel,
-                         onnx=choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
-                         onnx_calibration=config.onnx_calibration, bias_correction=bias,
-                         float_layers=float_layers)
+    recipe = QuantRecipe(per_channel=config.per_channel, bias_correction=bias, float_layers=float_layers,
+                         tflite=TfliteQuant(int8_io=config.int8_io),
+                         onnx=OnnxQuant(choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
+                                        config.onnx_calibration))
+    calibration = Calibration(cal.calib)
     stem = _stem(info, config)
     artifacts, skipped = [], []
     for fmt_name in config.formats:
@@ -259,10 +260,10 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                 warn(f"skipped {fmt_name} {precision}: {reason}")
                 continue
             with step(f"{fmt_name} {precision}"):
-                path = fmt.converter()(model, precision, recipe, staging, stem)
+                path = fmt.converter()(model, precision, recipe, calibration, staging, stem)
                 artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn))
     source_model = _source_model(model, artifacts, staging, config, warn)
-    quant = recipe.to_json()
+    quant = recipe.to_json(calibration.samples)
     for key, why in reasons.items():
         quant[key]["reason"] = why
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,

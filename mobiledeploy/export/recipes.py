@@ -1,9 +1,12 @@
 """Quantization recipe: what post-training quantization uses, decided once, recorded.
 
-``QuantRecipe`` is the one definition of the recipe: the calibration samples and every
-choice that affects quantized artifacts (per-channel or per-tensor weights, int8 I/O for
-TFLite, activation/weight types and calibration method for ONNX Runtime). The exporter
-converts with it and writes ``to_json()`` into the manifest; ``eval --per-layer`` rebuilds
+``QuantRecipe`` is the one definition of the recipe: every choice that affects quantized
+artifacts, split as ONNX Runtime's quantizer splits its configs: what every backend shares
+(per-channel or per-tensor weights, bias correction, layers kept in float) and what one
+backend takes (``TfliteQuant``: int8 I/O; ``OnnxQuant``: activation/weight types and
+calibration method). The calibration samples are not part of it: a ``Calibration`` is
+passed beside it, and caches what is computed from the samples per model. The exporter
+converts with both and writes ``to_json()`` into the manifest; ``eval --per-layer`` rebuilds
 the same recipe from the manifest (``from_manifest``) and re-runs the same converter. The ONNX
 types follow ONNX Runtime's own guidance (docs: "Quantize ONNX models", data type
 selection): S8S8 in QDQ format is the default and the fastest on CPUs with VNNI and on
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,59 +53,86 @@ class OnnxQuantTypes:
 
 
 @dataclass(frozen=True)
+class TfliteQuant:
+    """What only the TFLite converter takes."""
+
+    int8_io: bool = False  # full int8: int8 input and output tensors
+
+
+@dataclass(frozen=True)
+class OnnxQuant:
+    """What only ONNX Runtime's quantizer takes."""
+
+    types: OnnxQuantTypes | None = None  # None: no ONNX int8 artifact in this export (nothing chosen)
+    calibration: str = "minmax"  # ONNX Runtime's activation calibration method (ONNX_CALIBRATION)
+
+
+@dataclass(frozen=True)
 class QuantRecipe:
-    calib: np.ndarray = field(repr=False)  # (N, H, W, 3) float32, preprocessed
-    int8_io: bool = False
-    onnx: OnnxQuantTypes | None = None
+    """The choices every quantizer shares, and one part per backend (``tflite``, ``onnx``)."""
+
     per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
-    onnx_calibration: str = "minmax"  # ONNX Runtime's activation calibration method
     bias_correction: bool = False  # empirical bias correction of int8 weights (export.equalize.correct_bias)
     float_layers: tuple[str, ...] = ()  # conv/dense layers kept in float in full int8 (export.float_layers)
-    _sources: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    tflite: TfliteQuant = TfliteQuant()
+    onnx: OnnxQuant = OnnxQuant()
 
-    def quant_source(self, model, weights: str = "int8"):
-        """The Keras model full-int8 weights are quantized from: ``model`` itself, or with bias
-        correction for the weight grid ``weights`` (computed once per model and grid)."""
-        if not self.bias_correction:
-            return model
-        key = (id(model), weights)
-        if key not in self._sources:
-            from mobiledeploy.export.equalize import correct_bias
-
-            self._sources[key] = (model, correct_bias(model, self.calib, per_channel=self.per_channel,
-                                                      weights=weights, skip=self.float_layers))
-        return self._sources[key][1]  # the model is kept beside it so that its id is not reused
-
-    def representative(self):
-        """TFLite representative_dataset: one sample (batch 1) per step."""
-        for i in range(self.calib.shape[0]):
-            yield [self.calib[i:i + 1]]
-
-    def to_json(self) -> dict:
+    def to_json(self, calibration_samples: int) -> dict:
         """The manifest's ``quantization`` record."""
-        out = {"tflite": {"int8_io": self.int8_io, "per_channel": self.per_channel,
-                          "calibration_samples": int(self.calib.shape[0])},
+        out = {"tflite": {"int8_io": self.tflite.int8_io, "per_channel": self.per_channel,
+                          "calibration_samples": int(calibration_samples)},
                "bias_correction": {"enabled": self.bias_correction, "applies_to": "int8",
                                    "method": "empirical, on the calibration samples (Nagel et al., 2019)"},
                "float_layers": {"layers": list(self.float_layers), "applies_to": "int8"}}
-        if self.onnx is not None:
-            out["onnx"] = {**self.onnx.to_json(), "per_channel": self.per_channel,
-                           "calibrate_method": self.onnx_calibration}
+        if self.onnx.types is not None:
+            out["onnx"] = {**self.onnx.types.to_json(), "per_channel": self.per_channel,
+                           "calibrate_method": self.onnx.calibration}
         return out
 
     @classmethod
-    def from_manifest(cls, quantization: dict | None, calib: np.ndarray) -> "QuantRecipe":
+    def from_manifest(cls, quantization: dict | None) -> "QuantRecipe":
         """The recipe an export recorded (defaults for what older manifests did not record)."""
         q = quantization or {}
         tfl, onx = q.get("tflite") or {}, q.get("onnx") or {}
-        onnx = (OnnxQuantTypes(onx["types"], bool(onx.get("reduce_range")), onx.get("reason", ""))
-                if onx.get("types") in ONNX_QUANT_TYPES else None)
+        types = (OnnxQuantTypes(onx["types"], bool(onx.get("reduce_range")), onx.get("reason", ""))
+                 if onx.get("types") in ONNX_QUANT_TYPES else None)
         method = onx.get("calibrate_method", "minmax")
-        return cls(calib=calib, int8_io=bool(tfl.get("int8_io")), onnx=onnx,
-                   per_channel=bool(tfl.get("per_channel", True)),
-                   onnx_calibration=method if method in ONNX_CALIBRATION else "minmax",
+        return cls(per_channel=bool(tfl.get("per_channel", True)),
                    bias_correction=bool((q.get("bias_correction") or {}).get("enabled", False)),
-                   float_layers=tuple(str(n) for n in (q.get("float_layers") or {}).get("layers", ())))
+                   float_layers=tuple(str(n) for n in (q.get("float_layers") or {}).get("layers", ())),
+                   tflite=TfliteQuant(int8_io=bool(tfl.get("int8_io"))),
+                   onnx=OnnxQuant(types, method if method in ONNX_CALIBRATION else "minmax"))
+
+
+class Calibration:
+    """The calibration samples the quantizers read, passed beside the recipe (never part of it),
+    and what is computed from them once per model: the bias-corrected weights."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x  # (N, H, W, 3) float32, preprocessed
+        self._sources: dict = {}
+
+    @property
+    def samples(self) -> int:
+        return int(self.x.shape[0])
+
+    def representative(self):
+        """TFLite representative_dataset: one sample (batch 1) per step."""
+        for i in range(self.x.shape[0]):
+            yield [self.x[i:i + 1]]
+
+    def quant_source(self, model, recipe: QuantRecipe, weights: str = "int8"):
+        """The Keras model full-int8 weights are quantized from: ``model`` itself, or with the recipe's bias
+        correction for the weight grid ``weights`` (computed once per model, grid and recipe)."""
+        if not recipe.bias_correction:
+            return model
+        key = (id(model), weights, recipe.per_channel, recipe.float_layers)
+        if key not in self._sources:
+            from mobiledeploy.export.equalize import correct_bias
+
+            self._sources[key] = (model, correct_bias(model, self.x, per_channel=recipe.per_channel,
+                                                      weights=weights, skip=recipe.float_layers))
+        return self._sources[key][1]  # the model is kept beside it so that its id is not reused
 
 
 def int8_choices(model, *, trained: bool, bias_correction: bool | None,

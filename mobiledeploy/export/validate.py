@@ -12,7 +12,8 @@ Rules (documented in docs/export.md):
   ``fp32`` is an exact float graph: its max absolute difference must stay within that,
   else ``ToleranceError`` (``status="fail"`` and a warning with ``strict=False``).
   ``fp16`` stores weights in half precision (about 3 significant digits) and computes
-  in float: both terms are multiplied by ``FP16_FACTOR``, same strictness.
+  in float: both terms are multiplied by ``FP16_FACTOR``, same strictness. The factors are
+  the precisions' rows (``export.formats.PRECISION_ROWS``).
 - ``dynamic`` and ``int8`` are quantized: top-1 agreement and SQNR (dB) are reported
   (``status="reported"``); they never fail the export, since what is acceptable depends
   on the model and the data (budgets belong to ``mobiledeploy check``).
@@ -31,11 +32,13 @@ import numpy as np
 
 from mobiledeploy import metrics, runtimes
 from mobiledeploy.export import logits
+from mobiledeploy.export.formats import PRECISION_ROWS
 from mobiledeploy.export.logits import LOGITS, OUTPUTS
 from mobiledeploy.errors import MobiledeployError, ToleranceError, UsageError, ValidationError
 
-FP16_FACTOR = 1000.0
-TOLERANCE_RULES = {"fp32": 1.0, "fp16": FP16_FACTOR}  # precision -> factor on the tolerance; others: reported
+# precision -> factor on the tolerance; the others are reported only
+TOLERANCE_RULES = {p.name: p.tolerance_factor for p in PRECISION_ROWS.values() if p.tolerance_factor is not None}
+FP16_FACTOR = TOLERANCE_RULES["fp16"]
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from mobiledeploy.errors import ConversionError, one_line
 
 
-def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
+def convert(model, precision: str, recipe, calibration, out_dir: Path, stem: str) -> Path:
     path = Path(out_dir) / f"{stem}_fp32.keras"
     try:
         model.save(str(path))

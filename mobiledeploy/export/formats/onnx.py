@@ -1,6 +1,6 @@
 """Keras -> ONNX with tf2onnx (NHWC input kept), then ONNX Runtime quantization.
 
-- fp32: tf2onnx from the frozen trace (opset 17), tensors named ``input``/``output``,
+- fp32: tf2onnx from the frozen trace (the ``onnx`` row's opset, 17), tensors named ``input``/``output``,
   NHWC input with a dynamic batch.
 - int8: the fp32 graph (of the bias-corrected model when the recipe asks for it, converted
   on the side; the fp32 artifact stays the original) is pre-processed (``quant_pre_process``) and quantized with
@@ -32,7 +32,7 @@ from mobiledeploy.quiet import import_tensorflow, quiet_converter
 from mobiledeploy.errors import ConversionError, one_line
 from mobiledeploy.export.recipes import CALIB_BATCH, calibration_reader
 
-OPSET = 17
+OPSET = FORMATS["onnx"].opset  # stated on the format's row
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                        "percentile": CalibrationMethod.Percentile}
@@ -60,7 +60,7 @@ def _fp32(model, out_dir: Path, stem: str) -> Path:
 
 def _batch(recipe) -> int:
     """MinMax statistics do not depend on batching; ORT's histogram calibrators need equal batches."""
-    return CALIB_BATCH if recipe.onnx_calibration == "minmax" else 1
+    return CALIB_BATCH if recipe.onnx.calibration == "minmax" else 1
 
 
 def _fp16(fp32: Path, path: Path) -> Path:
@@ -96,7 +96,7 @@ def _float_nodes(model, graph: Path, recipe) -> list[str]:
     return nodes
 
 
-def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
+def convert(model, precision: str, recipe, calibration, out_dir: Path, stem: str) -> Path:
     fp32 = _fp32(model, out_dir, stem)
     if precision == "fp32":
         return fp32
@@ -107,7 +107,7 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp, quiet_converter():
             source = fp32
             if precision == "int8":  # the recipe's source: bias-corrected for ORT's weight grid when it says so
-                corrected = recipe.quant_source(model, recipe.onnx.weight_grid)
+                corrected = calibration.quant_source(model, recipe, recipe.onnx.types.weight_grid)
                 if corrected is not model:
                     source = _fp32(corrected, Path(tmp), stem)
             pre = Path(tmp) / "pre.onnx"
@@ -115,12 +115,12 @@ def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
             if precision == "dynamic":
                 quantize_dynamic(str(pre), str(path), per_channel=recipe.per_channel, weight_type=QuantType.QInt8)
             elif precision == "int8":
-                types = recipe.onnx
+                types = recipe.onnx.types
                 excluded = _float_nodes(model, pre, recipe) if recipe.float_layers else []
                 quantize_static(
-                    str(pre), str(path), calibration_reader(INPUT_NAME, recipe.calib, batch=_batch(recipe)),
+                    str(pre), str(path), calibration_reader(INPUT_NAME, calibration.x, batch=_batch(recipe)),
                     quant_format=QuantFormat.QDQ,
-                    per_channel=recipe.per_channel, calibrate_method=CALIBRATION_METHODS[recipe.onnx_calibration],
+                    per_channel=recipe.per_channel, calibrate_method=CALIBRATION_METHODS[recipe.onnx.calibration],
                     reduce_range=types.reduce_range,
                     activation_type=QuantType.QInt8 if types.name == "s8s8" else QuantType.QUInt8,
                     weight_type=QuantType.QInt8,

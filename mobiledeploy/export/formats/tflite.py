@@ -20,12 +20,13 @@ from mobiledeploy.export.signature import add_signature
 from mobiledeploy.quiet import import_tensorflow, quiet_converter
 from mobiledeploy.errors import ConversionError, one_line
 
-def converter_for(model, precision: str, recipe):
-    """The converter for ``precision``; full int8 converts the recipe's source (bias-corrected when it says so)."""
+def converter_for(model, precision: str, recipe, calibration=None):
+    """The converter for ``precision``; full int8 converts the recipe's source (bias-corrected when it says so)
+    and calibrates on ``calibration`` (``recipes.Calibration``, needed for int8 only)."""
     tf = import_tensorflow()
 
     if precision == "int8":
-        model = recipe.quant_source(model, "int8")
+        model = calibration.quant_source(model, recipe, "int8")
     cf = frozen_function(model)
     shape = [1] + [int(d) for d in cf.inputs[0].shape[1:]]
     conv = tf.compat.v1.lite.TFLiteConverter(
@@ -38,11 +39,11 @@ def converter_for(model, precision: str, recipe):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif precision == "int8":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = recipe.representative
+        conv.representative_dataset = calibration.representative
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if not recipe.per_channel:
             conv._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch for it
-        if recipe.int8_io:
+        if recipe.tflite.int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
     elif precision != "fp32":
@@ -54,7 +55,7 @@ def _op(tensor) -> str:
     return tensor.name.split(":")[0]
 
 
-def _selective_int8(model, recipe) -> bytes:
+def _selective_int8(model, recipe, calibration) -> bytes:
     """Full int8 with ``recipe.float_layers`` kept in float: calibrate, then quantize with those nodes denylisted."""
     tf = import_tensorflow()
     from ai_edge_litert.interpreter import Interpreter
@@ -62,27 +63,27 @@ def _selective_int8(model, recipe) -> bytes:
 
     from mobiledeploy.export import float_layers as fl
 
-    conv = converter_for(model, "int8", recipe)
+    conv = converter_for(model, "int8", recipe, calibration)
     conv._experimental_calibrate_only = True  # noqa: SLF001 - QuantizationDebugger's own route
     calibrated = conv.convert()
     names = [d["name"] for d in Interpreter(model_content=calibrated).get_tensor_details()]
     nodes = fl.matching_nodes(names, fl.with_fused(model, recipe.float_layers))
     if not nodes:
         raise ConversionError(f"TFLite int8: no operator of {', '.join(recipe.float_layers)} found to keep in float")
-    io_type = tf.int8 if recipe.int8_io else tf.float32
+    io_type = tf.int8 if recipe.tflite.int8_io else tf.float32
     return tflite_convert.mlir_quantize(calibrated, disable_per_channel=not recipe.per_channel,
-                                        fully_quantize=recipe.int8_io, input_data_type=io_type,
+                                        fully_quantize=recipe.tflite.int8_io, input_data_type=io_type,
                                         output_data_type=io_type, denylisted_nodes=nodes)
 
 
-def convert(model, precision: str, recipe, out_dir: Path, stem: str) -> Path:
+def convert(model, precision: str, recipe, calibration, out_dir: Path, stem: str) -> Path:
     path = Path(out_dir) / FORMATS["tflite"].filename(stem, precision)
     try:
         with quiet_converter():
             if precision == "int8" and recipe.float_layers:
-                data = _selective_int8(model, recipe)  # converter_for applies the correction
+                data = _selective_int8(model, recipe, calibration)  # converter_for applies the correction
             else:
-                data = converter_for(model, precision, recipe).convert()
+                data = converter_for(model, precision, recipe, calibration).convert()
             data = add_signature(data)  # serving_default: input -> output (export/signature.py)
     except ConversionError:
         raise
