@@ -47,11 +47,9 @@ def exported(model_file, tmp_path_factory):
     warnings = []
     steps = []
 
-    def progress(name):
-        import contextlib
-
-        steps.append(name)
-        return contextlib.nullcontext()
+    def progress(p):
+        if p.kind == "start":
+            steps.append(p.message)
 
     result = export_model(cfg, progress=progress, warn=warnings.append)
     return result, out, warnings, steps

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
 
 import click
 
 from mobiledeploy.cli.common import click_options, emit_json, json_option, stderr_console, stdout_console, wide_option
+from mobiledeploy.cli.progress import progress_renderer
 from mobiledeploy.export.pipeline import ExportConfig
 
 
@@ -26,8 +25,8 @@ def export(json_path, wide, **fields):
     config = ExportConfig(**fields)
     config.check()  # usage errors before the progress display starts
     err = stderr_console()
-    with _progress(err) as step:
-        result = export_model(config, progress=step,
+    with progress_renderer(steps=True, console=err) as progress:
+        result = export_model(config, progress=progress,
                               warn=lambda msg: err.print(f"[yellow]warning:[/] {msg}", markup=True, soft_wrap=True))
     if json_path:  # the manifest as written, stamp included
         import json
@@ -35,45 +34,6 @@ def export(json_path, wide, **fields):
         emit_json(json_path, json.loads(result.manifest_path.read_text()))
     if json_path != "-":  # JSON on stdout: nothing else there
         _print_table(result, wide)
-
-
-@contextlib.contextmanager
-def _progress(console):
-    """A rich progress display on stderr: one line per slow step, with its time.
-
-    When stderr is not a terminal (a CI log), plain lines: one as each step starts and one
-    as it ends, so a slow step is never silent.
-    """
-    if not console.is_terminal:
-        @contextlib.contextmanager
-        def plain(name: str):
-            t = time.perf_counter()
-            console.print(f"{name} ...", markup=False, highlight=False)
-            yield
-            console.print(f"{name}: done in {time.perf_counter() - t:.1f} s", markup=False, highlight=False)
-
-        yield plain
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=console, transient=False,
-                  auto_refresh=False) as progress:
-        # Refreshed by hand at each step: converters silence fds 1/2 while they run, and a
-        # background refresh into that silence would desynchronise the live display.
-
-        @contextlib.contextmanager
-        def step(name: str):
-            task = progress.add_task(name, total=1)
-            progress.refresh()
-            try:
-                yield
-            finally:
-                progress.update(task, completed=1)
-                progress.stop_task(task)
-                progress.refresh()
-
-        yield step
 
 
 def _print_table(result, wide: bool) -> None:

@@ -5,8 +5,8 @@ Everything is produced in a staging directory inside ``--out`` and moved into pl
 only when every artifact converted and validated; on any failure (or Ctrl-C) the
 staging directory is removed and ``--out`` is left as it was.
 
-The library never prints: ``progress(step)`` (a context manager per slow step) and
-``warn(message)`` are optional hooks the CLI fills in.
+The library never prints: ``progress`` (the one progress event, ``mobiledeploy.progress``: a
+start and an end per slow step) and ``warn(message)`` are optional hooks the CLI fills in.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from mobiledeploy.export.calibration import choose_source, load_calibration
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
 from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.errors import UsageError, ValidationError
+from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, Calibration, OnnxQuant, QuantRecipe,
                                          TfliteQuant, choose_onnx_types, int8_choices)
 from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
@@ -178,22 +179,23 @@ class ExportResult:
                 "timings_s": {k: round(v, 2) for k, v in self.timings.items()}}
 
 
-Progress = Callable[[str], ContextManager]
-
-
-def export_model(config: ExportConfig, *, progress: Progress | None = None,
+def export_model(config: ExportConfig, *, progress: OnProgress | None = None,
                  warn: Callable[[str], None] | None = None) -> ExportResult:
     """Run the export described by ``config``; see the module docstring."""
     t0 = time.perf_counter()
-    outer = progress or (lambda _name: contextlib.nullcontext())
     timings: dict[str, float] = {}
 
     @contextlib.contextmanager
     def step(name: str):
         t = time.perf_counter()
-        with outer(name):
+        emit(progress, "export", name, "start")
+        try:
             yield
+        except BaseException:
+            emit(progress, "export", name, failed=True, metrics={"seconds": time.perf_counter() - t})
+            raise
         timings[name] = time.perf_counter() - t
+        emit(progress, "export", name, metrics={"seconds": timings[name]})
 
     warnings: list[str] = []
 
