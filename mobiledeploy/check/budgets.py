@@ -1,32 +1,8 @@
 """Budget files: the TOML schema of ``mobiledeploy check`` and its parser.
 
 A budget file names artifacts (by path, or by export config looked up in an export
-directory's ``manifest.json``) and the limits each must hold::
-
-    schema_version = 1
-    artifacts = "../build/reference"   # export dir, relative to this file (--artifacts overrides)
-    target = "host"                    # target profile for latency (--target overrides)
-
-    [data]                             # labelled data for min_top1 / max_int8_top1_drop
-    source = "digits"
-    split = "test"
-
-    [latency]                          # how latency is compared (all optional)
-    rounds = 6
-    max_time_s = 60
-
-    [yardstick]                        # normalises max_latency_ms (see docs/check.md)
-    reference_ms = { host = 0.35 }
-
-    [[artifact]]
-    path = "mobilenet_v1_0.25_32_int8.tflite"
-    max_size_kb = 300
-    min_top1 = 0.80
-    max_int8_top1_drop = 0.02
-    max_latency_ratio = 1.10
-    max_latency_ms = { host = 2.0 }
-
-Unknown keys anywhere are a ``UsageError`` naming the key and the file: a typo in a
+directory's ``manifest.json``) and the limits each must hold; docs/check.md shows every
+key. Unknown keys anywhere are a ``UsageError`` naming the key and the file: a typo in a
 budget must never silently disable a gate. Parsing only reads the file; resolving
 artifact paths against the file system is ``mobiledeploy.check.core``'s job.
 """

@@ -1,22 +1,14 @@
 """Latency ratios over interleaved rounds, with a bootstrap confidence interval.
 
-A latency comparison is a series of *rounds*; in each round the candidate and the
-baseline are each measured once, each in its own child process, in alternating order
-(A B, B A, A B, ...). Each measurement is one figure: the minimum of its runs (see
-``mobiledeploy.check.latency``), which other processes cannot make *faster*, only slower.
-
-What remains is that a whole child process is sometimes slow: on a shared 2-vCPU
-machine a child that spends its life next to a busy SMT sibling or on a contended core
-runs 1.1-1.7x slower at *every* run, its minimum included. Such children are outliers
-on one side only. So the estimate is the ratio of a low quantile (default the 25th
-percentile) of the candidate's figures to the same quantile of the baseline's:
-it holds as long as fewer than three quarters of either model's children were
-disturbed, where a mean (or a mean of paired ratios) moves with every disturbed one.
-Both models are measured in every round in alternating order, so slow phases of the
-machine fall on both alike.
-
-The interval is a percentile bootstrap that resamples whole rounds (candidate and
-baseline of a round together: ``scipy.stats.bootstrap(..., paired=True)``).
+In each round the candidate and the baseline are measured once each, each in its own
+child process, in alternating order (A B, B A, ...), so slow phases of the machine fall on
+both alike. One measurement is the minimum of its runs (``check.latency``), which other
+processes can only make slower; what remains is a whole child that runs slow at every run
+(a busy SMT sibling, a contended core), an outlier on one side only. So the estimate is
+the ratio of a low quantile (default the 25th percentile) of the two models' figures: it
+holds while fewer than three quarters of either model's children were disturbed, where a
+mean moves with every one (measurements: docs/check.md). The interval is a percentile
+bootstrap over whole rounds (``scipy.stats.bootstrap(..., paired=True)``).
 """
 
 from __future__ import annotations

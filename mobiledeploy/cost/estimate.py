@@ -1,22 +1,13 @@
 """On-device latency from a per-layer cost model (``mobiledeploy estimate``).
 
-The model itself (per-layer compute + memory + overhead, cache spills, calibration) is
-in ``mobiledeploy.cost.model``; this module resolves a target's parameters and applies
-them. Per layer (from ``mobiledeploy.cost.graph``, activations fused into their conv)::
-
-    compute = MACs / (peak MAC/s[precision] * efficiency[precision][op class] * speedup)
-    memory  = (bytes + (cache_ratio - 1) * bytes beyond the cache) / (bandwidth * speedup)
-    time    = compute + memory + overhead                (and the total x scale)
-
-- peak MAC/s from the target's ``[device]`` figures: ``clock_ghz * fp32_flops_per_cycle
-  / 2`` (one FMA = 2 FLOP = 1 MAC) for fp32, ``clock_ghz * int8_ops_per_cycle / 2`` for
-  int8; ``[cost_model].peak_gmacs_fp32/int8`` override them (the host has no figures).
-- ``speedup = 1 + (threads - 1) * thread_efficiency`` (overhead is not parallel).
-- classes without arithmetic (pool, elementwise, reshape, other) are memory + overhead.
-
-All parameters live in the target's ``[cost_model]`` table; ``mobiledeploy.cost.fit``
-fits them from measurements. Every number this module returns is an estimate for the
-device, never a measurement.
+The model (per-layer compute + memory + overhead, cache spills, its fit) is
+``mobiledeploy.cost.model``; this module resolves a target's parameters and applies them
+to the layers ``mobiledeploy.cost.graph`` reads. Peak MAC/s comes from the target's
+``[device]`` figures (``clock_ghz * fp32_flops_per_cycle / 2`` for fp32: one FMA = 2 FLOP =
+1 MAC; ``clock_ghz * int8_ops_per_cycle / 2`` for int8) unless ``[cost_model]``'s
+``peak_gmacs_fp32/int8`` override them (the host has no figures); every other parameter is
+in ``[cost_model]`` (fitted by ``target calibrate``). Every number this module returns is
+an estimate for the device, never a measurement.
 """
 
 from __future__ import annotations

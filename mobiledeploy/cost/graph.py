@@ -1,25 +1,14 @@
 """Per-layer graph parsing: a Keras model, a ``.tflite`` or an ``.onnx`` file -> layers.
 
-Each format is read into the same small intermediate form (``Node``: op type, kind,
-activation input/output shapes, weight shapes, MACs per output element); one shared
-pass then fuses what the mobile runtimes fuse and turns nodes into ``LayerStats``.
-
-Counting convention (the MobileNet paper's, Tables 6 and 7):
-
-- MACs are the multiply-accumulates of the weighted layers only: standard, depthwise
-  and pointwise convolutions and the fully connected classifier (in Keras MobileNet
-  V1 a 1x1 convolution over a 1x1 map). BatchNorm, activations, padding, pooling,
-  bias adds and the softmax count 0 MACs (they are still listed, with their bytes).
-- Parameters are the deployed weights: convolution/dense kernels plus one bias per
-  output channel, where a following BatchNorm is folded into that bias (as every
-  converter does). So Keras, TFLite and ONNX files of one model give the same total;
-  Keras's own ``count_params()`` is larger by BatchNorm's mean/variance/scale.
-- Fused activations (ReLU/ReLU6 right after a conv/dense, BatchNorm after a conv)
-  belong to that layer, as LiteRT fuses them; they are not separate layers.
+Each format is read into the same small intermediate form (``cost.ir.Node``); one shared
+pass (``cost.ir.fuse_and_measure``) then fuses what the mobile runtimes fuse and turns
+nodes into ``LayerStats``. Counting follows the MobileNet paper (docs/estimate.md): MACs
+of the weighted layers only; parameters as deployed, BatchNorm folded into the bias, so
+Keras, TFLite and ONNX files of one model agree; a fused activation belongs to its layer.
 
 Only ``keras_nodes`` touches Keras, and only on a model object it is given: this module
 never imports TensorFlow. TFLite files are read with the LiteRT interpreter's op and
-tensor details, ONNX files with ``onnx`` and ``onnx.shape_inference``.
+tensor details, ONNX files (``cost.graph_onnx``) with ``onnx`` and its shape inference.
 """
 
 from __future__ import annotations

@@ -7,27 +7,15 @@ Per layer (``mobiledeploy.cost.ir.LayerStats``, activations fused into their con
     overhead = overhead_us                                  (one dispatch per op, not parallel)
     time     = compute + memory + overhead                  (total x scale)
 
-- bytes = activations read + written and weights read, at the precision's element size;
-  "spilled" is the part of a layer's working set (those bytes) beyond the cache the
-  profile gives (``[device] l2_kb + l3_kb``), charged at ``cache_ratio`` times a cached
-  byte. ``cache_ratio`` = 2 is an assumption; the two-corner check is insensitive to it
-  (``benchmarks/estimate_generalize.py`` reports the result without the penalty too).
-- ``speedup = 1 + (threads - 1) x thread_efficiency``.
-- compute and memory are **summed** per layer (``combine = "max"`` in ``[cost_model]``
-  gives max(compute, memory)): on the four 16-config published MobileNet V1 tables,
-  calibrated on two corners, the sum predicted the other 14 with a lower worst error on
-  all four and a lower median on three (``benchmarks/estimate_generalize.py``).
+bytes: activations read + written and weights read; spilled: those beyond the profile's
+cache (``[device] l2_kb + l3_kb``); ``speedup = 1 + (threads - 1) x thread_efficiency``.
+Compute and memory are summed (``combine = "max"``: the larger); docs/estimate.md shows
+why, and how little the assumed ``cache_ratio`` = 2 matters.
 
-Calibration (``fit``): least squares on log latency (``scipy.optimize.least_squares``)
-over log-multipliers of named parameters, with bounds that keep them physical (no
-efficiency above 2x the profile's peak rate, which boost clocks can exceed; a bandwidth
-between 1/1000 and 20x the prior; an overhead between 0.01 and 1000 us). With n rows the
-first n of: ``compute`` (all efficiencies), ``int8`` (when rows mix fp32 and int8),
-``threads`` (when rows mix thread counts), ``memory`` (the bandwidth), ``overhead``,
-``depthwise``; one row fits a global ``scale`` only. So two rows of one precision fit
-compute and memory, three add the overhead. ``loo=True`` adds a leave-one-out error (each
-row predicted by the fit on the others; with more than ``LOO_MAX_FOLDS`` rows, by the fit on
-the rows outside its fold), which ``target calibrate`` writes to the target.
+``fit``: least squares on log latency over log-multipliers of named parameters, within
+``_BOUNDS`` (physical); n rows fit the first n of ``compute``, ``int8`` (rows mix fp32 and
+int8), ``threads`` (rows mix thread counts), ``memory``, ``overhead``, ``depthwise``, one
+row a global ``scale``. ``loo=True`` adds a leave-one-out error (folds beyond ``LOO_MAX_FOLDS``).
 """
 
 from __future__ import annotations

@@ -2,23 +2,13 @@
 
 ``load_dataset(source, resolution=..., preprocessing=...)`` returns a ``Dataset`` of
 float32 NHWC samples, already preprocessed, so every format (Keras, TFLite, ONNX) is fed
-the very same arrays. Sources:
-
-- ``"digits"``: scikit-learn's bundled 8x8 handwritten digits (1,797 real images, values
-  0..16), scaled to 0..255, upscaled to ``resolution`` with PIL (bilinear) and replicated
-  to 3 channels. Fixed stratified split: 80 % train (1,437), 20 % test (360), or ``all``.
-- ``"random"``: uniform noise over the preprocessing's output range (``limit`` samples,
-  default 32); unlabelled, for calibration and smoke tests only.
-- a folder of images: class sub-folders give the labels (sorted names -> ids 0..K-1); a
-  flat folder is unlabelled. Images are decoded with PIL, converted to RGB and resized;
-  corrupt or unreadable files are skipped and counted in ``Dataset.skipped``.
-- a ``.npz`` file with ``x`` and optional ``y`` (and optional ``class_names``). A
-  ``uint8`` ``x`` (N,H,W,3 or N,H,W) holds pixels 0..255: it is resized and
-  preprocessed. A float ``x`` is taken as already preprocessed, used as-is (its
-  ``Dataset.preprocessing`` is then ``"as-is"``), and must already be at ``resolution``.
-
-Preprocessings (``models/preprocessing.py``) are applied to float pixels 0..255.
-This module never imports TensorFlow.
+the very same arrays. Sources (docs/eval.md): ``"digits"`` (scikit-learn's 1,797 8x8
+digits, upscaled with PIL, fixed stratified 80/20 split), ``"random"`` (unlabelled noise
+over the preprocessing's output range), an image folder (class sub-folders give the
+labels; unreadable files are skipped and counted) and a ``.npz`` (a uint8 ``x`` holds
+pixels to resize and preprocess; a float ``x`` is used as-is, already at ``resolution``).
+Preprocessings (``models/preprocessing.py``) apply to float pixels 0..255. This module
+never imports TensorFlow.
 """
 
 from __future__ import annotations

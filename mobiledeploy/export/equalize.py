@@ -1,37 +1,20 @@
 """Data-free and data-light fixes applied to a float Keras model before int8 conversion.
 
-Both functions return a new model (the input is left untouched) with the same layers;
-the converters (TFLite, tf2onnx + ONNX Runtime) then fold batch-norm and quantize as usual.
+Both return a new model with the same layers (the input is left untouched); docs/export.md
+says why MobileNet V1 needs bias correction and what each fix does to it.
 
 - ``correct_bias(model, calib)``: empirical bias correction (Nagel et al., 2019, sec. 4.2).
-  int8 weight rounding shifts the mean of every convolution's output by
-  ``E[conv(x, W_q - W)]``; it is measured on the calibration samples and removed from the
-  layer's bias (through the following batch-norm's moving mean when there is one), so the
-  quantized layer's output mean matches float. ``W_q`` is computed the way TFLite and ONNX
-  Runtime quantize weights: symmetric, max-abs, per output channel (or per tensor) of the
-  batch-norm-folded kernel. In float the model then differs from the original by exactly
-  those shifts (small by construction); the int8 artifact gets closer to the original.
-
-  Why MobileNet V1 needs it: a depthwise channel has only 9 weights, so their rounding
-  errors do not average out; on real images the input has a large local mean, so the
-  channel's output mean moves by ``E[x] * sum(W_q - W)``, and the batch-norm after it
-  divides by a standard deviation that is small against that mean (|moving_mean| /
-  sqrt(moving_variance + eps) up to about 10 in the early layers of the ImageNet
-  checkpoint), which amplifies the shift. Per-channel scales cannot help: the error is a
-  bias, not a range problem. Quantizing ``conv_dw_1``'s weights alone takes the logit
-  SQNR down to 16 dB; corrected, 36 dB (benchmarks/int8_real.py).
-
-- ``equalize_model(model)``: cross-layer equalization (Nagel et al., 2019, sec. 4.1) of
-  depthwise -> batch-norm -> ReLU -> 1x1 conv chains: output channel i of the depthwise
-  (through its batch-norm's gamma and beta) is scaled by 1/s_i and input channel i of the
-  1x1 kernel by s_i, ``s_i = sqrt(r1_i / r2_i)``, so both get the range sqrt(r1_i r2_i).
-  ReLU is positively homogeneous, so the float function is unchanged. ReLU6 is not (its
-  clip at 6 would have to move to 6/s_i): ``relu6="skip"`` (default) leaves such chains
-  alone; ``relu6="relu"`` drops the cap first, as the paper does for MobileNet V2. It helps
-  per-tensor weights most; with per-channel weights only the 1x1 layer can gain.
-  On MobileNet V1 every chain ends in ReLU6, so the default changes nothing, and dropping
-  the cap moves fp32 itself far off (benchmarks/int8_real_cle.py): use bias correction.
-
+  Weight rounding shifts each convolution's output mean by ``E[conv(x, W_q - W)]``; the
+  shift is measured on the calibration samples and removed from the layer's bias (through
+  the following batch-norm's moving mean when there is one). ``W_q`` is computed the way
+  TFLite and ONNX Runtime quantize weights: symmetric, max-abs, per output channel (or per
+  tensor) of the batch-norm-folded kernel.
+- ``equalize_model(model)``: cross-layer equalization (sec. 4.1) of depthwise ->
+  batch-norm -> ReLU -> 1x1 conv chains: channel i of the depthwise (through its
+  batch-norm's gamma and beta) is scaled by 1/s_i and input channel i of the 1x1 kernel by
+  s_i, ``s_i = sqrt(r1_i / r2_i)``. ReLU is positively homogeneous, so the float function
+  is unchanged; ReLU6 is not: ``relu6="skip"`` (default) leaves such chains alone,
+  ``relu6="relu"`` drops the cap first, as the paper does for MobileNet V2.
 TensorFlow/Keras are imported inside the functions only.
 """
 

@@ -1,27 +1,19 @@
 """Layers kept in float inside a full-int8 artifact ("selective quantization").
 
 ``--float-layers`` names Keras layers (convolutions or dense layers); each is kept in float
-together with what the converters fuse into it (the batch-norm and activation layers that
-follow it alone), so that its weights, its output and the next layer's input stay float.
-The converters are told by node name:
+with what the converters fuse into it (the batch-norm and activation layers that follow it
+alone). The converters are told by node name: TFLite through ``mlir_quantize(...,
+denylisted_nodes=...)`` on the calibrated model, ONNX Runtime through
+``quantize_static(..., nodes_to_exclude=...)``. Both name a node after the TensorFlow ops
+it came from (``model/conv_dw_1_1/depthwise``; TFLite joins fused names with ``;``), so a
+node belongs to a layer when one of its ``/``-separated segments is the layer's name,
+optionally with Keras' ``_<n>`` suffix. tf2onnx gives plain convolutions generic names
+(``Conv__650``): in ONNX a convolution also belongs to the layer whose batch-norm or
+activation node consumes its output.
 
-- TFLite: ``mlir_quantize(..., denylisted_nodes=...)`` on the calibrated model, the
-  mechanism of ``tf.lite.experimental.QuantizationDebugger`` (float ops with
-  Quantize/Dequantize around them);
-- ONNX Runtime: ``quantize_static(..., nodes_to_exclude=...)``.
-
-Both converters name a node after the TensorFlow ops it came from
-(``model/conv_dw_1_1/depthwise``; TFLite joins fused names with ``;``), so a node belongs to
-a layer when one of its ``/``-separated name segments is the layer's name, optionally with
-the ``_<n>`` suffix Keras adds when it traces a layer. tf2onnx gives plain convolutions
-generic names (``Conv__650``): in ONNX, a convolution also belongs to the layer whose
-batch-norm or activation node consumes its output.
-
-``auto`` (the default) keeps the **stem** in float for trained weights: the first three
-convolution layers (MobileNet V1: ``conv1``, ``conv_dw_1``, ``conv_pw_1``), where the
-input's activations are rounded to 8 bits first and where, on the real ImageNet model,
-int8 loses the most (docs/export.md). Random init keeps nothing in float.
-TensorFlow/Keras are imported inside the functions only.
+``auto`` (the default) keeps the stem (the first three convolution layers) in float for
+trained weights and nothing for random init (docs/export.md says why). TensorFlow/Keras
+are imported inside the functions only.
 """
 
 from __future__ import annotations

@@ -1,28 +1,19 @@
 """Per-operator host times (``bench --profile``), measured in the child process (task ``profile``).
 
-Both runtimes time the model end to end in the same process, in rounds interleaved with the
-per-operator measurement (this VM's speed drifts over seconds, so figures taken apart do
-not compare), and return ``{"method", "ops": [{"index", "name", "op", "ms", ...}],
-"sum_ms", "run_p50_ms"}`` in execution order, ``run_p50_ms`` being that end-to-end p50.
+Both runtimes also time the model end to end in the same process, in rounds interleaved
+with the per-operator measurement (the host's speed drifts over seconds, so figures taken
+apart do not compare), and return ``{"method", "ops": [{"index", "name", "op", "ms", ...}],
+"sum_ms", "run_p50_ms"}`` in execution order. How each method works and what it costs is
+in docs/bench.md:
 
-- ONNX Runtime: its own profiler (``SessionOptions.enable_profiling``); each node's kernel
-  time, the median over the timed runs (``kernel_ms``). The profiler's own bookkeeping falls
-  inside each kernel's window (a Reshape reads 3 us), and it grows with the inputs and
-  outputs it records for the node: it is measured beside the model on two chains of
-  ``CHAIN`` one-element nodes (1 and 8 inputs; profiled kernel sum minus the unprofiled
-  run, per node), fitted as ``a + b x (inputs + outputs)`` and subtracted from every node
-  (``ms``, never below 0; ``profiler_cost_us`` gives a and b). The end-to-end p50 is an
-  unprofiled session of the same file.
-- LiteRT: the Python interpreter has no profiler, so operators are timed by **prefix
-  differencing**: copies of the model cut after operator k (its output becomes that
-  operator's output) are timed like the full model, and operator k's time is
-  p50(prefix k) - p50(prefix k-1); the last prefix is the file itself. All prefixes are
-  loaded at once and timed in interleaved rounds, unless operators x file size exceeds
-  ``MAX_LOADED_BYTES`` (then one after another). The differences add
-  up to the whole model's p50 by construction; each one carries the noise of two
-  measurements and can come out slightly negative for a cheap operator. With XNNPACK each
-  prefix is delegated on its own, so an operator's time includes what fusing it with its
-  neighbours saves or costs.
+- ONNX Runtime: its own profiler's kernel times, minus the profiler's own cost per node,
+  fitted as ``a + b x (inputs + outputs)`` on two chains of ``CHAIN`` one-element nodes
+  measured beside the model (``profiler_cost_us``).
+- LiteRT (no profiler in Python): prefix differencing. Copies of the model cut after
+  operator k are timed like the full model, and operator k's time is p50(prefix k) -
+  p50(prefix k-1), so the times add up to the model's p50 by construction and a cheap
+  operator can come out slightly negative. Prefixes are timed in interleaved rounds, one
+  after another when operators x file size exceeds ``MAX_LOADED_BYTES``.
 
 Host times, never a device's.
 """

@@ -1,34 +1,13 @@
 """Mobile CPU target profiles: one TOML data file per target, shipped in the package.
 
-A profile says how the *host* should run a model to mimic a device (thread count,
-which host cores to pin, runtime options) and records the device's own figures with
-their sources. What the host measures under a profile is the host's latency with the
-device's settings, never the device's latency.
-
-Schema (``mobiledeploy/targets/<name>.toml``)::
-
-    name = "pixel4-big"
-    description = "..."
-    [run]            # what the host applies when benchmarking under this profile
-    threads = 1      # omit = every core this process may use
-    affinity = "first"   # "none" | "first" (the first `threads` host cores) | [0, 1]
-    xnnpack = true
-    ort_opt_level = "all"  # disable | basic | extended | all
-    [device]         # soc, core, cores, clock_ghz, fp32_flops_per_cycle,
-                     # int8_ops_per_cycle, mem_bandwidth_gbs, assumptions = [...]
-    [device.sources] # figure -> where it comes from
-    [cost_model]     # owned by `estimate`; passed through untouched
-    emulate = "cortex-a76"   # optional: the qemu CPU model of `--emulate target`
-                             # (a name of runtimes.emulate.EMULATED_CPUS)
-    emulate_note = "..."     # optional: how that model differs from the device's core
-    [kernels]        # optional: the core for `estimate --method kernels` (docs/kernels.md)
-    cpu = "cortex-a76"       # qemu -cpu model that runs the kernels
-    midr = 0x414fd0b1        # what the guest's cpuinfo reports (the runtimes pick kernels by it)
-    sched = "neoverse-n1"    # llvm-mca -mcpu scheduling model
-    clock_ghz = 2.42         # the core's clock
-    note = "..."             # optional: the mapping's approximations
-
-Unknown top-level keys or tables are an error, so a typo never silently does nothing.
+A profile says how the *host* should run a model to mimic a device (``[run]``: threads,
+pinned host cores, runtime options) and records the device's own figures with their
+sources (``[device]``, ``[device.sources]``); ``[cost_model]`` belongs to ``estimate`` and
+is passed through untouched, ``emulate``/``emulate_note`` and ``[kernels]`` to
+``--emulate`` and ``estimate --method kernels``. The schema is in docs/bench.md,
+docs/emulate.md and docs/kernels.md. What the host measures under a profile is the host's
+latency with the device's settings, never the device's latency. Unknown top-level keys or
+tables are an error, so a typo never silently does nothing.
 """
 
 from __future__ import annotations
