@@ -41,6 +41,13 @@ MAX_CONFIGS_LIMIT = 10_000  # --max-configs itself: beyond, a sweep would run fo
 KEY_VERSION = 1  # bump when what a result file holds changes
 
 
+def _export_default(name: str):
+    """``export``'s default for option ``name`` (imported when a config is made, not for ``sweep --help``)."""
+    from mobiledeploy.export.pipeline import ExportConfig  # numpy and the runtimes: not at import
+
+    return getattr(ExportConfig(), name)
+
+
 def _names(flag: str, default: tuple[str, ...] = ()):
     """A repeatable option's values, each a comma list: the names in order, once each (none given: ``default``)."""
     def parse(values) -> tuple[str, ...]:
@@ -93,7 +100,7 @@ class SweepConfig:
     seed: int = option(0, help=None)
     calib: str = option("digits", metavar="SOURCE", help="int8 calibration data.")
     calib_samples: int = option(DEFAULT_CALIB_SAMPLES, help=None)
-    validate_samples: int = 32  # export's default (tests/test_options.py holds them equal)
+    validate_samples: int = dataclasses.field(default_factory=lambda: _export_default("validate_samples"))
     data: str | None = option(None, metavar="SOURCE",
                               help="Labelled data for top-1 (digits, image folder, .npz); needs matching --classes.")
     eval_limit: int | None = option(None, type=int, help="Evaluate on this many samples of --data.")
