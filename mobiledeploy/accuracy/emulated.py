@@ -15,10 +15,11 @@ A model that crashes or times out under emulation is its own error row; timeouts
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 from mobiledeploy import metrics
 from mobiledeploy.data.datasets import Dataset
+from mobiledeploy.progress import OnProgress, emit
 
 KERAS_NOTE = "skipped: Keras models are not run under emulation (export to .tflite/.onnx)"
 
@@ -47,24 +48,23 @@ class EmulatedEval:
 
 def emulated_eval(refs: Sequence, ds: Dataset, cpu_name: str, *, threads: int | None = None,
                   timeout_s: float = 600.0,
-                  progress: Callable[[str, bool], None] | None = None) -> tuple[EmulatedEval, ...]:
+                  progress: OnProgress | None = None) -> tuple[EmulatedEval, ...]:
     """Every model of ``refs`` (``ModelRef``s) on ``ds`` on ``cpu_name``; ``timeout_s`` is the
     host's per-model timeout (scaled for emulation)."""
     from mobiledeploy.runtimes import emulate as emu
 
     env = emu.find_env()  # UsageError naming make arm-env, before any work
-    progress = progress or (lambda msg, done: None)
     out = []
     for r in refs:
         if r.format not in ("tflite", "onnx"):
             out.append(EmulatedEval(model=r.path, cpu=cpu_name, status="skipped", note=KERAS_NOTE))
             continue
-        progress(f"eval {r.path} on {cpu_name} (emulated)", False)
+        emit(progress, "eval", f"eval {r.path} on {cpu_name} (emulated)", "start")
         c = emu.compare_emulated(r.path, ds.x, cpu_name, timeout=emu.scale_timeout(timeout_s),
                                  threads=threads or 1, env=env)
         if c.error:
             out.append(EmulatedEval(model=r.path, cpu=cpu_name, status="error", note=c.error))
-            progress(f"eval {r.path} on {cpu_name}: error", True)
+            emit(progress, "eval", f"eval {r.path} on {cpu_name}: error", failed=True)
             continue
         scores = c.outputs.reshape(len(c.outputs), -1)
         top1 = metrics.topk_accuracy(scores, ds.y, 1) if ds.labelled else None
@@ -72,7 +72,7 @@ def emulated_eval(refs: Sequence, ds: Dataset, cpu_name: str, *, threads: int | 
                                 top1_agreement=c.top1_agreement, max_abs_diff=c.max_abs_diff,
                                 bit_exact=c.bit_exact, integer_outputs=c.integer_outputs,
                                 emulated_seconds=c.emulated_seconds))
-        progress(f"eval {r.path} on {cpu_name}: {c.emulated_seconds:.1f} s emulated", True)
+        emit(progress, "eval", f"eval {r.path} on {cpu_name}: {c.emulated_seconds:.1f} s emulated")
     return tuple(out)
 
 

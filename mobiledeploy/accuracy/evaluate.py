@@ -18,13 +18,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from mobiledeploy import metrics
 from mobiledeploy.data.datasets import Dataset
 from mobiledeploy.errors import UsageError
+from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.export.augment import calibration_warnings
 from mobiledeploy.models.artifacts import ModelRef, resolve_models
 from mobiledeploy.options import AtLeast, OneOf, Seconds, check_fields, option
@@ -99,9 +100,6 @@ class EvalReport:
         return d
 
 
-Progress = Callable[[str, bool], None]  # (message, done): a model starts (False) or ends (True)
-
-
 @dataclass(frozen=True)
 class EvalConfig:
     """What ``run_eval`` does. Fields declared with ``option`` are also ``eval`` options (``mobiledeploy.options``)."""
@@ -133,7 +131,7 @@ class EvalConfig:
         help="Also run each .tflite/.onnx on the real aarch64 runtimes under qemu on this CPU model (cortex-a53, "
              "cortex-a55, cortex-a76, neoverse-n1, max, 'max,sme=off'; needs `make arm-env`): its top-1 and its "
              "agreement with the host run. --timeout is scaled x50 for it.")
-    progress: Progress | None = None  # called as each model starts and ends (the CLI's stderr lines)
+    progress: OnProgress | None = None  # a Progress as each model starts and ends (the CLI's stderr lines)
     layout: str | None = option(None, check=OneOf(("nhwc", "nchw"), "layout"),  # None: from the input shape
                                 help="Input layout of TFLite/ONNX models (default: read from the input shape).")
     label_pattern: str | None = option(  # class id from file names (data/labels.py)
@@ -146,7 +144,7 @@ class EvalConfig:
 
 def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: ModelRef | str | None = None,
              threads: int | None = None, timeout_s: float = 600.0, require_labels: bool = True,
-             unsafe_load: bool = False, progress: Progress | None = None,
+             unsafe_load: bool = False, progress: OnProgress | None = None,
              layouts: dict[str, str] | None = None) -> EvalReport:
     """Run ``models`` (and ``reference``, if not among them) on ``dataset``.
 
@@ -166,13 +164,13 @@ def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: M
             ref = same[0]
         else:
             refs = [ref, *refs]
-    progress = progress or (lambda msg, done: None)
 
     def predict(r: ModelRef):
-        progress(f"eval {r.path}", False)
+        emit(progress, "eval", f"eval {r.path}", "start")
         out = _predict(r, dataset, threads=threads, timeout_s=timeout_s, unsafe_load=unsafe_load,
                        layout=(layouts or {}).get(r.path, "nhwc"))
-        progress(f"eval {r.path}: " + (f"{out[1]:.1f} s" if out[0] is not None else "error"), True)
+        emit(progress, "eval", f"eval {r.path}: " + (f"{out[1]:.1f} s" if out[0] is not None else "error"),
+             failed=out[0] is None)
         return out
 
     raw = {r.path: predict(r) for r in refs}
@@ -321,11 +319,9 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
     for res in report.results:
         r = by_path[res.model]
         if res.status == "ok" and res.precision == "int8" and r.format in ("tflite", "onnx"):
-            if cfg.progress:
-                cfg.progress(f"per-layer {r.path}", False)
+            emit(cfg.progress, "per-layer", f"per-layer {r.path}", "start")
             pl = per_layer_report(r, dataset=ds, source_model=cfg.source_model, unsafe_load=cfg.unsafe_load)
-            if cfg.progress:
-                cfg.progress(f"per-layer {r.path}: {len(pl.flagged)} of {len(pl.layers)} layers flagged", True)
+            emit(cfg.progress, "per-layer", f"per-layer {r.path}: {len(pl.flagged)} of {len(pl.layers)} layers flagged")
             res = _replace(res, per_layer=pl)
         results.append(res)
     return EvalReport(data=report.data, results=tuple(results), warnings=report.warnings, emulated=report.emulated)

@@ -18,13 +18,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from mobiledeploy.data.datasets import Dataset, load_dataset
 from mobiledeploy.errors import DataError, UsageError
 from mobiledeploy.options import AtLeast, Finite, OneOf, check_fields, option
+from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.quiet import import_keras, import_tensorflow
 
 OPTIMIZERS = ("adam", "nadam")
@@ -142,8 +142,8 @@ def _split(cfg: TrainConfig, pre: str) -> tuple[Dataset, Dataset, str]:
     return take(np.sort(tr)), take(np.sort(te)), f"{cfg.val_fraction:.0%} seeded hold-out"
 
 
-def train(cfg: TrainConfig, *, progress: Callable[[int, int, dict], None] | None = None) -> TrainResult:
-    """Train per ``cfg``, save the model to ``cfg.out``; ``progress(epoch, epochs, logs)`` per epoch."""
+def train(cfg: TrainConfig, *, progress: OnProgress | None = None) -> TrainResult:
+    """Train per ``cfg``, save the model to ``cfg.out``; a ``Progress`` per epoch (its loss and accuracy)."""
     from mobiledeploy.models import archs
     from mobiledeploy.metrics import topk_accuracy
 
@@ -187,8 +187,9 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, int, dict], None] | None
         hist = model.fit(x_aug, y_onehot[order], batch_size=cfg.batch_size, epochs=1, shuffle=False, verbose=0)
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
         losses.append(logs["loss"])
-        if progress is not None:
-            progress(epoch + 1, cfg.epochs, logs)
+        emit(progress, "train", f"epoch {epoch + 1}/{cfg.epochs}: loss {logs['loss']:.4f}, "
+                                f"accuracy {logs.get('accuracy', 0):.3f}", done=epoch + 1, total=cfg.epochs,
+             metrics=dict(logs))
 
     test_scores = model.predict(test_ds.x, batch_size=256, verbose=0)
     train_scores = model.predict(train_ds.x, batch_size=256, verbose=0)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.check.budgets import ArtifactBudget, ArtifactRef, BudgetFile, Selector, load_budgets
 from mobiledeploy.check.kinds import GROUPS, KINDS, holds
 from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, VERDICTS, CheckOutcome
@@ -56,7 +57,7 @@ class CheckConfig:
     strict: bool = option(False, help="Fail on inconclusive latency checks (default: pass with a warning).")
     skip: tuple[str, ...] = option((), check=Names(GROUPS, empty_ok=True), metavar="KINDS",
                                    help=f"Comma list of check kinds not to run: {', '.join(GROUPS)}.")
-    progress: Callable[[str], None] | None = field(default=None, compare=False)
+    progress: OnProgress | None = field(default=None, compare=False)  # a line per slow step
 
 
 @dataclass(frozen=True)
@@ -310,10 +311,12 @@ def run_check(cfg: CheckConfig) -> CheckReport:
     bf = _replace(bf, data=_replace(bf.data, source=data_source(bf, cfg.data)))
     target = latency.resolve_target(cfg.target or bf.target, cfg.target_file)
     plans = plan_checks(bf, cfg, target=target.name)
-    say = cfg.progress or (lambda msg: None)
+    def say(msg: str) -> None:
+        emit(cfg.progress, "check", msg)
+
     spec = bf.latency if cfg.max_time_s is None else _replace(bf.latency, max_time_s=cfg.max_time_s)
     outcomes: list[CheckOutcome] = []
-    meter = latency.LatencyMeter(target, spec, progress=say)
+    meter = latency.LatencyMeter(target, spec, progress=cfg.progress)
     checker = Checker(budget=bf, target=target, accuracy=_Accuracy(bf), meter=meter, say=say)
     try:
         for p in plans:

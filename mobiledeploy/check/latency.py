@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.check import stats
 from mobiledeploy.check.budgets import LatencySpec
 from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, CheckOutcome
@@ -40,14 +41,14 @@ class MeasureError(Exception):
 class LatencyMeter:
     """Runs paired latency comparisons under one target profile."""
 
-    def __init__(self, target, spec: LatencySpec, *, progress: Callable[[str], None] | None = None,
+    def __init__(self, target, spec: LatencySpec, *, progress: OnProgress | None = None,
                  bench: Callable | None = None):
         from mobiledeploy.bench.core import settings_for_target
 
         self.target, self.spec = target, spec
         self.settings = settings_for_target(target, threads=spec.threads, warmup=spec.warmup,
                                             min_time_s=spec.min_time_s, runs=spec.min_runs, timeout_s=spec.timeout_s)
-        self.say = progress or (lambda msg: None)
+        self.say = lambda msg: emit(progress, "check", msg)  # a line per measurement step
         self._bench = bench
         self._yard_dir: Path | None = None
         self._yard_ms: list[float] = []
@@ -181,7 +182,7 @@ def _detail(ev: dict, what: str) -> str:
 
 
 def measure_yardstick(target, spec: LatencySpec, *, rounds: int = 5,
-                      progress: Callable[[str], None] | None = None) -> dict:
+                      progress: OnProgress | None = None) -> dict:
     """The yardstick's latency here: the figure to write as ``[yardstick] reference_ms``."""
     meter = LatencyMeter(target, spec, progress=progress)
     try:

@@ -10,6 +10,7 @@ import click
 from mobiledeploy.check.core import CheckConfig
 from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, stderr_console, stdout_console,
                                      target_options, wide_option)
+from mobiledeploy.progress import OnProgress
 
 
 @click.command()
@@ -36,10 +37,11 @@ def check(budget, artifacts, baseline, data, target_name, target_file, max_time_
     """
     from mobiledeploy.check import report as rep
     from mobiledeploy.check.core import run_check
+    from mobiledeploy.cli.progress import progress_lines
     from mobiledeploy.errors import BudgetError
 
     err = stderr_console()
-    progress = None if quiet else (lambda msg: err.print(msg, style="dim", markup=False, highlight=False))
+    progress = None if quiet else progress_lines(style="dim", console=err)
     if measure_yardstick:
         _measure_yardstick(budget, target_name, target_file, progress)
         return
@@ -78,7 +80,7 @@ def _print(report, wide: bool) -> None:
     con.print(Text(report.summary()))
 
 
-def _measure_yardstick(budget, target_name, target_file, progress) -> None:
+def _measure_yardstick(budget, target_name, target_file, progress: OnProgress | None) -> None:
     """Measured with the budget file's [latency] settings when --budget is given."""
     from mobiledeploy.check.budgets import LatencySpec, load_budgets
     from mobiledeploy.check.latency import measure_yardstick, resolve_target

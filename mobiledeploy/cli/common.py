@@ -60,27 +60,6 @@ def stderr_console():
     return Console(stderr=True, highlight=False, soft_wrap=not os.isatty(2))
 
 
-class Progress:
-    """Progress on stderr: a live status line on a terminal; plain lines when stderr is not one.
-
-    In a CI log each item gets one line when it starts and one when it ends, so a slow
-    step is never silent and a log shows where a run stopped.
-    """
-
-    def __init__(self, console, status=None):
-        self.console, self._status = console, status
-
-    def start(self, msg: str) -> None:
-        if self._status is not None:
-            self._status.update(msg)
-        else:
-            self.console.print(msg, markup=False, highlight=False)
-
-    def done(self, msg: str) -> None:
-        if self._status is None:
-            self.console.print(msg, markup=False, highlight=False)
-
-
 @contextlib.contextmanager
 def warnings_to_stderr():
     """Python warnings raised inside (an op the cost model does not know, ...) as one
@@ -95,16 +74,6 @@ def warnings_to_stderr():
             err = stderr_console()
             for w in caught:
                 err.print(f"warning: {w.message}", markup=False)
-
-
-@contextlib.contextmanager
-def progress():
-    err = stderr_console()
-    if err.is_terminal:
-        with err.status("") as status:
-            yield Progress(err, status)
-    else:
-        yield Progress(err)
 
 
 def emit_json(path: str | None, obj) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from mobiledeploy.accuracy.evaluate import EvalConfig
-from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, progress, stdout_console,
+from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, stdout_console,
                                      wide_option)
+from mobiledeploy.cli.progress import progress_renderer
 from mobiledeploy.cli.table import Column
 
 COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", priority=1),
@@ -46,9 +47,8 @@ def eval_(models, json_path, md_path, wide, mean, std, **kwargs) -> None:
         if kwargs.get("preprocessing"):
             raise UsageError("--mean/--std and --preprocessing both set the preprocessing; pass one of them")
         kwargs["preprocessing"] = spec(mean if mean is not None else 0.0, std)
-    with progress() as steps:
-        report = run_eval(EvalConfig(models=tuple(models), **kwargs,
-                                     progress=lambda msg, done: (steps.done if done else steps.start)(msg)))
+    with progress_renderer() as progress:
+        report = run_eval(EvalConfig(models=tuple(models), **kwargs, progress=progress))
     if report.warnings and json_path != "-":
         from mobiledeploy.cli.common import stderr_console
 

@@ -22,8 +22,8 @@ from mobiledeploy.progress import OnProgress, Progress
 class _Lines:
     """Status-line (terminal) or plain-line (CI) rendering."""
 
-    def __init__(self, console, status=None):
-        self.console, self._status, self._live = console, status, False
+    def __init__(self, console, status=None, style: str | None = None):
+        self.console, self._status, self._live, self._style = console, status, False, style
 
     def __call__(self, p: Progress) -> None:
         if p.kind == "note":
@@ -35,7 +35,7 @@ class _Lines:
             self._print(p)
 
     def _print(self, p: Progress) -> None:
-        text = Text(p.message)
+        text = Text(p.message, style=self._style or "")
         if p.failed:
             text.highlight_words(["FAILED"], "red")
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -69,6 +69,11 @@ class _Steps:
             self._display.refresh()
 
 
+def progress_lines(*, style: str | None = None, console=None) -> OnProgress:
+    """A ``progress`` callback printing every event as a line on stderr (no live display), in ``style``."""
+    return _Lines(console or stderr_console(), style=style)
+
+
 @contextlib.contextmanager
 def progress_renderer(*, steps: bool = False, status: bool = True, console=None) -> Iterator[OnProgress]:
     """A ``progress`` callback drawing on stderr for the duration of the block.
@@ -77,7 +82,7 @@ def progress_renderer(*, steps: bool = False, status: bool = True, console=None)
     status line (commands whose every event is a line: sweep, train)."""
     err = console or stderr_console()
     if not err.is_terminal or not status:
-        yield _Steps(err) if steps else _Lines(err)
+        yield _Steps(err) if steps else progress_lines(console=err)
     elif steps:
         from rich.progress import Progress as Display, SpinnerColumn, TextColumn, TimeElapsedColumn
 

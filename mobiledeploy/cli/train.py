@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from mobiledeploy.accuracy.train import TrainConfig
-from mobiledeploy.cli.common import click_options, emit_json, json_option, stderr_console, stdout_console
+from mobiledeploy.cli.common import click_options, emit_json, json_option, stdout_console
+from mobiledeploy.cli.progress import progress_renderer
 
 
 @click.command()
@@ -23,12 +24,8 @@ def train(json_path, **kwargs) -> None:
     from mobiledeploy.accuracy.train import train as run_train
 
     cfg = TrainConfig(**kwargs)
-    err = stderr_console()
-
-    def progress(epoch, epochs, logs):
-        err.print(f"epoch {epoch}/{epochs}: loss {logs['loss']:.4f}, accuracy {logs.get('accuracy', 0):.3f}")
-
-    result = run_train(cfg, progress=progress)
+    with progress_renderer(status=False) as progress:
+        result = run_train(cfg, progress=progress)
     emit_json(json_path, result.to_json())
     if json_path == "-":
         return
