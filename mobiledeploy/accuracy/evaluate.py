@@ -100,6 +100,9 @@ class EvalReport:
         return d
 
 
+DEFAULT_TIMEOUT_S = 600.0  # seconds per model before it is reported as failed
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """What ``run_eval`` does. Fields declared with ``option`` are also ``eval`` options (``mobiledeploy.options``)."""
@@ -118,7 +121,7 @@ class EvalConfig:
                                    help="Model to compare outputs with (default: the float model of the same "
                                         "export).")
     threads: int | None = option(None, check=AtLeast(1), help="Runtime threads (default: the runtime's).")
-    timeout_s: float = option(600.0, flag="--timeout", check=Seconds(),
+    timeout_s: float = option(DEFAULT_TIMEOUT_S, flag="--timeout", check=Seconds(),
                               help="Seconds per model before it is reported as failed.")
     seed: int = option(0, help="Seed for the --limit subset.")
     per_layer: bool = option(False, help="Per-layer quantization error of int8 artifacts.")
@@ -143,7 +146,7 @@ class EvalConfig:
 
 
 def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: ModelRef | str | None = None,
-             threads: int | None = None, timeout_s: float = 600.0, require_labels: bool = True,
+             threads: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, require_labels: bool = True,
              unsafe_load: bool = False, progress: OnProgress | None = None,
              layouts: dict[str, str] | None = None) -> EvalReport:
     """Run ``models`` (and ``reference``, if not among them) on ``dataset``.
