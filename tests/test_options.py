@@ -47,6 +47,8 @@ def test_every_click_default_is_the_config_default(module, attr, config, args):
     for name in shared:
         f = {f.name: f for f in dataclasses.fields(cls)}[name]
         assert name in declared, f"{attr} --{name}: an option of {cls.__name__} not declared with options.option"
+        param = next(p for p in command.params if p.name == name)
+        assert getattr(param, "declared_by", None) is cls, f"{attr} --{name}: written by hand, not click_options"
         if options.default_of(f) is dataclasses.MISSING:  # required: given above
             continue
         assert params[name] == options.default_of(f), f"{attr}: {name} defaults to {params[name]!r} on the " \

@@ -199,6 +199,7 @@ def click_options(config_cls, *names: str):
         for name in reversed(names):
             decls, kw = _click_kwargs(declared[name])
             fn = click.option(*decls, **kw)(fn)
+            fn.__click_params__[-1].declared_by = config_cls  # tests/test_options.py: built here, not by hand
         return fn
 
     return decorate
