@@ -29,7 +29,8 @@ def run(args) -> dict:
     C.require_assets()
     from mobiledeploy.bench.core import machine_conditions
     from mobiledeploy.export.formats import onnx as O
-    from mobiledeploy.export.recipes import Calibration, OnnxQuant, OnnxQuantTypes, QuantRecipe, cpu_flags
+    from mobiledeploy.export.recipes import Calibration, OnnxQuant, OnnxQuantTypes, QuantRecipe
+    from mobiledeploy.machine import cpu_flags
 
     model, x, y, ref = C.reference()
     cal = C.calib_set()

@@ -17,13 +17,12 @@ of the AVX2 u8*s8 instruction (vpmaddubsw) that S8S8/U8U8 can hit.
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.machine import arch, cpu_flags
 
 ONNX_QUANT_TYPES = ("s8s8", "u8s8")
 ORT_INT8_ENV = "MOBILEDEPLOY_ORT_INT8"  # s8s8|u8s8: stands in for this CPU's choice (to test the other one)
@@ -171,17 +170,6 @@ def calibration_reader(input_name: str, x: np.ndarray, *, batch: int = CALIB_BAT
     return _Reader()
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def choose_onnx_types(override: str | None = None, *, machine: str | None = None,
                       flags: set[str] | None = None) -> OnnxQuantTypes:
     """S8S8 by default; U8S8 + reduce_range on x86-64 without VNNI; ``override`` wins.
@@ -200,7 +188,7 @@ def choose_onnx_types(override: str | None = None, *, machine: str | None = None
             raise UsageError(f"unknown ONNX quantization types {forced!r} (${ORT_INT8_ENV}); "
                              f"choose from {', '.join(ONNX_QUANT_TYPES)}")
         return OnnxQuantTypes(forced, forced == "u8s8", f"set by ${ORT_INT8_ENV}")
-    machine = (machine or platform.machine()).lower()
+    machine = (machine or arch()).lower()
     if machine in ("x86_64", "amd64", "i386", "i686"):
         flags = cpu_flags() if flags is None else flags
         vnni = sorted(f for f in flags if f in VNNI_FLAGS)
