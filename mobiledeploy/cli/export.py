@@ -15,7 +15,7 @@ from mobiledeploy.export.pipeline import ExportConfig
 @click_options(ExportConfig, "model_path", "unsafe_load", "arch", "alpha", "resolution", "depth_multiplier", "classes",
                "dropout", "weights", "seed", "precisions", "formats", "int8_io", "onnx_quant_types", "per_channel",
                "onnx_calibration", "bias_correction", "float_layers", "calib", "calib_samples", "preprocessing",
-               "validate_samples", "atol", "rtol", "strict", "out")
+               "validate_samples", "atol", "rtol", "strict", "min_agreement", "out")
 @json_option
 @wide_option
 def export(json_path, wide, **fields):

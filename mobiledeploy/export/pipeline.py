@@ -37,7 +37,8 @@ from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, Calibration, OnnxQuant, QuantRecipe,
                                          TfliteQuant, choose_onnx_types, int8_choices)
 from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
-from mobiledeploy.export.validate import (DEFAULT_ATOL, DEFAULT_RTOL, FP16_FACTOR, Reference, Validation, judge,
+from mobiledeploy.export.validate import (DEFAULT_ATOL, DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, FP16_FACTOR,
+                                          AgreementFloor, Reference, Validation, agreement_floor, judge,
                                           validate_artifact)
 from mobiledeploy.options import AtLeast, Finite, Names, OneOf, check_fields, option
 
@@ -108,6 +109,11 @@ class ExportConfig:
                          help=f"fp32 tolerance relative to the largest |reference| logit (fp16: x{FP16_FACTOR:g}).")
     strict: bool = option(True, flag="--strict/--no-strict",
                           help="Fail the export when a float artifact is outside its tolerance.")
+    min_agreement: float | None = option(
+        None, type=float, check=Finite(low=0.0, high=1.0), metavar="FRACTION",
+        help=f"Fail the export (nothing written) when a dynamic or int8 artifact's top-1 agreement with the float "
+             f"model on the validation samples is below this. Default: below {DEFAULT_MIN_AGREEMENT:g} (trained "
+             "weights) the artifact is kept, marked degraded and warned about.")
     out: str = option("build", path="dir", help="Output directory.")
 
     def check(self) -> None:
@@ -146,10 +152,18 @@ class Artifact:
     sha256: str
     validation: Validation
     path: Path = field(compare=False)
+    agreement: AgreementFloor | None = None  # quantized artifacts: agreement against the floor
+
+    @property
+    def degraded(self) -> bool:
+        return self.agreement is not None and self.agreement.degraded
 
     def to_json(self) -> dict:
-        return {"file": self.file, "format": self.format, "precision": self.precision,
-                "size_bytes": self.size_bytes, "sha256": self.sha256, "validation": self.validation.to_json()}
+        d = {"file": self.file, "format": self.format, "precision": self.precision,
+             "size_bytes": self.size_bytes, "sha256": self.sha256, "validation": self.validation.to_json()}
+        if self.agreement is not None:
+            d.update(degraded=self.degraded, agreement_floor=self.agreement.to_json())
+        return d
 
 
 @dataclass(frozen=True)
@@ -314,8 +328,14 @@ def _validated(path: Path, fmt: str, precision: str, model, cal, reference, conf
                                   inputs=cal.validation_inputs)
     if v.status == "fail":
         warn(f"{path.name} is outside the tolerance ({v.summary}); kept because of --no-strict")
+    floor = agreement_floor(v, precision, min_agreement=config.min_agreement,
+                            trained=bool(config.weights or config.model_path))
+    if floor is not None and floor.degraded:
+        if config.min_agreement is not None:  # asked for: nothing is written
+            raise ValidationError(floor.message(path.name, precision))
+        warn(floor.message(path.name, precision))
     return Artifact(file=path.name, format=fmt, precision=precision, size_bytes=path.stat().st_size,
-                    sha256=sha256_file(path), validation=v, path=path)
+                    sha256=sha256_file(path), validation=v, path=path, agreement=floor)
 
 
 def _validate_keras(path: Path, model, cal, reference, config) -> Validation:

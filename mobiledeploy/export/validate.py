@@ -198,3 +198,58 @@ def _fmt(shape) -> str:
 
 def _fmt_db(v: float) -> str:
     return "inf dB" if math.isinf(v) and v > 0 else f"{v:.1f} dB"
+
+
+# ------------------------------------------------------------------ the agreement floor
+
+DEFAULT_MIN_AGREEMENT = 0.90  # top-1 agreement below which a quantized artifact is marked degraded
+ADVICE = {  # precision -> what to do about a degraded artifact
+    "dynamic": "use static int8 (--quant int8) instead of dynamic range",
+    "int8": "keep layers in float (--float-layers NAMES), review the recipe (--bias-correction, per-channel weights) "
+            "or calibrate on data like the inputs (--calib)",
+}
+
+
+@dataclass(frozen=True)
+class AgreementFloor:
+    """A quantized artifact's top-1 agreement with the float model against the floor it must meet."""
+
+    floor: float | None  # None: not judged (random weights and no --min-agreement)
+    set_by: str  # "default" | "--min-agreement" | "none"
+    top1_agreement: float
+    samples: int
+    inputs: str  # what the agreement was measured on: the export's validation samples
+    reason: str = ""
+
+    @property
+    def degraded(self) -> bool:
+        return self.floor is not None and self.top1_agreement < self.floor - 1e-9
+
+    def message(self, name: str, precision: str) -> str:
+        return (f"{name} is degraded: top-1 agreement with the float model {self.top1_agreement:.1%} on "
+                f"{self.inputs or f'{self.samples} validation samples'} is below the {self.floor:.0%} floor"
+                f"{' (--min-agreement)' if self.set_by == '--min-agreement' else ''}; "
+                f"{ADVICE.get(precision, 'use another recipe')}")
+
+    def to_json(self) -> dict:
+        d = {"floor": self.floor, "set_by": self.set_by, "top1_agreement": self.top1_agreement,
+             "samples": self.samples, "inputs": self.inputs, "degraded": self.degraded}
+        if self.reason:
+            d["reason"] = self.reason
+        return d
+
+
+def agreement_floor(v: Validation, precision: str, *, min_agreement: float | None,
+                    trained: bool) -> AgreementFloor | None:
+    """The floor ``v``'s top-1 agreement is held to (None for float precisions, which have tolerances):
+    ``min_agreement`` when given, else ``DEFAULT_MIN_AGREEMENT`` for trained weights; a random-init
+    model's agreement measures no accuracy, so it is recorded and not judged."""
+    if TOLERANCE_RULES.get(precision) is not None or v.tolerance is not None:
+        return None
+    common = dict(top1_agreement=v.top1_agreement, samples=v.samples, inputs=v.inputs)
+    if min_agreement is not None:
+        return AgreementFloor(float(min_agreement), "--min-agreement", **common)
+    if trained:
+        return AgreementFloor(DEFAULT_MIN_AGREEMENT, "default", **common)
+    return AgreementFloor(None, "none", reason="random weights: agreement measures no accuracy to keep; "
+                                               "--min-agreement sets a floor anyway", **common)

@@ -42,6 +42,15 @@ class ModelRef:
     quantization: dict | None = field(default=None, compare=False, hash=False)  # the export's recipe
     arch: str | None = None  # from the manifest
     alpha: float | None = None
+    degraded: dict | None = field(default=None, compare=False, hash=False)  # {"top1_agreement", "floor"}: see below
+
+    @property
+    def degraded_note(self) -> str:
+        """'' or what the export measured: ``degraded (agreement 53% < 90%)``."""
+        if not self.degraded:
+            return ""
+        a, f = self.degraded.get("top1_agreement"), self.degraded.get("floor")
+        return "degraded" + (f" (agreement {a:.0%} < {f:.0%})" if a is not None and f is not None else "")
 
     @property
     def runtime(self) -> str:
@@ -168,7 +177,16 @@ def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
                     preprocessing=model.get("preprocessing"), resolution=model.get("resolution"),
                     manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"),
                     quantization=m.get("quantization"),
-                    arch=model.get("arch"), alpha=_float(model.get("alpha")))
+                    arch=model.get("arch"), alpha=_float(model.get("alpha")), degraded=_degraded(entry))
+
+
+def _degraded(entry: dict) -> dict | None:
+    """The export's mark on a quantized artifact whose top-1 agreement with the float model fell below
+    its floor (``degraded: true`` with ``agreement_floor``), as numbers; None when not marked."""
+    if entry.get("degraded") is not True:
+        return None
+    rec = entry.get("agreement_floor") if isinstance(entry.get("agreement_floor"), dict) else {}
+    return {"top1_agreement": _float(rec.get("top1_agreement")), "floor": _float(rec.get("floor"))}
 
 
 def _float(v) -> float | None:

@@ -1,0 +1,127 @@
+"""Degraded artifacts are loud: a dynamic or int8 artifact whose top-1 agreement with the float
+model (on the export's validation samples) is below a floor is marked ``degraded`` in the
+manifest and warned about; with ``--min-agreement`` the export fails with one line and writes
+nothing; bench, eval, sweep and check show the mark.
+
+The bad model is built to be bad on any CPU: a classifier whose class scores share one large
+term and differ by parts in 10^4, below what int8 weights or activations can resolve, so every
+quantized artifact answers (nearly) the same class whatever the input while the float model's
+answer follows the input.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobiledeploy.cli import cli
+from mobiledeploy.errors import UsageError
+from mobiledeploy.export.pipeline import ExportConfig, export_model
+from mobiledeploy.export.validate import DEFAULT_MIN_AGREEMENT
+
+QUANTIZED = ("dynamic", "int8")
+
+
+@pytest.fixture(scope="module")
+def ties_file(tmp_path_factory):
+    """Flatten -> Dense(10, softmax), weights 1 + 1e-4 x noise: the float top-1 is set by the noise part."""
+    import keras
+
+    inp = keras.Input((32, 32, 3))
+    out = keras.layers.Dense(10, activation="softmax", name="classifier")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out, name="ties")
+    r = np.random.default_rng(0).standard_normal((32 * 32 * 3, 10)).astype(np.float32)
+    model.get_layer("classifier").set_weights([1.0 + 1e-4 * r, np.zeros(10, np.float32)])
+    path = tmp_path_factory.mktemp("ties") / "ties.keras"
+    model.save(str(path))
+    return path
+
+
+def _config(path, out, **kw) -> ExportConfig:
+    return ExportConfig(model_path=str(path), formats=("tflite", "onnx"), precisions=("fp32", "dynamic", "int8"),
+                        float_layers=(), calib="random", calib_samples=16, validate_samples=32, out=str(out), **kw)
+
+
+@pytest.fixture(scope="module")
+def degraded_export(ties_file, tmp_path_factory):
+    warnings: list[str] = []
+    res = export_model(_config(ties_file, tmp_path_factory.mktemp("bad")), warn=warnings.append)
+    return res, warnings
+
+
+def test_quantized_artifacts_below_the_floor_are_marked_and_warned(degraded_export):
+    res, warnings = degraded_export
+    manifest = json.loads(res.manifest_path.read_text())
+    for entry in manifest["artifacts"]:
+        if entry["precision"] == "fp32":  # float artifacts have tolerances, not a floor
+            assert "degraded" not in entry and "agreement_floor" not in entry
+            continue
+        floor = entry["agreement_floor"]
+        agreement = entry["validation"]["top1_agreement"]
+        assert floor["floor"] == DEFAULT_MIN_AGREEMENT and floor["set_by"] == "default"
+        assert floor["top1_agreement"] == agreement and floor["samples"] == 32
+        assert floor["inputs"] == manifest["calibration"]["validation_inputs"]  # what it was measured on
+        assert agreement < 0.5, entry["file"]  # the model is built so that quantization loses its top-1
+        assert entry["degraded"] is True and floor["degraded"] is True
+        (warning,) = [w for w in warnings if w.startswith(entry["file"] + " is degraded")]
+        assert f"{agreement:.1%}" in warning and "90% floor" in warning
+        assert ("--quant int8" if entry["precision"] == "dynamic" else "--float-layers") in warning
+    assert sum(e.get("degraded") is True for e in manifest["artifacts"]) == 4
+
+
+def test_model_refs_carry_the_mark(degraded_export):
+    from mobiledeploy.models.artifacts import resolve_models
+
+    res, _ = degraded_export
+    refs = {r.name: r for r in resolve_models([res.out_dir])}
+    for a in res.artifacts:
+        ref = refs[a.file]
+        assert bool(ref.degraded) == (a.precision in QUANTIZED)
+        if ref.degraded:
+            assert ref.degraded["floor"] == DEFAULT_MIN_AGREEMENT
+            assert ref.degraded_note.startswith("degraded (agreement ") and "< 90%)" in ref.degraded_note
+        else:
+            assert ref.degraded_note == ""
+
+
+def test_random_weights_are_recorded_not_judged(tmp_path):
+    """A random-init build has no accuracy to keep: its agreement is recorded, no floor is applied."""
+    res = export_model(ExportConfig(alpha=0.25, resolution=32, classes=10, formats=("tflite",), precisions=("int8",),
+                                    calib="random", calib_samples=8, validate_samples=4, out=str(tmp_path)))
+    (entry,) = json.loads(res.manifest_path.read_text())["artifacts"]
+    assert entry["degraded"] is False and entry["agreement_floor"]["floor"] is None
+    assert "random weights" in entry["agreement_floor"]["reason"]
+
+
+def test_min_agreement_met_is_recorded(ties_file, tmp_path):
+    """An explicit floor the artifacts meet (0 here) passes, recorded as set by --min-agreement."""
+    res = export_model(_config(ties_file, tmp_path, min_agreement=0.0))
+    entries = [e for e in json.loads(res.manifest_path.read_text())["artifacts"] if e["precision"] in QUANTIZED]
+    assert len(entries) == 4
+    assert all(e["degraded"] is False and e["agreement_floor"]["set_by"] == "--min-agreement" for e in entries)
+
+
+def test_min_agreement_fails_the_export_with_one_line_and_writes_nothing(ties_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("before")
+    r = CliRunner().invoke(cli, ["export", "--model", str(ties_file), "--formats", "tflite,onnx",
+                                 "--quant", "fp32,dynamic,int8", "--float-layers", "none", "--calib", "random",
+                                 "--calib-samples", "16", "--validate-samples", "32", "--min-agreement", "0.9",
+                                 "--out", str(out)])
+    assert r.exit_code == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr + r.stdout
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0] == r.stderr.strip().splitlines()[-1]
+    assert "ties_32_dynamic.tflite is degraded" in errors[0] and "below the 90% floor (--min-agreement)" in errors[0]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # no artifact, no manifest, no staging left
+
+
+def test_min_agreement_is_checked_before_anything_runs(tmp_path):
+    r = CliRunner().invoke(cli, ["export", "--min-agreement", "1.5", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--min-agreement" in r.stderr and not (tmp_path / "o").exists()
+    with pytest.raises(UsageError, match="--min-agreement must be a finite number in"):
+        ExportConfig(min_agreement=float("nan")).check()
