@@ -12,6 +12,7 @@ answer follows the input.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +126,23 @@ def test_min_agreement_is_checked_before_anything_runs(tmp_path):
     assert r.exit_code == 2 and "--min-agreement" in r.stderr and not (tmp_path / "o").exists()
     with pytest.raises(UsageError, match="--min-agreement must be a finite number in"):
         ExportConfig(min_agreement=float("nan")).check()
+
+
+def _marked_names(text: str) -> set[str]:
+    return {w for line in text.splitlines() for w in line.replace("│", " ").split()
+            if w.endswith((".tflite", ".onnx")) and f"{w} [degraded]" in line}
+
+
+def test_eval_shows_the_mark(degraded_export, tmp_path):
+    res, _ = degraded_export
+    degraded = {a.file for a in res.artifacts if a.degraded}
+    r = CliRunner().invoke(cli, ["eval", str(res.out_dir), "--data", "digits", "--wide", "--json",
+                                 str(tmp_path / "e.json"), "--md", str(tmp_path / "e.md")])
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    assert _marked_names(r.stdout) == degraded
+    assert "[degraded]: the export measured top-1 agreement" in " ".join(r.stdout.split())
+    results = json.loads((tmp_path / "e.json").read_text())["results"]
+    marks = {Path(x["model"]).name: x["degraded"] for x in results}
+    assert {n for n, d in marks.items() if d} == degraded
+    assert all(d["floor"] == DEFAULT_MIN_AGREEMENT and d["top1_agreement"] < d["floor"] for d in marks.values() if d)
+    assert _marked_names((tmp_path / "e.md").read_text().replace("|", " ")) == degraded

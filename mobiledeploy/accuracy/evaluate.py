@@ -62,6 +62,7 @@ class ModelResult:
     per_layer: object | None = None  # an export.perlayer.PerLayerReport when asked for
     per_class: dict | None = None  # {class name: {"samples", "correct", "predicted"}} with class names
     outputs: np.ndarray | None = field(default=None, repr=False, compare=False)  # (N, C) float scores
+    degraded: dict | None = None  # the export's mark (models.artifacts.ModelRef.degraded), None when unmarked
 
     @property
     def predictions(self) -> np.ndarray | None:
@@ -71,7 +72,7 @@ class ModelResult:
         d = {"model": self.model, "format": self.format, "precision": self.precision, "runtime": self.runtime,
              "status": self.status, "top1": self.top1, "top5": self.top5, "samples": self.samples,
              "seconds": self.seconds, "throughput_ips": self.throughput_ips,
-             "agreement": self.agreement.to_json() if self.agreement else None}
+             "agreement": self.agreement.to_json() if self.agreement else None, "degraded": self.degraded}
         if self.error:
             d["error"] = self.error
         if self.per_layer is not None:
@@ -187,7 +188,7 @@ def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: M
         out, seconds, error = raw[r.path]
         if out is None:
             results.append(ModelResult(model=r.path, format=r.format, precision=r.precision, runtime=r.runtime,
-                                       status="error", error=error))
+                                       status="error", error=error, degraded=r.degraded))
             continue
         top1 = top5 = None
         if dataset.labelled:
@@ -202,7 +203,8 @@ def evaluate(models: Sequence[ModelRef | str], dataset: Dataset, *, reference: M
         results.append(ModelResult(model=r.path, format=r.format, precision=r.precision, runtime=r.runtime,
                                    status="ok", top1=top1, top5=top5, samples=len(dataset), seconds=seconds,
                                    throughput_ips=len(dataset) / seconds if seconds else None,
-                                   agreement=agree, outputs=out, per_class=per_class(out, dataset)))
+                                   agreement=agree, outputs=out, per_class=per_class(out, dataset),
+                                   degraded=r.degraded))
     return EvalReport(data=dataset.to_json(), results=tuple(results))
 
 

@@ -84,12 +84,13 @@ def rows(report) -> list[list[str]]:
     from pathlib import Path
 
     from mobiledeploy.accuracy.emulated import vs_host
+    from mobiledeploy.cli.marks import marked
 
     emulated = {e.model: e for e in report.emulated}
     out = []
     for r in report.results:
         a = r.agreement
-        row = [Path(r.model).name, r.format, r.precision, r.runtime, _pct(r.top1), _pct(r.top5),
+        row = [marked(Path(r.model).name, r.degraded), r.format, r.precision, r.runtime, _pct(r.top1), _pct(r.top5),
                str(r.samples) if r.status == "ok" else "error",
                f"{r.throughput_ips:.0f}" if r.throughput_ips else "-",
                _pct(a.top1_agreement) if a else "-", f"{a.max_abs_diff:.4f}" if a else "-",
@@ -105,7 +106,7 @@ def markdown_table(report) -> str:
     cols = columns(report)
     lines = [_title(report), "", "| " + " | ".join(c.header for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
-    lines += [f"\n{n}" for n in _emulation_notes(report)]
+    lines += [f"\n{n}" for n in _degraded_notes(report) + _emulation_notes(report)]
     return "\n".join(lines) + "\n"
 
 
@@ -115,6 +116,14 @@ def _title(report) -> str:
     skipped = f", {d['skipped']} unreadable files skipped" if d.get("skipped") else ""
     emulated = f"; also on {report.emulated[0].cpu}, emulated (qemu)" if report.emulated else ""
     return f"{d['source']}{split}: {d['samples']} samples, preprocessing {d['preprocessing']}{skipped}{emulated}"
+
+
+def _degraded_notes(report) -> list[str]:
+    from pathlib import Path
+
+    from mobiledeploy.cli.marks import degraded_notes
+
+    return degraded_notes((Path(r.model).name, r.degraded) for r in report.results)
 
 
 def _emulation_notes(report) -> list[str]:
@@ -150,6 +159,8 @@ def _print(report, wide: bool) -> None:
     for r in report.results:
         if r.status != "ok":
             con.print(Text(f"{r.model}: {r.error}", style="red"))
+    for note in _degraded_notes(report):
+        con.print(Text(note, style="yellow"))
     failed = {Path(e.model).name for e in report.emulated if e.status == "error"}
     for note in _emulation_notes(report):
         con.print(Text(note, style="red" if note.split(" ", 1)[0] in failed else None))

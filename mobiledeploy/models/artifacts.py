@@ -46,11 +46,7 @@ class ModelRef:
 
     @property
     def degraded_note(self) -> str:
-        """'' or what the export measured: ``degraded (agreement 53% < 90%)``."""
-        if not self.degraded:
-            return ""
-        a, f = self.degraded.get("top1_agreement"), self.degraded.get("floor")
-        return "degraded" + (f" (agreement {a:.0%} < {f:.0%})" if a is not None and f is not None else "")
+        return degraded_note(self.degraded)
 
     @property
     def runtime(self) -> str:
@@ -178,6 +174,14 @@ def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
                     manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"),
                     quantization=m.get("quantization"),
                     arch=model.get("arch"), alpha=_float(model.get("alpha")), degraded=_degraded(entry))
+
+
+def degraded_note(degraded: dict | None) -> str:
+    """'' or what the export measured: ``degraded (agreement 53% < 90%)``."""
+    if not degraded:
+        return ""
+    a, f = degraded.get("top1_agreement"), degraded.get("floor")
+    return "degraded" + (f" (agreement {a:.0%} < {f:.0%})" if a is not None and f is not None else "")
 
 
 def _degraded(entry: dict) -> dict | None:
