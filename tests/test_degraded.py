@@ -12,6 +12,7 @@ answer follows the input.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,21 @@ def test_eval_shows_the_mark(degraded_export, tmp_path):
     assert {n for n, d in marks.items() if d} == degraded
     assert all(d["floor"] == DEFAULT_MIN_AGREEMENT and d["top1_agreement"] < d["floor"] for d in marks.values() if d)
     assert _marked_names((tmp_path / "e.md").read_text().replace("|", " ")) == degraded
+
+
+def test_check_shows_the_mark(degraded_export, tmp_path):
+    """Size budgets (exact, no measurement) on a degraded and an unmarked artifact: the mark rides along."""
+    res, _ = degraded_export
+    budget = tmp_path / "budgets.toml"
+    budget.write_text('[[artifact]]\nname = "onnx dynamic"\npath = "ties_32_dynamic.onnx"\nmax_size_kb = 10000\n'
+                      '[[artifact]]\nname = "onnx fp32"\npath = "ties_32_fp32.onnx"\nmax_size_kb = 10000\n')
+    r = CliRunner().invoke(cli, ["check", "--budget", str(budget), "--artifacts", str(res.out_dir), "--wide", "-q",
+                                 "--json", str(tmp_path / "c.json"), "--md", str(tmp_path / "c.md")])
+    assert r.exit_code == 0, (r.stdout, r.stderr)  # the mark is shown; it is not a budget
+    assert "onnx dynamic: size [degraded]" in r.stdout and "onnx fp32: size [degraded]" not in r.stdout
+    assert "[degraded]: the export measured" in " ".join(r.stdout.split())
+    checks = {c["artifact"]: c for c in json.loads((tmp_path / "c.json").read_text())["checks"]}
+    assert checks["onnx fp32"]["degraded"] is None
+    assert checks["onnx dynamic"]["degraded"]["floor"] == DEFAULT_MIN_AGREEMENT
+    md = (tmp_path / "c.md").read_text()
+    assert "onnx dynamic: size [degraded]" in md and re.search(r"onnx dynamic \d+% < 90%", md)  # note, figures

@@ -108,6 +108,7 @@ class Resolved:
     format: str
     selector: Selector  # arch/alpha/resolution/format/precision (from the manifest when known)
     preprocessing: str | None = None
+    degraded: dict | None = field(default=None, compare=False, hash=False)  # the export's mark (ModelRef.degraded)
 
 
 def _rows(directory: Path) -> list[Resolved]:
@@ -115,7 +116,8 @@ def _rows(directory: Path) -> list[Resolved]:
     from mobiledeploy.models.artifacts import export_refs
 
     return [Resolved(Path(r.path), r.format, Selector(arch=r.arch, alpha=r.alpha, resolution=r.resolution,
-                                                      format=r.format, precision=r.precision), r.preprocessing)
+                                                      format=r.format, precision=r.precision), r.preprocessing,
+                     r.degraded)
             for r in export_refs(directory, formats=("tflite", "onnx"))]
 
 
@@ -322,7 +324,8 @@ def run_check(cfg: CheckConfig) -> CheckReport:
         for p in plans:
             for key, value in p.budget.limits.items():
                 if KINDS[key].group not in cfg.skip:
-                    outcomes.append(KINDS[key].run(checker, p, value))
+                    o = KINDS[key].run(checker, p, value)  # with the export's mark on its artifact
+                    outcomes.append(_replace(o, extra={"degraded": p.artifact.degraded, **o.extra}))
     finally:
         meter.close()
     env = {"target": target.to_json() if hasattr(target, "to_json") else target.name,

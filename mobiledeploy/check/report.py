@@ -52,8 +52,11 @@ def verdict_text(o: CheckOutcome, strict: bool) -> str:
 
 
 def rows(report: CheckReport) -> list[tuple[str, str, str, str, str, str]]:
-    """(check, limit, measured, interval, verdict, detail) per outcome, as text."""
-    return [(o.name, fmt_limit(o), fmt_value(o.measured, o.unit), fmt_interval(o),
+    """(check, limit, measured, interval, verdict, detail) per outcome, as text; the check's name carries
+    the export's degraded mark."""
+    from mobiledeploy.models.artifacts import marked
+
+    return [(marked(o.name, o.extra.get("degraded")), fmt_limit(o), fmt_value(o.measured, o.unit), fmt_interval(o),
              verdict_text(o, report.strict), o.detail) for o in report.outcomes]
 
 
@@ -107,9 +110,21 @@ def markdown(report: CheckReport) -> str:
                                          else "")
         lines.append("| " + " | ".join(cell(x) for x in (r[0], r[1], r[2], r[3], verdict)) + " |")
     notes = [f"- **{o.name}**: {o.detail}" for o in report.outcomes if o.verdict != PASS and o.detail]
+    notes += [f"- {n}" for n in degraded_notes(report)]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"
+
+
+def degraded_notes(report: CheckReport) -> list[str]:
+    """The note naming the artifacts their export marked degraded (once each), or none."""
+    from mobiledeploy.models.artifacts import degraded_notes as notes
+
+    seen = {}
+    for o in report.outcomes:
+        if o.extra.get("degraded") and o.artifact not in seen:
+            seen[o.artifact] = o.extra["degraded"]
+    return notes(seen.items())
 
 
 def write_outputs(report: CheckReport, *, junit_path: str | None = None, md_path: str | None = None,

@@ -77,6 +77,8 @@ def _print(report, wide: bool) -> None:
     for o, r in zip(report.outcomes, rows):
         if o.verdict in (FAIL, ERROR, INCONCLUSIVE) and r[5]:
             con.print(Text(f"  {o.name}: {r[5]}"))
+    for note in rep.degraded_notes(report):
+        con.print(Text(note, style="yellow"))
     con.print(Text(report.summary()))
 
 

@@ -84,7 +84,7 @@ def rows(report) -> list[list[str]]:
     from pathlib import Path
 
     from mobiledeploy.accuracy.emulated import vs_host
-    from mobiledeploy.cli.marks import marked
+    from mobiledeploy.models.artifacts import marked
 
     emulated = {e.model: e for e in report.emulated}
     out = []
@@ -121,7 +121,7 @@ def _title(report) -> str:
 def _degraded_notes(report) -> list[str]:
     from pathlib import Path
 
-    from mobiledeploy.cli.marks import degraded_notes
+    from mobiledeploy.models.artifacts import degraded_notes
 
     return degraded_notes((Path(r.model).name, r.degraded) for r in report.results)
 

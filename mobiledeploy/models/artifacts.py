@@ -180,8 +180,32 @@ def degraded_note(degraded: dict | None) -> str:
     """'' or what the export measured: ``degraded (agreement 53% < 90%)``."""
     if not degraded:
         return ""
-    a, f = degraded.get("top1_agreement"), degraded.get("floor")
-    return "degraded" + (f" (agreement {a:.0%} < {f:.0%})" if a is not None and f is not None else "")
+    figures = _figures(degraded)
+    return "degraded" + (f" (agreement {figures})" if figures else "")
+
+
+# How every command shows the mark (bench, eval, sweep, check): a marker next to the artifact's
+# name in tables, and one note under them with the figures.
+DEGRADED_MARK = "[degraded]"
+
+
+def marked(name: str, degraded: dict | None) -> str:
+    """``name``, followed by the marker when the export marked the artifact degraded."""
+    return f"{name} {DEGRADED_MARK}" if degraded else name
+
+
+def degraded_notes(items) -> list[str]:
+    """One line naming every marked artifact with its figures (``(name, degraded)`` pairs), or none."""
+    named = [f"{name} {_figures(d)}".rstrip() for name, d in items if d]
+    if not named:
+        return []
+    return [f"{DEGRADED_MARK}: the export measured top-1 agreement with the float model below its floor on its "
+            f"validation samples (manifest: agreement_floor): {', '.join(named)}"]
+
+
+def _figures(d: dict) -> str:
+    a, f = d.get("top1_agreement"), d.get("floor")
+    return f"{a:.0%} < {f:.0%}" if a is not None and f is not None else ""
 
 
 def _degraded(entry: dict) -> dict | None:
