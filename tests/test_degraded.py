@@ -69,7 +69,7 @@ def test_quantized_artifacts_below_the_floor_are_marked_and_warned(degraded_expo
         assert agreement < 0.5, entry["file"]  # the model is built so that quantization loses its top-1
         assert entry["degraded"] is True and floor["degraded"] is True
         (warning,) = [w for w in warnings if w.startswith(entry["file"] + " is degraded")]
-        assert f"{agreement:.1%}" in warning and "90% floor" in warning
+        assert f"{agreement:.1%} is below the 90% floor (measured on {floor['inputs']})" in warning
         assert ("--quant int8" if entry["precision"] == "dynamic" else "--float-layers") in warning
     assert sum(e.get("degraded") is True for e in manifest["artifacts"]) == 4
 
@@ -118,7 +118,8 @@ def test_min_agreement_fails_the_export_with_one_line_and_writes_nothing(ties_fi
     assert "Traceback" not in r.stderr + r.stdout
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and errors[0] == r.stderr.strip().splitlines()[-1]
-    assert "ties_32_dynamic.tflite is degraded" in errors[0] and "below the 90% floor (--min-agreement)" in errors[0]
+    assert "ties_32_dynamic.tflite is degraded" in errors[0] and "below the 90% floor (--min-agreement) (measured " \
+        "on 32 random samples" in errors[0]
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # no artifact, no manifest, no staging left
 
 
@@ -165,3 +166,12 @@ def test_check_shows_the_mark(degraded_export, tmp_path):
     assert checks["onnx dynamic"]["degraded"]["floor"] == DEFAULT_MIN_AGREEMENT
     md = (tmp_path / "c.md").read_text()
     assert "onnx dynamic: size [degraded]" in md and re.search(r"onnx dynamic \d+% < 90%", md)  # note, figures
+
+
+def test_export_table_marks_and_warns(ties_file, tmp_path):
+    r = CliRunner().invoke(cli, ["export", "--model", str(ties_file), "--formats", "onnx", "--quant", "fp32,dynamic",
+                                 "--calib", "random", "--calib-samples", "8", "--validate-samples", "32", "--wide",
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    assert _marked_names(r.stdout) == {"ties_32_dynamic.onnx"}
+    assert "warning: ties_32_dynamic.onnx is degraded" in " ".join(r.stderr.split())

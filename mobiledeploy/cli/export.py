@@ -40,6 +40,7 @@ def _print_table(result, wide: bool) -> None:
     from rich.text import Text
 
     from mobiledeploy.cli.table import Column, render
+    from mobiledeploy.models.artifacts import marked
     from mobiledeploy.units import format_size
 
     m = result.model
@@ -47,7 +48,8 @@ def _print_table(result, wide: bool) -> None:
     title = Text(f"{m['arch'] or Path(m['source']).name} {facts} -> {result.out_dir}")
     cols = (Column("file"), Column("format", priority=3), Column("precision", priority=2), Column("size", "right"),
             Column("validation", fold=True))
-    rows = [(a.file, a.format, a.precision, format_size(a.size_bytes), a.validation.summary) for a in result.artifacts]
+    rows = [(marked(a.file, a.degraded), a.format, a.precision, format_size(a.size_bytes), a.validation.summary)
+            for a in result.artifacts]
     console = stdout_console()
     render(console, cols, rows, title=title, title_justify="left", wide=wide)
     cal = result.calibration

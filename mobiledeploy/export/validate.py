@@ -226,9 +226,9 @@ class AgreementFloor:
         return self.floor is not None and self.top1_agreement < self.floor - 1e-9
 
     def message(self, name: str, precision: str) -> str:
-        return (f"{name} is degraded: top-1 agreement with the float model {self.top1_agreement:.1%} on "
-                f"{self.inputs or f'{self.samples} validation samples'} is below the {self.floor:.0%} floor"
-                f"{' (--min-agreement)' if self.set_by == '--min-agreement' else ''}; "
+        return (f"{name} is degraded: top-1 agreement with the float model {self.top1_agreement:.1%} is below "
+                f"the {self.floor:.0%} floor{' (--min-agreement)' if self.set_by == '--min-agreement' else ''} "
+                f"(measured on {self.inputs or f'{self.samples} validation samples'}); "
                 f"{ADVICE.get(precision, 'use another recipe')}")
 
     def to_json(self) -> dict:
