@@ -24,7 +24,7 @@ import numpy as np
 
 from mobiledeploy import metrics
 from mobiledeploy.data.datasets import Dataset
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.export.augment import calibration_warnings
 from mobiledeploy.models.artifacts import ModelRef, resolve_models
@@ -244,7 +244,7 @@ def _predict(r: ModelRef, ds: Dataset, *, threads, timeout_s, unsafe_load,
             t0 = time.perf_counter()
             out = np.asarray(model.predict(ds.x, batch_size=64, verbose=0), np.float32)
         except Exception as e:  # noqa: BLE001 - Keras raises many types; one failed row
-            return None, 0.0, f"{r.name}: Keras failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            return None, 0.0, f"{r.name}: Keras failed: {one_line(e, typed=True)}"
         return _flat(out), time.perf_counter() - t0, None
     from mobiledeploy.runtimes.child import run_child
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import shutil
 import signal
 import tempfile
@@ -27,12 +26,13 @@ import numpy as np
 
 from mobiledeploy import io
 from mobiledeploy.io import sha256_file
+from mobiledeploy.machine import python_platform
 
 from mobiledeploy.models import archs
 from mobiledeploy.export.calibration import choose_source, load_calibration
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
 from mobiledeploy.quiet import quiet_converter
-from mobiledeploy.errors import UsageError, ValidationError
+from mobiledeploy.errors import UsageError, ValidationError, one_line
 from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, Calibration, OnnxQuant, QuantRecipe,
                                          TfliteQuant, choose_onnx_types, int8_choices)
@@ -305,7 +305,7 @@ def _source_model(model, artifacts, staging: Path, config, warn) -> dict | None:
         model.save(str(path))
     except Exception as e:  # Keras raises many types for unserialisable models; informative only
         warn(f"the float source model could not be saved as {SOURCE_KERAS} (eval --per-layer will need "
-             f"--source-model): {' '.join(str(e).split())[:200]}")
+             f"--source-model): {one_line(e, 200)}")
         return None
     return {"file": SOURCE_KERAS, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
 
@@ -405,7 +405,7 @@ def _model_json(model, info: archs.ModelInfo, config: ExportConfig, warn) -> dic
         stats = keras_stats(model, arch=info.arch, alpha=info.alpha)
         d["params"], d["macs"] = int(stats.params), int(stats.macs)
     except Exception as e:  # counting is informative only; never fail an export on it
-        warn(f"could not count multiply-accumulates: {type(e).__name__}: {e}")
+        warn(f"could not count multiply-accumulates: {one_line(e, None, typed=True)}")
     if not config.model_path:
         d.update({"depth_multiplier": config.depth_multiplier, "dropout": config.dropout, "seed": config.seed,
                   "weights": _weights_json(config)})
@@ -516,7 +516,7 @@ def versions() -> dict:
     """Versions of everything that shaped the artifacts (installed distributions)."""
     import importlib.metadata as md
 
-    out = {"python": platform.python_version(), "platform": f"{platform.system()} {platform.machine()}"}
+    out = python_platform()
     for key, dists in VERSIONED.items():
         for dist in dists:
             with contextlib.suppress(md.PackageNotFoundError):
