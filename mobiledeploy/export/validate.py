@@ -1,25 +1,16 @@
 """Check an exported artifact against the Keras model it came from, on the same inputs.
 
-Rules (documented in docs/export.md):
-
-- Broken is always fatal: an input or output whose shape or dtype is not what the
-  source model and the requested precision imply, or a non-finite output, raises
-  ``ValidationError``; so does a TFLite file whose ``serving_default`` signature is
-  missing or gives other outputs than the interpreter (``export.signature``).
-- What is compared: the pre-softmax logits when the model ends in a softmax
-  (``mobiledeploy.export.logits``), the outputs otherwise.
-- Tolerances scale with the compared tensor's range: ``atol + rtol * max|reference|``.
-  ``fp32`` is an exact float graph: its max absolute difference must stay within that,
-  else ``ToleranceError`` (``status="fail"`` and a warning with ``strict=False``).
-  ``fp16`` stores weights in half precision (about 3 significant digits) and computes
-  in float: both terms are multiplied by ``FP16_FACTOR``, same strictness. The factors are
-  the precisions' rows (``export.formats.PRECISION_ROWS``).
-- ``dynamic`` and ``int8`` are quantized: top-1 agreement and SQNR (dB) are reported
-  (``status="reported"``); they never fail the export, since what is acceptable depends
-  on the model and the data (budgets belong to ``mobiledeploy check``).
-
-Exact equality (zero difference, infinite SQNR) is a pass like any other: some CPUs
-run the float graphs bit-identically to Keras.
+The rules (docs/export.md, "Validation rules"): a broken artifact (an input or output shape or
+dtype other than the source model and precision imply, a non-finite output, a TFLite
+``serving_default`` signature missing or disagreeing with the interpreter:
+``export.signature``) raises ``ValidationError``. The pre-softmax logits are compared when
+the model ends in a softmax (``export.logits``), else the outputs. Float precisions must
+stay within ``atol + rtol * max|reference|``, scaled by the precision row's
+``tolerance_factor`` (fp16), else ``ToleranceError`` (with ``strict=False``: kept,
+``status="fail"``). ``dynamic`` and ``int8`` report top-1 agreement and SQNR; below the
+agreement floor (``agreement_floor``) they are marked degraded, or fail with
+``--min-agreement``. Exact equality is a pass like any other: some CPUs run the float
+graphs bit-identically to Keras.
 """
 
 from __future__ import annotations
