@@ -175,3 +175,33 @@ def test_export_table_marks_and_warns(ties_file, tmp_path):
     assert r.exit_code == 0, (r.stdout, r.stderr)
     assert _marked_names(r.stdout) == {"ties_32_dynamic.onnx"}
     assert "warning: ties_32_dynamic.onnx is degraded" in " ".join(r.stderr.split())
+
+
+def test_sweep_rows_carry_the_mark_to_its_tables(degraded_export, tmp_path):
+    """A sweep job's artifact rows read the mark from the export's manifest, keep it through their JSON
+    (a malformed one is refused on resume) and show it in the results table and CSV."""
+    from mobiledeploy.sweep import report
+    from mobiledeploy.sweep.rows import ArtifactRow, RowShapeError, SweepRow
+
+    from mobiledeploy.models.artifacts import degraded_mark
+
+    res, _ = degraded_export
+    manifest = json.loads(res.manifest_path.read_text())
+    arts = [ArtifactRow(file=e["file"], path=str(res.out_dir / e["file"]), format=e["format"],
+                        precision=e["precision"], size_bytes=e["size_bytes"], degraded=degraded_mark(e))
+            for e in manifest["artifacts"]]
+    row = SweepRow(name="ties", row_key="r", export_key="e", export_dir=str(res.out_dir), artifacts=arts,
+                   model={"arch": None, "alpha": None, "resolution": 32})
+    again = SweepRow.from_json(json.loads(json.dumps(row.to_json())))
+    assert [a.degraded for a in again.artifacts] == [a.degraded for a in arts]
+    assert {a.file for a in again.artifacts if a.degraded} == {a.file for a in res.artifacts if a.degraded}
+    bad = row.to_json()
+    bad["artifacts"][0]["degraded"] = {"floor": "high"}
+    with pytest.raises(RowShapeError, match="degraded mark"):
+        SweepRow.from_json(bad)
+    rows = report.table_rows([again], targets=())
+    cols = report._columns(())
+    cells = {r["file"]: report._cell(r, "degraded") for r in rows}
+    assert {f for f, c in cells.items() if c} == {a.file for a in res.artifacts if a.degraded}
+    assert all(re.fullmatch(r"degraded \(agreement \d+% < 90%\)", c) for c in cells.values() if c)
+    assert ("degraded", "degraded") in cols

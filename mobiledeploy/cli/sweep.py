@@ -53,19 +53,22 @@ def sweep(json_path, wide, **fields):
 
 def _print(s: dict, result, *, wide: bool = False) -> None:
     from mobiledeploy.cli.table import Column, render
+    from mobiledeploy.models.artifacts import degraded_notes, marked
 
     con = stdout_console()
     for target, files in s["fronts"].items():
         # names whole or not at all (cli/table.py): when too narrow, the host figures go first
         columns = [Column("artifact"), Column("size KB", "right", 1), Column(f"{target} est. ms", "right"),
                    Column("host p50 ms", "right", 3), Column("top-1", "right", 1 if s["use_accuracy"] else 2)]
-        rows = [(r["file"], f"{r['size_kb']:.0f}", f"{r['est_ms'][target]:.2f}",
+        rows = [(marked(r["file"], r.get("degraded")), f"{r['size_kb']:.0f}", f"{r['est_ms'][target]:.2f}",
                  f"{r['host_p50_ms']:.2f}" if r["host_p50_ms"] is not None else "-",
                  f"{100 * r['top1']:.2f} %" if r.get("top1") is not None else "-")
                 for r in s["rows"] if r["file"] in files]
         render(con, columns, rows, wide=wide, title_justify="left",
                title=f"Pareto front on {target} (device estimate vs size"
                      f"{' vs top-1' if s['use_accuracy'] else ' vs MACs, the accuracy proxy'})")
+    for note in degraded_notes((r["file"], r.get("degraded")) for r in s["rows"]):
+        con.print(note, markup=False, soft_wrap=True, style="yellow")
     for w in s["warnings"]:
         con.print(f"warning: {w}", markup=False, soft_wrap=True)
     for rec in s["recommendations"]:

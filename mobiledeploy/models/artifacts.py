@@ -173,7 +173,7 @@ def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
                     preprocessing=model.get("preprocessing"), resolution=model.get("resolution"),
                     manifest=str(mpath), source=_float_source(mpath, m), calibration=m.get("calibration"),
                     quantization=m.get("quantization"),
-                    arch=model.get("arch"), alpha=_float(model.get("alpha")), degraded=_degraded(entry))
+                    arch=model.get("arch"), alpha=_float(model.get("alpha")), degraded=degraded_mark(entry))
 
 
 def degraded_note(degraded: dict | None) -> str:
@@ -208,8 +208,8 @@ def _figures(d: dict) -> str:
     return f"{a:.0%} < {f:.0%}" if a is not None and f is not None else ""
 
 
-def _degraded(entry: dict) -> dict | None:
-    """The export's mark on a quantized artifact whose top-1 agreement with the float model fell below
+def degraded_mark(entry: dict) -> dict | None:
+    """From a manifest's artifact entry: the export's mark on a quantized artifact whose top-1 agreement with the float model fell below
     its floor (``degraded: true`` with ``agreement_floor``), as numbers; None when not marked."""
     if entry.get("degraded") is not True:
         return None

@@ -14,12 +14,13 @@ import io as _io
 from pathlib import Path
 
 from mobiledeploy import io
+from mobiledeploy.models.artifacts import degraded_note
 
 COLUMNS = (  # (key, header) of the CSV and Markdown tables; est_<target>_ms are added per target
     ("config", "config"), ("format", "format"), ("precision", "precision"), ("size_kb", "size KB"),
     ("macs_m", "MMACs"), ("params_m", "M params"), ("host_p50_ms", "host p50 ms"), ("top1", "top-1"),
 )
-TAIL = (("status", "status"), ("node", "node"), ("error", "error"))
+TAIL = (("degraded", "degraded"), ("status", "status"), ("node", "node"), ("error", "error"))
 MARKERS = {"tflite": "o", "onnx": "s"}
 COLORS = {"fp32": "tab:blue", "fp16": "tab:green", "dynamic": "tab:orange", "int8": "tab:red"}
 
@@ -36,6 +37,7 @@ def table_rows(results: list, targets) -> list[dict]:
         if not res.artifacts:
             rows.append({**base, "file": None, "path": None, "format": None, "precision": None, "runtime": None,
                          "size_kb": None, "host_p50_ms": None, "host_mean_ms": None, "host_min_ms": None, "top1": None,
+                         "degraded": None,
                          "est_ms": {t: None for t in targets}, "status": "error", "error": res.error,
                          "samples_ms": []})
             continue
@@ -46,7 +48,7 @@ def table_rows(results: list, targets) -> list[dict]:
                          "size_kb": round(a.size_bytes / 1024, 1), "host_p50_ms": host.get("p50"),
                          "host_mean_ms": host.get("mean"), "host_min_ms": host.get("min"), "top1": a.top1,
                          "est_ms": {t: (a.estimates.get(t) or {}).get("ms") for t in targets},
-                         "status": a.status, "error": a.error, "samples_ms": a.samples_ms})
+                         "status": a.status, "error": a.error, "samples_ms": a.samples_ms, "degraded": a.degraded})
     return rows
 
 
@@ -63,6 +65,8 @@ def _cell(row: dict, key: str, *, text: bool = True):
         v = row["est_ms"].get(key[4:])
         return "" if v is None and text else (f"{v:.2f}" if text else v)
     v = row.get(key)
+    if key == "degraded":  # the export's mark, with its agreement and floor (CSV too)
+        return degraded_note(v) if v else ("" if text else None)
     if not text:
         return v
     if v is None:

@@ -49,6 +49,7 @@ class ArtifactRow:
     eval_data: str | None = None
     benched: bool = False  # init_ms and peak_rss_mb were measured (written only then)
     evaluated: bool = False  # eval_samples and eval_data were measured (written only then)
+    degraded: dict | None = None  # the export's mark: {"top1_agreement", "floor"} (models.artifacts.degraded_mark)
 
     @property
     def ok(self) -> bool:
@@ -57,7 +58,7 @@ class ArtifactRow:
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("file", "path", "format", "precision", "size_bytes", "sha256",
                                            "validation", "status", "error", "runtime", "host_ms", "samples_ms",
-                                           "top1", "top5", "estimates")}
+                                           "top1", "top5", "estimates", "degraded")}
         if self.benched:
             d |= {"init_ms": self.init_ms, "peak_rss_mb": self.peak_rss_mb}
         if self.evaluated:
@@ -84,6 +85,10 @@ class ArtifactRow:
             raise RowShapeError("a latency is not a number")
         if not isinstance(a.get("samples_ms", []), list) or not all(_num(v) for v in a.get("samples_ms", [])):
             raise RowShapeError("the latency samples are not numbers")
+        deg = a.get("degraded")
+        if not (deg is None or (isinstance(deg, dict) and all(_opt(deg.get(k), "num")
+                                                             for k in ("top1_agreement", "floor")))):
+            raise RowShapeError("an artifact's degraded mark is malformed")
         est = a.get("estimates", {})
         if not isinstance(est, dict) or not all(isinstance(e, dict) and _opt(e.get("ms"), "num") and
                                                 _opt(e.get("target_hash"), str) for e in est.values()):
@@ -93,7 +98,7 @@ class ArtifactRow:
                    status=a["status"], error=a.get("error"), runtime=a.get("runtime"), host_ms=a.get("host_ms"),
                    samples_ms=list(a.get("samples_ms", [])), top1=a.get("top1"), top5=a.get("top5"),
                    estimates=dict(est), init_ms=a.get("init_ms"), peak_rss_mb=a.get("peak_rss_mb"),
-                   eval_samples=a.get("eval_samples"), eval_data=a.get("eval_data"),
+                   eval_samples=a.get("eval_samples"), eval_data=a.get("eval_data"), degraded=deg,
                    benched="init_ms" in a or "peak_rss_mb" in a, evaluated="eval_samples" in a or "eval_data" in a)
 
 
