@@ -73,6 +73,9 @@ def tap_tflite(data: bytes) -> bytes | None:
     if len(found) != 1:
         return None
     graph.outputs = [int(i) for i in graph.outputs] + [int(found[0].inputs[0])]
+    for buf in model.buffers or ():  # data stored after the flatbuffer (ai-edge-quantizer writes it so): inline it
+        if (buf.offset or 0) > 1 and buf.size:
+            buf.data, buf.offset, buf.size = np.frombuffer(data, np.uint8, buf.size, buf.offset), 0, 0
     builder = flatbuffers.Builder(len(data) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
