@@ -275,3 +275,22 @@ def test_dot_products_on_the_a76_only(tmp_path, capsys):
         for board in boards:
             print(f"\n{board}: int8/fp32 latency ratio {ms[board, 'int8'] / ms[board, 'fp32']:.2f} "
                   f"(int8 {ms[board, 'int8']:.2f} ms, fp32 {ms[board, 'fp32']:.2f} ms)")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ARM is not None, reason=str(ARM))
+def test_builtin_kernels_and_onnxruntime(tmp_path, tiny_tflite_int8, tiny_onnx):
+    """LiteRT's built-in kernels ([run] xnnpack = false) and ONNX Runtime are counted too, and say
+    they are not validated against published figures."""
+    body = 'cpu = "cortex-a76"\nmidr = 0x414fd0b1\nsched = "neoverse-n1"\nclock_ghz = 2.4\n'
+    board = load_target(file=_target_file(tmp_path, body, name="a76"))
+    from dataclasses import replace
+
+    builtin = ke.estimate_kernels(tiny_tflite_int8, replace(board, xnnpack=False))
+    ort = ke.estimate_kernels(tiny_onnx, board)
+    xnn = ke.estimate_kernels(tiny_tflite_int8, board)
+    assert (builtin.runtime, builtin.xnnpack, ort.runtime) == ("litert", False, "onnxruntime")
+    for r in (builtin, ort):
+        assert r.instructions > 0 and r.latency_ms > 0 and any("not validated" in n for n in r.notes)
+    assert not any("not validated" in n for n in xnn.notes)
+    assert builtin.instructions != xnn.instructions  # other kernels, other counts
