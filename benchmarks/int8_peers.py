@@ -1,6 +1,6 @@
 """int8 beside its peers: NNCF and ai-edge-quantizer on the same model, calibration and 120 real images as this project.
 
-Needs ``make assets``. Run: ``nice python -m benchmarks run int8_peers`` (about 25 min on a
+Needs ``make assets``. Run: ``nice python -m benchmarks run int8_peers`` (about 12 min on a
 2-vCPU VM, plus the peers' installation the first time). Writes
 ``benchmarks/results/int8_peers.json`` and ``.md``.
 
