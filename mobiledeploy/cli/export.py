@@ -15,7 +15,7 @@ from mobiledeploy.export.pipeline import ExportConfig
 @click_options(ExportConfig, "model_path", "unsafe_load", "arch", "alpha", "resolution", "depth_multiplier", "classes",
                "dropout", "weights", "seed", "precisions", "formats", "int8_io", "onnx_quant_types", "per_channel",
                "onnx_calibration", "bias_correction", "float_layers", "calib", "calib_samples", "preprocessing",
-               "validate_samples", "atol", "rtol", "strict", "min_agreement", "out")
+               "validate_samples", "atol", "rtol", "strict", "min_agreement", "target", "out")
 @json_option
 @wide_option
 def export(json_path, wide, **fields):
@@ -55,3 +55,6 @@ def _print_table(result, wide: bool) -> None:
     cal = result.calibration
     console.print(f"calibration: {cal['samples']} samples of {cal['source']} ({cal['preprocessing']}); "
                   f"validation on {cal['validation_inputs']}; manifest: {result.manifest_path}", markup=False)
+    budget = (result.quantization or {}).get("budget_search")
+    if budget and budget.get("summary"):
+        console.print(budget["summary"], markup=False, soft_wrap=True)

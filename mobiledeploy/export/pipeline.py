@@ -114,6 +114,11 @@ class ExportConfig:
         help=f"Fail the export (nothing written) when a dynamic or int8 artifact's top-1 agreement with the float "
              f"model on the validation samples is below this. Default: below {DEFAULT_MIN_AGREEMENT:g} (trained "
              "weights) the artifact is kept, marked degraded and warned about.")
+    target: str | None = option(
+        None, metavar="NAME",
+        help="With --min-agreement and --quant int8: an accuracy budget. Search for the int8 artifact (layers kept "
+             "in float) that meets --min-agreement at the lowest device estimate on this target (see "
+             "`mobiledeploy targets`).")
     out: str = option("build", path="dir", help="Output directory.")
 
     def check(self) -> None:
@@ -129,6 +134,8 @@ class ExportConfig:
             archs.check_build_args(self.arch, alpha=self.alpha, resolution=self.resolution, classes=self.classes,
                                    depth_multiplier=self.depth_multiplier, dropout=self.dropout,
                                    weights=self.weights)
+        if self.target is not None:
+            _check_budget(self)
         if self.preprocessing is not None:
             from mobiledeploy.models.preprocessing import get_preprocessing
 
@@ -265,6 +272,14 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                                         config.onnx_calibration))
     calibration = Calibration(cal.calib)
     stem = _stem(info, config)
+    budget, budget_files = None, {}
+    if config.target is not None:  # the accuracy budget chooses the float layers
+        from mobiledeploy.export.budget import search_recipe
+
+        recipe, budget, budget_files = search_recipe(model, recipe, calibration, cal, reference, config, staging,
+                                                     stem, step)
+        reasons["float_layers"] = f"chosen by the accuracy budget (--min-agreement {config.min_agreement:g}, " \
+                                  f"--target {config.target})"
     artifacts, skipped = [], []
     for fmt_name in config.formats:
         fmt = FORMATS[fmt_name]
@@ -276,17 +291,38 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                 warn(f"skipped {fmt_name} {precision}: {reason}")
                 continue
             with step(f"{fmt_name} {precision}"):
-                path = fmt.converter()(model, precision, recipe, calibration, staging, stem)
+                if precision == "int8" and fmt_name in budget_files:  # the search's chosen candidate
+                    path = staging / budget_files[fmt_name].name
+                    os.replace(budget_files[fmt_name], path)
+                else:
+                    path = fmt.converter()(model, precision, recipe, calibration, staging, stem)
                 artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn))
     source_model = _source_model(model, artifacts, staging, config, warn)
     quant = recipe.to_json(calibration.samples)
     for key, why in reasons.items():
         quant[key]["reason"] = why
+    if budget is not None:
+        quant["budget_search"] = budget.to_json()
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
                         calibration={**cal.to_json(), "seed": config.seed}, quantization=quant, versions=versions(),
                         warnings=tuple(warnings), seconds=time.perf_counter() - t0, reference=reference.to_json(),
                         source_model=source_model)
+
+
+def _check_budget(config: ExportConfig) -> None:
+    """--target asks for the accuracy budget: it needs --min-agreement, int8 and the float layers free."""
+    if config.min_agreement is None:
+        raise UsageError("--target sets the accuracy budget's target: give --min-agreement A too")
+    if "int8" not in config.precisions:
+        raise UsageError("the accuracy budget (--min-agreement with --target) searches int8 artifacts: add int8 to "
+                         "--quant")
+    if config.float_layers is not None:
+        raise UsageError("the accuracy budget (--target) chooses the layers kept in float: leave --float-layers "
+                         "at auto")
+    from mobiledeploy.targets import load_target
+
+    load_target(config.target)
 
 
 SOURCE_KERAS = "source.keras"

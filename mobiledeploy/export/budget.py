@@ -1,0 +1,292 @@
+"""An accuracy budget for full int8: the fewest float layers that meet ``--min-agreement`` at the
+lowest device estimate on ``--target`` (``export --quant int8 --min-agreement A --target T``).
+
+1. **Sensitivity** of each convolution/dense layer, measured in Keras (no conversion): the logit
+   SQNR against the float model on the export's validation samples when that layer's weights
+   alone are rounded to int8 exactly as the converters round them (``equalize.quantize_weights``:
+   max-abs of the batch-norm-folded kernel, per channel or per tensor as the recipe says), with
+   that layer's bias correction when the recipe corrects biases. The noise it adds is
+   ``10^(-SQNR/10)`` of the logits' power. Activation rounding is not simulated here; the search
+   below measures the real artifacts, so it only orders the candidates.
+2. **Price** of keeping a layer in float on the target: its cost-model estimate at fp32 minus
+   at int8 (``cost.estimate.estimate_layers`` on the Keras model's layers), plus a dequantize
+   before and a quantize after each run of consecutive float layers (priced as element-wise
+   layers on the tensors they convert).
+3. **Greedy search**: full int8 first; then layers are added to the float set in order of noise
+   per estimated millisecond, each candidate converted for every requested format and
+   validated like any artifact (top-1 agreement with the float model on the validation
+   samples; a candidate's agreement is its worst format's). The first candidate that meets the
+   budget is the export's recipe. None meets it: ``ValidationError`` (one line; the export is
+   atomic, nothing is written).
+
+Every candidate (float layers, agreement per format, estimate) goes into the manifest's
+``quantization.budget_search``; ``summary`` says what the budget cost against full int8.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from mobiledeploy.errors import ValidationError
+
+MAX_CANDIDATES = 12  # conversions are the slow part: at most this many float-layer sets are tried
+BUDGET_DIR = ".budget"  # inside the staging directory: removed with it
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    layer: str
+    sqnr_db: float  # logits with this layer's weights alone int8, against float
+    float_cost_ms: float  # estimate with this layer alone in float, minus full int8
+
+    @property
+    def noise(self) -> float:
+        return 0.0 if math.isinf(self.sqnr_db) else 10.0 ** (-self.sqnr_db / 10.0)
+
+    def to_json(self) -> dict:
+        return {"layer": self.layer, "sqnr_db": _finite(self.sqnr_db), "float_cost_ms": round(self.float_cost_ms, 4)}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    float_layers: tuple[str, ...]
+    agreement: dict  # format -> top-1 agreement
+    sqnr_db: dict  # format -> logit SQNR
+    estimate_ms: float
+    meets: bool
+
+    @property
+    def worst(self) -> float:
+        return min(self.agreement.values())
+
+    def to_json(self) -> dict:
+        return {"float_layers": list(self.float_layers), "top1_agreement": self.agreement,
+                "sqnr_db": {k: _finite(v) for k, v in self.sqnr_db.items()},
+                "estimate_ms": round(self.estimate_ms, 4), "meets": self.meets}
+
+
+@dataclass(frozen=True)
+class BudgetSearch:
+    min_agreement: float
+    target: str
+    estimate_label: str
+    samples: int
+    inputs: str
+    sensitivity: tuple[Sensitivity, ...]
+    candidates: tuple[Candidate, ...] = ()
+    chosen: int | None = None  # index into candidates
+
+    @property
+    def full_int8_ms(self) -> float:
+        return self.candidates[0].estimate_ms
+
+    @property
+    def result(self) -> Candidate:
+        return self.candidates[self.chosen]
+
+    def summary(self) -> str:
+        c = self.result
+        where = (f"with {', '.join(c.float_layers)} in float" if c.float_layers else "fully int8")
+        n = len(self.candidates)
+        return (f"accuracy budget: meets {self.min_agreement:.1%} ({c.worst:.3f} on {self.samples} validation "
+                f"samples) {where}: {c.estimate_ms - self.full_int8_ms:+.3g} ms on {self.target} vs full int8 "
+                f"({c.estimate_ms:.3g} ms against {self.full_int8_ms:.3g} ms, device estimate, not a measurement; "
+                f"{n} candidate{'s' if n > 1 else ''} tried)")
+
+    def failure(self) -> str:
+        best = max(self.candidates, key=lambda c: c.worst)
+        n = len(self.candidates)
+        return (f"no int8 artifact meets --min-agreement {self.min_agreement:g}: {n} "
+                f"candidate{'s' if n > 1 else ''} tried, best top-1 agreement {best.worst:.1%} with "
+                f"{', '.join(best.float_layers) or 'no layer'} in float (measured on {self.inputs}); "
+                "lower --min-agreement, give calibration data like the inputs (--calib) or export fp16")
+
+    def to_json(self) -> dict:
+        return {"min_agreement": self.min_agreement, "target": self.target, "estimate": self.estimate_label,
+                "measured_on": {"samples": self.samples, "inputs": self.inputs},
+                "method": "greedy: full int8, then layers kept in float in order of weight-rounding noise "
+                          "(logit SQNR, one layer at a time) per estimated ms, until the agreement is met",
+                "sensitivity": [s.to_json() for s in self.sensitivity],
+                "candidates": [c.to_json() for c in self.candidates],
+                "chosen": self.chosen,
+                "full_int8_ms": round(self.full_int8_ms, 4) if self.candidates else None,
+                "cost_ms": (round(self.result.estimate_ms - self.full_int8_ms, 4)
+                            if self.chosen is not None else None),
+                "summary": self.summary() if self.chosen is not None else None}
+
+
+def _finite(v: float):
+    return "inf" if isinstance(v, float) and math.isinf(v) else round(float(v), 3)
+
+
+def _sqnr(ref: np.ndarray, out: np.ndarray) -> float:
+    noise = float(np.sum((ref.astype(np.float64) - out) ** 2))
+    return math.inf if noise == 0 else 10.0 * math.log10(float(np.sum(ref.astype(np.float64) ** 2)) / noise)
+
+
+# ---------------------------------------------------------------- price on the target
+
+
+class Pricer:
+    """Device estimates of the model with a set of layers in float, the rest int8 (cost model)."""
+
+    def __init__(self, model, target, *, threads: int | None = None):
+        from mobiledeploy.cost.estimate import cost_model_for, estimate_label, estimate_layers
+        from mobiledeploy.cost.info import keras_stats
+        from mobiledeploy.cost.ir import LayerStats
+
+        self._cm = cost_model_for(target, threads=threads)
+        self.label = estimate_label(self._cm)
+        self.target = target.name
+        layers = keras_stats(model).layers
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = {p: estimate_layers(layers, self._cm, precision=p, warn_other=False) for p in ("fp32", "int8")}
+        self._order = [lyr.name for lyr in layers]
+        self._layer = {lyr.name: lyr for lyr in layers}
+        self._ms = {p: {x.name: x.estimate_us / 1e3 for x in e.layers} for p, e in est.items()}
+        self._owner = {}  # Keras layer name -> the cost layer it is fused into
+        for lyr in layers:
+            for n in (lyr.name, *lyr.fused):
+                self._owner.setdefault(n, lyr.name)
+        self._estimate_layers, self._stats = estimate_layers, LayerStats
+
+    def _convert_ms(self, elems: int) -> float:
+        """A quantize or dequantize of ``elems`` activation values (element-wise: memory + overhead)."""
+        op = self._stats(name="convert", type="QUANTIZE", op_class="elementwise", output_shape=(elems,), params=0,
+                         macs=0, in_elems=elems, out_elems=elems)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._estimate_layers([op], self._cm, precision="fp32", warn_other=False).latency_ms
+
+    def ms(self, float_layers) -> float:
+        floats = {self._owner.get(n, n) for n in float_layers}
+        total, prev_float = 0.0, False
+        for i, name in enumerate(self._order):
+            is_float = name in floats
+            total += self._ms["fp32" if is_float else "int8"][name]
+            lyr = self._layer[name]
+            if is_float and not prev_float:  # entering a float island: dequantize its input
+                total += self._convert_ms(lyr.in_elems)
+            if is_float and (i + 1 == len(self._order) or self._order[i + 1] not in floats):
+                total += self._convert_ms(lyr.out_elems)  # leaving it: quantize its output
+            prev_float = is_float
+        return total
+
+
+# ---------------------------------------------------------------- sensitivity
+
+
+def sensitivities(model, layers: tuple[str, ...], x: np.ndarray, reference: np.ndarray, recipe, calibration,
+                  pricer: Pricer) -> list[Sensitivity]:
+    """Per layer: the logit SQNR with that layer's weights alone rounded to int8 (see the module doc)."""
+    from mobiledeploy.export import equalize as E
+    from mobiledeploy.export.logits import keras_logits_model
+    from mobiledeploy.export.pipeline import keras_outputs
+
+    corrected = calibration.quant_source(model, replace(recipe, float_layers=())) if recipe.bias_correction else None
+    work = E.clone(model)
+    twin = keras_logits_model(work) or work
+    targets = {layer.name: bn for layer, bn in E._conv_targets(work)}
+    base_ms = pricer.ms(())
+    out = []
+    for name in layers:
+        layer = work.get_layer(name)
+        bn = targets.get(name)
+        saved = [(lyr, lyr.get_weights()) for lyr in (layer, bn) if lyr is not None]
+        if corrected is not None:  # this layer's bias correction only
+            for lyr in (layer, bn):
+                if lyr is not None:
+                    lyr.set_weights(corrected.get_layer(lyr.name).get_weights())
+        w = layer.get_weights()
+        w[0] = w[0] + E._kernel_delta(layer, bn, per_channel=recipe.per_channel, qmax=E.WEIGHT_QMAX["int8"])
+        layer.set_weights(w)
+        db = _sqnr(reference, keras_outputs(twin, x).reshape(reference.shape))
+        for lyr, ws in saved:
+            lyr.set_weights(ws)
+        out.append(Sensitivity(name, db, pricer.ms((name,)) - base_ms))
+    return out
+
+
+def order(sens: list[Sensitivity]) -> list[Sensitivity]:
+    """Most noise per estimated millisecond first (a layer that costs nothing in float comes first)."""
+    return sorted(sens, key=lambda s: (-s.noise / max(s.float_cost_ms, 1e-6), s.layer))
+
+
+# ---------------------------------------------------------------- the search
+
+
+@dataclass
+class Search:
+    """Runs the greedy search; ``convert_validate(recipe, out_dir) -> {format: (path, Validation)}``."""
+
+    min_agreement: float
+    convert_validate: object
+    pricer: Pricer
+    samples: int
+    inputs: str
+    files: dict = field(default_factory=dict)  # the chosen candidate's files, by format
+
+    def run(self, recipe, sens: list[Sensitivity], work_dir: Path) -> BudgetSearch:
+        ranked = order(sens)
+        sets = [()] + [tuple(s.layer for s in ranked[:k]) for k in range(1, len(ranked) + 1)]
+        result = BudgetSearch(self.min_agreement, self.pricer.target, self.pricer.label, self.samples, self.inputs,
+                              tuple(sens))
+        candidates = []
+        for i, layers in enumerate(sets[:MAX_CANDIDATES]):
+            d = Path(work_dir) / f"{BUDGET_DIR}-{i}"
+            d.mkdir(parents=True, exist_ok=True)
+            prev = Path(work_dir) / f"{BUDGET_DIR}-0"
+            for f in prev.glob("*_fp32.onnx") if i else ():  # the fp32 ONNX is the same for every candidate
+                os.link(f, d / f.name)
+            got = self.convert_validate(replace(recipe, float_layers=layers), d)
+            agree = {fmt: float(v.top1_agreement) for fmt, (_, v) in got.items()}
+            c = Candidate(layers, agree, {fmt: float(v.sqnr_db) for fmt, (_, v) in got.items()},
+                          self.pricer.ms(layers), min(agree.values()) >= self.min_agreement)
+            candidates.append(c)
+            if c.meets:
+                self.files = {fmt: p for fmt, (p, _) in got.items()}
+                return replace(result, candidates=tuple(candidates), chosen=i)
+            if i:  # the first keeps the fp32 ONNX the others link to
+                shutil.rmtree(d, ignore_errors=True)
+        result = replace(result, candidates=tuple(candidates))
+        raise ValidationError(result.failure())
+
+
+def search_recipe(model, recipe, calibration, cal, reference, config, staging: Path, stem: str, step):
+    """Run the budget search for ``config`` (``--min-agreement`` with ``--target``): the recipe with the
+    chosen float layers, the ``BudgetSearch`` and the chosen candidate's int8 files by format."""
+    from mobiledeploy.export.float_layers import _weighted
+    from mobiledeploy.export.formats import FORMATS
+    from mobiledeploy.export.validate import validate_artifact
+    from mobiledeploy.quiet import quiet_converter
+    from mobiledeploy.targets import load_target
+
+    fmts = [f for f in config.formats if FORMATS[f].per_precision and "int8" in FORMATS[f].precisions]
+
+    def convert_validate(rec, out_dir: Path) -> dict:
+        got = {}
+        for f in fmts:
+            path = FORMATS[f].converter()(model, "int8", rec, calibration, out_dir, stem)
+            with quiet_converter():
+                got[f] = (path, validate_artifact(path, fmt=f, precision="int8", x=cal.validation,
+                                                  reference=reference, int8_io=config.int8_io,
+                                                  inputs=cal.validation_inputs))
+        return got
+
+    pricer = Pricer(model, load_target(config.target))
+    layers = tuple(lyr.name for lyr in _weighted(model))
+    with step("accuracy budget: layer sensitivity"):
+        sens = sensitivities(model, layers, cal.validation, reference.values, recipe, calibration, pricer)
+    search = Search(config.min_agreement, convert_validate, pricer, int(cal.validation.shape[0]),
+                    cal.validation_inputs)
+    with step("accuracy budget: search"):
+        result = search.run(recipe, sens, staging)
+    return replace(recipe, float_layers=result.result.float_layers), result, search.files

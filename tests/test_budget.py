@@ -1,0 +1,137 @@
+"""The accuracy budget (``export --quant int8 --min-agreement A --target T``): a toy whose answer is
+known. ``conv_b`` carries an outlier weight on an input channel that never fires: in float it adds
+nothing, but int8 rounds every other weight of each ``conv_b`` channel to zero (one scale per output
+channel, set by the outlier), so full int8 loses the model's answer on any CPU, and keeping exactly
+``conv_b`` in float restores it. The search must find that layer, record its candidates in the
+manifest and say what the budget cost on the target; an unreachable budget fails with one line and
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobiledeploy.cli import cli
+from mobiledeploy.errors import UsageError
+from mobiledeploy.export.pipeline import ExportConfig, export_model
+from tests.conftest import one_line_error
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.ReLU(name="relu_a")(keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv_a")(inp))
+    x = keras.layers.ReLU(name="relu_b")(keras.layers.Conv2D(16, 1, name="conv_b")(x))
+    x = keras.layers.ReLU(name="relu_c")(keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv_c")(x))
+    out = keras.layers.Dense(10, activation="softmax", name="classifier")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out, name="toy")
+    k, b = model.get_layer("conv_a").get_weights()
+    k[..., 0] *= 0.01
+    b[0] = -1.0  # channel 0 of conv_a never fires: its pre-activation stays near -1
+    model.get_layer("conv_a").set_weights([k, b])
+    k, b = model.get_layer("conv_b").get_weights()
+    k[0, 0, 0, :] = 1e4  # the outlier, on that silent channel
+    model.get_layer("conv_b").set_weights([k, b])
+    k, b = model.get_layer("classifier").get_weights()
+    model.get_layer("classifier").set_weights([5 * k, b])  # classes apart: int8 noise alone does not flip them
+    path = tmp_path_factory.mktemp("toy") / "toy.keras"
+    model.save(str(path))
+    return path
+
+
+def _config(path, out, **kw) -> ExportConfig:
+    base = dict(model_path=str(path), formats=("tflite",), precisions=("int8",), calib="digits", calib_samples=64,
+                validate_samples=64, bias_correction=False, min_agreement=0.9, target="pixel4", out=str(out))
+    return ExportConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def budget_run(toy_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("budget")
+    result = CliRunner().invoke(cli, ["export", "--model", str(toy_file), "--formats", "tflite", "--quant", "int8",
+                                      "--calib", "digits", "--calib-samples", "64", "--validate-samples", "64",
+                                      "--no-bias-correction", "--min-agreement", "0.9", "--target", "pixel4",
+                                      "--out", str(out)])
+    return result, out
+
+
+def test_the_search_keeps_exactly_the_sensitive_layer_in_float(budget_run):
+    result, out = budget_run
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "manifest.json").read_text())
+    search = m["quantization"]["budget_search"]
+    sens = {s["layer"]: s for s in search["sensitivity"]}
+    assert set(sens) == {"conv_a", "conv_b", "conv_c", "classifier"}
+    worst = min(sens.values(), key=lambda s: float("inf") if s["sqnr_db"] == "inf" else s["sqnr_db"])
+    assert worst["layer"] == "conv_b"
+    first, chosen = search["candidates"][0], search["candidates"][search["chosen"]]
+    assert first["float_layers"] == [] and not first["meets"]  # full int8 was tried and misses
+    assert first["top1_agreement"]["tflite"] < 0.9
+    assert chosen["float_layers"] == ["conv_b"] and chosen["meets"]
+    assert chosen["top1_agreement"]["tflite"] >= 0.9
+    assert search["measured_on"]["samples"] == 64 and "held out" in search["measured_on"]["inputs"]
+    # what ships is the chosen candidate, and the manifest says so
+    assert m["quantization"]["float_layers"]["layers"] == ["conv_b"]
+    assert "accuracy budget" in m["quantization"]["float_layers"]["reason"]
+    (art,) = m["artifacts"]
+    assert art["validation"]["top1_agreement"] == chosen["top1_agreement"]["tflite"]
+    assert not art["degraded"]
+    # the cost: a float layer costs more on the device than its int8 twin, and the summary says how much
+    assert search["cost_ms"] == pytest.approx(chosen["estimate_ms"] - first["estimate_ms"], abs=1e-3)
+    assert search["cost_ms"] > 0
+    assert "with conv_b in float" in search["summary"] and "ms on pixel4 vs full int8" in search["summary"]
+    assert search["summary"] in " ".join(result.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def hopeless_file(tmp_path_factory):
+    """conv_x -> global average pool -> classifier, one channel of conv_x a constant 1e4 the classifier ignores:
+    the pooled tensor's int8 step (its range / 255) then wipes out every other channel, and the pool itself
+    is no layer the search can keep in float: no candidate meets the budget."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv_x")(inp)
+    out = keras.layers.Dense(10, activation="softmax", name="classifier")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out, name="hopeless")
+    k, b = model.get_layer("conv_x").get_weights()
+    k[..., 0] = 0.0
+    b[0] = 1e4
+    model.get_layer("conv_x").set_weights([k, b])
+    k, b = model.get_layer("classifier").get_weights()
+    k[0] = 0.0
+    model.get_layer("classifier").set_weights([5 * k, b])
+    path = tmp_path_factory.mktemp("hopeless") / "hopeless.keras"
+    model.save(str(path))
+    return path
+
+
+def test_an_unreachable_budget_fails_with_one_line_and_writes_nothing(hopeless_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(cli, ["export", "--model", str(hopeless_file), "--formats", "tflite", "--quant",
+                                      "int8", "--calib", "digits", "--calib-samples", "64", "--validate-samples",
+                                      "64", "--no-bias-correction", "--min-agreement", "0.9", "--target", "pixel4",
+                                      "--out", str(out)])
+    one_line_error(result, 1, "no int8 artifact meets --min-agreement 0.9", "3 candidates tried")
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(min_agreement=None), "--min-agreement"),
+    (dict(precisions=("fp32",)), "int8"),
+    (dict(float_layers=("conv_b",)), "--float-layers"),
+    (dict(target="no_such_phone"), "unknown target"),
+])
+def test_budget_usage_errors(toy_file, tmp_path, kw, needle):
+    with pytest.raises(UsageError, match=needle):
+        _config(toy_file, tmp_path, **kw).check()
