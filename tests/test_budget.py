@@ -135,3 +135,36 @@ def test_an_unreachable_budget_fails_with_one_line_and_writes_nothing(hopeless_f
 def test_budget_usage_errors(toy_file, tmp_path, kw, needle):
     with pytest.raises(UsageError, match=needle):
         _config(toy_file, tmp_path, **kw).check()
+
+
+class _Pricer:
+    target, label = "phone", "device estimate for phone, not a measurement"
+
+    def ms(self, layers):
+        return 1.0 + 0.25 * len(layers)
+
+
+def test_the_search_drops_a_float_layer_the_budget_turns_out_not_to_need(tmp_path):
+    """The greedy order (most noise per ms first) puts layer a before b, but only b matters: the search grows
+    to {a, b}, then finds that {b} alone holds and ships that, every try recorded."""
+    from types import SimpleNamespace
+
+    from mobiledeploy.export.budget import Search, Sensitivity
+
+    tried = []
+
+    def convert_validate(recipe, out_dir):
+        tried.append(recipe.float_layers)
+        agree = 1.0 if "b" in recipe.float_layers else 0.5
+        return {"tflite": (out_dir / "x_int8.tflite", SimpleNamespace(top1_agreement=agree, sqnr_db=20.0))}
+
+    from mobiledeploy.export.recipes import QuantRecipe
+
+    sens = [Sensitivity("a", 5.0, 0.25), Sensitivity("b", 10.0, 0.25), Sensitivity("c", 40.0, 0.25)]
+    search = Search(0.9, convert_validate, _Pricer(), 64, "64 held-out samples")
+    res = search.run(QuantRecipe(), sens, tmp_path)
+    assert tried == [(), ("a",), ("a", "b"), ("b",)]
+    assert res.result.float_layers == ("b",) and res.chosen == 3
+    assert [c.meets for c in res.candidates] == [False, False, True, True]
+    assert res.to_json()["cost_ms"] == pytest.approx(0.25)
+    assert "with b in float: +0.25 ms on phone vs full int8" in res.summary()

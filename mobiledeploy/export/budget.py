@@ -16,8 +16,11 @@ lowest device estimate on ``--target`` (``export --quant int8 --min-agreement A 
    per estimated millisecond, each candidate converted for every requested format and
    validated like any artifact (top-1 agreement with the float model on the validation
    samples; a candidate's agreement is its worst format's). The first candidate that meets the
-   budget is the export's recipe. None meets it: ``ValidationError`` (one line; the export is
-   atomic, nothing is written).
+   budget ends the growth; then each earlier float layer is dropped again when that lowers the
+   estimate and the budget still holds without it (the greedy order is a guess; measurements
+   decide). The last candidate that met it is the export's recipe. At most ``MAX_CANDIDATES``
+   are converted. None meets it: ``ValidationError`` (one line; the export is atomic, nothing
+   is written).
 
 Every candidate (float layers, agreement per format, estimate) goes into the manifest's
 ``quantization.budget_search``; ``summary`` says what the budget cost against full int8.
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -112,7 +114,8 @@ class BudgetSearch:
         return {"min_agreement": self.min_agreement, "target": self.target, "estimate": self.estimate_label,
                 "measured_on": {"samples": self.samples, "inputs": self.inputs},
                 "method": "greedy: full int8, then layers kept in float in order of weight-rounding noise "
-                          "(logit SQNR, one layer at a time) per estimated ms, until the agreement is met",
+                          "(logit SQNR, one layer at a time) per estimated ms until the agreement is met; then "
+                          "each earlier float layer dropped again if the agreement still holds without it",
                 "sensitivity": [s.to_json() for s in self.sensitivity],
                 "candidates": [c.to_json() for c in self.candidates],
                 "chosen": self.chosen,
@@ -235,29 +238,42 @@ class Search:
     files: dict = field(default_factory=dict)  # the chosen candidate's files, by format
 
     def run(self, recipe, sens: list[Sensitivity], work_dir: Path) -> BudgetSearch:
-        ranked = order(sens)
-        sets = [()] + [tuple(s.layer for s in ranked[:k]) for k in range(1, len(ranked) + 1)]
+        ranked = [s.layer for s in order(sens)]
         result = BudgetSearch(self.min_agreement, self.pricer.target, self.pricer.label, self.samples, self.inputs,
                               tuple(sens))
-        candidates = []
-        for i, layers in enumerate(sets[:MAX_CANDIDATES]):
-            d = Path(work_dir) / f"{BUDGET_DIR}-{i}"
-            d.mkdir(parents=True, exist_ok=True)
-            prev = Path(work_dir) / f"{BUDGET_DIR}-0"
-            for f in prev.glob("*_fp32.onnx") if i else ():  # the fp32 ONNX is the same for every candidate
-                os.link(f, d / f.name)
-            got = self.convert_validate(replace(recipe, float_layers=layers), d)
-            agree = {fmt: float(v.top1_agreement) for fmt, (_, v) in got.items()}
-            c = Candidate(layers, agree, {fmt: float(v.sqnr_db) for fmt, (_, v) in got.items()},
-                          self.pricer.ms(layers), min(agree.values()) >= self.min_agreement)
-            candidates.append(c)
-            if c.meets:
-                self.files = {fmt: p for fmt, (p, _) in got.items()}
-                return replace(result, candidates=tuple(candidates), chosen=i)
-            if i:  # the first keeps the fp32 ONNX the others link to
-                shutil.rmtree(d, ignore_errors=True)
-        result = replace(result, candidates=tuple(candidates))
-        raise ValidationError(result.failure())
+        self._recipe, self._dir, self._tried = recipe, Path(work_dir), []
+        best = None
+        for k in range(len(ranked) + 1):  # grow: full int8, then the next layer by noise per ms
+            if len(self._tried) >= MAX_CANDIDATES:
+                break
+            if self._try(tuple(ranked[:k])):
+                best = len(self._tried) - 1
+                break
+        if best is not None:  # prune: drop a float layer the budget turns out not to need (cheapest noise first)
+            for layer in reversed(self._tried[best][0].float_layers[:-1]):
+                if len(self._tried) >= MAX_CANDIDATES:
+                    break
+                fewer = tuple(n for n in self._tried[best][0].float_layers if n != layer)
+                if self.pricer.ms(fewer) < self._tried[best][0].estimate_ms and self._try(fewer):
+                    best = len(self._tried) - 1
+        candidates = tuple(c for c, _ in self._tried)
+        if best is None:
+            raise ValidationError(replace(result, candidates=candidates).failure())
+        self.files = self._tried[best][1]
+        return replace(result, candidates=candidates, chosen=best)
+
+    def _try(self, layers: tuple[str, ...]) -> bool:
+        i = len(self._tried)
+        d = self._dir / f"{BUDGET_DIR}-{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        for f in (self._dir / f"{BUDGET_DIR}-0").glob("*_fp32.onnx") if i else ():  # the same for every candidate
+            os.link(f, d / f.name)
+        got = self.convert_validate(replace(self._recipe, float_layers=layers), d)
+        agree = {fmt: float(v.top1_agreement) for fmt, (_, v) in got.items()}
+        c = Candidate(layers, agree, {fmt: float(v.sqnr_db) for fmt, (_, v) in got.items()},
+                      self.pricer.ms(layers), min(agree.values()) >= self.min_agreement)
+        self._tried.append((c, {fmt: p for fmt, (p, _) in got.items()}))
+        return c.meets
 
 
 def search_recipe(model, recipe, calibration, cal, reference, config, staging: Path, stem: str, step):
