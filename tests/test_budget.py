@@ -129,6 +129,7 @@ def test_an_unreachable_budget_fails_with_one_line_and_writes_nothing(hopeless_f
 @pytest.mark.parametrize("kw, needle", [
     (dict(min_agreement=None), "--min-agreement"),
     (dict(precisions=("fp32",)), "int8"),
+    (dict(formats=("keras",)), "--formats"),
     (dict(float_layers=("conv_b",)), "--float-layers"),
     (dict(target="no_such_phone"), "unknown target"),
 ])

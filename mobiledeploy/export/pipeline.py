@@ -314,9 +314,10 @@ def _check_budget(config: ExportConfig) -> None:
     """--target asks for the accuracy budget: it needs --min-agreement, int8 and the float layers free."""
     if config.min_agreement is None:
         raise UsageError("--target sets the accuracy budget's target: give --min-agreement A too")
-    if "int8" not in config.precisions:
+    if "int8" not in config.precisions or not any(FORMATS[f].per_precision and "int8" in FORMATS[f].precisions
+                                                  for f in config.formats):
         raise UsageError("the accuracy budget (--min-agreement with --target) searches int8 artifacts: add int8 to "
-                         "--quant")
+                         "--quant and tflite or onnx to --formats")
     if config.float_layers is not None:
         raise UsageError("the accuracy budget (--target) chooses the layers kept in float: leave --float-layers "
                          "at auto")
