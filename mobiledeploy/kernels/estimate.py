@@ -16,7 +16,7 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError
@@ -174,7 +174,7 @@ def spill_bytes(path, target, threads: int) -> tuple[float, float, float]:
     from mobiledeploy.cost.model import LayerArrays
 
     stats = info.model_stats(path)
-    cm = cost_model_for(target, threads=threads)
+    cm = cost_model_for(replace(target, cost_model={}), threads=threads)  # the priors: nothing fitted
     arrays = LayerArrays(stats.layers, stats.precision, threads)
     return float(arrays.terms(cm, threads)["spill"].sum()), float(cm.bandwidth_gbs), cm.speedup(threads)
 
