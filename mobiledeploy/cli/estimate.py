@@ -68,13 +68,14 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
 
 def _kernels(model, target_name, target_file, threads, json_path):
     """--method kernels: the estimate from the emulated kernels (mobiledeploy.kernels)."""
-    from mobiledeploy.kernels.estimate import core_of, estimate_kernels
+    from mobiledeploy.kernels.estimate import check_artifact, core_of, estimate_kernels
     from mobiledeploy.targets import load_target
 
     if model is None:
         raise click.UsageError("--method kernels needs a MODEL file (.tflite or .onnx), not --arch")
     target = load_target(target_name, file=target_file)
-    core_of(target)  # no [kernels] table: one line before anything runs
+    core_of(target)  # no [kernels] table, or not an artifact: one line before anything runs
+    check_artifact(model)
     err = stderr_console()
     if not json_path == "-":
         err.print(f"estimating from the kernels on {target.name}'s core (first time per artifact and core: one "

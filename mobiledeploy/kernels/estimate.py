@@ -200,15 +200,21 @@ def load_profile(path, core: Core, threads: int, xnnpack: bool, env, *, refresh:
     return prof
 
 
+def check_artifact(path) -> Path:
+    """``path`` if it is a .tflite or .onnx file; ``UsageError`` otherwise."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tflite", ".onnx"):
+        raise UsageError(f"{path.name}: --method kernels runs .tflite or .onnx artifacts (export the model first)")
+    return path
+
+
 def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = None, xnnpack: bool | None = None,
                      env=None, refresh: bool = False, timeout_s: float = 1800.0) -> KernelEstimate:
     """Estimate ``path`` (.tflite or .onnx) on ``target``'s device from its emulated kernels."""
     from mobiledeploy.runtimes import emulate as emu
 
     t0 = time.perf_counter()
-    path = Path(path)
-    if path.suffix.lower() not in (".tflite", ".onnx"):
-        raise UsageError(f"{path.name}: --method kernels runs .tflite or .onnx artifacts (export the model first)")
+    path = check_artifact(path)
     core = core_of(target)
     disasm.llvm_bin("llvm-mca")
     disasm.llvm_bin("llvm-mc")
