@@ -169,3 +169,17 @@ def test_the_search_drops_a_float_layer_the_budget_turns_out_not_to_need(tmp_pat
     assert [c.meets for c in res.candidates] == [False, False, True, True]
     assert res.to_json()["cost_ms"] == pytest.approx(0.25)
     assert "with b in float: +0.25 ms on phone vs full int8" in res.summary()
+
+
+def test_the_price_of_float_layers_on_a_mobilenet(tiny_keras):
+    """Every convolution of a MobileNet (padding layers in between) is priced; a float layer costs more than
+    its int8 twin on a phone, and two float layers more than either."""
+    from mobiledeploy.export.budget import Pricer
+    from mobiledeploy.export.float_layers import _weighted
+    from mobiledeploy.targets import load_target
+
+    pricer = Pricer(tiny_keras, load_target("pixel4"))
+    full = pricer.ms(())
+    for layer in _weighted(tiny_keras):
+        assert pricer.ms((layer.name,)) > full, layer.name
+    assert pricer.ms(("conv_dw_2", "conv_pw_2")) > max(pricer.ms(("conv_dw_2",)), pricer.ms(("conv_pw_2",)))

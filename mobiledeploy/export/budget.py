@@ -152,7 +152,7 @@ class Pricer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est = {p: estimate_layers(layers, self._cm, precision=p, warn_other=False) for p in ("fp32", "int8")}
-        self._order = [lyr.name for lyr in layers]
+        self._order = [x.name for x in est["int8"].layers]  # what the runtime runs (no padding layers)
         self._layer = {lyr.name: lyr for lyr in layers}
         self._ms = {p: {x.name: x.estimate_us / 1e3 for x in e.layers} for p, e in est.items()}
         self._owner = {}  # Keras layer name -> the cost layer it is fused into
