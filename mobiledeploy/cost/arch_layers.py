@@ -18,6 +18,7 @@ import math
 
 from mobiledeploy.cost.ir import LayerStats, Node, fuse_and_measure
 from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy.models.archs import check_build_args
 
 __all__ = ["arch_nodes", "arch_layers", "COVERED"]
 
@@ -253,8 +254,6 @@ def arch_nodes(arch: str, *, alpha: float = 1.0, resolution: int = 224, classes:
                depth_multiplier: int = 1, dropout: float = 1e-3) -> list[Node]:
     """The nodes ``keras_nodes`` reads from ``build_model(arch, ...)``, without building it.
     Arguments are checked by ``models.archs.check_build_args`` first, as ``build_model`` does."""
-    from mobiledeploy.models.archs import check_build_args
-
     a = check_build_args(arch, alpha=alpha, resolution=resolution, classes=classes,
                          depth_multiplier=depth_multiplier, dropout=dropout)
     g = _Graph(int(resolution))

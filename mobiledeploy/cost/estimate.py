@@ -16,13 +16,15 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
+from mobiledeploy.cost import info
+from mobiledeploy.cost.arch_layers import COVERED
 from mobiledeploy.cost.ir import OP_CLASSES
 from mobiledeploy.cost.model import (COMBINES, COMPUTE_CLASSES, DEFAULT_CACHE_RATIO, PRECISION_BYTES,  # noqa: F401
                                      PRECISION_RATE, PRECISIONS, PRIORS_ONLY_EVIDENCE, PRIORS_ONLY_TEXT,
                                      LayerArrays, expected_error_text,
                                      runtime_layers)
-from mobiledeploy.cost.arch_layers import COVERED
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import MobiledeployError, UsageError
+from mobiledeploy.models import inspect
 from mobiledeploy.models.archs import MIN_RESOLUTION
 from mobiledeploy.options import AtLeast, Finite, OneOf, check_fields, option
 
@@ -244,7 +246,6 @@ def estimate(config: EstimateConfig, target) -> Estimate:
     """Estimate ``config``'s model on ``target``, the profile ``config.target`` names, loaded by the
     caller (``targets.load_target``: targets sit above cost) (see the module docstring)."""
     check_fields(config)
-    from mobiledeploy.cost import info
 
     model = cost_model_for(target, threads=config.threads)
     if config.model is not None:
@@ -267,9 +268,6 @@ def estimates_for(paths, target, *, threads: int | None = None, shapes: dict | N
     for the device-estimate column of ``bench``. A model that cannot be estimated gets
     ``{"estimate_error": message}``; nothing raises per model. ``shapes`` are bench's
     ``--shape``, so the estimate is for the shape that was measured."""
-    from mobiledeploy.cost import info
-    from mobiledeploy.errors import MobiledeployError
-
     out: dict[str, dict] = {}
     try:
         model = cost_model_for(target, threads=threads)
@@ -293,6 +291,4 @@ def estimates_for(paths, target, *, threads: int | None = None, shapes: dict | N
 
 def _file_inputs(p) -> list:
     """Inputs of a .tflite/.onnx file (none for Keras): bench's --shape names only those of one model."""
-    from mobiledeploy.models import inspect
-
     return [] if inspect.detect_format(p) == "keras" else inspect.inputs(p)

@@ -11,6 +11,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 
+from mobiledeploy import io
 from mobiledeploy.cost.estimate import CostModel
 from mobiledeploy.cost.measurements import Measurement, measurement_for, read_measurements  # noqa: F401
 from mobiledeploy.cost.model import FIT_PARAMS, FitResult, LayerArrays, default_params, fit  # noqa: F401
@@ -93,8 +94,6 @@ def fit_table(result: FitResult, *, source: str) -> dict:
 
 def write_cost_model_table(path: str | os.PathLike, table: dict, *, comment: str = "") -> Path:
     """Replace the [cost_model] of the target file at ``path`` (atomically), keeping the rest."""
-    from mobiledeploy import io
-
     p = Path(path)
     text = strip_cost_model(p.read_text(encoding="utf-8")) if p.exists() else ""
     return io.write_text(p, text + cost_model_toml(table, comment=comment))

@@ -19,6 +19,8 @@ from pathlib import Path
 from mobiledeploy.cost.ir import (  # noqa: F401 - OP_CLASSES, LayerStats, UnknownOpWarning re-exported
     OP_CLASSES, LayerStats, Node, UnknownOpWarning, element_count, fuse_and_measure)
 from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy.models import inspect
+
 
 # ---------------------------------------------------------------- Keras
 
@@ -123,8 +125,6 @@ _TFLITE_KINDS = {
 def tflite_nodes(path: str | Path, shapes: dict | None = None) -> list[Node]:
     """The nodes of a TFLite file, its dynamic inputs fixed by ``shapes`` (see ``inspect.concrete_shapes``)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    from mobiledeploy.models import inspect
 
     fixed = inspect.concrete_shapes(inspect.inputs(path), shapes, path)  # checks the file first
     try:

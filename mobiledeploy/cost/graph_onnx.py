@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.cost.ir import LayerStats, Node, fuse_and_measure
+from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy.models import inspect
 
 _KINDS = {
     "Conv": "conv", "QLinearConv": "conv", "ConvInteger": "conv",
@@ -52,8 +53,6 @@ def onnx_nodes(path: str | Path, shapes: dict | None = None) -> tuple[list[Node]
     """The nodes of an ONNX file, its dynamic inputs fixed by ``shapes`` (see ``inspect.concrete_shapes``)."""
     import onnx
     from onnx import shape_inference
-
-    from mobiledeploy.models import inspect
 
     fixed = inspect.concrete_shapes(inspect.inputs(path), shapes, path)  # checks the file first
     try:

@@ -14,9 +14,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy.cost import graph
+from mobiledeploy.cost.arch_layers import COVERED, arch_layers
 from mobiledeploy.cost.graph import keras_layers
+from mobiledeploy.cost.graph_onnx import onnx_layers
 from mobiledeploy.cost.ir import LayerStats
+from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy.models import inspect
 from mobiledeploy.quiet import import_keras
 
 __all__ = ["LayerStats", "ModelStats", "keras_stats", "model_stats", "config_stats", "keras_config_stats",
@@ -95,9 +99,6 @@ def keras_stats(model, *, arch: str | None = None, alpha: float | None = None,
 
 
 def _file_stats(path: Path, shapes: dict | None = None) -> ModelStats:
-    from mobiledeploy.cost import graph
-    from mobiledeploy.models import inspect
-
     suffix = path.suffix.lower()
     if suffix in (".keras", ".h5") or path.is_dir():
         if not path.exists():
@@ -111,8 +112,6 @@ def _file_stats(path: Path, shapes: dict | None = None) -> ModelStats:
         layers = tuple(graph.tflite_layers(path, shapes))
         in_shape = inspect.concrete_shapes(ins, shapes, path)[ins[0].name] if ins else ()
     else:
-        from mobiledeploy.cost.graph_onnx import onnx_layers
-
         layers, in_shape = onnx_layers(path, shapes)
         layers = tuple(layers)
     precision = inspect.precision(path)
@@ -196,8 +195,6 @@ def config_stats(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: 
                  classes: int = 1000, depth_multiplier: int = 1) -> ModelStats:
     """Statistics of an architecture config. The built-in architectures are laid out without
     TensorFlow (``cost.arch_layers``: the same layers as the Keras model); others are built."""
-    from mobiledeploy.cost.arch_layers import COVERED, arch_layers
-
     if arch not in COVERED:
         return keras_config_stats(arch, alpha=alpha, resolution=resolution, classes=classes,
                                   depth_multiplier=depth_multiplier)

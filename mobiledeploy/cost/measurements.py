@@ -28,8 +28,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mobiledeploy.cost import info
 from mobiledeploy.cost.model import PRECISION_BYTES
 from mobiledeploy.errors import UsageError
+from mobiledeploy.models.archs import ARCHS
+from mobiledeploy.models.artifacts import contained_path
 
 FLAG = "--measurements"
 _TIMINGS = re.compile(r"Inference timings in us:.*?Inference \(avg\):\s*([0-9.eE+-]+)")
@@ -250,8 +253,6 @@ _FILE_CACHE: dict = {}  # (path, mtime, size) -> (format, precision, layers): ea
 
 
 def _file_stats(model: str) -> tuple:
-    from mobiledeploy.cost import info
-
     try:
         st = os.stat(model)
         key = (str(Path(model).resolve()), st.st_mtime_ns, st.st_size)
@@ -271,8 +272,6 @@ def measurement_for(*, label: str, layers=None, model: str | None = None, arch: 
                     precision: str | None = None, threads: int = 1, latency_ms: float) -> Measurement:
     """A Measurement from a model file or a config (each file and config is parsed once and cached,
     so rows of the same model share one layer tuple)."""
-    from mobiledeploy.cost import info
-
     if layers is None and model is not None:
         fmt, file_precision, layers = _file_stats(model)
         if precision and fmt != "keras" and precision != file_precision:
@@ -302,7 +301,6 @@ def read_measurements(path: str | os.PathLike, *, default_threads: int = 1) -> l
     if "latency_ms" not in cols or not ({"model"} & cols or {"arch", "alpha", "res"} <= cols):
         raise UsageError(f"{str(p)!r} ({flag}) needs a header with latency_ms and either model or "
                          f"arch,alpha,res (got: {', '.join(sorted(cols)) or 'nothing'})")
-    from mobiledeploy.models.archs import ARCHS
 
     rows, model_paths = [], {}
     for i, rec in enumerate(reader, start=2):
@@ -320,8 +318,6 @@ def read_measurements(path: str | os.PathLike, *, default_threads: int = 1) -> l
         prec = (rec.get("precision") or "").strip() or None
         model = (rec.get("model") or "").strip()
         if model:
-            from mobiledeploy.models.artifacts import contained_path
-
             if model not in model_paths:  # each named file checked once, however many rows name it
                 model_paths[model] = contained_path(p.parent, model, key=f"line {i} model", source=p)
             mp = model_paths[model]
