@@ -19,9 +19,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from mobiledeploy.cost import info
+from mobiledeploy.cost.estimate import cost_model_for
+from mobiledeploy.cost.model import LayerArrays
 from mobiledeploy.errors import UsageError
 from mobiledeploy.io import sha256_file
-from mobiledeploy.kernels import disasm, model, sched
+from mobiledeploy.kernels import disasm, model, sched, symbols, trace
+from mobiledeploy.runtimes import emulate as emu
 
 LABEL = "device estimate from emulated kernels (qemu CPU, llvm-mca model, clock)"
 FORMAT = 2
@@ -95,8 +99,6 @@ def profile_key(path, core: Core, threads: int, xnnpack: bool, wheels: dict) -> 
 def profile(path, core: Core, *, threads: int, xnnpack: bool, env, cache_dir: Path,
             timeout_s: float = 1800.0) -> dict:
     """The per-invoke counts of ``path`` on ``core``: instructions, cycles per thread, mix."""
-    from mobiledeploy.kernels import trace
-
     tr = trace.trace(path, qemu_cpu=core.cpu, midr=core.midr, threads=threads, builtin=not xnnpack, env=env,
                      timeout_s=timeout_s)
     return profile_from_trace(tr, core.sched, cache_dir)
@@ -152,7 +154,6 @@ def functions(prof: dict, cycles: list[float], top: int = 8) -> list[dict]:
     """The per-kernel breakdown: the functions holding the most scheduled cycles (all threads)."""
     if not prof.get("maps") or not prof["hot"] or "pc" not in prof["hot"][0]:
         return []  # a profile from before block addresses were kept
-    from mobiledeploy.kernels import symbols
 
     by: Counter = Counter()
     ins: Counter = Counter()
@@ -169,10 +170,6 @@ def functions(prof: dict, cycles: list[float], top: int = 8) -> list[dict]:
 def spill_bytes(path, target, threads: int) -> tuple[float, float, float]:
     """(bytes beyond the target's caches per invoke, bandwidth GB/s, thread speedup): the cost
     model's spill term and its priors (``mobiledeploy.cost.estimate``)."""
-    from mobiledeploy.cost import info
-    from mobiledeploy.cost.estimate import cost_model_for
-    from mobiledeploy.cost.model import LayerArrays
-
     stats = info.model_stats(path)
     cm = cost_model_for(replace(target, cost_model={}), threads=threads)  # the priors: nothing fitted
     arrays = LayerArrays(stats.layers, stats.precision, threads)
@@ -211,8 +208,6 @@ def check_artifact(path) -> Path:
 def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = None, xnnpack: bool | None = None,
                      env=None, refresh: bool = False, timeout_s: float = 1800.0) -> KernelEstimate:
     """Estimate ``path`` (.tflite or .onnx) on ``target``'s device from its emulated kernels."""
-    from mobiledeploy.runtimes import emulate as emu
-
     t0 = time.perf_counter()
     path = check_artifact(path)
     core = core_of(target)

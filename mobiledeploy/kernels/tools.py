@@ -8,6 +8,7 @@ import subprocess
 from functools import cache
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.kernels import sched
 
 QEMU = "qemu-aarch64-static"
 
@@ -25,8 +26,6 @@ def known_qemu_cpus() -> tuple[str, ...]:
 
 
 def known_mca_cpus() -> tuple[str, ...]:
-    from mobiledeploy.kernels import sched
-
     try:
         return sched.mca_cpus()
     except UsageError:  # LLVM 19 not installed: checked when the estimate runs
