@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.kernels import tools
+from mobiledeploy.machine import usable_cores
 from mobiledeploy.runtimes import ORT_OPT_LEVELS
+from mobiledeploy.runtimes.emulate import EMULATED_CPUS
 
 DEFAULT_TARGET = "host"
 AFFINITY_POLICIES = ("none", "first")
@@ -130,8 +133,6 @@ def _parse(path: Path, *, flag: str) -> Target:
             raise UsageError(f"{where}: [device].{key} must be a positive number, got {v!r}")
     emulate = data.get("emulate")
     if emulate is not None:
-        from mobiledeploy.runtimes.emulate import EMULATED_CPUS
-
         if emulate not in EMULATED_CPUS:
             raise UsageError(f"{where}: emulate {emulate!r} is not an emulated CPU model; "
                              f"choose from {', '.join(EMULATED_CPUS)}")
@@ -165,7 +166,6 @@ def _kernels(table: dict, where: str) -> dict:
     clock = table["clock_ghz"]
     if isinstance(clock, bool) or not isinstance(clock, (int, float)) or not 0 < clock < 10:
         raise UsageError(f"{where}: [kernels].clock_ghz must be a clock in GHz, got {clock!r}")
-    from mobiledeploy.kernels import tools
 
     qemu, mca = tools.known_qemu_cpus(), tools.known_mca_cpus()
     if qemu and table["cpu"] not in qemu:
@@ -202,8 +202,6 @@ def parse_affinity(value: Any, *, where: str = "--affinity") -> str | tuple[int,
 
 def host_cores() -> list[int]:
     """The cores this process may run on."""
-    from mobiledeploy.machine import usable_cores
-
     return usable_cores()
 
 
