@@ -21,7 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mobiledeploy.data.labels import compile_pattern, pattern_entries
 from mobiledeploy.errors import DataError, UsageError, one_line
+from mobiledeploy.guards import regular_file
+from mobiledeploy.machine import available_memory
 from mobiledeploy.models.preprocessing import AS_IS, Preprocessing, get_preprocessing
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -91,7 +94,6 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
     else:
         p = Path(name).expanduser()
         if p.is_dir() and label_pattern:  # class ids from file names (data/labels.py)
-            from mobiledeploy.data.labels import pattern_entries
 
             x, labels, skipped = read_entries(pattern_entries(p, label_pattern, image_files(p, recursive=True)),
                                                resolution)
@@ -100,8 +102,6 @@ def load_dataset(source: str | os.PathLike, *, resolution: int, preprocessing: s
         elif p.is_dir():
             ds = _load_folder(p, resolution, pre)
         else:  # a .npz (check_options refused any other file)
-            from mobiledeploy.guards import regular_file
-            from mobiledeploy.machine import available_memory
 
             try:  # no FIFO or device (np.load would block or read forever), no empty file
                 regular_file(p, what="data file", max_bytes=available_memory())
@@ -134,8 +134,6 @@ def check_options(source: str | os.PathLike, *, preprocessing: str | None = None
     if preprocessing is not None:
         get_preprocessing(preprocessing)
     if label_pattern is not None:
-        from mobiledeploy.data.labels import compile_pattern
-
         compile_pattern(label_pattern)
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
@@ -309,8 +307,6 @@ def _load_npz(path: Path, resolution: int, pre: Preprocessing) -> Dataset:
 
 def read_labels_file(path: Path) -> tuple[str, ...]:
     """One class name per line (blank lines ignored)."""
-    from mobiledeploy.guards import regular_file
-
     regular_file(path, what="labels file (--labels)")
     try:
         names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
