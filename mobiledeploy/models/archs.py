@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy.guards import check_model_file
+from mobiledeploy.models.limits import check_fits, check_keras_archive
+from mobiledeploy.models.preprocessing import get_preprocessing
+from mobiledeploy.models.weights import check_hdf5, resolve_weights
 from mobiledeploy.quiet import import_keras, import_tensorflow
 
 MIN_RESOLUTION = 32
@@ -81,13 +85,10 @@ def check_build_args(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resoluti
                          f"received depth_multiplier={depth_multiplier!r}")
     if not _is_number(dropout) or not (0.0 <= dropout < 1.0):
         raise UsageError(f"dropout (--dropout) must be in [0, 1), received dropout={dropout!r}")
-    from mobiledeploy.models.limits import check_fits
 
     check_fits(a.name, alpha=float(alpha), resolution=int(resolution), classes=int(classes),
                depth_multiplier=int(depth_multiplier))
     if weights is not None and str(weights) == "imagenet":
-        from mobiledeploy.models.weights import resolve_weights
-
         resolve_weights(weights, arch=a.name, alpha=alpha, resolution=resolution, classes=classes)
     elif weights is not None:
         p = Path(weights)
@@ -98,7 +99,6 @@ def check_build_args(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resoluti
         if not str(p).lower().endswith(WEIGHTS_SUFFIXES):
             raise UsageError(f"weights file {str(p)!r} (--weights) must end in one of "
                              f"{', '.join(WEIGHTS_SUFFIXES)}")
-        from mobiledeploy.models.weights import check_hdf5, resolve_weights
 
         resolve_weights(p, arch=a.name, alpha=alpha, resolution=resolution, classes=classes)
         check_hdf5(p)
@@ -134,8 +134,6 @@ def build_model(arch: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: i
         raise UsageError(f"keras cannot build {a.name} with alpha={alpha}, resolution={resolution}: "
                          f"{one_line(e, None)}") from None
     if weights is not None:
-        from mobiledeploy.models.weights import resolve_weights
-
         w = resolve_weights(weights, arch=a.name, alpha=alpha, resolution=resolution, classes=classes)
         _load_weights(model, w.path, a, alpha=alpha, resolution=resolution, classes=classes)
     elif vary_batch_norm:
@@ -210,8 +208,6 @@ def _synthetic_images(rng, size: tuple[int, int], n: int, preprocessing: str):
     import numpy as np
     from PIL import Image
 
-    from mobiledeploy.models.preprocessing import get_preprocessing
-
     h, w = size
     fields = rng.uniform(0, 255, (n, 8, 8, 3)).astype(np.uint8)
     smooth = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in fields])
@@ -252,8 +248,6 @@ def check_model_path(path: str | os.PathLike, *, flag: str = "--model") -> Path:
         raise UsageError(f"model file is not readable ({flag}): {str(p)!r}")
     if p.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise UsageError(f"model {str(p)!r} ({flag}) must be a .keras or .h5 file or a SavedModel directory")
-    from mobiledeploy.guards import check_model_file
-    from mobiledeploy.models.limits import check_keras_archive
 
     check_model_file(p)  # no FIFO, device or empty file
     if p.suffix.lower() == ".keras":

@@ -20,10 +20,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobiledeploy.errors import UsageError, one_line
+from mobiledeploy import io
+from mobiledeploy.errors import UsageError, ValidationError, one_line
+from mobiledeploy.guards import regular_file
 from mobiledeploy.models import inspect
-from mobiledeploy.models.preprocessing import image_dims, layout_of, metadata_preprocessing, onnx_metadata
-from mobiledeploy.runtimes import KERAS_SUFFIXES
+from mobiledeploy.models.archs import ARCHS, load_model
+from mobiledeploy.models.preprocessing import (PREPROCESSING, get_preprocessing, image_dims, layout_of,
+                                               metadata_preprocessing, onnx_metadata)
+from mobiledeploy.runtimes import KERAS_SUFFIXES, RUNTIMES, format_runtime
 
 MODEL_FORMATS = ("keras", "tflite", "onnx")  # what eval/bench/check read from an export
 
@@ -50,8 +54,6 @@ class ModelRef:
 
     @property
     def runtime(self) -> str:
-        from mobiledeploy.runtimes import format_runtime
-
         return format_runtime().get(self.format, "keras")
 
     @property
@@ -115,8 +117,6 @@ def budget_path(budget: Path, value, *, key: str, flag: str, base: Path | None =
 
 
 def read_manifest(path: Path) -> dict:
-    from mobiledeploy.guards import regular_file
-
     regular_file(path, what="export manifest")  # no FIFO, device or empty file
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
@@ -149,8 +149,6 @@ def recorded_file(mpath: Path, entry: dict, *, key: str = "artifacts[].file") ->
     elif digest is not None and _sha256(str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino) != digest.lower():
         what = "its sha256 differs from the one the export recorded"
     if what:
-        from mobiledeploy.errors import ValidationError
-
         raise ValidationError(f"{str(p)!r} is not the file {str(mpath)!r} describes ({what}): it was changed or "
                               "replaced after export; export again, or copy it out of the export directory to use "
                               "it on its own")
@@ -160,9 +158,7 @@ def recorded_file(mpath: Path, entry: dict, *, key: str = "artifacts[].file") ->
 @functools.lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
     """Once per file version (size, mtime and inode are part of the key)."""
-    from mobiledeploy.io import sha256_file
-
-    return sha256_file(path)
+    return io.sha256_file(path)
 
 
 def _from_manifest(mpath: Path, m: dict, entry: dict) -> ModelRef:
@@ -243,7 +239,6 @@ def export_refs(directory: Path, *, formats=MODEL_FORMATS, flag: str = "MODEL") 
     first), or, without a manifest, every model file in it."""
     mpath = directory / "manifest.json"
     if not (mpath.exists() or mpath.is_symlink()):  # a FIFO or a link is a manifest to refuse, not none
-        from mobiledeploy.runtimes import RUNTIMES
 
         suffixes = {"keras": KERAS_SUFFIXES, **{rt.format: rt.suffixes for rt in RUNTIMES.values()}}
         want = tuple(s for f in formats for s in suffixes[f])
@@ -353,8 +348,6 @@ def _input_shape(r: ModelRef, unsafe_load: bool) -> tuple:
 
 @functools.lru_cache(maxsize=8)
 def load_keras(path: str, unsafe: bool = False):
-    from mobiledeploy.models.archs import load_model
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no C++ INFO/WARNING lines from TensorFlow
 
     return load_model(path, unsafe=unsafe)
@@ -362,8 +355,6 @@ def load_keras(path: str, unsafe: bool = False):
 
 def preprocessing_for(r: ModelRef, *, override: str | None = None, unsafe_load: bool = False) -> str:
     """The flag, else the manifest, else the architecture of a Keras model; UsageError if unknown."""
-    from mobiledeploy.models.preprocessing import get_preprocessing
-
     if override:
         return get_preprocessing(override).name
     if r.preprocessing:
@@ -372,13 +363,10 @@ def preprocessing_for(r: ModelRef, *, override: str | None = None, unsafe_load: 
     if meta:
         return get_preprocessing(meta, flag=f"metadata of {r.name}").name
     if r.format == "keras":
-        from mobiledeploy.models.archs import ARCHS
-
         name = load_keras(r.path, unsafe_load).name or ""
         for a in ARCHS.values():
             if a.name_pattern and re.match(a.name_pattern, name):
                 return a.preprocessing
-    from mobiledeploy.models.preprocessing import PREPROCESSING
 
     raise UsageError(f"preprocessing unknown for {r.name} (no manifest.json beside it or metadata records it); "
                      f"pass --preprocessing ({'|'.join(PREPROCESSING)}) or --mean/--std")
