@@ -23,6 +23,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from mobiledeploy.errors import RuntimeFailure, UsageError, one_line
+from mobiledeploy.guards import check_model_file
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -272,7 +273,6 @@ def detect_format(path: str | os.PathLike) -> str:
         raise UsageError(f"model file not found: {str(p)!r}")
     if p.is_dir():
         raise UsageError(f"expected a model file, got a directory: {str(p)!r}")
-    from mobiledeploy.guards import check_model_file
 
     check_model_file(p)  # before anything opens it: no FIFO, device, empty or huge file
     if p.suffix.lower() in KERAS_SUFFIXES:

@@ -31,7 +31,11 @@ import threading
 import time
 from pathlib import Path
 
+from mobiledeploy import runtimes
+from mobiledeploy.errors import MobiledeployError, UsageError, one_line
 from mobiledeploy.machine import auxv_hwcaps, usable_cores
+from mobiledeploy.runtimes import emulate as emu
+from mobiledeploy.runtimes import profile as op_profile
 from mobiledeploy.runtimes.timing import run_plan, timed_loop
 
 FAULT_ENV = "MOBILEDEPLOY_TEST_CHILD_FAULT"  # test hook: segfault | sleep | raise [":" model file name]
@@ -63,7 +67,6 @@ def measure(settings: dict) -> dict:
     """Load, warm up and time one model under ``settings``; return the raw figures."""
     pin(settings.get("cores"))
     _fault_hook(settings["model"])
-    from mobiledeploy import runtimes
 
     # import the runtime library first: peak_rss_mb is the memory the model adds, not the library
     runtimes.runtime_for(settings["model"]).load_library()
@@ -75,8 +78,6 @@ def measure(settings: dict) -> dict:
                                         xnnpack=settings.get("xnnpack", True),
                                         ort_opt_level=settings.get("ort_opt_level", "all"), shapes=shapes)
     except Exception as e:  # the input's fault or the runtime's: the parent asks models.inspect (open_error)
-        from mobiledeploy.errors import MobiledeployError, one_line
-
         return {"status": "error", "error": one_line(e, None, typed=not isinstance(e, MobiledeployError)),
                 "usage": getattr(e, "exit_code", 1) == 2, "open_error": one_line(e, None)}
     init_ns = time.perf_counter_ns() - t0
@@ -118,8 +119,6 @@ def predict_task(job: dict) -> dict:
     _fault_hook(job["model"])
     import numpy as np
 
-    from mobiledeploy import runtimes
-
     session = runtimes.open_session(job["model"], threads=job.get("threads"))
     x = np.load(os.path.join(job["dir"], "x.npy"), mmap_mode="r")
     t0 = time.perf_counter()
@@ -134,9 +133,8 @@ def profile_task(job: dict) -> dict:
     cores ``bench`` pinned, so that their sum compares with its p50."""
     pin(job.get("cores"))
     _fault_hook(job["model"])
-    from mobiledeploy.runtimes.profile import profile_task as run
 
-    return run(job)
+    return op_profile.profile_task(job)
 
 
 TASKS = {"bench": measure, "predict": predict_task, "profile": profile_task}
@@ -150,8 +148,6 @@ def main() -> int:
         job = json.loads(sys.stdin.read())
         result = TASKS[job.get("task", "bench")](job)
     except Exception as e:  # any failure of this one model becomes its error row
-        from mobiledeploy.errors import MobiledeployError, one_line
-
         result = {"status": "error", "error": one_line(e, None, typed=not isinstance(e, MobiledeployError)),
                   "usage": getattr(e, "exit_code", 1) == 2}
     out.write(json.dumps(result))
@@ -177,14 +173,10 @@ def run_child(job: dict, *, timeout_s: float, arrays: dict | None = None, keep: 
     """
     import numpy as np
 
-    from mobiledeploy.errors import UsageError
-
     if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):  # nan fails too
         raise UsageError(f"--timeout must be a finite number of seconds > 0, received {timeout_s!r}")
     argv, env, what = [sys.executable, "-m", "mobiledeploy.runtimes.child"], None, ""
     if emulate:
-        from mobiledeploy.runtimes import emulate as emu
-
         argv, env = emu.command(emulate, ["-m", "mobiledeploy.runtimes.child"])
         timeout_s, what = emu.scale_timeout(timeout_s), f" under emulation ({emulate})"
     with tempfile.TemporaryDirectory(prefix="mobiledeploy-child-") as tmp:

@@ -26,6 +26,7 @@ import tempfile
 
 import numpy as np
 
+from mobiledeploy import runtimes
 from mobiledeploy.runtimes.timing import timed_loop
 
 ROUNDS = 5  # interleaved rounds; the timed runs are split between them
@@ -67,8 +68,6 @@ def _profiled(jobs: list[tuple[str, dict]], tmp: str, runs: int, warmup: int, se
     """For each ``(path, session options)``: kernel medians, op types and arities under the
     profiler, and the p50 of an unprofiled session of the same file; all sessions timed in
     the same interleaved rounds."""
-    from mobiledeploy import runtimes
-
     sessions = []
     for k, (path, options) in enumerate(jobs):
         sessions += [runtimes.open_session(path, profile=os.path.join(tmp, f"p{k}"), **options),
@@ -149,8 +148,6 @@ def tflite_op_times(path: str, *, threads: int | None, runs: int, warmup: int, x
                     seed: int = 0, shapes: dict | None = None) -> dict:
     from ai_edge_litert import schema_py_generated as schema
 
-    from mobiledeploy import runtimes
-
     with open(path, "rb") as f:
         data = f.read()
     model_t = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
@@ -191,8 +188,6 @@ def tflite_op_times(path: str, *, threads: int | None, runs: int, warmup: int, x
 
 def profile_task(job: dict) -> dict:
     """The child's ``profile`` task: per-operator times of ``job["model"]``."""
-    from mobiledeploy import runtimes
-
     fmt = runtimes.detect_format(job["model"])
     runs, warmup = int(job.get("runs") or 50), int(job.get("warmup", 10))
     shapes = {k: tuple(v) for k, v in (job.get("shapes") or {}).items()}
