@@ -20,6 +20,8 @@ from typing import Sequence
 from mobiledeploy import metrics
 from mobiledeploy.data.datasets import Dataset
 from mobiledeploy.progress import OnProgress, emit
+from mobiledeploy.runtimes import emulate as emu
+from mobiledeploy.runtimes.emulate import EMULATED_LABEL
 
 KERAS_NOTE = "skipped: Keras models are not run under emulation (export to .tflite/.onnx)"
 
@@ -40,8 +42,6 @@ class EmulatedEval:
     emulated_seconds: float | None = None  # emulated, not a latency
 
     def to_json(self) -> dict:
-        from mobiledeploy.runtimes.emulate import EMULATED_LABEL
-
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         return d | {"emulated_seconds_label": EMULATED_LABEL}
 
@@ -51,8 +51,6 @@ def emulated_eval(refs: Sequence, ds: Dataset, cpu_name: str, *, threads: int | 
                   progress: OnProgress | None = None) -> tuple[EmulatedEval, ...]:
     """Every model of ``refs`` (``ModelRef``s) on ``ds`` on ``cpu_name``; ``timeout_s`` is the
     host's per-model timeout (scaled for emulation)."""
-    from mobiledeploy.runtimes import emulate as emu
-
     env = emu.find_env()  # UsageError naming make arm-env, before any work
     out = []
     for r in refs:

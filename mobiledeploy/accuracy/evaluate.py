@@ -23,12 +23,19 @@ from typing import Sequence
 import numpy as np
 
 from mobiledeploy import metrics
-from mobiledeploy.data.datasets import Dataset
+from mobiledeploy.accuracy.emulated import emulated_eval
+from mobiledeploy.data.datasets import Dataset, check_options, load_dataset
 from mobiledeploy.errors import UsageError, one_line
-from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.export.augment import calibration_warnings
-from mobiledeploy.models.artifacts import ModelRef, resolve_models
+from mobiledeploy.export.perlayer import per_layer_report
+from mobiledeploy.models.archs import check_model_path
+from mobiledeploy.models.artifacts import (ModelRef, default_reference, load_keras, model_input, model_layout,
+                                           preprocessing_for, resolve_models)
+from mobiledeploy.models.siblings import sibling_reference
 from mobiledeploy.options import AtLeast, OneOf, Seconds, check_fields, option
+from mobiledeploy.progress import OnProgress, emit
+from mobiledeploy.runtimes import emulate as emu
+from mobiledeploy.runtimes.child import run_child
 
 
 @dataclass(frozen=True)
@@ -236,8 +243,6 @@ def _predict(r: ModelRef, ds: Dataset, *, threads, timeout_s, unsafe_load,
              layout: str = "nhwc") -> tuple[np.ndarray | None, float, str | None]:
     """(outputs (N, C) float32 or None, seconds, error text); NCHW models get the samples transposed."""
     if r.format == "keras":
-        from mobiledeploy.models.artifacts import load_keras
-
         model = load_keras(r.path, unsafe_load)  # UsageError for a bad file, before any work
         try:
             model.predict(ds.x[:1], verbose=0)  # build the graph before timing
@@ -246,7 +251,6 @@ def _predict(r: ModelRef, ds: Dataset, *, threads, timeout_s, unsafe_load,
         except Exception as e:  # noqa: BLE001 - Keras raises many types; one failed row
             return None, 0.0, f"{r.name}: Keras failed: {one_line(e, typed=True)}"
         return _flat(out), time.perf_counter() - t0, None
-    from mobiledeploy.runtimes.child import run_child
 
     job = {"task": "predict", "model": str(Path(r.path).resolve()), "threads": threads}
     x = ds.x.astype(np.float32, copy=False)
@@ -271,18 +275,12 @@ def _flat(out: np.ndarray) -> np.ndarray:
 def run_eval(cfg: EvalConfig) -> EvalReport:
     """Resolve ``cfg.models`` (files and export directories), load the data set, evaluate."""
     check_fields(cfg)
-    from mobiledeploy.data.datasets import check_options, load_dataset
-    from mobiledeploy.models.artifacts import default_reference, model_input, model_layout, preprocessing_for
-    from mobiledeploy.models.siblings import sibling_reference
 
     check_options(cfg.data, preprocessing=cfg.preprocessing, split=cfg.split, limit=cfg.limit, seed=cfg.seed,
                   label_pattern=cfg.label_pattern)  # before any model is read (a .keras imports TensorFlow)
     if cfg.per_layer and cfg.source_model:
-        from mobiledeploy.models.archs import check_model_path
-
         check_model_path(cfg.source_model, flag="--source-model")
     if cfg.emulate:  # a bad CPU name or no environment: one line, before any work
-        from mobiledeploy.runtimes import emulate as emu
 
         emu.cpu(cfg.emulate)
         emu.find_env()
@@ -309,15 +307,12 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
     report = _replace(report, data={**report.data, "layouts": sorted(set(layouts.values()))},
                       warnings=tuple(calibration_warnings(everyone, ds)))
     if cfg.emulate:
-        from mobiledeploy.accuracy.emulated import emulated_eval
-
         by_path = {m.path: m for m in everyone}
         report = _replace(report, emulated=emulated_eval([by_path[r.model] for r in report.results], ds,
                                                          cfg.emulate, threads=cfg.threads,
                                                          timeout_s=cfg.timeout_s, progress=cfg.progress))
     if not cfg.per_layer:
         return report
-    from mobiledeploy.export.perlayer import per_layer_report
 
     by_path = {m.path: m for m in everyone}
     results = []

@@ -21,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mobiledeploy import guards
 from mobiledeploy.data.datasets import Dataset, load_dataset
 from mobiledeploy.errors import DataError, UsageError
+from mobiledeploy.metrics import topk_accuracy
+from mobiledeploy.models import archs
 from mobiledeploy.options import AtLeast, Finite, OneOf, check_fields, option
 from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.quiet import import_keras, import_tensorflow
@@ -65,8 +68,6 @@ class TrainConfig:
         check_fields(self)  # the declared checks: ranges and choices
         if not str(self.out).endswith(".keras"):
             raise UsageError(f"--out must be a .keras file, received {str(self.out)!r}")
-        from mobiledeploy import guards
-        from mobiledeploy.models import archs
 
         guards.finite(self.dropout, "--dropout")
         guards.check_output_file(self.out)  # before training, not after: a read-only --out loses nothing
@@ -144,9 +145,6 @@ def _split(cfg: TrainConfig, pre: str) -> tuple[Dataset, Dataset, str]:
 
 def train(cfg: TrainConfig, *, progress: OnProgress | None = None) -> TrainResult:
     """Train per ``cfg``, save the model to ``cfg.out``; a ``Progress`` per epoch (its loss and accuracy)."""
-    from mobiledeploy.models import archs
-    from mobiledeploy.metrics import topk_accuracy
-
     cfg.check()
     arch = archs.get_arch(cfg.arch)
     pre = cfg.preprocessing or arch.preprocessing
