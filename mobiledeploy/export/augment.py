@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from mobiledeploy.data.datasets import image_files
 from mobiledeploy.errors import DataError, UsageError
 
 if TYPE_CHECKING:
@@ -46,8 +47,6 @@ class Split:
 def read_images(folder: Path, flag: str = "--calib"):
     """(PIL RGB images, names of unreadable files) of every image under ``folder``."""
     from PIL import Image, UnidentifiedImageError
-
-    from mobiledeploy.data.datasets import image_files
 
     images, bad = [], []
     for p in image_files(folder, recursive=True):

@@ -36,7 +36,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mobiledeploy.cost.estimate import cost_model_for, estimate_label, estimate_layers
+from mobiledeploy.cost.info import keras_stats
+from mobiledeploy.cost.ir import LayerStats
 from mobiledeploy.errors import ValidationError
+from mobiledeploy.export import equalize as E
+from mobiledeploy.export.float_layers import _weighted
+from mobiledeploy.export.formats import FORMATS
+from mobiledeploy.export.logits import keras_logits_model
+from mobiledeploy.export.validate import validate_artifact
+from mobiledeploy.quiet import quiet_converter
+from mobiledeploy.targets import load_target
 
 MAX_CANDIDATES = 12  # conversions are the slow part: at most this many float-layer sets are tried
 BUDGET_DIR = ".budget"  # inside the staging directory: removed with it
@@ -141,10 +151,6 @@ class Pricer:
     """Device estimates of the model with a set of layers in float, the rest int8 (cost model)."""
 
     def __init__(self, model, target, *, threads: int | None = None):
-        from mobiledeploy.cost.estimate import cost_model_for, estimate_label, estimate_layers
-        from mobiledeploy.cost.info import keras_stats
-        from mobiledeploy.cost.ir import LayerStats
-
         self._cm = cost_model_for(target, threads=threads)
         self.label = estimate_label(self._cm)
         self.target = target.name
@@ -190,9 +196,7 @@ class Pricer:
 def sensitivities(model, layers: tuple[str, ...], x: np.ndarray, reference: np.ndarray, recipe, calibration,
                   pricer: Pricer) -> list[Sensitivity]:
     """Per layer: the logit SQNR with that layer's weights alone rounded to int8 (see the module doc)."""
-    from mobiledeploy.export import equalize as E
-    from mobiledeploy.export.logits import keras_logits_model
-    from mobiledeploy.export.pipeline import keras_outputs
+    from mobiledeploy.export.pipeline import keras_outputs  # here, not at the top: pipeline imports this module
 
     corrected = calibration.quant_source(model, replace(recipe, float_layers=())) if recipe.bias_correction else None
     work = E.clone(model)
@@ -279,12 +283,6 @@ class Search:
 def search_recipe(model, recipe, calibration, cal, reference, config, staging: Path, stem: str, step):
     """Run the budget search for ``config`` (``--min-agreement`` with ``--target``): the recipe with the
     chosen float layers, the ``BudgetSearch`` and the chosen candidate's int8 files by format."""
-    from mobiledeploy.export.float_layers import _weighted
-    from mobiledeploy.export.formats import FORMATS
-    from mobiledeploy.export.validate import validate_artifact
-    from mobiledeploy.quiet import quiet_converter
-    from mobiledeploy.targets import load_target
-
     fmts = [f for f in config.formats if FORMATS[f].per_precision and "int8" in FORMATS[f].precisions]
 
     def convert_validate(rec, out_dir: Path) -> dict:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.export.equalize import consumers
 from mobiledeploy.quiet import import_keras
 
 STEM_LAYERS = 3
@@ -63,8 +64,6 @@ def resolve(model, names: tuple[str, ...]) -> tuple[str, ...]:
 
 def with_fused(model, names: tuple[str, ...]) -> tuple[str, ...]:
     """``names`` plus the batch-norm/activation layers the converters fuse into each."""
-    from mobiledeploy.export.equalize import consumers
-
     out = []
     for name in names:
         layer = model.get_layer(name)

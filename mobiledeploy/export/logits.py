@@ -26,6 +26,7 @@ import numpy as np
 
 from mobiledeploy import runtimes
 from mobiledeploy.quiet import import_keras
+from mobiledeploy.runtimes import detect_format
 
 OUTPUTS, LOGITS = "outputs", "logits"
 
@@ -102,8 +103,6 @@ TAPS = {"tflite": tap_tflite, "onnx": tap_onnx}  # by file format: what the runt
 
 def artifact_logits(path: Path, fmt: str, x: np.ndarray) -> np.ndarray | None:
     """Float logits of the artifact at ``path`` on ``x``, or None when it has no single softmax."""
-    from mobiledeploy.runtimes import detect_format
-
     tapped = TAPS[detect_format(path)](Path(path).read_bytes())  # the file's format, whatever the export format's name
     if tapped is None:
         return None

@@ -21,6 +21,7 @@ import numpy as np
 
 from mobiledeploy.errors import ConversionError, ValidationError, one_line
 from mobiledeploy.export.formats._graph import INPUT_NAME, OUTPUT_NAME
+from mobiledeploy.runtimes import TensorSpec, dequantize_output, quantize_input
 
 SIGNATURE_KEY = "serving_default"
 BUFFER_ALIGNMENT = 16  # what the TFLite converter aligns constant buffers to
@@ -79,8 +80,6 @@ def check_signature(path: Path, x: np.ndarray, expected: np.ndarray) -> dict:
     dequantized output on the same samples, exactly. Returns the manifest's record."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from mobiledeploy.runtimes import dequantize_output, quantize_input
-
     name = Path(path).name
     try:
         it = Interpreter(model_path=str(path))
@@ -111,8 +110,6 @@ def check_signature(path: Path, x: np.ndarray, expected: np.ndarray) -> dict:
 
 
 def _spec(d: dict):
-    from mobiledeploy.runtimes import TensorSpec
-
     scale, zero_point = d.get("quantization", (0.0, 0))
     return TensorSpec(d["name"], tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]), float(scale),
                       int(zero_point))

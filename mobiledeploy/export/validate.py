@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from mobiledeploy import metrics, runtimes
+from mobiledeploy.errors import MobiledeployError, ToleranceError, UsageError, ValidationError
 from mobiledeploy.export import logits
 from mobiledeploy.export.formats import PRECISION_ROWS
 from mobiledeploy.export.logits import LOGITS, OUTPUTS
-from mobiledeploy.errors import MobiledeployError, ToleranceError, UsageError, ValidationError
+from mobiledeploy.export.signature import check_signature
 
 # precision -> factor on the tolerance; the others are reported only
 TOLERANCE_RULES = {p.name: p.tolerance_factor for p in PRECISION_ROWS.values() if p.tolerance_factor is not None}
@@ -138,7 +139,6 @@ def validate_artifact(path: Path, *, fmt: str, precision: str, x: np.ndarray, re
     _check_values(name, "output", out, reference.outputs)
     signature = None
     if fmt == "tflite":  # its serving_default signature must give what the interpreter gives
-        from mobiledeploy.export.signature import check_signature
 
         signature = check_signature(path, x, out)
     compared, ref = OUTPUTS, reference.outputs

@@ -26,11 +26,12 @@ from pathlib import Path
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from mobiledeploy.errors import ConversionError, one_line
+from mobiledeploy.export import float_layers as fl
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.formats._graph import INPUT_NAME, OUTPUT_NAME, frozen_function
-from mobiledeploy.quiet import import_tensorflow, quiet_converter
-from mobiledeploy.errors import ConversionError, one_line
 from mobiledeploy.export.recipes import CALIB_BATCH, calibration_reader
+from mobiledeploy.quiet import import_tensorflow, quiet_converter
 
 OPSET = FORMATS["onnx"].opset  # stated on the format's row
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
@@ -79,8 +80,6 @@ def _fp16(fp32: Path, path: Path) -> Path:
 def _float_nodes(model, graph: Path, recipe) -> list[str]:
     """The ONNX nodes of ``recipe.float_layers`` (with their fused batch-norm/activation), for nodes_to_exclude."""
     import onnx
-
-    from mobiledeploy.export import float_layers as fl
 
     g = onnx.load(str(graph)).graph
     nodes = fl.matching_nodes([n.name for n in g.node], fl.with_fused(model, recipe.float_layers))

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mobiledeploy.errors import ConversionError, one_line
+from mobiledeploy.export import float_layers as fl
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.formats._graph import frozen_function
 from mobiledeploy.export.signature import add_signature
 from mobiledeploy.quiet import import_tensorflow, quiet_converter
-from mobiledeploy.errors import ConversionError, one_line
 
 def converter_for(model, precision: str, recipe, calibration=None):
     """The converter for ``precision``; full int8 converts the recipe's source (bias-corrected when it says so)
@@ -60,8 +61,6 @@ def _selective_int8(model, recipe, calibration) -> bytes:
     tf = import_tensorflow()
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.python import convert as tflite_convert
-
-    from mobiledeploy.export import float_layers as fl
 
     conv = converter_for(model, "int8", recipe, calibration)
     conv._experimental_calibrate_only = True  # noqa: SLF001 - QuantizationDebugger's own route
