@@ -28,6 +28,7 @@ Every candidate (float layers, agreement per format, estimate) goes into the man
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -241,11 +242,12 @@ class Search:
     inputs: str
     files: dict = field(default_factory=dict)  # the chosen candidate's files, by format
 
-    def run(self, recipe, sens: list[Sensitivity], work_dir: Path) -> BudgetSearch:
+    def run(self, recipe, sens: list[Sensitivity], work_dir: Path, *, step=None) -> BudgetSearch:
         ranked = [s.layer for s in order(sens)]
         result = BudgetSearch(self.min_agreement, self.pricer.target, self.pricer.label, self.samples, self.inputs,
                               tuple(sens))
         self._recipe, self._dir, self._tried = recipe, Path(work_dir), []
+        self._step = step or (lambda name: contextlib.nullcontext())
         best = None
         for k in range(len(ranked) + 1):  # grow: full int8, then the next layer by noise per ms
             if len(self._tried) >= MAX_CANDIDATES:
@@ -272,7 +274,9 @@ class Search:
         d.mkdir(parents=True, exist_ok=True)
         for f in (self._dir / f"{BUDGET_DIR}-0").glob("*_fp32.onnx") if i else ():  # the same for every candidate
             os.link(f, d / f.name)
-        got = self.convert_validate(replace(self._recipe, float_layers=layers), d)
+        what = f"{', '.join(layers)} in float" if layers else "full int8"
+        with self._step(f"accuracy budget: candidate {i + 1} ({what})"):
+            got = self.convert_validate(replace(self._recipe, float_layers=layers), d)
         agree = {fmt: float(v.top1_agreement) for fmt, (_, v) in got.items()}
         c = Candidate(layers, agree, {fmt: float(v.sqnr_db) for fmt, (_, v) in got.items()},
                       self.pricer.ms(layers), min(agree.values()) >= self.min_agreement)
@@ -301,6 +305,5 @@ def search_recipe(model, recipe, calibration, cal, reference, config, staging: P
         sens = sensitivities(model, layers, cal.validation, reference.values, recipe, calibration, pricer)
     search = Search(config.min_agreement, convert_validate, pricer, int(cal.validation.shape[0]),
                     cal.validation_inputs)
-    with step("accuracy budget: search"):
-        result = search.run(recipe, sens, staging)
+    result = search.run(recipe, sens, staging, step=step)
     return replace(recipe, float_layers=result.result.float_layers), result, search.files
