@@ -183,3 +183,20 @@ def test_the_price_of_float_layers_on_a_mobilenet(tiny_keras):
     for layer in _weighted(tiny_keras):
         assert pricer.ms((layer.name,)) > full, layer.name
     assert pricer.ms(("conv_dw_2", "conv_pw_2")) > max(pricer.ms(("conv_dw_2",)), pricer.ms(("conv_pw_2",)))
+
+
+def test_the_shared_bias_correction_equals_a_correction_that_skips_the_float_layers(tiny_keras):
+    """The search derives each candidate's bias-corrected model from one full correction; that must be the
+    model a correction skipping the float layers gives (each layer is corrected on float activations)."""
+    from mobiledeploy.export.budget import _shared_correction
+    from mobiledeploy.export.equalize import correct_bias
+    from mobiledeploy.export.recipes import Calibration, QuantRecipe
+
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    floats = ("conv1", "conv_pw_2")
+    shared = _shared_correction(Calibration(x)).quant_source(
+        tiny_keras, QuantRecipe(bias_correction=True, float_layers=floats))
+    direct = correct_bias(tiny_keras, x, skip=floats)
+    for a, b in zip(shared.get_weights(), direct.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert any(not np.array_equal(a, b) for a, b in zip(shared.get_weights(), tiny_keras.get_weights()))

@@ -284,15 +284,49 @@ class Search:
         return c.meets
 
 
+def _shared_correction(calibration):
+    """``calibration`` whose bias-corrected sources are derived from one correction of every layer.
+
+    Each layer's correction is measured on the float model's own activations (``equalize.correct_bias``),
+    so the correction with some layers kept in float is the full one with those layers' weights (and their
+    batch-norms') put back: computed once per weight grid instead of once per candidate and grid."""
+    from mobiledeploy.export import equalize as E
+    from mobiledeploy.export.recipes import Calibration
+
+    class _Shared(Calibration):
+        def __init__(self):
+            super().__init__(calibration.x)
+            self._derived = {}
+
+        def quant_source(self, model, recipe, weights="int8"):
+            full = calibration.quant_source(model, replace(recipe, float_layers=()), weights)
+            if full is model or not recipe.float_layers:
+                return full
+            key = (id(model), weights, recipe.per_channel, recipe.float_layers)
+            if key not in self._derived:
+                out = E.clone(full)
+                bns = {layer.name: bn for layer, bn in E._conv_targets(model)}
+                for name in recipe.float_layers:
+                    for lyr in (model.get_layer(name), bns.get(name)):
+                        if lyr is not None:
+                            out.get_layer(lyr.name).set_weights(lyr.get_weights())
+                self._derived[key] = (model, out)
+            return self._derived[key][1]
+
+    return _Shared()
+
+
 def search_recipe(model, recipe, calibration, cal, reference, config, staging: Path, stem: str, step):
     """Run the budget search for ``config`` (``--min-agreement`` with ``--target``): the recipe with the
     chosen float layers, the ``BudgetSearch`` and the chosen candidate's int8 files by format."""
     fmts = [f for f in config.formats if FORMATS[f].per_precision and "int8" in FORMATS[f].precisions]
 
+    shared = _shared_correction(calibration)
+
     def convert_validate(rec, out_dir: Path) -> dict:
         got = {}
         for f in fmts:
-            path = FORMATS[f].converter()(model, "int8", rec, calibration, out_dir, stem)
+            path = FORMATS[f].converter()(model, "int8", rec, shared, out_dir, stem)
             with quiet_converter():
                 got[f] = (path, validate_artifact(path, fmt=f, precision="int8", x=cal.validation,
                                                   reference=reference, int8_io=config.int8_io,
