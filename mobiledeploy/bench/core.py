@@ -23,7 +23,14 @@ import numpy as np
 from mobiledeploy import targets as tg
 from mobiledeploy.bench.request import DEFAULT_TIMEOUT_S
 from mobiledeploy.errors import MobiledeployError, UsageError
+from mobiledeploy.guards import check_model_file
+from mobiledeploy.machine import conditions, host
+from mobiledeploy.models.artifacts import resolve_models
+from mobiledeploy.models.inspect import readable
 from mobiledeploy.progress import OnProgress, emit
+from mobiledeploy.runtimes import RUNTIMES, runtime_for
+from mobiledeploy.runtimes.child import run_child
+from mobiledeploy.runtimes.emulate import EMULATED_LABEL, HwCaps, cpu
 
 SCHEMA_VERSION = 1
 MODEL_FORMATS = ("tflite", "onnx")
@@ -76,8 +83,6 @@ class BenchSettings:
 def label_for(target: str, emulate: str | None = None) -> str:
     """How bench's timings are labelled: host latency, or emulated time (never a latency)."""
     if emulate:
-        from mobiledeploy.runtimes.emulate import EMULATED_LABEL
-
         return f"{EMULATED_LABEL}: {emulate} under qemu, {target} settings"
     return f"host latency, {target} settings"
 
@@ -154,8 +159,6 @@ def latency_stats(samples_ms: Iterable[float]) -> dict:
 
 def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: str | None = None) -> BenchResult:
     """Measure one model in a child process. Never raises for a per-model failure."""
-    from mobiledeploy.runtimes import runtime_for
-
     p = Path(path)
     base = dict(model=str(path), format="unknown", runtime="-", precision=precision or "unknown",
                 threads=settings.threads, target=settings.target, cores=settings.affinity,
@@ -175,7 +178,6 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
     except OSError as e:  # could not start the child (no processes, no memory)
         raw = {"status": "error", "error": f"cannot start the bench child process: {e}"}
     if raw.get("open_error") and not raw.get("usage"):  # the runtime could not open it: is the file corrupt?
-        from mobiledeploy.models.inspect import readable
 
         if not readable(p):  # the input's fault (exit 2), as in `info`, with the runtime's own message
             raw = {**raw, "error": raw["open_error"], "usage": True}
@@ -186,7 +188,6 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
     stats = latency_stats(samples)
     base["precision"] = precision or raw.get("precision") or "unknown"
     if settings.emulate:  # what the runtime saw; qemu's own memory is not the model's
-        from mobiledeploy.runtimes.emulate import HwCaps
 
         hw = raw.get("hwcaps") or [0, 0]
         base["hwcaps"] = HwCaps(settings.emulate, *hw).to_json()
@@ -199,8 +200,6 @@ def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: 
 
 
 def _run_child(path: Path, settings: BenchSettings, *, precision: str = "unknown") -> dict:
-    from mobiledeploy.runtimes.child import run_child
-
     job = {"task": "bench", "model": str(path), "threads": settings.threads,
            "cores": list(settings.affinity or ()), "xnnpack": settings.xnnpack,
            "ort_opt_level": settings.ort_opt_level, "warmup": settings.warmup, "runs": settings.runs,
@@ -220,9 +219,6 @@ def collect_models(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | 
     is no manifest. Missing paths, empty directories and files of another kind are usage
     errors; a model a runtime cannot load is left for its own error row.
     """
-    from mobiledeploy.models.artifacts import resolve_models
-    from mobiledeploy.guards import check_model_file
-
     out: list[tuple[str, str | None]] = []
     for p in paths:
         q = Path(p)
@@ -269,7 +265,6 @@ class BenchReport:
         """The emulated CPU model and the ISA features the runtime saw (None on the host)."""
         if not self.settings.emulate:
             return None
-        from mobiledeploy.runtimes.emulate import EMULATED_LABEL, cpu
 
         model = cpu(self.settings.emulate)
         seen = next((r.hwcaps for r in self.results if r.ok and r.hwcaps), None)
@@ -296,15 +291,10 @@ def machine_conditions() -> dict:
     """What a benchmark records about the machine at a point in time: host facts and load."""
     import time
 
-    from mobiledeploy.machine import conditions
-
     return {"host": host_info(), "loadavg_1_5_15": conditions()["loadavg_1_5_15"],
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def host_info() -> dict:
-    from mobiledeploy.machine import host
-    from mobiledeploy.runtimes import RUNTIMES
-
     return {**host(), "versions": {rt.module: rt.version() for rt in RUNTIMES.values()} | {"numpy": np.__version__}}
 

@@ -7,6 +7,14 @@ from __future__ import annotations
 
 import re
 
+from mobiledeploy.bench.report import md_escape, md_rows
+from mobiledeploy.cost import info
+from mobiledeploy.cost.estimate import cost_model_for, estimate_layers
+from mobiledeploy.cost.model import runtime_layers
+from mobiledeploy.errors import MobiledeployError, one_line
+from mobiledeploy.runtimes.child import run_child
+from mobiledeploy.targets import load_target
+
 # The per-operator table, terminal and Markdown: (header, justify, priority, fold) as in
 # ``mobiledeploy.cli.table.Column`` (priority: dropped first from a narrow terminal).
 COLUMNS = (("#", "right", 0, False), ("operator", "left", 0, False), ("node or output tensor", "left", 1, True),
@@ -16,8 +24,6 @@ COLUMNS = (("#", "right", 0, False), ("operator", "left", 0, False), ("node or o
 def profile_model(path: str, settings) -> dict:
     """Per-operator times of ``path`` under ``settings`` (a ``BenchSettings``), in a child
     process pinned to the same cores as ``bench``, then ``attach_estimates``."""
-    from mobiledeploy.runtimes.child import run_child
-
     job = {"task": "profile", "model": str(path), "threads": settings.threads,
            "cores": list(settings.affinity or ()), "xnnpack": settings.xnnpack,
            "ort_opt_level": settings.ort_opt_level, "warmup": settings.warmup, "runs": settings.runs or 50,
@@ -65,14 +71,8 @@ def attach_estimates(profile: dict, path: str, *, threads: int | None, shapes: d
     A model the cost model cannot read gets ``estimate_error`` instead; never raises."""
     import warnings
 
-    from mobiledeploy.cost.estimate import cost_model_for, estimate_layers
-    from mobiledeploy.cost.info import model_stats
-    from mobiledeploy.cost.model import runtime_layers
-    from mobiledeploy.errors import MobiledeployError, one_line
-    from mobiledeploy.targets import load_target
-
     try:
-        stats = model_stats(path, shapes=shapes or None)
+        stats = info.model_stats(path, shapes=shapes or None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est = estimate_layers(stats.layers, cost_model_for(load_target("host"), threads=threads),
@@ -118,8 +118,6 @@ def profile_rows(profile: dict, p50_ms: float | None) -> tuple[list[list[str]], 
 
 def profile_markdown(model: str, profile: dict, p50_ms: float | None) -> str:
     """One model's profile as a Markdown section (``bench --profile --md``)."""
-    from mobiledeploy.bench.report import md_escape, md_rows
-
     head = f"\n### {md_escape(model)}: per operator (host)\n"
     if profile.get("status") != "ok":
         return f"{head}\nProfile failed: {md_escape(str(profile.get('error')))}\n"

@@ -15,12 +15,16 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
 from mobiledeploy import targets as tg
+from mobiledeploy.accuracy.evaluate import accuracy_for
 from mobiledeploy.bench.core import (BenchConfig, BenchReport, BenchResult, BenchSettings, bench_models,
                                      settings_for_target)
+from mobiledeploy.bench.profile import profile_model
 from mobiledeploy.bench.request import BenchRequest
+from mobiledeploy.cost.estimate import estimates_for
 from mobiledeploy.errors import UsageError
 from mobiledeploy.options import check_fields
 from mobiledeploy.progress import OnProgress, emit
+from mobiledeploy.runtimes import emulate as emu
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,6 @@ def run_bench(request: BenchRequest, *, progress: OnProgress | None = None,
     target = tg.load_target(request.target, file=request.target_file)
     emulate = request.emulate
     if emulate:  # a bad name or a missing environment: one line, before any model runs
-        from mobiledeploy.runtimes import emulate as emu
 
         emulate = emu.for_target(emulate, target)
         emu.find_env()
@@ -105,14 +108,11 @@ def run_bench(request: BenchRequest, *, progress: OnProgress | None = None,
     ok = [r.model for r in report.results if r.ok]
     estimates, accuracy, profiles = {}, None, {}
     if target.name != "host" and request.estimates:  # the cost model's estimate for the device
-        from mobiledeploy.cost.estimate import estimates_for
 
         estimates = estimates_for(ok, target, threads=request.threads, shapes=dict(request.shapes))
         for note in dict.fromkeys(n for x in estimates.values() for n in x.get("notes", ())):
             emit(progress, "bench", f"warning: {note}", "note")  # e.g. a target with priors only
     if request.data:
-        from mobiledeploy.accuracy.evaluate import accuracy_for
-
         t = time.perf_counter()
         try:
             accuracy = accuracy_for(ok, request.data, threads=request.threads, limit=request.eval_limit)
@@ -122,8 +122,6 @@ def run_bench(request: BenchRequest, *, progress: OnProgress | None = None,
             raise
         timings["eval"] = time.perf_counter() - t
     if request.profile:
-        from mobiledeploy.bench.profile import profile_model
-
         for r in report.results:
             if r.ok:
                 emit(progress, "profile", f"profile {r.model}", "start")
