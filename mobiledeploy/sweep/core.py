@@ -20,11 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from mobiledeploy import io
-from mobiledeploy.errors import MobiledeployError
+from mobiledeploy.bench.core import machine_conditions
+from mobiledeploy.errors import MobiledeployError, UsageError
+from mobiledeploy.guards import regular_file
 from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.sweep import grid, pareto, report
 from mobiledeploy.sweep.rows import RowShapeError, SweepRow
 from mobiledeploy.sweep.run import add_estimates, out_lock, reusable_export, run_local, run_ray
+from mobiledeploy.targets import host_cores
 
 SCHEMA_VERSION = 1
 
@@ -86,8 +89,6 @@ def _run_sweep(cfg: grid.SweepConfig, out: Path, progress: OnProgress | None, t0
         emit(progress, "sweep", f"{count()} {job.name}: {_outcome(res)}", done=len(results), total=len(job_list),
              failed=not res.ok, metrics=res.timings_s)
 
-    from mobiledeploy.targets import host_cores
-
     workers = cfg.jobs or len(host_cores())
     executor = {"kind": cfg.executor, "workers": workers, "ran": len(todo), "cached": len(job_list) - len(todo)}
     if todo:  # before the first config's export: a line at once, not after minutes
@@ -132,9 +133,6 @@ def constraints(cfg: grid.SweepConfig) -> pareto.Constraints:
 
 def _load(path: Path):
     """The JSON in ``path`` (any shape), or None when it is missing, not a regular file or not JSON."""
-    from mobiledeploy.errors import UsageError
-    from mobiledeploy.guards import regular_file
-
     try:
         regular_file(path, what="sweep state file")  # never blocks on a FIFO or a device
         return json.loads(path.read_text(encoding="utf-8"))
@@ -175,8 +173,6 @@ def reusable_row(path: Path, job) -> tuple[SweepRow | None, str | None]:
 
 
 def summarize(cfg: grid.SweepConfig, results: list[SweepRow], executor: dict, *, wall_s: float) -> dict:
-    from mobiledeploy.bench.core import machine_conditions
-
     targets = list(dict.fromkeys(cfg.targets))
     rows = report.table_rows(results, targets)
     measured = [r for r in rows if r["status"] == "ok"]

@@ -25,9 +25,16 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from mobiledeploy.bench.service import BenchRequest, run_bench
+from mobiledeploy.cost.estimate import estimates_for
 from mobiledeploy.errors import MobiledeployError, UsageError, one_line
+from mobiledeploy.export.pipeline import MANIFEST, export_model
+from mobiledeploy.io import sha256_file
 from mobiledeploy.machine import loadavg, node
+from mobiledeploy.models.artifacts import read_manifest
+from mobiledeploy.sweep.grid import target_fingerprint_hash
 from mobiledeploy.sweep.rows import ArtifactRow, SweepRow
+from mobiledeploy.targets import load_target
 
 LOCK_NAME = "mobiledeploy-bench.lock"
 OUT_LOCK_NAME = ".sweep.lock"  # in --out: one sweep at a time there
@@ -94,9 +101,6 @@ def _cpu_s() -> float:
 
 def _export(job) -> tuple[dict, bool, str | None]:
     """(manifest, reused, why a kept export was not reusable)."""
-    from mobiledeploy.export.pipeline import MANIFEST, export_model
-    from mobiledeploy.models.artifacts import read_manifest
-
     path = Path(job.export.out) / MANIFEST
     manifest, redone = reusable_export(Path(job.export.out))
     if manifest is not None:  # the manifest is written last, atomically: the export is complete
@@ -112,9 +116,6 @@ def reusable_export(export_dir: Path) -> tuple[dict | None, str | None]:
     """(the manifest of the complete export in ``export_dir``, None), or (None, why it cannot be
     reused): a manifest that is unreadable or of another shape, an artifact missing or changed
     since it was written (size, SHA-256). (None, None) when there is no export yet."""
-    from mobiledeploy.export.pipeline import MANIFEST
-    from mobiledeploy.models.artifacts import read_manifest
-
     path = export_dir / MANIFEST
     if not path.exists() and not path.is_symlink():
         return None, None
@@ -143,8 +144,6 @@ def file_problem(path: Path, size_bytes: int, sha256: str | None) -> str | None:
     SHA-256), or None when it is. ``sha256`` None: the size only."""
     import stat
 
-    from mobiledeploy.io import sha256_file
-
     try:
         st = path.stat()
     except OSError:
@@ -169,8 +168,6 @@ def _release_keras_memory() -> None:
 def _bench(job):
     """The one bench service (``bench.service.run_bench``) on the job's export: host latency under
     this machine's bench lock, then top-1 when the job has data (device estimates: ``add_estimates``)."""
-    from mobiledeploy.bench.service import BenchRequest, run_bench
-
     return run_bench(BenchRequest(models=(job.export.out,), target=job.bench_target, runs=job.samples,
                                   warmup=job.warmup, timeout_s=job.timeout_s, data=job.data,
                                   eval_limit=job.eval_limit, estimates=False), lock=bench_lock)
@@ -214,10 +211,6 @@ def _add_accuracy(rows: list[ArtifactRow], accuracy: dict) -> None:
 
 def add_estimates(rows: list[ArtifactRow], targets) -> None:
     """Fill ``row.estimates[target]`` (ms or an error) for each target that lacks one."""
-    from mobiledeploy.cost.estimate import estimates_for
-    from mobiledeploy.sweep.grid import target_fingerprint_hash
-    from mobiledeploy.targets import load_target
-
     for name in targets:
         fp = target_fingerprint_hash(name)
         todo = [r for r in rows if r.estimates.get(name, {}).get("target_hash") != fp]
