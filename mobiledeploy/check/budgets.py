@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mobiledeploy.check.kinds import KINDS
 from mobiledeploy.errors import UsageError
+from mobiledeploy.guards import regular_file
 
 SCHEMA_VERSION = 1
 MAX_BUDGET_BYTES = 256 * 2**10  # a budget file is a few KiB; this bounds the time to read any file to about a second
@@ -203,7 +205,6 @@ def load_budgets(path: str | os.PathLike) -> BudgetFile:
         raise UsageError(f"budget file not found: {str(p)!r} (--budget)")
     if p.is_dir():
         raise UsageError(f"budget file {str(p)!r} is a directory (--budget)")
-    from mobiledeploy.guards import regular_file
 
     regular_file(p, what="budget file", max_bytes=MAX_BUDGET_BYTES)  # no FIFO, device, empty or huge file
     try:
@@ -320,7 +321,6 @@ def _parse_ref(ctx: _Ctx, t: dict, key: str, where: str) -> ArtifactRef | None:
 
 def _parse_artifact(ctx: _Ctx, e: Any, i: int, default_target: str) -> ArtifactBudget:
     where = f"[[artifact]] #{i + 1}"
-    from mobiledeploy.check.kinds import KINDS
 
     ctx.check_keys(e, _REF_KEYS | set(KINDS), where)
     path = ctx.string(e, "path", where)

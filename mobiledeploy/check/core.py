@@ -24,12 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.check.budgets import ArtifactBudget, ArtifactRef, BudgetFile, Selector, load_budgets
 from mobiledeploy.check.kinds import GROUPS, KINDS, holds
 from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, VERDICTS, CheckOutcome
-from mobiledeploy.errors import MobiledeployError, UsageError
+from mobiledeploy.errors import MobiledeployError, RuntimeFailure, UsageError
 from mobiledeploy.options import Finite, Names, check_fields, option
+from mobiledeploy.progress import OnProgress, emit
+
+# models, data and accuracy (numpy, the runtimes) are imported inside the functions that use
+# them: `mobiledeploy check --help` and a check's start load none of them.
+
 
 @dataclass(frozen=True)
 class CheckConfig:
@@ -343,7 +347,6 @@ def _replace(obj, **kw):
 
 def _input_resolution(path: Path) -> int:
     """H of the model's NHWC input, read from the file without running it."""
-    from mobiledeploy.errors import RuntimeFailure
     from mobiledeploy.models.inspect import inputs
 
     try:
@@ -375,7 +378,6 @@ class _Accuracy:
         """(top-1, samples) from ``mobiledeploy.accuracy.evaluate`` (the model runs in a child process)."""
         key = art.path.resolve()
         if key not in self._top1:
-            from mobiledeploy.errors import RuntimeFailure
             from mobiledeploy.accuracy.evaluate import evaluate
 
             res = art.selector.resolution or _input_resolution(art.path)

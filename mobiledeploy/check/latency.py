@@ -22,15 +22,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mobiledeploy.progress import OnProgress, emit
+from mobiledeploy.bench.core import bench_model, settings_for_target
 from mobiledeploy.check import stats
 from mobiledeploy.check.budgets import LatencySpec
 from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, CheckOutcome
+from mobiledeploy.check.yardstick import YARDSTICK_VERSION, write_yardstick
+from mobiledeploy.progress import OnProgress, emit
+from mobiledeploy.targets import load_target
 
 
 def resolve_target(name: str | None, file=None):
-    from mobiledeploy.targets import load_target
-
     return load_target(name, file=file)
 
 
@@ -43,8 +44,6 @@ class LatencyMeter:
 
     def __init__(self, target, spec: LatencySpec, *, progress: OnProgress | None = None,
                  bench: Callable | None = None):
-        from mobiledeploy.bench.core import settings_for_target
-
         self.target, self.spec = target, spec
         self.settings = settings_for_target(target, threads=spec.threads, warmup=spec.warmup,
                                             min_time_s=spec.min_time_s, runs=spec.min_runs, timeout_s=spec.timeout_s)
@@ -58,8 +57,6 @@ class LatencyMeter:
     def measure(self, path: Path) -> float:
         """One child-process measurement of ``path``, summarised by ``spec.statistic`` (ms)."""
         if self._bench is None:
-            from mobiledeploy.bench.core import bench_model
-
             self._bench = bench_model
         r = self._bench(path, self.settings)
         if r.status == "error" or not r.samples_ms:
@@ -137,8 +134,6 @@ class LatencyMeter:
     # -- the yardstick
 
     def yardstick_path(self) -> Path:
-        from mobiledeploy.check.yardstick import write_yardstick
-
         if self._yard_dir is None:
             import tempfile
 
@@ -147,8 +142,6 @@ class LatencyMeter:
         return p if p.exists() else write_yardstick(self._yard_dir)
 
     def yardstick_info(self, machine: str | None = None) -> dict:
-        from mobiledeploy.check.yardstick import YARDSTICK_VERSION
-
         here = self.typical(self._yard_ms) if self._yard_ms else None
         return {"version": YARDSTICK_VERSION, "measured_ms": here, "reference_machine": machine}
 
@@ -197,7 +190,6 @@ def measure_yardstick(target, spec: LatencySpec, *, rounds: int = 5,
         raise RuntimeFailure(f"cannot measure the yardstick: {e}") from None
     finally:
         meter.close()
-    from mobiledeploy.check.yardstick import YARDSTICK_VERSION
 
     return {"target": target.name, "version": YARDSTICK_VERSION, "rounds": rounds, "statistic": spec.statistic,
             "threads": meter.settings.threads, "quantile": spec.quantile, "reference_ms": meter.typical(figures),

@@ -11,8 +11,10 @@ import math
 import os
 import xml.etree.ElementTree as ET
 
+from mobiledeploy import io
 from mobiledeploy.check.core import CheckReport
 from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckOutcome
+from mobiledeploy.models.artifacts import degraded_notes as notes, marked
 
 STYLE = {PASS: "green", FAIL: "bold red", ERROR: "bold red", INCONCLUSIVE: "yellow", SKIPPED: "dim"}
 _MD_MARK = {PASS: "✅ pass", FAIL: "❌ fail", ERROR: "❌ error", INCONCLUSIVE: "⚠️ inconclusive", SKIPPED: "➖ skipped"}
@@ -54,8 +56,6 @@ def verdict_text(o: CheckOutcome, strict: bool) -> str:
 def rows(report: CheckReport) -> list[tuple[str, str, str, str, str, str]]:
     """(check, limit, measured, interval, verdict, detail) per outcome, as text; the check's name carries
     the export's degraded mark."""
-    from mobiledeploy.models.artifacts import marked
-
     return [(marked(o.name, o.extra.get("degraded")), fmt_limit(o), fmt_value(o.measured, o.unit), fmt_interval(o),
              verdict_text(o, report.strict), o.detail) for o in report.outcomes]
 
@@ -118,8 +118,6 @@ def markdown(report: CheckReport) -> str:
 
 def degraded_notes(report: CheckReport) -> list[str]:
     """The note naming the artifacts their export marked degraded (once each), or none."""
-    from mobiledeploy.models.artifacts import degraded_notes as notes
-
     seen = {}
     for o in report.outcomes:
         if o.extra.get("degraded") and o.artifact not in seen:
@@ -130,8 +128,6 @@ def degraded_notes(report: CheckReport) -> list[str]:
 def write_outputs(report: CheckReport, *, junit_path: str | None = None, md_path: str | None = None,
                   step_summary: bool = True) -> None:
     """JUnit and Markdown files (atomic), and the GitHub step summary when it is set."""
-    from mobiledeploy import io
-
     if junit_path:
         io.write_bytes(junit_path, junit_xml(report))
     md = None

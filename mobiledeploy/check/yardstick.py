@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mobiledeploy import io
+
 YARDSTICK_VERSION = 1
 _BLOCKS = ((32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1))  # (cin, cout, stride)
 _RES = 64
@@ -80,7 +82,5 @@ def conv_net_bytes(*, resolution: int, blocks: tuple[tuple[int, int, int], ...] 
 
 def write_yardstick(directory: str | os.PathLike | None = None) -> Path:
     """Write the yardstick to ``directory`` (default: a fresh temporary directory)."""
-    from mobiledeploy import io
-
     d = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="mobiledeploy-yardstick-"))
     return io.write_bytes(d / f"yardstick_v{YARDSTICK_VERSION}.onnx", yardstick_bytes())
