@@ -21,7 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from mobiledeploy import __version__
 from mobiledeploy.errors import UsageError
+from mobiledeploy.machine import conditions
 
 
 def ensure_writable_dir(path: str | os.PathLike, *, flag: str = "--out") -> Path:
@@ -123,9 +125,6 @@ def stamp(doc: dict) -> dict:
     Keys already in ``doc`` are kept as they are.
     """
     import time
-
-    from mobiledeploy import __version__
-    from mobiledeploy.machine import conditions
 
     values = (__version__, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), conditions())
     return {**doc, **{k: v for k, v in zip(STAMP_KEYS, values) if k not in doc}}

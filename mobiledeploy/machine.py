@@ -9,6 +9,8 @@ import socket
 import sys
 from pathlib import Path
 
+from mobiledeploy.lockcheck import matches_lock
+
 
 def cpu_model() -> str:
     cpu = platform.processor() or platform.machine()
@@ -31,8 +33,6 @@ def usable_cores() -> list[int]:
 def host() -> dict:
     """CPU, cores, platform, Python, and whether the converter/runtime versions match requirements.lock
     (True/False; None for an install without a lock)."""
-    from mobiledeploy.lockcheck import matches_lock
-
     return {"cpu": cpu_model(), "cores": len(usable_cores()), "logical_cpus": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(),
             "versions_match_lock": matches_lock()}
