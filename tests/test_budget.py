@@ -200,3 +200,25 @@ def test_the_shared_bias_correction_equals_a_correction_that_skips_the_float_lay
     for a, b in zip(shared.get_weights(), direct.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert any(not np.array_equal(a, b) for a, b in zip(shared.get_weights(), tiny_keras.get_weights()))
+
+
+def test_the_search_doubles_then_bisects_when_many_layers_are_needed(tmp_path):
+    """Ten layers ranked l0..l9 and the budget met once l0..l4 are in float: the search tries 0, 1, 2, 4, 8 layers,
+    bisects to 5 (between the miss at 4 and the hit at 8: 6, then 5) and ships l0..l4."""
+    from types import SimpleNamespace
+
+    from mobiledeploy.export.budget import Search, Sensitivity
+    from mobiledeploy.export.recipes import QuantRecipe
+
+    tried = []
+
+    def convert_validate(recipe, out_dir):
+        tried.append(len(recipe.float_layers))
+        agree = 1.0 if {"l0", "l1", "l2", "l3", "l4"} <= set(recipe.float_layers) else 0.5
+        return {"tflite": (out_dir / "x_int8.tflite", SimpleNamespace(top1_agreement=agree, sqnr_db=20.0))}
+
+    sens = [Sensitivity(f"l{i}", 10.0 + i, 0.25) for i in range(10)]
+    res = Search(0.9, convert_validate, _Pricer(), 64, "64 held-out samples").run(QuantRecipe(), sens, tmp_path)
+    assert tried[:7] == [0, 1, 2, 4, 8, 6, 5]
+    assert res.result.float_layers == ("l0", "l1", "l2", "l3", "l4")
+    assert all(n == 4 for n in tried[7:])  # pruning tries each of the five without it, all miss

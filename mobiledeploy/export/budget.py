@@ -12,13 +12,13 @@ lowest device estimate on ``--target`` (``export --quant int8 --min-agreement A 
    at int8 (``cost.estimate.estimate_layers`` on the Keras model's layers), plus a dequantize
    before and a quantize after each run of consecutive float layers (priced as element-wise
    layers on the tensors they convert).
-3. **Greedy search**: full int8 first; then layers are added to the float set in order of noise
-   per estimated millisecond, each candidate converted for every requested format and
+3. **Greedy search**: full int8 first; then the k layers of most noise per estimated
+   millisecond in float, k = 1, 2, 4, 8, ..., and once a k meets the budget, bisection down to
+   the smallest k that does; each candidate converted for every requested format and
    validated like any artifact (top-1 agreement with the float model on the validation
-   samples; a candidate's agreement is its worst format's). The first candidate that meets the
-   budget ends the growth; then each earlier float layer is dropped again when that lowers the
-   estimate and the budget still holds without it (the greedy order is a guess; measurements
-   decide). The last candidate that met it is the export's recipe. At most ``MAX_CANDIDATES``
+   samples; a candidate's agreement is its worst format's). Then each earlier float layer is
+   dropped again when that lowers the estimate and the budget still holds without it (the
+   greedy order is a guess; measurements decide). The last candidate that met it is the export's recipe. At most ``MAX_CANDIDATES``
    are converted. None meets it: ``ValidationError`` (one line; the export is atomic, nothing
    is written).
 
@@ -124,8 +124,9 @@ class BudgetSearch:
     def to_json(self) -> dict:
         return {"min_agreement": self.min_agreement, "target": self.target, "estimate": self.estimate_label,
                 "measured_on": {"samples": self.samples, "inputs": self.inputs},
-                "method": "greedy: full int8, then layers kept in float in order of weight-rounding noise "
-                          "(logit SQNR, one layer at a time) per estimated ms until the agreement is met; then "
+                "method": "greedy: full int8, then the k layers of most weight-rounding noise (logit SQNR, one "
+                          "layer at a time) per estimated ms in float, k = 1, 2, 4, ... until the agreement is "
+                          "met, bisected to the smallest such k; then "
                           "each earlier float layer dropped again if the agreement still holds without it",
                 "sensitivity": [s.to_json() for s in self.sensitivity],
                 "candidates": [c.to_json() for c in self.candidates],
@@ -248,13 +249,20 @@ class Search:
                               tuple(sens))
         self._recipe, self._dir, self._tried = recipe, Path(work_dir), []
         self._step = step or (lambda name: contextlib.nullcontext())
-        best = None
-        for k in range(len(ranked) + 1):  # grow: full int8, then the next layer by noise per ms
-            if len(self._tried) >= MAX_CANDIDATES:
-                break
+        best, lo, k = None, -1, 0
+        while len(self._tried) < MAX_CANDIDATES:  # grow: the k layers of most noise per ms, k = 0, 1, 2, 4, ...
             if self._try(tuple(ranked[:k])):
                 best = len(self._tried) - 1
                 break
+            if k == len(ranked):
+                break
+            lo, k = k, min(len(ranked), max(1, 2 * k))
+        while best is not None and k - lo > 1 and len(self._tried) < MAX_CANDIDATES:  # bisect between misses and k
+            mid = (lo + k) // 2
+            if self._try(tuple(ranked[:mid])):
+                best, k = len(self._tried) - 1, mid
+            else:
+                lo = mid
         if best is not None:  # prune: drop a float layer the budget turns out not to need (cheapest noise first)
             for layer in reversed(self._tried[best][0].float_layers[:-1]):
                 if len(self._tried) >= MAX_CANDIDATES:
