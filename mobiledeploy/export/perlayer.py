@@ -160,6 +160,7 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
                           note=f"recipe re-run on {Path(src).name} ({'per-channel' if per_channel else 'per-tensor'} "
                                f"int8 weights, as in the artifact"
                                f"{'; bias-corrected, as in the manifest' if recipe.bias_correction else ''}"
+                               f"{'; learned rounding (adaround), as in the manifest' if recipe.rounding == 'adaround' else ''}"
                                f"{'; ' + ', '.join(recipe.float_layers) + ' in float' if recipe.float_layers else ''}); "
                                f"{cal_note}; "
                                "~0.29 is rounding noise alone")

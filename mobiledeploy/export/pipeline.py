@@ -34,8 +34,8 @@ from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FOR
 from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.errors import UsageError, ValidationError, one_line
 from mobiledeploy.progress import OnProgress, emit
-from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, Calibration, OnnxQuant, QuantRecipe,
-                                         TfliteQuant, choose_onnx_types, int8_choices)
+from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, ROUNDING, Calibration, OnnxQuant,
+                                         QuantRecipe, TfliteQuant, choose_onnx_types, int8_choices)
 from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
 from mobiledeploy.export.validate import (DEFAULT_ATOL, DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, FP16_FACTOR,
                                           AgreementFloor, Reference, Validation, agreement_floor, judge,
@@ -92,6 +92,11 @@ class ExportConfig:
         None, cli_default="auto", parse=parse_float_layers, metavar="auto|none|NAMES", show_default=True,
         help="Keras convolution layers kept in float inside int8 artifacts: auto (the first 3 for trained weights, "
              "none for random init), none, or a comma list of layer names.")
+    weight_rounding: str = option(
+        "nearest", check=OneOf(ROUNDING, "int8 weight rounding"),
+        help="int8 weights rounded to nearest, or adaround: learned rounding per layer on the calibration samples, "
+             "with bias correction along the quantized path (slower: minutes per layer on large models; "
+             "per-channel only; see docs/export.md).")
     # data
     calib: str | None = option(None, metavar="SOURCE",  # None: calibration.choose_source (never digits for ImageNet)
                                help="Calibration data: digits, random, an image folder or a .npz with an 'x' "
@@ -134,6 +139,8 @@ class ExportConfig:
             archs.check_build_args(self.arch, alpha=self.alpha, resolution=self.resolution, classes=self.classes,
                                    depth_multiplier=self.depth_multiplier, dropout=self.dropout,
                                    weights=self.weights)
+        if self.weight_rounding == "adaround" and not self.per_channel:
+            raise UsageError("--weight-rounding adaround needs per-channel weights (drop --per-tensor)")
         if self.target is not None:
             _check_budget(self)
         if self.preprocessing is not None:
@@ -267,7 +274,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                                                bias_correction=config.bias_correction,
                                                float_layers=config.float_layers)
     recipe = QuantRecipe(per_channel=config.per_channel, bias_correction=bias, float_layers=float_layers,
-                         tflite=TfliteQuant(int8_io=config.int8_io),
+                         rounding=config.weight_rounding, tflite=TfliteQuant(int8_io=config.int8_io),
                          onnx=OnnxQuant(choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
                                         config.onnx_calibration))
     calibration = Calibration(cal.calib)

@@ -27,6 +27,8 @@ from mobiledeploy.machine import arch, cpu_flags
 ONNX_QUANT_TYPES = ("s8s8", "u8s8")
 ORT_INT8_ENV = "MOBILEDEPLOY_ORT_INT8"  # s8s8|u8s8: stands in for this CPU's choice (to test the other one)
 ONNX_CALIBRATION = ("minmax", "entropy", "percentile")  # onnxruntime.quantization.CalibrationMethod
+ROUNDING = ("nearest", "adaround")  # int8 weight rounding: to nearest (the converters), or learned (export.adaround)
+ADAROUND_ITERATIONS, ADAROUND_SAMPLES = 300, 48  # per layer; calibration samples used (export.adaround)
 CALIB_BATCH = 10  # MinMax statistics are the same however samples are batched; batches run faster
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "avx10")
 
@@ -73,6 +75,7 @@ class QuantRecipe:
     per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
     bias_correction: bool = False  # empirical bias correction of int8 weights (export.equalize.correct_bias)
     float_layers: tuple[str, ...] = ()  # conv/dense layers kept in float in full int8 (export.float_layers)
+    rounding: str = "nearest"  # int8 weights rounded to nearest, or "adaround" (export.adaround; ROUNDING)
     tflite: TfliteQuant = TfliteQuant()
     onnx: OnnxQuant = OnnxQuant()
 
@@ -83,6 +86,10 @@ class QuantRecipe:
                "bias_correction": {"enabled": self.bias_correction, "applies_to": "int8",
                                    "method": "empirical, on the calibration samples (Nagel et al., 2019)"},
                "float_layers": {"layers": list(self.float_layers), "applies_to": "int8"}}
+        if self.rounding != "nearest":  # absent: round to nearest (manifests before the option read the same)
+            out["weight_rounding"] = {"method": self.rounding, "applies_to": "int8", "iterations": ADAROUND_ITERATIONS,
+                                      "samples": ADAROUND_SAMPLES, "bias_correction": (
+                                          "along the quantized path" if self.bias_correction else "off")}
         if self.onnx.types is not None:
             out["onnx"] = {**self.onnx.types.to_json(), "per_channel": self.per_channel,
                            "calibrate_method": self.onnx.calibration}
@@ -96,9 +103,11 @@ class QuantRecipe:
         types = (OnnxQuantTypes(onx["types"], bool(onx.get("reduce_range")), onx.get("reason", ""))
                  if onx.get("types") in ONNX_QUANT_TYPES else None)
         method = onx.get("calibrate_method", "minmax")
+        rounding = (q.get("weight_rounding") or {}).get("method", "nearest")
         return cls(per_channel=bool(tfl.get("per_channel", True)),
                    bias_correction=bool((q.get("bias_correction") or {}).get("enabled", False)),
                    float_layers=tuple(str(n) for n in (q.get("float_layers") or {}).get("layers", ())),
+                   rounding=rounding if rounding in ROUNDING else "nearest",
                    tflite=TfliteQuant(int8_io=bool(tfl.get("int8_io"))),
                    onnx=OnnxQuant(types, method if method in ONNX_CALIBRATION else "minmax"))
 
@@ -122,10 +131,16 @@ class Calibration:
 
     def quant_source(self, model, recipe: QuantRecipe, weights: str = "int8"):
         """The Keras model full-int8 weights are quantized from: ``model`` itself, or with the recipe's bias
-        correction for the weight grid ``weights`` (computed once per model, grid and recipe)."""
-        if not recipe.bias_correction:
+        correction or learned rounding for the weight grid ``weights`` (computed once per model, grid and recipe)."""
+        if not recipe.bias_correction and recipe.rounding == "nearest":
             return model
-        key = (id(model), weights, recipe.per_channel, recipe.float_layers)
+        key = (id(model), weights, recipe.per_channel, recipe.float_layers, recipe.rounding, recipe.bias_correction)
+        if key not in self._sources and recipe.rounding == "adaround":
+            from mobiledeploy.export.adaround import adaround
+
+            self._sources[key] = (model, adaround(model, self.x, weights=weights, iterations=ADAROUND_ITERATIONS,
+                                                  samples=ADAROUND_SAMPLES, bias_correction=recipe.bias_correction,
+                                                  skip=recipe.float_layers))
         if key not in self._sources:
             from mobiledeploy.export.equalize import correct_bias
 
