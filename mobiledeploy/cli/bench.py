@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import click
 
+from mobiledeploy import io
 from mobiledeploy.bench.request import BenchRequest
 from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, shape_option, stdout_console,
                                      target_options, wide_option)
 from mobiledeploy.cli.progress import progress_renderer
+from mobiledeploy.cli.table import Column, render
+from mobiledeploy.errors import RuntimeFailure, UsageError
+
+# The bench service, profiles and emulation (numpy, the runtimes) are imported inside the command:
+# `bench --help` and its start load neither (tests/test_terminal.py).
 
 EMULATED_COLUMNS = ("init ms", "p50 ms", "p90 ms", "p99 ms", "inf/s")  # emulated times, not latencies
 
@@ -36,7 +42,6 @@ def bench(models, target_name, target_file, threads, affinity, xnnpack, ort_opt_
     features the runtime saw, and its times are emulated, not a latency.
     """
     from mobiledeploy.bench.service import run_bench
-    from mobiledeploy.errors import RuntimeFailure, UsageError
 
     request = BenchRequest(models=tuple(models), target=target_name, target_file=target_file, threads=threads,
                            affinity=affinity, xnnpack=xnnpack, ort_opt_level=ort_opt_level, warmup=warmup,
@@ -95,7 +100,6 @@ def _columns(run) -> list:
 
 
 def _write_markdown(md_path: str, run) -> None:
-    from mobiledeploy import io
     from mobiledeploy.bench import report as rep
     from mobiledeploy.bench.profile import profile_markdown
 
@@ -107,7 +111,6 @@ def _write_markdown(md_path: str, run) -> None:
 
 def _print(run, wide: bool) -> None:
     from mobiledeploy.bench import report as rep
-    from mobiledeploy.cli.table import render
     from mobiledeploy.runtimes.emulate import EMULATED_LABEL
 
     out = stdout_console()
@@ -130,7 +133,6 @@ def _print(run, wide: bool) -> None:
 
 def _print_profiles(out, report, profiles: dict, wide: bool) -> None:
     from mobiledeploy.bench.profile import COLUMNS, profile_rows
-    from mobiledeploy.cli.table import Column, render
 
     cols = [Column(*c) for c in COLUMNS]
     for r in report.results:

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.check.core import CheckConfig
+from mobiledeploy.check.budgets import LatencySpec, load_budgets
+from mobiledeploy.check.core import ERROR, FAIL, INCONCLUSIVE, CheckConfig, run_check
 from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, stderr_console, stdout_console,
                                      target_options, wide_option)
+from mobiledeploy.cli.progress import progress_lines
+from mobiledeploy.cli.table import Column, render
+from mobiledeploy.errors import BudgetError
 from mobiledeploy.progress import OnProgress
+
+# check's library (numpy, the runtimes) is imported inside the command: `check --help` loads neither.
 
 
 @click.command()
@@ -36,9 +42,6 @@ def check(budget, artifacts, baseline, data, target_name, target_file, max_time_
     lies above the limit. Latencies are the HOST's, under the target's settings.
     """
     from mobiledeploy.check import report as rep
-    from mobiledeploy.check.core import run_check
-    from mobiledeploy.cli.progress import progress_lines
-    from mobiledeploy.errors import BudgetError
 
     err = stderr_console()
     progress = None if quiet else progress_lines(style="dim", console=err)
@@ -64,8 +67,6 @@ def _print(report, wide: bool) -> None:
     from rich.text import Text
 
     from mobiledeploy.check import report as rep
-    from mobiledeploy.check.core import ERROR, FAIL, INCONCLUSIVE
-    from mobiledeploy.cli.table import Column, render
 
     con = stdout_console()
     rows = rep.rows(report)
@@ -84,7 +85,6 @@ def _print(report, wide: bool) -> None:
 
 def _measure_yardstick(budget, target_name, target_file, progress: OnProgress | None) -> None:
     """Measured with the budget file's [latency] settings when --budget is given."""
-    from mobiledeploy.check.budgets import LatencySpec, load_budgets
     from mobiledeploy.check.latency import measure_yardstick, resolve_target
 
     bf = load_budgets(budget) if budget else None

@@ -7,6 +7,10 @@ import os
 
 import click
 
+from mobiledeploy import io, options as opts
+from mobiledeploy.cli.table import console
+from mobiledeploy.guards import finite
+
 
 def csv_choice(value: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
     """Parse a comma list such as ``fp32,int8`` and reject unknown names (usage error)."""
@@ -48,8 +52,6 @@ def wide_option(f):
 
 
 def stdout_console():
-    from mobiledeploy.cli.table import console
-
     return console()
 
 
@@ -84,7 +86,6 @@ def emit_json(path: str | None, obj) -> None:
     """
     if not path:
         return
-    from mobiledeploy import io
 
     doc = io.stamp(obj) if isinstance(obj, dict) else obj
     if path == "-":
@@ -122,8 +123,6 @@ class Seconds(click.ParamType):
     MAX = 86400.0
 
     def convert(self, value, param, ctx):
-        from mobiledeploy.guards import finite
-
         if isinstance(value, float) or value is None:
             return value
         try:
@@ -134,8 +133,6 @@ class Seconds(click.ParamType):
 
 def _click_kwargs(f) -> tuple[list[str], dict]:
     """The @click.option declarations and keywords for one ``options.option`` field."""
-    from mobiledeploy import options as opts
-
     m = f.metadata["option"]
     default = opts.default_of(f)
     spec = m["flag"] or "--" + f.name.replace("_", "-")
@@ -188,8 +185,6 @@ def _click_kwargs(f) -> tuple[list[str], dict]:
 def click_options(config_cls, *names: str):
     """Decorator: one @click.option per named field of ``config_cls``, in this order, built from the
     field's declaration (``mobiledeploy.options.option``): flag, default, help and check written once."""
-    from mobiledeploy import options as opts
-
     declared = opts.declared(config_cls)
     missing = [n for n in names if n not in declared]
     if missing:

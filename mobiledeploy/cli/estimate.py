@@ -7,7 +7,9 @@ import click
 from mobiledeploy.cli.common import (click_options, emit_json, json_option, shape_option, stderr_console,
                                      stdout_console, target_options, warnings_to_stderr, wide_option)
 from mobiledeploy.cli.table import Column, render
-from mobiledeploy.cost.estimate import EstimateConfig
+from mobiledeploy.cost.estimate import EstimateConfig, estimate as run_estimate
+from mobiledeploy.kernels.estimate import check_artifact, core_of, estimate_kernels
+from mobiledeploy.targets import load_target
 
 
 @click.command("estimate")
@@ -31,8 +33,6 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
     Per layer: max(MACs / (peak x efficiency), bytes moved / bandwidth) + overhead, with
     the target's fitted [cost_model] parameters (see `mobiledeploy target calibrate`).
     """
-    from mobiledeploy.cost.estimate import estimate as run_estimate
-
     source = click.get_current_context().get_parameter_source
     given = [n for n in ("arch", "alpha", "resolution") if source(n) != click.core.ParameterSource.DEFAULT]
     if model is not None and given:
@@ -44,7 +44,6 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
     cfg = EstimateConfig(model=model, arch=arch, alpha=alpha, resolution=resolution, classes=classes,
                          precision=precision, target=target_name, target_file=target_file, threads=threads,
                          shapes=shapes or None)
-    from mobiledeploy.targets import load_target
 
     target = load_target(target_name, file=target_file)
     with warnings_to_stderr():
@@ -68,9 +67,6 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
 
 def _kernels(model, target_name, target_file, threads, json_path):
     """--method kernels: the estimate from the emulated kernels (mobiledeploy.kernels)."""
-    from mobiledeploy.kernels.estimate import check_artifact, core_of, estimate_kernels
-    from mobiledeploy.targets import load_target
-
     if model is None:
         raise click.UsageError("--method kernels needs a MODEL file (.tflite or .onnx), not --arch")
     target = load_target(target_name, file=target_file)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.accuracy.evaluate import EvalConfig
-from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, stdout_console,
+from mobiledeploy import io
+from mobiledeploy.accuracy.emulated import vs_host
+from mobiledeploy.accuracy.evaluate import EvalConfig, run_eval
+from mobiledeploy.cli.common import (click_options, emit_json, json_option, md_option, stderr_console, stdout_console,
                                      wide_option)
 from mobiledeploy.cli.progress import progress_renderer
-from mobiledeploy.cli.table import Column
+from mobiledeploy.cli.table import Column, render
+from mobiledeploy.errors import RuntimeFailure, UsageError
+from mobiledeploy.models.artifacts import degraded_notes, marked
+from mobiledeploy.models.preprocessing import spec
+from mobiledeploy.runtimes.emulate import EMULATED_LABEL, cpu
 
 COLUMNS = (Column("model"), Column("format", priority=3), Column("precision", priority=1),
            Column("runtime", priority=4), Column("top-1", "right"), Column("top-5", "right", priority=2),
@@ -37,27 +43,17 @@ def eval_(models, json_path, md_path, wide, mean, std, **kwargs) -> None:
     agreement with the host run, and '=' when its raw outputs are bit-identical to the
     host's (else the largest output difference).
     """
-    from mobiledeploy.errors import RuntimeFailure
-    from mobiledeploy.accuracy.evaluate import run_eval
-
     if mean is not None or std is not None:
-        from mobiledeploy.models.preprocessing import spec
-        from mobiledeploy.errors import UsageError
-
         if kwargs.get("preprocessing"):
             raise UsageError("--mean/--std and --preprocessing both set the preprocessing; pass one of them")
         kwargs["preprocessing"] = spec(mean if mean is not None else 0.0, std)
     with progress_renderer() as progress:
         report = run_eval(EvalConfig(models=tuple(models), **kwargs, progress=progress))
     if report.warnings and json_path != "-":
-        from mobiledeploy.cli.common import stderr_console
-
         for w in report.warnings:
             stderr_console().print(f"[yellow]warning:[/] {w}", markup=True, soft_wrap=True)
     emit_json(json_path, report.to_json())
     if md_path:
-        from mobiledeploy import io
-
         io.write_text(md_path, markdown_table(report))
     if json_path != "-":
         _print(report, wide)
@@ -82,9 +78,6 @@ def columns(report) -> tuple[Column, ...]:
 
 def rows(report) -> list[list[str]]:
     from pathlib import Path
-
-    from mobiledeploy.accuracy.emulated import vs_host
-    from mobiledeploy.models.artifacts import marked
 
     emulated = {e.model: e for e in report.emulated}
     out = []
@@ -121,8 +114,6 @@ def _title(report) -> str:
 def _degraded_notes(report) -> list[str]:
     from pathlib import Path
 
-    from mobiledeploy.models.artifacts import degraded_notes
-
     return degraded_notes((Path(r.model).name, r.degraded) for r in report.results)
 
 
@@ -131,8 +122,6 @@ def _emulation_notes(report) -> list[str]:
     if not report.emulated:
         return []
     from pathlib import Path
-
-    from mobiledeploy.runtimes.emulate import EMULATED_LABEL, cpu
 
     model = cpu(report.emulated[0].cpu)
     notes = [f"Emulated: the aarch64 LiteRT and ONNX Runtime under qemu -cpu {model.qemu_cpu} ({model.name}), "
@@ -151,8 +140,6 @@ def _print(report, wide: bool) -> None:
     from pathlib import Path
 
     from rich.text import Text
-
-    from mobiledeploy.cli.table import render
 
     con = stdout_console()
     render(con, columns(report), rows(report), title=_title(report), wide=wide)
@@ -176,8 +163,6 @@ def _print_per_layer(con, report, wide: bool) -> None:
     from pathlib import Path
 
     from rich.text import Text
-
-    from mobiledeploy.cli.table import render
 
     worse = "higher" if report.metric == "rmse/scale" else "lower"
     flag = f"> {report.threshold}" if report.metric == "rmse/scale" else f"< {report.threshold:.0f} dB"

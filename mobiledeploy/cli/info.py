@@ -8,6 +8,8 @@ from mobiledeploy.cli.common import (emit_json, json_option, shape_option, stdou
                                      wide_option)
 from mobiledeploy.cli.table import Column, render
 
+# The layer readers (numpy, the runtimes) are imported inside the command: `info --help` loads neither.
+
 ARCH_CHOICES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
 
 

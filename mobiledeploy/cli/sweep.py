@@ -6,7 +6,12 @@ import click
 
 from mobiledeploy.cli.common import click_options, emit_json, json_option, stderr_console, stdout_console, wide_option
 from mobiledeploy.cli.progress import progress_renderer
+from mobiledeploy.cli.table import Column, render
+from mobiledeploy.errors import MobiledeployError
 from mobiledeploy.sweep.grid import SweepConfig
+
+# The sweep's executors and artifacts reader (numpy, the runtimes) are imported inside the command:
+# `sweep --help` loads neither.
 
 
 @click.command("sweep")
@@ -23,7 +28,6 @@ def sweep(json_path, wide, **fields):
     the table). Finished configs are kept: a rerun redoes only what is missing or failed.
     With --max-latency-ms / --max-size-kb / --min-top1 it recommends one artifact per target.
     """
-    from mobiledeploy.errors import MobiledeployError
     from mobiledeploy.sweep.core import run_sweep
 
     cfg = SweepConfig(**fields)
@@ -52,7 +56,6 @@ def sweep(json_path, wide, **fields):
 
 
 def _print(s: dict, result, *, wide: bool = False) -> None:
-    from mobiledeploy.cli.table import Column, render
     from mobiledeploy.models.artifacts import degraded_notes, marked
 
     con = stdout_console()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 
 from mobiledeploy.cli.common import csv_choice, emit_json, json_option, stdout_console, target_options, wide_option
+from mobiledeploy.cli.table import Column, render
+
+# The cost model and its fit (numpy, scipy) are imported inside the commands: `target --help` loads neither.
 
 
 SHOWN_ROWS = 50  # rows of the fit table on the terminal
@@ -47,7 +50,6 @@ def calibrate(target_name, target_file, measurements, out, params, name, json_pa
     emit_json(json_path, result.to_json())
     if json_path == "-":
         return
-    from mobiledeploy.cli.table import Column, render
 
     fit = result.fit
     cols = (Column("model"), Column("precision", priority=1), Column("threads", "right", priority=2),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from mobiledeploy.accuracy.train import TrainConfig
+from mobiledeploy.accuracy.train import TrainConfig, train as run_train
 from mobiledeploy.cli.common import click_options, emit_json, json_option, stdout_console
 from mobiledeploy.cli.progress import progress_renderer
+from mobiledeploy.units import format_size
 
 
 @click.command()
@@ -21,15 +22,12 @@ def train(json_path, **kwargs) -> None:
       mobiledeploy train --data digits --alpha 0.25 --res 32 --epochs 60 \\
           --out models/mobilenet_v1_0.25_32_digits.keras
     """
-    from mobiledeploy.accuracy.train import train as run_train
-
     cfg = TrainConfig(**kwargs)
     with progress_renderer(status=False) as progress:
         result = run_train(cfg, progress=progress)
     emit_json(json_path, result.to_json())
     if json_path == "-":
         return
-    from mobiledeploy.units import format_size
 
     top5 = f", top-5 {result.test_top5:.2%}" if result.test_top5 is not None else ""
     stdout_console().print(
