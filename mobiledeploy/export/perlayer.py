@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mobiledeploy.data.datasets import load_dataset
 from mobiledeploy.errors import ConversionError, UsageError, one_line
+from mobiledeploy.export import float_layers as fl
+from mobiledeploy.export.formats.tflite import converter_for
+from mobiledeploy.export.recipes import Calibration, QuantRecipe, TfliteQuant, calibration_reader
+from mobiledeploy.models.artifacts import contained_path, load_keras, resolve_models
+from mobiledeploy.models.inspect import onnx_model as _onnx_model
 from mobiledeploy.quiet import import_tensorflow, quiet_converter
 
 TFLITE_FLAG = 0.7  # rmse/scale above this is flagged; ~0.29 is rounding noise alone
@@ -84,9 +90,6 @@ def _calibration(ref, dataset) -> tuple[np.ndarray, str]:
     cal = ref.calibration if isinstance(ref.calibration, dict) else {}
     why = "no manifest calibration"
     if cal.get("source"):
-        from mobiledeploy.data.datasets import load_dataset
-        from mobiledeploy.models.artifacts import contained_path
-
         try:
             source = cal["source"]
             if source not in ("digits", "random"):  # a path in a manifest: only inside its directory
@@ -120,11 +123,6 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
         raise UsageError(f"--per-layer for {ref.name} needs its float Keras model: evaluate the export directory "
                          "(its manifest names it) or pass --source-model")
     tf = import_tensorflow()
-
-    from mobiledeploy.models.artifacts import load_keras
-
-    from mobiledeploy.export.formats.tflite import converter_for
-    from mobiledeploy.export.recipes import Calibration, QuantRecipe, TfliteQuant
 
     model = load_keras(str(src), unsafe_load)
     calib, cal_note = _calibration(ref, dataset)
@@ -172,9 +170,6 @@ def _float_nodes(model, recipe) -> list[str]:
         return []
     from ai_edge_litert.interpreter import Interpreter
 
-    from mobiledeploy.export import float_layers as fl
-    from mobiledeploy.export.formats.tflite import converter_for
-
     names = [d["name"] for d in Interpreter(model_content=converter_for(model, "fp32", recipe).convert())
              .get_tensor_details()]
     return fl.matching_nodes(names, fl.with_fused(model, recipe.float_layers))
@@ -216,9 +211,6 @@ def _onnx_report(ref, x) -> PerLayerReport:
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                          create_activation_matching,
                                                          modify_model_output_intermediate_tensors)
-
-    from mobiledeploy.export.recipes import calibration_reader
-    from mobiledeploy.models.inspect import onnx_model as _onnx_model
 
     g = _onnx_model(Path(ref.path)).graph
     inits = {i.name for i in g.initializer}
@@ -264,7 +256,6 @@ def _onnx_report(ref, x) -> PerLayerReport:
 def _float_onnx(ref) -> str | None:
     if not ref.manifest:
         return None
-    from mobiledeploy.models.artifacts import resolve_models
 
     for r in resolve_models([str(Path(ref.manifest).parent)]):
         if r.format == "onnx" and r.precision == "fp32":

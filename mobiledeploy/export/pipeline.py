@@ -25,22 +25,26 @@ from typing import Callable
 import numpy as np
 
 from mobiledeploy import io
-from mobiledeploy.io import sha256_file
-from mobiledeploy.machine import python_platform
-
-from mobiledeploy.models import archs
-from mobiledeploy.export.calibration import choose_source, load_calibration
-from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
-from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.errors import UsageError, ValidationError, one_line
-from mobiledeploy.progress import OnProgress, emit
+from mobiledeploy.export.calibration import choose_source, load_calibration
+from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
+from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
+from mobiledeploy.export.logits import keras_logits_model
 from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, ROUNDING, Calibration, OnnxQuant,
                                          QuantRecipe, TfliteQuant, choose_onnx_types, int8_choices)
-from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
 from mobiledeploy.export.validate import (DEFAULT_ATOL, DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, FP16_FACTOR,
                                           AgreementFloor, Reference, Validation, agreement_floor, judge,
                                           validate_artifact)
+from mobiledeploy.io import sha256_file
+from mobiledeploy.machine import python_platform
+from mobiledeploy.models import archs
+from mobiledeploy.models.limits import check_fits
+from mobiledeploy.models.preprocessing import get_preprocessing
+from mobiledeploy.models.weights import describe_weights, resolve_weights
 from mobiledeploy.options import AtLeast, Finite, Names, OneOf, check_fields, option
+from mobiledeploy.progress import OnProgress, emit
+from mobiledeploy.quiet import quiet_converter
+from mobiledeploy.targets import load_target
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -144,11 +148,8 @@ class ExportConfig:
         if self.target is not None:
             _check_budget(self)
         if self.preprocessing is not None:
-            from mobiledeploy.models.preprocessing import get_preprocessing
-
             get_preprocessing(self.preprocessing)
         if self.model_path is None:  # the calibration images too must fit beside the model
-            from mobiledeploy.models.limits import check_fits
 
             check_fits(self.arch, alpha=self.alpha, resolution=self.resolution, classes=self.classes,
                        depth_multiplier=self.depth_multiplier, samples=self.calib_samples + self.validate_samples)
@@ -281,7 +282,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     stem = _stem(info, config)
     budget, budget_files = None, {}
     if config.target is not None:  # the accuracy budget chooses the float layers
-        from mobiledeploy.export.budget import search_recipe
+        from mobiledeploy.export.budget import search_recipe  # here, not at the top: budget imports this module
 
         recipe, budget, budget_files = search_recipe(model, recipe, calibration, cal, reference, config, staging,
                                                      stem, step)
@@ -328,7 +329,6 @@ def _check_budget(config: ExportConfig) -> None:
     if config.float_layers is not None:
         raise UsageError("the accuracy budget (--target) chooses the layers kept in float: leave --float-layers "
                          "at auto")
-    from mobiledeploy.targets import load_target
 
     load_target(config.target)
 
@@ -423,8 +423,6 @@ def _calibration(config: ExportConfig, resolution: int, preprocessing: str, step
 
 def keras_reference(model, x: np.ndarray) -> Reference:
     """The Keras model's outputs on ``x`` and, when it ends in a softmax, its logits."""
-    from mobiledeploy.export.logits import keras_logits_model
-
     twin = keras_logits_model(model)
     return Reference(outputs=keras_outputs(model, x), logits=None if twin is None else keras_outputs(twin, x))
 
@@ -463,7 +461,6 @@ def _weights_json(config: ExportConfig) -> dict | None:
     """The weights' name, SHA-256, origin and that they are trained (``models/weights.py``)."""
     if not config.weights:
         return None
-    from mobiledeploy.models.weights import describe_weights, resolve_weights
 
     return describe_weights(resolve_weights(config.weights, arch=config.arch, alpha=config.alpha,
                                             resolution=config.resolution, classes=config.classes))

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobiledeploy.errors import UsageError
+from mobiledeploy.export import float_layers as fl
+from mobiledeploy.export.equalize import correct_bias
 from mobiledeploy.machine import arch, cpu_flags
 
 ONNX_QUANT_TYPES = ("s8s8", "u8s8")
@@ -142,8 +144,6 @@ class Calibration:
                                                   samples=ADAROUND_SAMPLES, bias_correction=recipe.bias_correction,
                                                   skip=recipe.float_layers))
         if key not in self._sources:
-            from mobiledeploy.export.equalize import correct_bias
-
             self._sources[key] = (model, correct_bias(model, self.x, per_channel=recipe.per_channel,
                                                       weights=weights, skip=recipe.float_layers))
         return self._sources[key][1]  # the model is kept beside it so that its id is not reused
@@ -153,8 +153,6 @@ def int8_choices(model, *, trained: bool, bias_correction: bool | None,
                  float_layers: tuple[str, ...] | None) -> tuple[bool, tuple[str, ...], dict[str, str]]:
     """Bias correction and the layers kept in float for ``model`` (None: the defaults, on and the stem
     for trained weights, off and none for random init), with the reasons the manifest records."""
-    from mobiledeploy.export import float_layers as fl
-
     opaque = not fl.stem(model, 1)  # no conv/dense layer visible to Keras (a wrapped SavedModel)
     bias = not opaque and (trained if bias_correction is None else bias_correction)
     layers = fl.resolve(model, float_layers) if float_layers is not None else fl.stem(model) if trained else ()
