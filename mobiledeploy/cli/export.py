@@ -8,7 +8,10 @@ import click
 
 from mobiledeploy.cli.common import click_options, emit_json, json_option, stderr_console, stdout_console, wide_option
 from mobiledeploy.cli.progress import progress_renderer
-from mobiledeploy.export.pipeline import ExportConfig
+from mobiledeploy.cli.table import Column, render
+from mobiledeploy.export.pipeline import ExportConfig, export_model
+from mobiledeploy.models.artifacts import marked
+from mobiledeploy.units import format_size
 
 
 @click.command("export")
@@ -20,8 +23,6 @@ from mobiledeploy.export.pipeline import ExportConfig
 @wide_option
 def export(json_path, wide, **fields):
     """Build (or load) a MobileNet and export TFLite/ONNX artifacts, each validated against Keras."""
-    from mobiledeploy.export.pipeline import export_model
-
     config = ExportConfig(**fields)
     config.check()  # usage errors before the progress display starts
     err = stderr_console()
@@ -38,10 +39,6 @@ def export(json_path, wide, **fields):
 
 def _print_table(result, wide: bool) -> None:
     from rich.text import Text
-
-    from mobiledeploy.cli.table import Column, render
-    from mobiledeploy.models.artifacts import marked
-    from mobiledeploy.units import format_size
 
     m = result.model
     facts = " ".join(f"{k}={m[k]}" for k in ("alpha", "resolution", "classes") if m.get(k) is not None)
