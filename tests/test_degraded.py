@@ -205,3 +205,18 @@ def test_sweep_rows_carry_the_mark_to_its_tables(degraded_export, tmp_path):
     assert {f for f, c in cells.items() if c} == {a.file for a in res.artifacts if a.degraded}
     assert all(re.fullmatch(r"degraded \(agreement \d+% < 90%\)", c) for c in cells.values() if c)
     assert ("degraded", "degraded") in cols
+
+
+def test_bench_shows_the_mark(degraded_export, tmp_path):
+    res, _ = degraded_export
+    degraded = {a.file for a in res.artifacts if a.degraded}
+    r = CliRunner().invoke(cli, ["bench", str(res.out_dir), "--warmup", "0", "--runs", "1", "--wide",
+                                 "--json", str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md")])
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    assert _marked_names(r.stdout) == degraded
+    assert "[degraded]: the export measured top-1 agreement" in " ".join(r.stdout.split())
+    results = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert {Path(x["model"]).name for x in results if x["degraded"]} == degraded
+    assert all(x["degraded"] is None for x in results if Path(x["model"]).name not in degraded)
+    md = (tmp_path / "b.md").read_text()
+    assert _marked_names(md.replace("|", " ")) == degraded and "[degraded]: the export measured" in md

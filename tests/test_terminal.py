@@ -188,7 +188,7 @@ def test_export_summary_fits_in_kib(width, capsys, monkeypatch):
     from mobiledeploy.cli.export import _print_table
 
     art = [SimpleNamespace(file=f"mobilenet_v2_1.0_224_{p}.{f}", format=f, precision=p, size_bytes=n,
-                           validation=SimpleNamespace(summary=s))
+                           validation=SimpleNamespace(summary=s), degraded=False)
            for f, p, n, s in (("tflite", "fp32", 14_246_012, "ok: max|diff| 2.0e-07 <= 0.0001"),
                               ("onnx", "int8", 3_612_345, "top-1 agree 100.0%, SQNR 48.7 dB"))]
     result = SimpleNamespace(model={"arch": "mobilenet_v2", "alpha": 1.0, "resolution": 224, "classes": 1000},

@@ -131,6 +131,7 @@ class BenchResult:
     usage_error: bool = False  # the failure was the user's input (e.g. a missing --shape)
     emulate: str | None = None  # the emulated CPU model it ran on (None: the host)
     hwcaps: dict | None = None  # under emulation: the ISA features the runtime saw (HwCaps.to_json)
+    degraded: dict | None = None  # the export's mark from its manifest (models.artifacts.ModelRef.degraded)
 
     @property
     def ok(self) -> bool:
@@ -142,7 +143,8 @@ class BenchResult:
              "first_ms": self.first_ms, "runs": self.runs, "latency_ms": dict(self.latency_ms) or None,
              "throughput_ips": self.throughput_ips, "peak_rss_mb": self.peak_rss_mb,
              "size_bytes": self.size_bytes, "label": label_for(self.target, self.emulate),
-             "cores": list(self.cores) if self.cores else None, "inputs": list(self.inputs)}
+             "cores": list(self.cores) if self.cores else None, "inputs": list(self.inputs),
+             "degraded": self.degraded}
         if self.emulate:
             d |= {"emulate": self.emulate, "hwcaps": self.hwcaps}
         if samples:
@@ -157,12 +159,14 @@ def latency_stats(samples_ms: Iterable[float]) -> dict:
             "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(a.max())}
 
 
-def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: str | None = None) -> BenchResult:
-    """Measure one model in a child process. Never raises for a per-model failure."""
+def bench_model(path: str | os.PathLike, settings: BenchSettings, *, precision: str | None = None,
+                degraded: dict | None = None) -> BenchResult:
+    """Measure one model in a child process. Never raises for a per-model failure. ``degraded``: the
+    export's mark, carried into the result."""
     p = Path(path)
     base = dict(model=str(path), format="unknown", runtime="-", precision=precision or "unknown",
                 threads=settings.threads, target=settings.target, cores=settings.affinity,
-                emulate=settings.emulate)
+                emulate=settings.emulate, degraded=degraded)
     try:
         base["size_bytes"] = p.stat().st_size if p.is_file() else None
         rt = runtime_for(p)
@@ -211,24 +215,24 @@ def _run_child(path: Path, settings: BenchSettings, *, precision: str = "unknown
 # ---------------------------------------------------------------- many models
 
 
-def collect_models(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
-    """Expand files and export directories into (model path, precision).
+def collect_models(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | None, dict | None]]:
+    """Expand files and export directories into (model path, precision, the export's degraded mark).
 
     Directories are expanded by the one artifact resolver (``models.artifacts``): the
     ``.tflite``/``.onnx`` entries of their ``manifest.json``, or every such file when there
     is no manifest. Missing paths, empty directories and files of another kind are usage
     errors; a model a runtime cannot load is left for its own error row.
     """
-    out: list[tuple[str, str | None]] = []
+    out: list[tuple[str, str | None, dict | None]] = []
     for p in paths:
         q = Path(p)
         if (q.exists() or q.is_symlink()) and not q.is_dir():
             try:
                 check_model_file(q)
             except UsageError:  # a FIFO, a device, an empty file: its own error row, the others still run
-                out.append((str(p), None))
+                out.append((str(p), None, None))
                 continue
-        out += [(r.path, r.precision) for r in resolve_models([p], flag="MODEL_OR_DIR", formats=MODEL_FORMATS)]
+        out += [(r.path, r.precision, r.degraded) for r in resolve_models([p], flag="MODEL_OR_DIR", formats=MODEL_FORMATS)]
     seen: set[str] = set()
     return [m for m in out if not (os.path.realpath(m[0]) in seen or seen.add(os.path.realpath(m[0])))]
 
@@ -276,9 +280,9 @@ def bench_models(config: BenchConfig, *, progress: OnProgress | None = None) -> 
     """Bench every model of ``config`` one after another (never in parallel)."""
     results = []
     models = collect_models(config.models)
-    for i, (path, precision) in enumerate(models):
+    for i, (path, precision, degraded) in enumerate(models):
         emit(progress, "bench", f"bench {path} ({config.settings.label})", "start", done=i, total=len(models))
-        r = bench_model(path, config.settings, precision=precision)
+        r = bench_model(path, config.settings, precision=precision, degraded=degraded)
         results.append(r)
         p50 = f"p50 {r.latency_ms['p50']:.3f} ms" if r.ok and "p50" in r.latency_ms else r.status
         # a failure's reason: in the error line after the table

@@ -31,12 +31,26 @@ def _ms(key: str) -> Callable[[BenchResult, dict], str]:
     return lambda r, x: f"{r.latency_ms[key]:.3f}" if r.ok and key in r.latency_ms else "-"
 
 
+def _name(r: BenchResult) -> str:
+    """The file's name, with the export's degraded mark."""
+    from mobiledeploy.models.artifacts import marked
+
+    return marked(Path(r.model).name, r.degraded)
+
+
+def degraded_notes(results: Sequence[BenchResult]) -> list[str]:
+    """The note under the table naming the artifacts their export marked degraded, with the figures."""
+    from mobiledeploy.models.artifacts import degraded_notes as notes
+
+    return notes((Path(r.model).name, r.degraded) for r in results)
+
+
 def _num(v: float | None, fmt: str) -> str:
     return format(v, fmt) if v is not None else "-"
 
 
 COLUMNS: list[Column] = [
-    Column("model", lambda r, x: Path(r.model).name, "left"),
+    Column("model", lambda r, x: _name(r), "left"),
     Column("format", lambda r, x: r.format, "left", priority=3),  # the file name says it too
     Column("precision", lambda r, x: r.precision, "left", priority=1),
     Column("runtime", lambda r, x: r.runtime, "left", priority=4),
@@ -77,6 +91,7 @@ def markdown_table(results: Sequence[BenchResult], *, title: str, columns: Seque
     errors = [f"- `{Path(r.model).name}`: {md_escape(r.error or '')}" for r in results if not r.ok]
     if errors:
         lines += ["", "Errors:", ""] + errors
+    notes = [*notes, *degraded_notes(results)]
     if notes:
         lines += ["", *[f"Note: {md_escape(n)}" for n in notes]]
     return "\n".join(lines) + "\n"

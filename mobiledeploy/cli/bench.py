@@ -117,6 +117,8 @@ def _print(run, wide: bool) -> None:
     columns, target, emulation = _columns(run), run.target, run.emulation
     render(out, columns, rep.rows(run.results, columns, run.extras()), title=_title(run), wide=wide,
            row_styles=[None if r.ok else "red" for r in run.results])
+    for note in rep.degraded_notes(run.results):
+        out.print(note, style="yellow", markup=False, soft_wrap=True)
     _print_profiles(out, run.report, run.profiles, wide)
     if emulation:
         out.print(f"Emulated: the aarch64 runtimes ran under qemu -cpu {emulation['qemu_cpu']} "
