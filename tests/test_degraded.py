@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -178,18 +179,19 @@ def test_export_table_marks_and_warns(ties_file, tmp_path):
 
 
 def test_sweep_rows_carry_the_mark_to_its_tables(degraded_export, tmp_path):
-    """A sweep job's artifact rows read the mark from the export's manifest, keep it through their JSON
+    """A sweep job's artifact rows read the mark from the export's manifest (sweep.run), keep it through their JSON
     (a malformed one is refused on resume) and show it in the results table and CSV."""
     from mobiledeploy.sweep import report
-    from mobiledeploy.sweep.rows import ArtifactRow, RowShapeError, SweepRow
+    from mobiledeploy.sweep.rows import RowShapeError, SweepRow
 
     from mobiledeploy.models.artifacts import degraded_mark
 
     res, _ = degraded_export
     manifest = json.loads(res.manifest_path.read_text())
-    arts = [ArtifactRow(file=e["file"], path=str(res.out_dir / e["file"]), format=e["format"],
-                        precision=e["precision"], size_bytes=e["size_bytes"], degraded=degraded_mark(e))
-            for e in manifest["artifacts"]]
+    from mobiledeploy.sweep.run import _artifact_row
+
+    arts = [_artifact_row(e, SimpleNamespace(results=()), res.out_dir) for e in manifest["artifacts"]]  # not benched
+    assert [a.degraded for a in arts] == [degraded_mark(e) for e in manifest["artifacts"]]
     row = SweepRow(name="ties", row_key="r", export_key="e", export_dir=str(res.out_dir), artifacts=arts,
                    model={"arch": None, "alpha": None, "resolution": 32})
     again = SweepRow.from_json(json.loads(json.dumps(row.to_json())))

@@ -31,7 +31,7 @@ from mobiledeploy.errors import MobiledeployError, UsageError, one_line
 from mobiledeploy.export.pipeline import MANIFEST, export_model
 from mobiledeploy.io import sha256_file
 from mobiledeploy.machine import loadavg, node
-from mobiledeploy.models.artifacts import read_manifest
+from mobiledeploy.models.artifacts import degraded_mark, read_manifest
 from mobiledeploy.sweep.grid import target_fingerprint_hash
 from mobiledeploy.sweep.rows import ArtifactRow, SweepRow
 from mobiledeploy.targets import load_target
@@ -184,7 +184,8 @@ def _artifact_row(artifact: dict, bench, export_dir: Path) -> ArtifactRow:
     b = next((r for r in bench.results if Path(r.model).name == artifact["file"]), None)
     row = ArtifactRow(file=artifact["file"], path=str(export_dir / artifact["file"]), format=artifact["format"],
                       precision=artifact["precision"], size_bytes=artifact["size_bytes"],
-                      sha256=artifact.get("sha256"), validation=artifact.get("validation", {}).get("summary"))
+                      sha256=artifact.get("sha256"), validation=artifact.get("validation", {}).get("summary"),
+                      degraded=degraded_mark(artifact))
     if b is None:
         row.status, row.error = "error", "not benchmarked"
     elif not b.ok:
