@@ -194,7 +194,7 @@ def test_export_summary_fits_in_kib(width, capsys, monkeypatch):
     result = SimpleNamespace(model={"arch": "mobilenet_v2", "alpha": 1.0, "resolution": 224, "classes": 1000},
                              out_dir=Path("build"), artifacts=art, manifest_path=Path("build/manifest.json"),
                              calibration={"samples": 200, "source": "digits", "preprocessing": "mobilenet",
-                                          "validation_inputs": "32 samples"})
+                                          "validation_inputs": "32 samples"}, quantization={})
     monkeypatch.setenv("COLUMNS", str(width))
     _print_table(result, wide=False)
     text = capsys.readouterr().out
