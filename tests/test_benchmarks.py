@@ -86,7 +86,7 @@ def test_write_result_records_how_it_was_made(tmp_path, monkeypatch):
     run = doc["run"]
     assert doc["figure"] == 1.5 and run["study"] == "some_study" and run["tag"] == "idle"
     assert run["mobiledeploy"] == mobiledeploy.__version__ and run["command"]
-    assert run["commit"] is None or len(run["commit"].split("+")[0]) == 40
+    assert len(run["commit"].split("+")[0]) == 40
     assert {"cpu", "cores", "loadavg_1_5_15"} <= set(run["machine"])
 
 
@@ -101,3 +101,19 @@ def test_run_writes_through_the_harness(tmp_path, monkeypatch, capsys):
     assert doc["sims_per_row"] == 2 and len(doc["rows"]) == 12
     assert cli.main(["run", "check_at_limit_sim", "--sims", "2", "--no-write"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["check_at_limit_sim_smoke.json"]
+
+
+RESULTS = sorted((BENCH / "results").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=[p.name for p in RESULTS])
+def test_every_results_file_records_how_it_was_made(path):
+    """Command, version, commit and machine in every results file (a backfilled record says so)."""
+    run = json.loads(path.read_text())["run"]
+    assert run["command"] and run["mobiledeploy"] and run["machine"]
+    assert len(run["commit"].split("+")[0]) == 40
+    if run.get("study"):
+        assert run["command"].startswith(f"python -m benchmarks run {run['study']}") and run["study"] in STUDIES
+        assert path.stem == run["study"] + (f"_{run['tag']}" if run.get("tag") else "")
+    if "backfilled" in run:
+        assert run["backfilled"].startswith("from git history on ")
