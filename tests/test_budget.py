@@ -222,3 +222,19 @@ def test_the_search_doubles_then_bisects_when_many_layers_are_needed(tmp_path):
     assert tried[:7] == [0, 1, 2, 4, 8, 6, 5]
     assert res.result.float_layers == ("l0", "l1", "l2", "l3", "l4")
     assert all(n == 4 for n in tried[7:])  # pruning tries each of the five without it, all miss
+
+
+def test_a_long_float_list_is_counted_in_the_summary(tmp_path):
+    from types import SimpleNamespace
+
+    from mobiledeploy.export.budget import Search, Sensitivity
+    from mobiledeploy.export.recipes import QuantRecipe
+
+    def convert_validate(recipe, out_dir):
+        agree = 1.0 if len(recipe.float_layers) >= 8 else 0.5
+        return {"tflite": (out_dir / "x_int8.tflite", SimpleNamespace(top1_agreement=agree, sqnr_db=20.0))}
+
+    sens = [Sensitivity(f"l{i}", 10.0 + i, 0.25) for i in range(10)]
+    res = Search(0.9, convert_validate, _Pricer(), 64, "64 held-out samples").run(QuantRecipe(), sens, tmp_path)
+    assert len(res.result.float_layers) == 8
+    assert "with 8 of 10 layers (l0, l1, l2, ...) in float" in res.summary()

@@ -50,6 +50,7 @@ from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.targets import load_target
 
 MAX_CANDIDATES = 12  # conversions are the slow part: at most this many float-layer sets are tried
+SUMMARY_NAMES = 6  # the summary names up to this many float layers, else counts them
 BUDGET_DIR = ".budget"  # inside the staging directory: removed with it
 
 
@@ -106,19 +107,25 @@ class BudgetSearch:
 
     def summary(self) -> str:
         c = self.result
-        where = (f"with {', '.join(c.float_layers)} in float" if c.float_layers else "fully int8")
+        where = f"with {self._names(c.float_layers)} in float" if c.float_layers else "fully int8"
         n = len(self.candidates)
         return (f"accuracy budget: meets {self.min_agreement:.1%} ({c.worst:.3f} on {self.samples} validation "
                 f"samples) {where}: {c.estimate_ms - self.full_int8_ms:+.3g} ms on {self.target} vs full int8 "
                 f"({c.estimate_ms:.3g} ms against {self.full_int8_ms:.3g} ms, device estimate, not a measurement; "
                 f"{n} candidate{'s' if n > 1 else ''} tried)")
 
+    def _names(self, layers) -> str:
+        """The float layers, named when few (the manifest lists them all)."""
+        if len(layers) <= SUMMARY_NAMES:
+            return ", ".join(layers)
+        return f"{len(layers)} of {len(self.sensitivity)} layers ({', '.join(layers[:3])}, ...)"
+
     def failure(self) -> str:
         best = max(self.candidates, key=lambda c: c.worst)
         n = len(self.candidates)
         return (f"no int8 artifact meets --min-agreement {self.min_agreement:g}: {n} "
                 f"candidate{'s' if n > 1 else ''} tried, best top-1 agreement {best.worst:.1%} with "
-                f"{', '.join(best.float_layers) or 'no layer'} in float (measured on {self.inputs}); "
+                f"{self._names(best.float_layers) or 'no layer'} in float (measured on {self.inputs}); "
                 "lower --min-agreement, give calibration data like the inputs (--calib) or export fp16")
 
     def to_json(self) -> dict:
