@@ -22,17 +22,14 @@ instruction counts of fp32 kernels do not depend on the weights' values.
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import time
 import tomllib
-from pathlib import Path
 
-from benchmarks.harness import BUILD, ROOT
+from benchmarks.common.kernel_artifacts import artifact
+from benchmarks.harness import ROOT
 
 KIND = "study"
 DATA = ROOT / "benchmarks" / "data" / "published_latency.toml"
-ARTIFACTS = BUILD / "estimate_kernels"
 ALT_SCHED = "neoverse-n1"
 
 # The phones' big cores. cpu: the qemu model with the core's ISA (qemu 7.2 has none of these
@@ -67,19 +64,6 @@ def add_arguments(ap) -> None:
     ap.add_argument("--older", action="store_true",
                     help="also the small fp32 single-thread tables measured before XNNPACK (MobileNetV2 and V3 "
                          "papers), reported apart as older_tables, never in the overall figures")
-
-
-def artifact(model: str, precision: str = "fp32") -> Path:
-    """The .tflite of "arch alpha res" (exported once with `mobiledeploy export`, then cached)."""
-    arch, alpha, res = model.split()
-    path = ARTIFACTS / f"{arch}_{alpha}_{res}_{precision}.tflite"
-    if not path.is_file():
-        out = ARTIFACTS / f"{arch}_{alpha}_{res}"
-        subprocess.run([str(Path(sys.executable).with_name("mobiledeploy")), "export", "--arch", arch, "--alpha", alpha,
-                        "--res", res, "--quant", precision, "--formats", "tflite", "--calib", "random",
-                        "--out", str(out)], check=True)
-        next(out.glob(f"*_{precision}.tflite")).rename(path)
-    return path
 
 
 def phone_target(device: str, dev: dict, threads: int):

@@ -27,7 +27,7 @@ def add_arguments(ap) -> None:
 
 
 def run(a) -> dict:
-    from benchmarks.estimate_kernels import artifact
+    from benchmarks.common.kernel_artifacts import artifact
     from mobiledeploy.kernels import estimate as ke
     from mobiledeploy.kernels import trace
     from mobiledeploy.runtimes import emulate as emu
