@@ -175,12 +175,12 @@ def test_the_price_of_float_layers_on_a_mobilenet(tiny_keras):
     """Every convolution of a MobileNet (padding layers in between) is priced; a float layer costs more than
     its int8 twin on a phone, and two float layers more than either."""
     from mobiledeploy.export.budget import Pricer
-    from mobiledeploy.export.float_layers import _weighted
+    from mobiledeploy.export.float_layers import weighted_layers
     from mobiledeploy.targets import load_target
 
     pricer = Pricer(tiny_keras, load_target("pixel4"))
     full = pricer.ms(())
-    for layer in _weighted(tiny_keras):
+    for layer in weighted_layers(tiny_keras):
         assert pricer.ms((layer.name,)) > full, layer.name
     assert pricer.ms(("conv_dw_2", "conv_pw_2")) > max(pricer.ms(("conv_dw_2",)), pricer.ms(("conv_pw_2",)))
 

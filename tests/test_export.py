@@ -393,12 +393,12 @@ def test_ctrl_c_is_held_back_during_the_final_renames():
     import os
     import signal
 
-    from mobiledeploy.export.pipeline import _sigint_deferred
+    from mobiledeploy.export.staging import sigint_deferred
 
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with _sigint_deferred():
+        with sigint_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             done.append("renames finished")  # not interrupted half-way
     assert done == ["renames finished"]

@@ -42,9 +42,9 @@ from mobiledeploy.cost.info import keras_stats
 from mobiledeploy.cost.ir import LayerStats
 from mobiledeploy.errors import ValidationError
 from mobiledeploy.export import equalize as E
-from mobiledeploy.export.float_layers import _weighted
+from mobiledeploy.export.float_layers import weighted_layers
 from mobiledeploy.export.formats import FORMATS
-from mobiledeploy.export.logits import keras_logits_model
+from mobiledeploy.export.logits import keras_logits_model, keras_outputs
 from mobiledeploy.export.validate import validate_artifact
 from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.targets import load_target
@@ -205,7 +205,6 @@ class Pricer:
 def sensitivities(model, layers: tuple[str, ...], x: np.ndarray, reference: np.ndarray, recipe, calibration,
                   pricer: Pricer) -> list[Sensitivity]:
     """Per layer: the logit SQNR with that layer's weights alone rounded to int8 (see the module doc)."""
-    from mobiledeploy.export.pipeline import keras_outputs  # here, not at the top: pipeline imports this module
 
     corrected = calibration.quant_source(model, replace(recipe, float_layers=())) if recipe.bias_correction else None
     work = E.clone(model)
@@ -349,7 +348,7 @@ def search_recipe(model, recipe, calibration, cal, reference, config, staging: P
         return got
 
     pricer = Pricer(model, load_target(config.target))
-    layers = tuple(lyr.name for lyr in _weighted(model))
+    layers = tuple(lyr.name for lyr in weighted_layers(model))
     with step("accuracy budget: layer sensitivity"):
         sens = sensitivities(model, layers, cal.validation, reference.values, recipe, calibration, pricer)
     search = Search(config.min_agreement, convert_validate, pricer, int(cal.validation.shape[0]),

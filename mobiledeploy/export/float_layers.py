@@ -40,7 +40,7 @@ def parse_spec(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def _weighted(model) -> list:
+def weighted_layers(model) -> list:
     keras = import_keras()
 
     return [lyr for lyr in model.layers
@@ -49,12 +49,12 @@ def _weighted(model) -> list:
 
 def stem(model, n: int = STEM_LAYERS) -> tuple[str, ...]:
     """The first ``n`` convolution/dense layers of the model, in order."""
-    return tuple(lyr.name for lyr in _weighted(model)[:n])
+    return tuple(lyr.name for lyr in weighted_layers(model)[:n])
 
 
 def resolve(model, names: tuple[str, ...]) -> tuple[str, ...]:
     """Check ``names`` against the model's convolution/dense layers; UsageError names the unknown ones."""
-    known = [lyr.name for lyr in _weighted(model)]
+    known = [lyr.name for lyr in weighted_layers(model)]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(f"--float-layers: no convolution or dense layer named {', '.join(map(repr, unknown))} "

@@ -20,6 +20,7 @@ on its outputs instead. TensorFlow is never imported here.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,14 @@ def keras_logits_model(model):
         linear.set_weights(last.get_weights())
         return keras.Model(model.inputs, out, name=f"{model.name}_logits")
     return None
+
+
+def keras_outputs(model, x: np.ndarray, *, batch: int = 8) -> np.ndarray:
+    """The Keras model's float outputs on ``x`` (eager, inference mode, no tracing)."""
+    with warnings.catch_warnings():  # Keras 3 warns when a single-input model is called with a bare tensor
+        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+        parts = [np.asarray(model(x[i:i + batch], training=False), np.float32) for i in range(0, len(x), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
 
 def _is_softmax(fn) -> bool:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,9 +27,11 @@ from mobiledeploy.errors import UsageError, ValidationError, one_line
 from mobiledeploy.export.calibration import choose_source, load_calibration
 from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
-from mobiledeploy.export.logits import keras_logits_model
+from mobiledeploy.export.logits import keras_logits_model, keras_outputs  # keras_outputs: re-exported
 from mobiledeploy.export.recipes import (ONNX_CALIBRATION, ONNX_QUANT_TYPES, ROUNDING, Calibration, OnnxQuant,
                                          QuantRecipe, TfliteQuant, choose_onnx_types, int8_choices)
+from mobiledeploy.export.staging import (MANIFEST, STAGING_PREFIX, clean_stale_staging,  # noqa: F401 - re-exported
+                                          commit_staging)
 from mobiledeploy.export.validate import (DEFAULT_ATOL, DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, FP16_FACTOR,
                                           AgreementFloor, Reference, Validation, agreement_floor, judge,
                                           validate_artifact)
@@ -47,8 +47,6 @@ from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.targets import load_target
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-STAGING_PREFIX = ".mobiledeploy-export-"
 CONSTANT_OUTPUT = 1e-6  # reference outputs that vary less than this across inputs carry no signal
 
 
@@ -245,7 +243,7 @@ def export_model(config: ExportConfig, *, progress: OnProgress | None = None,
         files = [a.path for a in result.artifacts]
         if result.source_model and result.source_model["file"] not in {f.name for f in files}:
             files.append(staging / result.source_model["file"])
-        _commit(staging, out, files, result.to_json())
+        commit_staging(staging, out, files, result.to_json())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if not out_existed:
@@ -427,16 +425,6 @@ def keras_reference(model, x: np.ndarray) -> Reference:
     return Reference(outputs=keras_outputs(model, x), logits=None if twin is None else keras_outputs(twin, x))
 
 
-def keras_outputs(model, x: np.ndarray, *, batch: int = 8) -> np.ndarray:
-    """The Keras model's float outputs on ``x`` (eager, inference mode, no tracing)."""
-    import warnings
-
-    with warnings.catch_warnings():  # Keras 3 warns when a single-input model is called with a bare tensor
-        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
-        parts = [np.asarray(model(x[i:i + batch], training=False), np.float32) for i in range(0, len(x), batch)]
-    return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
-
-
 def _model_json(model, info: archs.ModelInfo, config: ExportConfig, warn) -> dict:
     d = info.to_json()
     d.update({"source": str(config.model_path) if config.model_path else "build",
@@ -472,80 +460,6 @@ def _stem(info: archs.ModelInfo, config: ExportConfig) -> str:
     if info.arch:
         return f"{info.arch}_{info.resolution}"
     return f"{Path(config.model_path).stem}_{info.resolution}"
-
-
-def clean_stale_staging(out: Path) -> list[Path]:
-    """Remove staging folders that earlier exports into ``out`` left behind (killed with SIGKILL,
-    power loss). A folder whose process is still running is another export at work: kept."""
-    removed = []
-    for d in out.glob(STAGING_PREFIX + "*"):
-        pid = d.name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        if d.is_dir() and not d.is_symlink():
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
-
-
-def _previous_files(out: Path) -> set[str]:
-    """The files the manifest already in ``out`` lists (plain names inside ``out`` only)."""
-    try:
-        import json
-
-        m = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-        entries = list(m.get("artifacts") or []) + [m.get("source_model") or {}]
-        names = {e.get("file") for e in entries if isinstance(e, dict)}
-    except (OSError, ValueError, AttributeError, TypeError):
-        return set()
-    return {n for n in names if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..", MANIFEST)}
-
-
-def _commit(staging: Path, out: Path, files: list[Path], manifest: dict) -> None:
-    """Move the artifacts, then the manifest, from staging into ``out``; then remove what the
-    previous manifest listed and this one does not, so the directory equals its manifest.
-
-    Each move is an atomic rename in the same directory tree; Ctrl-C is held back
-    until the few renames are done, so ``out`` never holds half of an export.
-    """
-    io.write_json(staging / MANIFEST, io.stamp(manifest))
-    stale = _previous_files(out) - {f.name for f in files}
-    with _sigint_deferred():
-        for f in files:
-            os.replace(f, out / f.name)
-        os.replace(staging / MANIFEST, out / MANIFEST)
-        for name in stale:
-            p = out / name
-            if p.is_file() or p.is_symlink():
-                with contextlib.suppress(OSError):
-                    p.unlink()
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda *a: received.append(a))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
 
 
 VERSIONED = {"mobiledeploy": ("mobiledeploy",), "tensorflow": ("tensorflow", "tensorflow-cpu"),
