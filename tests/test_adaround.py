@@ -122,3 +122,26 @@ def test_export_refuses_adaround_with_per_tensor_weights():
         ExportConfig(weight_rounding="adaround", per_channel=False).check()
     with pytest.raises(UsageError):
         ExportConfig(weight_rounding="up").check()
+
+
+@pytest.mark.slow
+def test_export_records_learned_rounding_and_per_layer_reruns_it(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mobiledeploy.cli import cli
+
+    out = tmp_path / "e"
+    r = CliRunner().invoke(cli, ["export", "--alpha", "0.25", "--res", "64", "--classes", "10", "--quant", "int8",
+                                 "--formats", "tflite", "--weight-rounding", "adaround", "--calib-samples", "50",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    record = json.loads((out / "manifest.json").read_text())["quantization"]["weight_rounding"]
+    assert record["method"] == "adaround" and record["applies_to"] == "int8"
+    report = tmp_path / "pl.json"
+    r = CliRunner().invoke(cli, ["eval", str(out), "--limit", "16", "--per-layer", "--json", str(report)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(report.read_text())["results"]
+    notes = [row["per_layer"]["note"] for row in rows if row.get("per_layer")]
+    assert notes and all("learned rounding (adaround)" in n for n in notes)
