@@ -35,6 +35,7 @@ from mobiledeploy.quiet import import_tensorflow, quiet_converter
 
 OPSET = FORMATS["onnx"].opset  # stated on the format's row
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+REQUANTIZED_AT_LOAD = ("Conv", "ConvTranspose", "Gemm")  # ONNX Runtime's WeightBiasQuantization (see _feed_float)
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                        "percentile": CalibrationMethod.Percentile}
 
@@ -95,6 +96,61 @@ def _float_nodes(model, graph: Path, recipe) -> list[str]:
     return nodes
 
 
+def _feed_float(path: Path, excluded: list[str]) -> None:
+    """Give each float Conv/Gemm behind an int8 producer its own per-axis DequantizeLinear.
+
+    ONNX Runtime's session-time WeightBiasQuantization (basic graph optimizations, on by default) rewrites a
+    Conv/Gemm whose input comes from a DequantizeLinear with a per-tensor scale and whose weight is a float
+    initializer: it quantizes that weight to int8 with one scale for the whole tensor. A layer kept in float
+    behind an int8 producer thus ran with per-tensor int8 weights, worse than the per-channel int8 it was kept
+    out of (a depthwise layer or an outlier weight loses its other weights to zero). The same scale and zero
+    point repeated per input channel (axis 1) dequantize to the very same values, and the rewrite leaves a
+    per-axis DequantizeLinear alone, so the layer computes in float.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(path))
+    g = m.graph
+    init = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    changed = False
+    for n in list(g.node):
+        if n.name not in excluded or n.op_type not in REQUANTIZED_AT_LOAD or len(n.input) < 2 or n.input[1] not in init:
+            continue
+        dq = producer.get(n.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[1] not in init:
+            continue
+        scale = numpy_helper.to_array(init[dq.input[1]])
+        if scale.size != 1:
+            continue  # already per-axis: left as is
+        w = numpy_helper.to_array(init[n.input[1]])
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type == "Gemm":
+            channels = w.shape[1] if attrs.get("transB", 0) else w.shape[0]
+        else:  # Conv weight (M, C/group, ...); ConvTranspose weight (C, M/group, ...)
+            channels = w.shape[1] * attrs.get("group", 1) if n.op_type == "Conv" else w.shape[0]
+        names = [f"{n.name}_input_scale_per_axis", f"{n.name}_input_zero_point_per_axis"]
+        g.initializer.append(numpy_helper.from_array(np.full(channels, scale.item(), scale.dtype), names[0]))
+        inputs = [dq.input[0], names[0]]
+        if len(dq.input) > 2 and dq.input[2]:
+            zp = numpy_helper.to_array(init[dq.input[2]])
+            g.initializer.append(numpy_helper.from_array(np.full(channels, zp.item(), zp.dtype), names[1]))
+            inputs.append(names[1])
+        out = f"{n.name}_input_dequantized"
+        dq_per_axis = helper.make_node("DequantizeLinear", inputs, [out], name=f"{n.name}_input_dq", axis=1)
+        g.node.insert(list(g.node).index(n), dq_per_axis)
+        n.input[0] = out
+        changed = True
+    if not changed:
+        return
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    for n in [n for n in g.node if n.op_type == "DequantizeLinear" and not any(o in used for o in n.output)]:
+        g.node.remove(n)  # the per-tensor DequantizeLinear nothing else reads
+    onnx.save(m, str(path))
+
+
 def convert(model, precision: str, recipe, calibration, out_dir: Path, stem: str) -> Path:
     fp32 = _fp32(model, out_dir, stem)
     if precision == "fp32":
@@ -126,6 +182,8 @@ def convert(model, precision: str, recipe, calibration, out_dir: Path, stem: str
                     nodes_to_exclude=excluded,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                 )
+                if excluded:
+                    _feed_float(path, excluded)
             else:
                 raise ConversionError(f"ONNX cannot produce precision {precision!r}")
     except ConversionError:
