@@ -29,9 +29,8 @@ from mobiledeploy.bench.service import BenchRequest, run_bench
 from mobiledeploy.cost.estimate import estimates_for
 from mobiledeploy.errors import MobiledeployError, UsageError, one_line
 from mobiledeploy.export.pipeline import MANIFEST, export_model
-from mobiledeploy.io import sha256_file
 from mobiledeploy.machine import loadavg, node
-from mobiledeploy.models.artifacts import degraded_mark, read_manifest
+from mobiledeploy.models.artifacts import degraded_mark, read_manifest, recorded_file
 from mobiledeploy.sweep.grid import target_fingerprint_hash
 from mobiledeploy.sweep.rows import ArtifactRow, SweepRow
 from mobiledeploy.targets import load_target
@@ -133,28 +132,11 @@ def reusable_export(export_dir: Path) -> tuple[dict | None, str | None]:
                 or not isinstance(size, int) or isinstance(size, bool) or not isinstance(a.get("sha256"), str) \
                 or not isinstance(a.get("validation") or {}, dict):
             return None, f"{MANIFEST} has a malformed artifact entry"
-        why = file_problem(export_dir / f, size, a["sha256"])
-        if why:
-            return None, why
+        try:
+            recorded_file(path, a)  # inside the directory, with its recorded size and SHA-256
+        except (MobiledeployError, OSError) as e:
+            return None, one_line(e)
     return m, None
-
-
-def file_problem(path: Path, size_bytes: int, sha256: str | None) -> str | None:
-    """Why ``path`` is not the file recorded (missing, not a regular file, another size or
-    SHA-256), or None when it is. ``sha256`` None: the size only."""
-    import stat
-
-    try:
-        st = path.stat()
-    except OSError:
-        return f"{path.name} is missing"
-    if not stat.S_ISREG(st.st_mode):
-        return f"{path.name} is not a regular file"
-    if st.st_size != size_bytes:
-        return f"{path.name} has {st.st_size} bytes where {size_bytes} were recorded"
-    if sha256 is not None and sha256_file(path) != sha256:
-        return f"{path.name} has changed since it was recorded (SHA-256)"
-    return None
 
 
 def _release_keras_memory() -> None:
