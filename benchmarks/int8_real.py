@@ -42,7 +42,7 @@ KIND = "study"
 def one_layer_corrected(model, corrected, name: str):
     """``model`` with only layer ``name``'s bias correction (its batch-norm or bias) taken from ``corrected``."""
     q = E.clone(model)
-    for layer, bn in E._conv_targets(q):
+    for layer, bn in E.conv_targets(q):
         if layer.name == name:
             target = bn if bn is not None else layer
             target.set_weights(corrected.get_layer(target.name).get_weights())
@@ -52,7 +52,7 @@ def one_layer_corrected(model, corrected, name: str):
 def mean_over_std(model) -> dict[str, float]:
     """Per conv layer: max over channels of |moving_mean| / sqrt(moving_variance + eps) of its batch-norm."""
     out = {}
-    for layer, bn in E._conv_targets(model):
+    for layer, bn in E.conv_targets(model):
         if bn is None:
             continue
         w = {v.path.split("/")[-1]: np.asarray(v) for v in bn.weights}
@@ -117,7 +117,7 @@ def run(args) -> dict:
     if not args.quick:  # slow (two predictions per layer): written after every layer
         ratio = mean_over_std(model)
         result["per_layer_weights_only"] = rows = []
-        for layer, _ in E._conv_targets(model):
+        for layer, _ in E.conv_targets(model):
             before = C.scores(ref, weight_quantized(model, qmax=127, only=layer.name).predict(x, batch_size=16,
                                                                                                verbose=0), y)
             fixed = one_layer_corrected(model, bc, layer.name)

@@ -31,7 +31,7 @@ def run(args) -> dict:
     relu = E.equalize_model(model, relu6="relu")
     uncapped = E.equalize_model(model, relu6="relu", min_scale=1.0, max_scale=1.0)  # caps dropped, no scaling
     result = {"machine": machine_conditions(), "chains": len(pairs),
-              "relu6_chains": sum(E._relu_like(p[2]) == "relu6" for p in pairs),
+              "relu6_chains": sum(E.relu_like(p[2]) == "relu6" for p in pairs),
               "skip_changes_weights": any((a != b).any() for a, b in zip(model.get_weights(), skip.get_weights())),
               "fp32_caps_dropped_vs_fp32": C.scores(ref, uncapped.predict(x, batch_size=16, verbose=0), y),
               "fp32_cle_relu_vs_fp32": C.scores(ref, relu.predict(x, batch_size=16, verbose=0), y),

@@ -38,12 +38,12 @@ def test_adaround_kernels_sit_on_the_converters_grid(tiny, rounded):
     model = tiny[0]
     out = rounded["adaround"]
     changed = 0
-    for layer, bn in E._conv_targets(out):
+    for layer, bn in E.conv_targets(out):
         k = np.asarray(layer.kernel)
-        delta = E._kernel_delta(layer, bn, per_channel=True, qmax=127)
+        delta = E.kernel_delta(layer, bn, per_channel=True, qmax=127)
         assert np.abs(delta).max() <= 1e-4 * np.abs(k).max(), layer.name  # the converters re-round to the same integers
         ref = model.get_layer(layer.name)
-        changed += int(np.sum(np.abs(k - (np.asarray(ref.kernel) + E._kernel_delta(ref, bn and model.get_layer(bn.name),
+        changed += int(np.sum(np.abs(k - (np.asarray(ref.kernel) + E.kernel_delta(ref, bn and model.get_layer(bn.name),
                                                                                      per_channel=True, qmax=127)))
                                > 1e-6 * np.abs(k).max()))
     assert changed > 0  # some weights were rounded the other way than nearest
@@ -111,8 +111,8 @@ def test_quant_source_rounds_once_per_model_and_grid(tiny, monkeypatch):
     recipe = QuantRecipe(rounding="adaround", bias_correction=True)
     src = cal.quant_source(model, recipe, "int8_reduce_range")
     assert src is not model and cal.quant_source(model, recipe, "int8_reduce_range") is src
-    for layer, bn in E._conv_targets(src):  # on ONNX Runtime's reduce_range grid
-        assert np.abs(E._kernel_delta(layer, bn, per_channel=True, qmax=64)).max() <= 1e-4 * np.abs(layer.kernel).max()
+    for layer, bn in E.conv_targets(src):  # on ONNX Runtime's reduce_range grid
+        assert np.abs(E.kernel_delta(layer, bn, per_channel=True, qmax=64)).max() <= 1e-4 * np.abs(layer.kernel).max()
 
 
 def test_export_refuses_adaround_with_per_tensor_weights():

@@ -35,9 +35,9 @@ def _tiny_mobilenet(rng):
 
 def _weight_quantized(model, *, per_channel=True):
     q = E.clone(model)
-    for layer, bn in E._conv_targets(q):
+    for layer, bn in E.conv_targets(q):
         w = layer.get_weights()
-        w[0] = w[0] + E._kernel_delta(layer, bn, per_channel=per_channel, qmax=127)
+        w[0] = w[0] + E.kernel_delta(layer, bn, per_channel=per_channel, qmax=127)
         layer.set_weights(w)
     return q
 
@@ -120,7 +120,7 @@ def test_equalize_model_preserves_float_and_helps_per_tensor_int8():
     err_eq = _mse(ref, _weight_quantized(eq, per_channel=False).predict(x, verbose=0))
     assert err_eq < 0.2 * err, (err, err_eq)
     # the depthwise channel ranges (batch-norm folded) are now those of the pointwise inputs
-    r1 = np.abs(np.asarray(eq.get_layer("dw0").kernel)[..., 0] * E._bn_scale(eq.get_layer("dw0_bn"))).max((0, 1))
+    r1 = np.abs(np.asarray(eq.get_layer("dw0").kernel)[..., 0] * E.bn_scale(eq.get_layer("dw0_bn"))).max((0, 1))
     r2 = np.abs(np.asarray(eq.get_layer("pw0").kernel)).max((0, 1, 3))
     np.testing.assert_allclose(r1, r2, rtol=1e-4)
 

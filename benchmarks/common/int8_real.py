@@ -152,10 +152,10 @@ def weight_quantized(model, *, qmax: int, only: str | None = None):
     from mobiledeploy.export import equalize as E
 
     q = E.clone(model)
-    for layer, bn in E._conv_targets(q):
+    for layer, bn in E.conv_targets(q):
         if only is not None and layer.name != only:
             continue
         w = q.get_layer(layer.name).get_weights()
-        w[0] = w[0] + E._kernel_delta(layer, bn, per_channel=True, qmax=qmax)
+        w[0] = w[0] + E.kernel_delta(layer, bn, per_channel=True, qmax=qmax)
         layer.set_weights(w)
     return q

@@ -53,7 +53,7 @@ def adaround(model, calib: np.ndarray, *, weights: str = "int8", iterations: int
     calib = np.asarray(calib, np.float32)
     if len(calib) > samples:
         calib = calib[np.linspace(0, len(calib) - 1, samples).round().astype(int)]
-    targets = [(lyr, bn) for lyr, bn in E._conv_targets(model) if lyr.name not in skip and _supported(lyr)]
+    targets = [(lyr, bn) for lyr, bn in E.conv_targets(model) if lyr.name not in skip and _supported(lyr)]
     if not targets:
         return model
     q = _path_model(model)
@@ -98,7 +98,7 @@ def _path_model(model):
             return keras.ops.round(keras.ops.clip(x, 0.0, 6.0) / step) * step
 
     def clone_layer(layer):
-        if isinstance(layer, keras.layers.ReLU) and E._relu_like(layer) == "relu6":
+        if isinstance(layer, keras.layers.ReLU) and E.relu_like(layer) == "relu6":
             return RoundedReLU6(name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
@@ -113,7 +113,7 @@ def _folded(layer, bn) -> tuple[np.ndarray, np.ndarray]:
 
     k = np.asarray(layer.kernel).astype(np.float64)
     channels = k.shape[2] if isinstance(layer, keras.layers.DepthwiseConv2D) else k.shape[-1]
-    scale = E._bn_scale(bn).astype(np.float64) if bn is not None else np.ones(channels)
+    scale = E.bn_scale(bn).astype(np.float64) if bn is not None else np.ones(channels)
     w = k[..., 0].reshape(-1, channels) if isinstance(layer, keras.layers.DepthwiseConv2D) else k.reshape(-1, channels)
     return w * scale[None, :], scale
 

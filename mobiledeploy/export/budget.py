@@ -46,6 +46,7 @@ from mobiledeploy.export.float_layers import weighted_layers
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.logits import keras_logits_model, keras_outputs
 from mobiledeploy.export.validate import validate_artifact
+from mobiledeploy.metrics import sqnr_db
 from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.targets import load_target
 
@@ -148,11 +149,6 @@ def _finite(v: float):
     return "inf" if isinstance(v, float) and math.isinf(v) else round(float(v), 3)
 
 
-def _sqnr(ref: np.ndarray, out: np.ndarray) -> float:
-    noise = float(np.sum((ref.astype(np.float64) - out) ** 2))
-    return math.inf if noise == 0 else 10.0 * math.log10(float(np.sum(ref.astype(np.float64) ** 2)) / noise)
-
-
 # ---------------------------------------------------------------- price on the target
 
 
@@ -209,7 +205,7 @@ def sensitivities(model, layers: tuple[str, ...], x: np.ndarray, reference: np.n
     corrected = calibration.quant_source(model, replace(recipe, float_layers=())) if recipe.bias_correction else None
     work = E.clone(model)
     twin = keras_logits_model(work) or work
-    targets = {layer.name: bn for layer, bn in E._conv_targets(work)}
+    targets = {layer.name: bn for layer, bn in E.conv_targets(work)}
     base_ms = pricer.ms(())
     out = []
     for name in layers:
@@ -221,9 +217,9 @@ def sensitivities(model, layers: tuple[str, ...], x: np.ndarray, reference: np.n
                 if lyr is not None:
                     lyr.set_weights(corrected.get_layer(lyr.name).get_weights())
         w = layer.get_weights()
-        w[0] = w[0] + E._kernel_delta(layer, bn, per_channel=recipe.per_channel, qmax=E.WEIGHT_QMAX["int8"])
+        w[0] = w[0] + E.kernel_delta(layer, bn, per_channel=recipe.per_channel, qmax=E.WEIGHT_QMAX["int8"])
         layer.set_weights(w)
-        db = _sqnr(reference, keras_outputs(twin, x).reshape(reference.shape))
+        db = sqnr_db(reference, keras_outputs(twin, x).reshape(reference.shape))
         for lyr, ws in saved:
             lyr.set_weights(ws)
         out.append(Sensitivity(name, db, pricer.ms((name,)) - base_ms))
@@ -319,7 +315,7 @@ def _shared_correction(calibration):
             key = (id(model), weights, recipe.per_channel, recipe.float_layers)
             if key not in self._derived:
                 out = E.clone(full)
-                bns = {layer.name: bn for layer, bn in E._conv_targets(model)}
+                bns = {layer.name: bn for layer, bn in E.conv_targets(model)}
                 for name in recipe.float_layers:
                     for lyr in (model.get_layer(name), bns.get(name)):
                         if lyr is not None:

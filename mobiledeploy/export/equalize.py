@@ -65,7 +65,7 @@ def _inputs(layer) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _conv_targets(model):
+def conv_targets(model):
     """(conv layer, following BatchNormalization or None) for every Conv2D/DepthwiseConv2D/Dense
     whose bias can absorb a correction (its own bias, or the only consumer being a batch-norm)."""
     keras = import_keras()
@@ -87,15 +87,15 @@ def _channel_axis(layer) -> int:
     return 2 if isinstance(layer, keras.layers.DepthwiseConv2D) else -1
 
 
-def _bn_scale(bn) -> np.ndarray:
+def bn_scale(bn) -> np.ndarray:
     w = {v.path.split("/")[-1]: np.asarray(v) for v in bn.weights}
     gamma = w.get("gamma", np.ones_like(w["moving_variance"]))
     return gamma / np.sqrt(w["moving_variance"] + bn.epsilon)
 
 
-def _kernel_delta(layer, bn, *, per_channel: bool, qmax: int) -> np.ndarray:
+def kernel_delta(layer, bn, *, per_channel: bool, qmax: int) -> np.ndarray:
     k = np.asarray(layer.kernel)
-    scale = _bn_scale(bn) if bn is not None else None
+    scale = bn_scale(bn) if bn is not None else None
     axis = _channel_axis(layer)
     if scale is not None and axis == 2 and k.shape[3] != 1:  # depth multiplier > 1: channels are C*M
         scale = scale.reshape(k.shape[2], k.shape[3])
@@ -145,11 +145,11 @@ def correct_bias(model, calib: np.ndarray, *, per_channel: bool = True, weights:
     calib = np.asarray(calib, np.float32)
     if calib.ndim != len(model.inputs[0].shape) or len(calib) < 1:
         raise UsageError(f"bias correction needs a batch of model inputs, got shape {calib.shape}")
-    if not any(layer.name not in skip for layer, _ in _conv_targets(model)):
+    if not any(layer.name not in skip for layer, _ in conv_targets(model)):
         return model  # nothing to correct (e.g. a SavedModel wrapped in a TFSMLayer, which cannot be cloned)
     out = clone(model)
-    targets = [(layer, bn) for layer, bn in _conv_targets(out) if layer.name not in skip]
-    deltas = [_kernel_delta(layer, bn, per_channel=per_channel, qmax=WEIGHT_QMAX[weights]) for layer, bn in targets]
+    targets = [(layer, bn) for layer, bn in conv_targets(out) if layer.name not in skip]
+    deltas = [kernel_delta(layer, bn, per_channel=per_channel, qmax=WEIGHT_QMAX[weights]) for layer, bn in targets]
     probe = keras.Model(out.inputs, [layer.input for layer, _ in targets])
 
     def inputs():
@@ -223,13 +223,13 @@ def _cle_pairs(model):
         bn = _single_consumer(model, dw, keras.layers.BatchNormalization)
         act = bn and _single_consumer(model, bn, (keras.layers.ReLU, keras.layers.Activation))
         pw = act and _single_consumer(model, act, keras.layers.Conv2D)
-        if pw is None or not (bn.scale and bn.center) or tuple(pw.kernel_size) != (1, 1) or not _relu_like(act):
+        if pw is None or not (bn.scale and bn.center) or tuple(pw.kernel_size) != (1, 1) or not relu_like(act):
             continue
         pairs.append((dw, bn, act, pw))
     return pairs
 
 
-def _relu_like(act) -> bool:
+def relu_like(act) -> bool:
     """'relu' for a ReLU (no cap, no slope, threshold 0), 'relu6' for a ReLU capped at 6, else ''."""
     keras = import_keras()
 
@@ -255,8 +255,8 @@ def equalize_model(model, *, relu6: str = "skip", min_scale: float = 1e-2, max_s
 
     if relu6 not in ("skip", "relu"):
         raise UsageError(f"relu6 must be 'skip' or 'relu', got {relu6!r}")
-    pairs = [p for p in _cle_pairs(model) if _relu_like(p[2]) == "relu" or relu6 == "relu"]
-    uncap = {act.name for _, _, act, _ in pairs if _relu_like(act) == "relu6"}
+    pairs = [p for p in _cle_pairs(model) if relu_like(p[2]) == "relu" or relu6 == "relu"]
+    uncap = {act.name for _, _, act, _ in pairs if relu_like(act) == "relu6"}
 
     def clone_layer(layer):
         if layer.name in uncap:
@@ -267,7 +267,7 @@ def equalize_model(model, *, relu6: str = "skip", min_scale: float = 1e-2, max_s
     out.set_weights(model.get_weights())
     for dw, bn, _, pw in pairs:
         dw, bn, pw = out.get_layer(dw.name), out.get_layer(bn.name), out.get_layer(pw.name)
-        r1 = np.abs(np.asarray(dw.kernel)[:, :, :, 0] * _bn_scale(bn)).max(axis=(0, 1))
+        r1 = np.abs(np.asarray(dw.kernel)[:, :, :, 0] * bn_scale(bn)).max(axis=(0, 1))
         k2 = np.asarray(pw.kernel)
         r2 = np.abs(k2).max(axis=(0, 1, 3))
         with np.errstate(divide="ignore", invalid="ignore"):
