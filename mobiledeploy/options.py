@@ -142,3 +142,16 @@ def check_fields(config) -> None:
         if check is None or (value is None and default_of(f) is None):
             continue
         check(value, flag_of(f))
+
+
+ESTIMATE_METHODS = ("cost", "kernels")  # how a device latency is estimated (docs/estimate.md, docs/kernels.md)
+
+
+def estimate_method(flag: str | None = None) -> Any:
+    """The device-estimate method option (``estimate --method``, ``sweep --estimate-method``),
+    declared here once: cost (the per-layer cost model, the default) or kernels (the runtime's
+    aarch64 kernels counted under qemu and scheduled with llvm-mca)."""
+    return option("cost", flag=flag, check=OneOf(ESTIMATE_METHODS, "estimate method"),
+                  help="Device estimate: cost (the per-layer cost model) or kernels (count the runtime's aarch64 "
+                       "kernels under qemu on the target's [kernels] core and schedule them with llvm-mca; "
+                       ".tflite/.onnx files only; needs `make arm-env`; docs/kernels.md).")

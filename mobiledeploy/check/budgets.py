@@ -322,7 +322,7 @@ def _parse_ref(ctx: _Ctx, t: dict, key: str, where: str) -> ArtifactRef | None:
 def _parse_artifact(ctx: _Ctx, e: Any, i: int, default_target: str) -> ArtifactBudget:
     where = f"[[artifact]] #{i + 1}"
 
-    ctx.check_keys(e, _REF_KEYS | set(KINDS), where)
+    ctx.check_keys(e, _REF_KEYS | set(KINDS) | {k for kind in KINDS.values() for k in kind.keys}, where)
     path = ctx.string(e, "path", where)
     sel = _parse_selector(ctx, e, where)
     if path is not None and not sel.is_empty():

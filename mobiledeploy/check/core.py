@@ -12,6 +12,9 @@ budget becomes one or more checks, each with a verdict:
   lies above the limit, ``pass`` when it lies at or below, otherwise ``inconclusive``
   after more rounds up to the time limit. Inconclusive passes with a warning unless
   ``strict`` (``--strict``) makes it fail.
+- ``max_estimate_ms`` is exact against the device estimate on each target it names (the cost
+  model, or with ``estimate_method = "kernels"`` the emulated kernels): an estimate, labelled
+  as such, not a measurement.
 - ``error``: the artifact could not be run (it always fails the check run).
 
 This module never imports TensorFlow.
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from mobiledeploy.check.budgets import ArtifactBudget, ArtifactRef, BudgetFile, Selector, load_budgets
-from mobiledeploy.check.kinds import GROUPS, KINDS, holds
+from mobiledeploy.check.kinds import GROUPS, KINDS, estimate_targets, holds
 from mobiledeploy.check.outcome import ERROR, FAIL, INCONCLUSIVE, PASS, VERDICTS, CheckOutcome
 from mobiledeploy.errors import MobiledeployError, RuntimeFailure, UsageError
 from mobiledeploy.options import Finite, Names, check_fields, option
@@ -217,6 +220,7 @@ class Plan:
     artifact: Resolved
     float_artifact: Resolved | None = None
     baseline: Resolved | None = None
+    estimate_targets: dict = field(default_factory=dict)  # max_estimate_ms: target name -> Target
 
 
 def plan_checks(bf: BudgetFile, cfg: CheckConfig, *, target: str) -> list[Plan]:
@@ -317,6 +321,10 @@ def run_check(cfg: CheckConfig) -> CheckReport:
     bf = _replace(bf, data=_replace(bf.data, source=data_source(bf, cfg.data)))
     target = latency.resolve_target(cfg.target or bf.target, cfg.target_file)
     plans = plan_checks(bf, cfg, target=target.name)
+    if "estimate" not in cfg.skip:  # the estimates' targets (and, for kernels, their tools) before measuring
+        plans = [_replace(p, estimate_targets=estimate_targets(p.budget.limits["max_estimate_ms"], p.artifact.path,
+                                                               target, f"budget {p.budget.name!r}"))
+                 if "max_estimate_ms" in p.budget.limits else p for p in plans]
     def say(msg: str) -> None:
         emit(cfg.progress, "check", msg)
 
@@ -328,8 +336,9 @@ def run_check(cfg: CheckConfig) -> CheckReport:
         for p in plans:
             for key, value in p.budget.limits.items():
                 if KINDS[key].group not in cfg.skip:
-                    o = KINDS[key].run(checker, p, value)  # with the export's mark on its artifact
-                    outcomes.append(_replace(o, extra={"degraded": p.artifact.degraded, **o.extra}))
+                    res = KINDS[key].run(checker, p, value)
+                    for o in res if isinstance(res, list) else [res]:  # with the export's mark on its artifact
+                        outcomes.append(_replace(o, extra={"degraded": p.artifact.degraded, **o.extra}))
     finally:
         meter.close()
     env = {"target": target.to_json() if hasattr(target, "to_json") else target.name,

@@ -39,6 +39,8 @@ def fmt_limit(o: CheckOutcome) -> str:
 
 
 def fmt_interval(o: CheckOutcome) -> str:
+    if o.check.startswith("estimate_ms") and o.verdict in (PASS, FAIL):  # a device estimate, not a measurement
+        return "emulated kernels" if o.extra.get("method") == "kernels" else "cost model"
     if o.low is None:
         return "exact" if o.verdict in (PASS, FAIL) else "-"
     pct = round(100 * o.extra.get("confidence", 0.95))
@@ -109,7 +111,8 @@ def markdown(report: CheckReport) -> str:
         verdict = _MD_MARK[o.verdict] + (" (fails: --strict)" if o.verdict == INCONCLUSIVE and report.strict
                                          else "")
         lines.append("| " + " | ".join(cell(x) for x in (r[0], r[1], r[2], r[3], verdict)) + " |")
-    notes = [f"- **{o.name}**: {o.detail}" for o in report.outcomes if o.verdict != PASS and o.detail]
+    notes = [f"- **{o.name}**: {o.detail}" for o in report.outcomes
+             if (o.verdict != PASS or o.check.startswith("estimate_ms")) and o.detail]
     notes += [f"- {n}" for n in degraded_notes(report)]
     if notes:
         lines += ["", *notes]

@@ -76,7 +76,7 @@ def _print(report, wide: bool) -> None:
            title=Text(f"mobiledeploy check: {report.budget} ({rep.latency_label(report)})"), title_justify="left",
            wide=wide)
     for o, r in zip(report.outcomes, rows):
-        if o.verdict in (FAIL, ERROR, INCONCLUSIVE) and r[5]:
+        if (o.verdict in (FAIL, ERROR, INCONCLUSIVE) or o.check.startswith("estimate_ms")) and r[5]:
             con.print(Text(f"  {o.name}: {r[5]}"))
     for note in rep.degraded_notes(report):
         con.print(Text(note, style="yellow"))

@@ -19,10 +19,7 @@ from mobiledeploy.targets import load_target
 @click_options(EstimateConfig, "threads")
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer breakdown.")
-@click.option("--method", type=click.Choice(("cost", "kernels")), default="cost", show_default=True,
-              help="cost: the per-layer cost model. kernels: count the runtime's aarch64 kernels under "
-                   "qemu on the target's [kernels] core, schedule them with llvm-mca (needs `make arm-env`; "
-                   "a .tflite/.onnx MODEL; docs/kernels.md).")
+@click_options(EstimateConfig, "method")
 @shape_option
 @json_option
 @wide_option
@@ -40,7 +37,9 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
     if shapes and model is None:
         raise click.UsageError("--shape applies to a MODEL file with dynamic inputs, not to --arch configs")
     if method == "kernels":
-        return _kernels(model, target_name, target_file, threads, json_path)
+        layers = "all" if source("show_layers") != click.core.ParameterSource.DEFAULT and show_layers else (
+            TOP_OPERATORS if show_layers else 0)
+        return _kernels(model, target_name, target_file, threads, json_path, layers, wide)
     cfg = EstimateConfig(model=model, arch=arch, alpha=alpha, resolution=resolution, classes=classes,
                          precision=precision, target=target_name, target_file=target_file, threads=threads,
                          shapes=shapes or None)
@@ -65,7 +64,28 @@ def estimate(model, arch, alpha, resolution, classes, precision, target_name, ta
               f"{result.latency_ms:.2f} ms  [{result.label}]", markup=False)
 
 
-def _kernels(model, target_name, target_file, threads, json_path):
+TOP_OPERATORS = 10  # --method kernels: operators shown unless --layers is given (then all)
+
+
+def _operators_table(con, rows, layers, wide):
+    """The per-operator table: the ``layers`` operators holding the most cycles ("all": every one, in
+    execution order), then the work between operators."""
+    ops = [r for r in rows if r["index"] is not None]
+    shown = ops if layers == "all" else sorted(sorted(ops, key=lambda r: -r["cycles"])[:layers],
+                                               key=lambda r: r["index"])
+    title = "per operator" + ("" if layers == "all" or len(shown) == len(ops) else
+                              f" (the {len(shown)} of {len(ops)} with the most cycles; all with --layers)")
+    con.print(title + ":", markup=False)
+    cols = (Column("#", "right"), Column("operator"), Column("output", fold=True, priority=2),
+            Column("shape", priority=1), Column("kernel", fold=True, priority=3), Column("instr.", "right"),
+            Column("cycles", "right"), Column("ms", "right"))
+    cells = [(str(r["index"]) if r["index"] is not None else "-", r["operator"], r["output"].split(";")[0],
+              "x".join(map(str, r["shape"])), r["function"], f"{r['instructions']:,.0f}", f"{r['cycles_share']:.1%}",
+              f"{r['ms']:.3f}") for r in [*shown, *(r for r in rows if r["index"] is None)]]
+    render(con, cols, cells, wide=wide)
+
+
+def _kernels(model, target_name, target_file, threads, json_path, layers=TOP_OPERATORS, wide=False):
     """--method kernels: the estimate from the emulated kernels (mobiledeploy.kernels)."""
     if model is None:
         raise click.UsageError("--method kernels needs a MODEL file (.tflite or .onnx), not --arch")
@@ -94,6 +114,8 @@ def _kernels(model, target_name, target_file, threads, json_path):
         con.print("kernels (share of cycles):", markup=False)
         for f in r.functions[:5]:
             con.print(f"  {f['cycles_share']:4.0%}  {f['function']}", markup=False)
+    if r.operators and layers:
+        _operators_table(con, r.operators, layers, wide)
     for note in r.notes:
         err.print(f"note: {note}", markup=False)
     con.print(f"estimated latency on {r.target} ({r.threads} thread(s)): {r.latency_ms:.2f} ms "

@@ -15,7 +15,8 @@ from mobiledeploy.sweep.grid import SweepConfig
 
 
 @click.command("sweep")
-@click_options(SweepConfig, "archs", "alphas", "resolutions", "precisions", "formats", "targets", "bench_target",
+@click_options(SweepConfig, "archs", "alphas", "resolutions", "precisions", "formats", "targets", "estimate_method",
+               "bench_target",
                "data", "eval_limit", "classes", "weights", "seed", "calib", "calib_samples", "samples", "warmup",
                "timeout_s", "out", "max_latency_ms", "max_size_kb", "min_top1", "executor", "ray_address", "jobs",
                "max_configs")
@@ -59,6 +60,8 @@ def _print(s: dict, result, *, wide: bool = False) -> None:
     from mobiledeploy.models.artifacts import degraded_notes, marked
 
     con = stdout_console()
+    label = ("device estimate from emulated kernels" if s["sweep"].get("estimate_method") == "kernels"
+             else "device estimate")
     for target, files in s["fronts"].items():
         # names whole or not at all (cli/table.py): when too narrow, the host figures go first
         columns = [Column("artifact"), Column("size KB", "right", 1), Column(f"{target} est. ms", "right"),
@@ -68,7 +71,7 @@ def _print(s: dict, result, *, wide: bool = False) -> None:
                  f"{100 * r['top1']:.2f} %" if r.get("top1") is not None else "-")
                 for r in s["rows"] if r["file"] in files]
         render(con, columns, rows, wide=wide, title_justify="left",
-               title=f"Pareto front on {target} (device estimate vs size"
+               title=f"Pareto front on {target} ({label} vs size"
                      f"{' vs top-1' if s['use_accuracy'] else ' vs MACs, the accuracy proxy'})")
     for note in degraded_notes((r["file"], r.get("degraded")) for r in s["rows"]):
         con.print(note, markup=False, soft_wrap=True, style="yellow")

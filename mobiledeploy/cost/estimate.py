@@ -26,7 +26,7 @@ from mobiledeploy.cost.model import (COMBINES, COMPUTE_CLASSES, DEFAULT_CACHE_RA
 from mobiledeploy.errors import MobiledeployError, UsageError
 from mobiledeploy.models import inspect
 from mobiledeploy.models.archs import MIN_RESOLUTION
-from mobiledeploy.options import AtLeast, Finite, OneOf, check_fields, option
+from mobiledeploy.options import AtLeast, Finite, OneOf, check_fields, estimate_method, option
 
 
 # Priors, used when a target's [cost_model] does not say (and as the fit's starting
@@ -240,6 +240,7 @@ class EstimateConfig:
     threads: int | None = option(None, check=AtLeast(1),  # default: the target's [run].threads
                                  help="Device threads (default: the target's [run].threads).")
     shapes: dict | None = None  # --shape: concrete dims for dynamic inputs of a file
+    method: str = estimate_method()  # "kernels" is mobiledeploy.kernels.estimate's (the CLI picks); this is "cost"
 
 
 def estimate(config: EstimateConfig, target) -> Estimate:

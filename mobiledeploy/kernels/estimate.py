@@ -22,13 +22,13 @@ from pathlib import Path
 from mobiledeploy.cost import info
 from mobiledeploy.cost.estimate import cost_model_for
 from mobiledeploy.cost.model import LayerArrays
-from mobiledeploy.errors import UsageError
+from mobiledeploy.errors import MobiledeployError, UsageError, one_line
 from mobiledeploy.io import sha256_file
-from mobiledeploy.kernels import disasm, model, sched, symbols, trace
+from mobiledeploy.kernels import disasm, model, operators, sched, symbols, trace
 from mobiledeploy.runtimes import emulate as emu
 
 LABEL = "device estimate from emulated kernels (qemu CPU, llvm-mca model, clock)"
-FORMAT = 2
+FORMAT = 3  # 3: per-operator segments (LiteRT + XNNPACK)
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class KernelEstimate:
     hot_fraction: float  # of the instructions, scheduled one block at a time
     spill_bytes: float
     functions: list = field(default_factory=list)  # the kernels holding the most cycles
+    operators: list = field(default_factory=list)  # per operator (LiteRT + XNNPACK), in execution order
     label: str = LABEL
     cached: bool = False
     seconds: float = 0.0
@@ -139,6 +140,7 @@ def profile_from_trace(tr, mcpu: str, cache_dir: Path | None) -> dict:
             "wait": dict(wait), "hot_fraction": sum(instr_by_pc[pc] for pc in hot) / total_i if total_i else 0.0,
             "runtime": tr.meta.get("runtime"), "runtime_version": tr.meta.get("version"),
             "maps": tr.meta.get("maps", [])}
+    prof["operators"] = operators.profile(tr, prof["hot"], info)
     return prof | schedule(prof, mcpu, cache_dir)
 
 
@@ -146,8 +148,8 @@ def schedule(prof: dict, mcpu: str, cache_dir: Path | None) -> dict:
     """Cycles per invoke of a profile on ``mcpu``'s model: per thread, total and the critical path."""
     cyc = sched.block_cycles(mcpu, {i: b["lines"] for i, b in enumerate(prof["hot"])}, cache_dir)
     cycles = [cyc[i] for i in range(len(prof["hot"]))]
-    return ({"sched": mcpu, "hot_blocks": len(prof["hot"]), "functions": functions(prof, cycles)}
-            | model.threads_cycles(prof, cycles))
+    return ({"sched": mcpu, "hot_blocks": len(prof["hot"]), "functions": functions(prof, cycles),
+             "per_operator": operators.table(prof, cycles)} | model.threads_cycles(prof, cycles))
 
 
 def functions(prof: dict, cycles: list[float], top: int = 8) -> list[dict]:
@@ -205,16 +207,24 @@ def check_artifact(path) -> Path:
     return path
 
 
-def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = None, xnnpack: bool | None = None,
-                     env=None, refresh: bool = False, timeout_s: float = 1800.0) -> KernelEstimate:
-    """Estimate ``path`` (.tflite or .onnx) on ``target``'s device from its emulated kernels."""
-    t0 = time.perf_counter()
+def preflight(path, target, env=None) -> tuple[Path, Core, object]:
+    """``(path, core, ARM environment)`` when an estimate of ``path`` on ``target`` can start: a
+    .tflite/.onnx file, the target's ``[kernels]`` core, LLVM 19 with a scheduling model of that
+    core, and ``make arm-env``'s environment; ``UsageError`` (one line) otherwise. Nothing runs
+    under qemu (the ``cpu`` name is checked by the emulated run itself)."""
     path = check_artifact(path)
     core = core_of(target)
     disasm.llvm_bin("llvm-mca")
     disasm.llvm_bin("llvm-mc")
     sched.check_mcpu(core.sched)
-    env = env or emu.find_env()
+    return path, core, env or emu.find_env()
+
+
+def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = None, xnnpack: bool | None = None,
+                     env=None, refresh: bool = False, timeout_s: float = 1800.0) -> KernelEstimate:
+    """Estimate ``path`` (.tflite or .onnx) on ``target``'s device from its emulated kernels."""
+    t0 = time.perf_counter()
+    path, core, env = preflight(path, target, env)
     n = int(threads or target.threads or 1)
     xnn = target.xnnpack if xnnpack is None else xnnpack
     prof = None if refresh else load_profile(path, core, n, xnn, env)
@@ -229,6 +239,7 @@ def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = N
         notes.append(core.note)
     if prof["runtime"] == "onnxruntime" or not xnn:
         notes.append("not validated against published figures (only LiteRT + XNNPACK has been)")
+    notes += operators.notes(prof.get("per_operator"))
     return KernelEstimate(
         model=str(path), target=target.name, core=core.to_json(), runtime=prof["runtime"],
         runtime_version=prof["runtime_version"], threads=n, xnnpack=xnn, latency_ms=compute_ms + memory_ms,
@@ -236,5 +247,26 @@ def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = N
         cycles=prof["critical_cycles"], total_cycles=prof["total_cycles"],
         ipc=prof["instructions"] / prof["total_cycles"] if prof["total_cycles"] else 0.0, mix=prof["mix"],
         per_thread=prof["per_thread"], hot_blocks=prof["hot_blocks"], hot_fraction=prof["hot_fraction"],
-        spill_bytes=spill, functions=prof.get("functions", []), cached=cached,
+        spill_bytes=spill, functions=prof.get("functions", []),
+        operators=operators.with_ms(prof.get("per_operator"), core.clock_ghz), cached=cached,
         seconds=round(time.perf_counter() - t0, 2), notes=notes)
+
+
+def kernel_estimates_for(paths, target) -> dict[str, dict]:
+    """``{path: {"estimate_ms", "threads", "fitted", "label", "cached", ...}}`` on ``target``'s core, the
+    shape of ``cost.estimate.estimates_for``, for ``sweep --estimate-method kernels`` and ``check``'s
+    ``estimate_method = "kernels"``. A path that cannot be estimated (no ARM environment or LLVM, a
+    target without [kernels] or with a core qemu or llvm-mca does not know, a crash under emulation)
+    gets ``{"estimate_error": one line}``; nothing raises per path. Each estimate goes through
+    ``estimate_kernels``'s cache (artifact hash, core, threads, runtime version)."""
+    out: dict[str, dict] = {}
+    for p in paths:
+        try:
+            e = estimate_kernels(p, target)
+        except Exception as err:  # noqa: BLE001 - whatever failed, this path's error, never the caller's end
+            out[str(p)] = {"estimate_error": one_line(err, typed=not isinstance(err, MobiledeployError))}
+            continue
+        out[str(p)] = {"estimate_ms": e.latency_ms, "threads": e.threads, "fitted": False, "label": e.label,
+                       "cached": e.cached, "runtime": e.runtime, "runtime_version": e.runtime_version,
+                       "notes": list(e.notes)}
+    return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from mobiledeploy import io
@@ -101,7 +102,7 @@ def _run_sweep(cfg: grid.SweepConfig, out: Path, progress: OnProgress | None, t0
     ordered = [results[j.name] for j in job_list]
     for job, res in zip(job_list, ordered):  # targets added since the job ran: estimates only, no rerun
         before = json.dumps([a.to_json() for a in res.artifacts], sort_keys=True)
-        add_estimates(res.artifacts, cfg.targets)
+        add_estimates(res.artifacts, cfg.targets, cfg.estimate_method)
         if json.dumps([a.to_json() for a in res.artifacts], sort_keys=True) != before:
             io.write_json(rows_dir / job.result_name, res.to_json())
     summary = summarize(cfg, ordered, executor, wall_s=time.perf_counter() - t0)
@@ -186,6 +187,8 @@ def summarize(cfg: grid.SweepConfig, results: list[SweepRow], executor: dict, *,
     label = next((r.bench["label"] for r in results if r.bench), f"host latency, {cfg.bench_target} settings")
     warnings = pareto.slower_than_fp32(rows)
     warnings += [f"{r.name}: {r.error}" for r in results if not r.ok]
+    if cfg.estimate_method != "cost":
+        warnings += estimate_errors(results, targets)
     return {"schema_version": SCHEMA_VERSION, "sweep": {**cfg.to_json(), "targets": targets},
             "machine": {**cond["host"], "loadavg_1_5_15": cond["loadavg_1_5_15"], "time_utc": cond["time_utc"]},
             "versions": versions, "executor": executor, "wall_s": round(wall_s, 2),
@@ -195,3 +198,13 @@ def summarize(cfg: grid.SweepConfig, results: list[SweepRow], executor: dict, *,
                          "row_key": r.row_key, "bench_loadavg_1m": (r.bench or {}).get("loadavg_1m")}
                         for r in results],
             "rows": rows, "fronts": fronts, "recommendations": recs, "warnings": warnings}
+
+
+def estimate_errors(results: list[SweepRow], targets) -> list[str]:
+    """One line per target and reason: how many artifacts have no device estimate there, and why."""
+    arts = [a for r in results for a in r.artifacts if a.ok]
+    out = []
+    for t in targets:
+        why = Counter((a.estimates.get(t) or {}).get("error") for a in arts)
+        out += [f"{t}: no device estimate for {n} of {len(arts)} artifacts: {err}" for err, n in why.items() if err]
+    return out

@@ -26,7 +26,7 @@ from mobiledeploy.bench.request import DEFAULT_TIMEOUT_S
 from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.export.formats import FORMATS, PRECISIONS
 from mobiledeploy.io import sha256_file
-from mobiledeploy.options import Names, OneOf, Seconds, check_fields, option
+from mobiledeploy.options import Names, OneOf, Seconds, check_fields, estimate_method as method_option, option
 
 PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)  # MobileNet paper, Table 6
 PAPER_RESOLUTIONS = (224, 192, 160, 128)  # Table 7
@@ -91,6 +91,7 @@ class SweepConfig:
                                       parse=_names("--target", DEFAULT_TARGETS), cli_default=(),
                                       help=f"Device(s) to estimate latency for and pick for (repeat or comma list; "
                                            f"default {','.join(DEFAULT_TARGETS)}). See `mobiledeploy targets`.")
+    estimate_method: str = method_option("--estimate-method")  # how est_ms per --target is found
     bench_target: str = option("host", metavar="NAME",  # whose [run] settings the host latency is measured with
                                help="Profile whose threads/cores/runtime options the host latency is measured with.")
     classes: int = option(1000, help="Output classes of the built models.")
@@ -207,7 +208,10 @@ class SweepConfig:
         return self.weights is None
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["estimate_method"] == "cost":  # the default is not written: results as before the option existed
+            del d["estimate_method"]
+        return d
 
 
 def _positive(flag: str, value, *, integer: bool = False) -> None:
@@ -268,6 +272,7 @@ class Job:
     data: str | None
     eval_limit: int | None
     targets: tuple[str, ...]
+    estimate_method: str = "cost"  # cost | kernels (not in the keys: estimates are redone, not the job)
     export_key: str = ""
     row_key: str = ""
 
@@ -295,7 +300,7 @@ def jobs(cfg: SweepConfig, *, keys: bool = True) -> list[Job]:
                 job = Job(name=name, arch=arch, alpha=alpha, resolution=res, export=export,
                           bench_target=cfg.bench_target, samples=cfg.samples, warmup=cfg.warmup,
                           timeout_s=cfg.timeout_s, data=cfg.data, eval_limit=cfg.eval_limit,
-                          targets=tuple(dict.fromkeys(cfg.targets)))
+                          targets=tuple(dict.fromkeys(cfg.targets)), estimate_method=cfg.estimate_method)
                 result.append(with_keys(job, shared) if keys else job)
     return result
 

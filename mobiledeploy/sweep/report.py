@@ -110,12 +110,25 @@ def markdown(summary: dict) -> str:
 
 def notices(summary: dict) -> list[str]:
     """What the reader must know before reading a number."""
+    kernels = kernels_label(summary)
     out = [f"Host latency is measured on {summary['machine'].get('cpu')} ({summary['bench_label']}), "
-           "never a phone's; the per-target columns are cost-model estimates for the device, not measurements."]
+           "never a phone's; the per-target columns are "
+           + (f"each the {kernels}, not a measurement." if kernels else
+              "cost-model estimates for the device, not measurements.")]
     if summary["random_weights"] and summary["sweep"]["data"]:
         out.insert(0, "RANDOM WEIGHTS: the models were randomly initialised, so their top-1 is meaningless "
                       "(chance level); it is shown only to check the pipeline. Give trained weights (--weights).")
     return out
+
+
+def kernels_label(summary: dict) -> str | None:
+    """The label of the per-target estimates when they come from the emulated kernels
+    (``--estimate-method kernels``); None for the cost model's."""
+    if summary["sweep"].get("estimate_method") != "kernels":
+        return None
+    from mobiledeploy.kernels.estimate import LABEL
+
+    return LABEL
 
 
 # ---------------------------------------------------------------- plots
@@ -167,7 +180,8 @@ def pareto_figure(plt, summary: dict, target: str):
         if stairs:
             ax.step([r["est_ms"][target] for r in stairs], [r[key] for r in stairs], "k--", where="post", lw=0.8,
                     zorder=2)
-        ax.set_xlabel(f"estimated latency on {target} (ms, cost model)")
+        how = "emulated kernels" if kernels_label(summary) else "cost model"
+        ax.set_xlabel(f"estimated latency on {target} (ms, {how})")
         ax.set_ylabel(label)
         if key == "size_kb":
             ax.set_yscale("log")

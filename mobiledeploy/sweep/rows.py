@@ -42,7 +42,7 @@ class ArtifactRow:
     samples_ms: list = field(default_factory=list)
     top1: float | None = None
     top5: float | None = None
-    estimates: dict = field(default_factory=dict)  # {target: {"ms", "fitted", "error", "target_hash"}}
+    estimates: dict = field(default_factory=dict)  # {target: {"ms", "fitted", "error", "target_hash", ["method"]}}
     init_ms: float | None = None
     peak_rss_mb: float | None = None
     eval_samples: int | None = None
@@ -91,7 +91,8 @@ class ArtifactRow:
             raise RowShapeError("an artifact's degraded mark is malformed")
         est = a.get("estimates", {})
         if not isinstance(est, dict) or not all(isinstance(e, dict) and _opt(e.get("ms"), "num") and
-                                                _opt(e.get("target_hash"), str) for e in est.values()):
+                                                _opt(e.get("target_hash"), str) and _opt(e.get("method"), str)
+                                                for e in est.values()):
             raise RowShapeError("an estimate is malformed")
         return cls(file=f, path=a["path"], format=a["format"], precision=a["precision"],
                    size_bytes=a["size_bytes"], sha256=a.get("sha256"), validation=a.get("validation"),

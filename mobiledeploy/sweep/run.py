@@ -73,7 +73,7 @@ def run_job(job) -> SweepRow:
             _add_accuracy(artifacts, run.accuracy or {})
             row.timings_s["eval"] = round(run.timings_s["eval"], 2)
         stage = "estimate"
-        add_estimates(artifacts, job.targets)
+        add_estimates(artifacts, job.targets, job.estimate_method)
         row.artifacts = artifacts
     except (MobiledeployError, OSError) as e:
         row.status, row.stage, row.error, row.usage_error = "error", stage, f"{stage}: {e}", isinstance(e, UsageError)
@@ -192,19 +192,34 @@ def _add_accuracy(rows: list[ArtifactRow], accuracy: dict) -> None:
             r.status, r.error = "error", f"eval: {a.get('error') or 'failed'}"
 
 
-def add_estimates(rows: list[ArtifactRow], targets) -> None:
-    """Fill ``row.estimates[target]`` (ms or an error) for each target that lacks one."""
+def add_estimates(rows: list[ArtifactRow], targets, method: str = "cost") -> None:
+    """Fill ``row.estimates[target]`` (ms or an error) for each target that lacks one by ``method``:
+    ``cost`` (the target's cost model) or ``kernels`` (the artifact's emulated kernels, cached per
+    artifact, core and runtime version by ``kernels.estimate``; recorded with ``"method"``, so that a
+    stored estimate of one method never stands for the other)."""
     for name in targets:
         fp = target_fingerprint_hash(name)
-        todo = [r for r in rows if r.estimates.get(name, {}).get("target_hash") != fp]
+        todo = [r for r in rows if not _current(r.estimates.get(name), fp, method)]
         todo = [r for r in todo if Path(r.path).is_file()]
         if not todo:
             continue
-        est = estimates_for([r.path for r in todo], load_target(name))
+        if method == "kernels":
+            from mobiledeploy.kernels.estimate import kernel_estimates_for
+
+            est = kernel_estimates_for([r.path for r in todo], load_target(name))
+        else:
+            est = estimates_for([r.path for r in todo], load_target(name))
         for r in todo:
             e = est.get(r.path, {})
             r.estimates[name] = {"ms": e.get("estimate_ms"), "fitted": e.get("fitted"),
                                  "error": e.get("estimate_error"), "target_hash": fp}
+            if method != "cost":  # the cost model's dict is as it always was
+                r.estimates[name] |= {"method": method, "label": e.get("label"), "cached": e.get("cached")}
+
+
+def _current(stored: dict | None, target_hash: str, method: str) -> bool:
+    """Whether a stored estimate was made on this target profile by this method (none: the cost model)."""
+    return bool(stored) and stored.get("target_hash") == target_hash and stored.get("method", "cost") == method
 
 
 def node_info() -> dict:
