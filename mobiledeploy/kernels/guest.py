@@ -8,7 +8,8 @@ installed); it reuses ``emulate_worker``'s runtime wrappers from the same PYTHON
 Sequence: load the model, one warm-up invoke (weights packed, buffers allocated), then
 ``openat`` of a path named ``BEGIN`` (it does not exist; qemu's ``-d strace`` logs the
 call, which marks the start in the trace), K invokes, the ``END`` marker. Last line of
-stdout: JSON with the executable mappings (start, end, offset, path) of every file.
+stdout: JSON with the executable mappings (start, end, offset, path) of every file and,
+for LiteRT, the interpreter's nodes (delegate nodes included) for the per-operator names.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def maps() -> list[list]:
     return out
 
 
+def litert_nodes(it) -> dict:
+    """The interpreter's nodes as [index, op, inputs, outputs, [[name, shape] per output]] and the
+    graph's input tensors: which nodes a delegate took is read from these (``kernels.operators``)."""
+    try:
+        tensors = {d["index"]: [d["name"], [int(v) for v in d["shape"]]] for d in it.get_tensor_details()}
+        ops = [[int(o["index"]), o["op_name"], [int(i) for i in o["inputs"]], [int(i) for i in o["outputs"]],
+                [tensors.get(int(i), ["?", []]) for i in o["outputs"]]] for o in it._get_ops_details()]
+        return {"nodes": ops, "graph_inputs": [int(d["index"]) for d in it.get_input_details()]}
+    except Exception:  # noqa: BLE001 - names are optional: the count stands without them
+        return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -66,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - one line for the parent
         print(f"{os.path.basename(args.model)}: {type(e).__name__}: {' '.join(str(e).split())[:300]}", file=sys.stderr)
         return 1
+    nodes = litert_nodes(model.it) if kind is w.LiteRT and not args.maps_only else {}
     print(json.dumps({"maps": maps(), "runtime": "litert" if kind is w.LiteRT else "onnxruntime",
-                      "version": model.version, "invokes": args.invokes, "threads": args.threads}))
+                      "version": model.version, "invokes": args.invokes, "threads": args.threads} | nodes))
     return 0
 
 

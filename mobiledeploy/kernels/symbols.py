@@ -53,6 +53,23 @@ def function_of(pc: int, maps: list) -> str:
     return "?"
 
 
+def address_of(name: str, maps: list) -> int | None:
+    """The guest address of function ``name`` (the inverse of ``function_of``); None when no mapped
+    library defines it."""
+    for lo, hi, off, path in maps:
+        if not Path(path).is_file():
+            continue
+        addrs, names = _symbols(path)
+        if name not in names:
+            continue
+        vaddr = addrs[names.index(name)]
+        for o, v in _segments(path):
+            pc = vaddr - (v - o) - off + lo
+            if o & ~0xFFFF == off & ~0xFFFF and lo <= pc < hi:
+                return pc
+    return None
+
+
 def short(name: str, width: int = 96) -> str:
     """A demangled name without its argument list, at most ``width`` characters."""
     base = name.split("(", 1)[0]

@@ -11,6 +11,14 @@ counted invokes; ``-d strace`` puts them in the same log, so the count is of inf
 only (the warm-up invoke, weight packing and start-up fall outside).
 
 Calls into the C library (memcpy, memset) are not in those ranges and are not counted.
+
+Operators: given the entry address of the function the runtime calls once per operator
+(``op_entry``; for XNNPACK ``xnn_run_operator_with_index``), the calling thread's blocks
+are also cut into operator segments. qemu writes each thread's lines in chunks, so the
+threads interleave coarsely in the log, but one thread's lines are in execution order:
+on the thread that executes the entry, a segment runs from the entry block to the block
+its caller returns to (the instruction after the ``bl``), and what runs between two
+segments is the runtime's own work between operators.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobiledeploy.errors import RuntimeFailure, UsageError
-from mobiledeploy.kernels import tools
+from mobiledeploy.kernels import operators, tools
 from mobiledeploy.machine import possible_cpus
 from mobiledeploy.runtimes import emulate as emu
 
@@ -49,6 +57,9 @@ class Trace:
     blocks: dict[int, list[int]] = field(default_factory=dict)  # pc -> instruction words
     invokes: int = 1
     meta: dict = field(default_factory=dict)
+    main_cpu: int | None = None  # the thread that runs the operators (when op_entry was given)
+    ops: list[Counter] = field(default_factory=list)  # per operator of one invoke: pc -> count (main thread)
+    between: Counter = field(default_factory=Counter)  # main thread's blocks outside the operators
 
     def per_invoke(self) -> dict[tuple[int, int], float]:
         return {k: v / self.invokes for k, v in self.counts.items()}
@@ -57,8 +68,9 @@ class Trace:
         return sum(n * len(self.blocks.get(pc, ())) for (_, pc), n in self.counts.items()) / self.invokes
 
 
-def parse_log(path: str | os.PathLike, invokes: int = 1) -> Trace:
-    """Parse a qemu log (see the module docstring): counts between the markers, all blocks."""
+def parse_log(path: str | os.PathLike, invokes: int = 1, op_entry: int | None = None) -> Trace:
+    """Parse a qemu log (see the module docstring): counts between the markers, all blocks, and with
+    ``op_entry`` the main thread's counts per operator (``Trace.ops``, summed over the invokes)."""
     path = Path(path)
     tr = Trace(invokes=invokes)
     if path.stat().st_size == 0:
@@ -71,11 +83,55 @@ def parse_log(path: str | os.PathLike, invokes: int = 1) -> Trace:
         for m in _BLOCK.finditer(mm):
             pc = int(m.group(1)[:m.group(1).index(b":")], 16)
             tr.blocks[pc] = [int(w, 16) for w in _INSN.findall(m.group(1))]
-        tr.counts = Counter((int(c), int(p, 16)) for c, p in _TRACE.findall(mm, lo, hi))
+        if op_entry is None:
+            tr.counts = Counter((int(c), int(p, 16)) for c, p in _TRACE.findall(mm, lo, hi))
+        else:
+            _cut_operators(tr, mm, lo, hi, op_entry)
     missing = {pc for _, pc in tr.counts} - set(tr.blocks)
     if missing:
         raise RuntimeFailure(f"{path}: {len(missing)} executed blocks were never logged as translated")
     return tr
+
+
+def call_returns(blocks: dict[int, list[int]], target: int) -> set[int]:
+    """Return addresses of the ``bl target`` instructions in ``blocks`` ({pc: words})."""
+    out = set()
+    for pc, words in blocks.items():
+        for k, w in enumerate(words):
+            if w >> 26 == 0b100101:  # BL imm26
+                imm = w & 0x3FFFFFF
+                if pc + 4 * k + 4 * (imm - (1 << 26) if imm >> 25 else imm) == target:
+                    out.add(pc + 4 * k + 4)
+    return out
+
+
+def _cut_operators(tr: Trace, mm, lo: int, hi: int, entry: int) -> None:
+    """Count ``[lo, hi)`` chunk by chunk between the main thread's operator marks (entry and return
+    blocks), adding its blocks to the current operator's Counter (``Trace.ops``) or to ``between``."""
+    rets = call_returns(tr.blocks, entry) - {entry}
+    pcs = b"|".join(f"{p:x}".encode() for p in (entry, *sorted(rets)))
+    mark = re.compile(rb"^Trace (\d+): 0x[0-9a-f]+ \[[0-9a-f]+/0*(" + pcs + rb")/", re.M)
+    marks = [(m.start(), int(m.group(1)), int(m.group(2), 16)) for m in mark.finditer(mm, lo, hi)]
+    starts = Counter(c for _, c, p in marks if p == entry)
+    main, n = starts.most_common(1)[0] if starts else (None, 0)
+    per = n // tr.invokes if n and n % tr.invokes == 0 else 0  # operators per invoke
+    if per:
+        tr.main_cpu, tr.ops = main, [Counter() for _ in range(per)]
+    cur, k, pos = tr.between, 0, lo
+    for at, cpu, pc in [*marks, (hi, None, None)]:
+        for (c, p), v in Counter(_TRACE.findall(mm, pos, at)).items():
+            cpu_, pc_ = int(c), int(p, 16)
+            tr.counts[cpu_, pc_] += v
+            if cpu_ == main:
+                cur[pc_] += v
+        pos = at
+        if per and cpu == main:
+            if pc == entry:
+                cur, k = tr.ops[k % per], k + 1
+            else:
+                cur = tr.between
+    if not per:
+        tr.between = Counter()
 
 
 # ---------------------------------------------------------------- the guest's CPU
@@ -187,8 +243,10 @@ def trace(model: str | os.PathLike, *, qemu_cpu: str, midr: int, threads: int = 
             maps_file(env, root, qemu_cpu, model, threads, builtin, cache).unlink(missing_ok=True)  # rediscover
             raise RuntimeFailure("the runtime's libraries moved between the discovery run and the counted "
                                  "run; run again")
-        tr = parse_log(log, invokes=invokes)
+        libs = [m for m in res["maps"] if RUNTIME_LIBS[runtime_of(model)] in m[3]]
+        entry = operators.entry_address(runtime_of(model), not builtin, libs)
+        tr = parse_log(log, invokes=invokes, op_entry=entry)
     tr.meta = {"runtime": res["runtime"], "version": res["version"], "threads": threads, "builtin": builtin,
                "qemu_cpu": qemu_cpu, "midr": f"0x{midr:08x}", "invokes": invokes,
-               "maps": [m for m in res["maps"] if RUNTIME_LIBS[runtime_of(model)] in m[3]]}
+               "maps": libs, "nodes": res.get("nodes", []), "graph_inputs": res.get("graph_inputs", [])}
     return tr
