@@ -66,6 +66,13 @@ def test_delegated_nodes_in_execution_order():
     assert operators.delegated_nodes([n for n in _nodes() if n[1] != "DELEGATE"], [0]) == []
 
 
+def test_short_function_names_keep_anonymous_namespaces():
+    from mobiledeploy.kernels import symbols
+
+    assert symbols.short("void (anonymous namespace)::mean<float>(int, float*)") == "void {anonymous}::mean<float>"
+    assert symbols.short("xnn_f32_gemm_ukernel(unsigned long)") == "xnn_f32_gemm_ukernel"
+
+
 def _prof(main_counts: dict, worker_counts: dict) -> dict:
     """Two hot blocks (10 and 4 instructions); per-operator counts of the calling thread '0'."""
     hot = [{"pc": K1, "lines": ["x"] * 10, "counts": {"0": 6} | worker_counts.get(0, {})},

@@ -77,7 +77,7 @@ def _operators_table(con, rows, layers, wide):
                               f" (the {len(shown)} of {len(ops)} with the most cycles; all with --layers)")
     con.print(title + ":", markup=False)
     cols = (Column("#", "right"), Column("operator"), Column("output", fold=True, priority=2),
-            Column("shape", priority=1), Column("kernel", fold=True, priority=3), Column("instr.", "right"),
+            Column("shape", priority=1), Column("kernel", priority=3), Column("instr.", "right"),
             Column("cycles", "right"), Column("ms", "right"))
     cells = [(str(r["index"]) if r["index"] is not None else "-", r["operator"], r["output"].split(";")[0],
               "x".join(map(str, r["shape"])), r["function"], f"{r['instructions']:,.0f}", f"{r['cycles_share']:.1%}",

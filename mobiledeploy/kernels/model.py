@@ -9,7 +9,8 @@
   on the calling thread included. The critical path is the busiest thread's cycles, not
   the total divided by the threads. (Per-operator phases would be finer, but qemu writes
   each thread's log lines in chunks of a few thousand, so the interleaving in the log is
-  too coarse to cut the trace at operator boundaries.)
+  too coarse to align the threads at operator boundaries; the calling thread alone is cut
+  per operator, see ``operators``.)
 - **Memory**: ``llvm-mca`` assumes every load hits the L1 cache. Where a layer moves
   more bytes than the core's caches hold (the cost model's bytes per layer, the target's
   L2 + L3), the bytes beyond are streamed from DRAM at the cost model's bandwidth; that

@@ -72,5 +72,5 @@ def address_of(name: str, maps: list) -> int | None:
 
 def short(name: str, width: int = 96) -> str:
     """A demangled name without its argument list, at most ``width`` characters."""
-    base = name.split("(", 1)[0]
+    base = name.replace("(anonymous namespace)", "{anonymous}").split("(", 1)[0]
     return base if len(base) <= width else base[: width - 3] + "..."
