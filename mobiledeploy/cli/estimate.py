@@ -18,7 +18,8 @@ from mobiledeploy.targets import load_target
 @target_options
 @click_options(EstimateConfig, "threads")
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
-              help="Print the per-layer breakdown.")
+              help="Print the per-layer breakdown (--method kernels: the per-operator table, the 10 "
+                   "operators with the most cycles unless --layers is given).")
 @click_options(EstimateConfig, "method")
 @shape_option
 @json_option
