@@ -4,8 +4,10 @@ The artifact runs under qemu on the target's core model (``[kernels] cpu``), wit
 target's MIDR in the guest's cpuinfo (``midr``) so that the runtime picks that core's
 kernels; the blocks of one inference are counted (``trace``), decoded (``disasm``),
 scheduled per block with ``llvm-mca -mcpu=[kernels] sched`` (``sched``), weighted by their
-counts, and turned into milliseconds by the clock, with a memory term and the busiest
-thread as the critical path (``model``). Nothing is fitted. Results are cached per
+counts, and turned into milliseconds by the clock, with a memory term (``model``); with
+several threads the critical path runs through the parallel jobs, per operator, each
+thread's part of each job cut out of the trace (``threads``), else it is the busiest
+thread's total. Nothing is fitted. Results are cached per
 artifact (content hash), core, threads and runtime version: a repeat costs a file read.
 """
 
@@ -28,7 +30,8 @@ from mobiledeploy.kernels import disasm, model, operators, sched, symbols, trace
 from mobiledeploy.runtimes import emulate as emu
 
 LABEL = "device estimate from emulated kernels (qemu CPU, llvm-mca model, clock)"
-FORMAT = 3  # 3: per-operator segments (LiteRT + XNNPACK)
+FORMAT = 4  # 3: per-operator segments (LiteRT + XNNPACK); 4: each thread's part of each parallel job
+ONE_THREAD_FORMAT = 3  # one thread runs no parallel job: format 4 changed nothing there, its profiles stay valid
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class KernelEstimate:
     compute_ms: float
     memory_ms: float
     instructions: float  # per invoke, all threads, spin-waits excluded
-    cycles: float  # per invoke, the critical path (busiest thread)
+    cycles: float  # per invoke, the critical path (through the parallel jobs, else the busiest thread)
     total_cycles: float  # per invoke, all threads
     ipc: float  # instructions / total_cycles
     mix: dict  # class -> fraction of instructions
@@ -83,6 +86,8 @@ class KernelEstimate:
     cached: bool = False
     seconds: float = 0.0
     notes: list = field(default_factory=list)
+    busiest_thread_cycles: float = 0.0  # per invoke, the busiest thread's total (the critical path before jobs)
+    work_split: dict = field(default_factory=dict)  # how the runtime split the work among threads (several)
 
     @property
     def dot_instructions(self) -> float:
@@ -93,7 +98,7 @@ class KernelEstimate:
 
 
 def profile_key(path, core: Core, threads: int, xnnpack: bool, wheels: dict) -> str:
-    parts = [FORMAT, sha256_file(path), core.cpu, core.midr, threads, xnnpack, sorted(wheels.items())]
+    parts = [FORMAT if threads > 1 else ONE_THREAD_FORMAT, sha256_file(path), core.cpu, core.midr, threads, xnnpack, sorted(wheels.items())]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
@@ -145,11 +150,17 @@ def profile_from_trace(tr, mcpu: str, cache_dir: Path | None) -> dict:
 
 
 def schedule(prof: dict, mcpu: str, cache_dir: Path | None) -> dict:
-    """Cycles per invoke of a profile on ``mcpu``'s model: per thread, total and the critical path."""
+    """Cycles per invoke of a profile on ``mcpu``'s model: per thread, total and the critical path
+    (through the parallel jobs when they were cut per thread, else the busiest thread's total)."""
     cyc = sched.block_cycles(mcpu, {i: b["lines"] for i, b in enumerate(prof["hot"])}, cache_dir)
     cycles = [cyc[i] for i in range(len(prof["hot"]))]
-    return ({"sched": mcpu, "hot_blocks": len(prof["hot"]), "functions": functions(prof, cycles),
-             "per_operator": operators.table(prof, cycles)} | model.threads_cycles(prof, cycles))
+    per_op = operators.table(prof, cycles)
+    out = {"sched": mcpu, "hot_blocks": len(prof["hot"]), "functions": functions(prof, cycles),
+           "per_operator": per_op} | model.threads_cycles(prof, cycles)
+    out["busiest_thread_cycles"] = out["critical_cycles"]
+    if per_op.get("critical_cycles") is not None:
+        out["critical_cycles"] = per_op["critical_cycles"]
+    return out
 
 
 def functions(prof: dict, cycles: list[float], top: int = 8) -> list[dict]:
@@ -249,7 +260,9 @@ def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = N
         per_thread=prof["per_thread"], hot_blocks=prof["hot_blocks"], hot_fraction=prof["hot_fraction"],
         spill_bytes=spill, functions=prof.get("functions", []),
         operators=operators.with_ms(prof.get("per_operator"), core.clock_ghz), cached=cached,
-        seconds=round(time.perf_counter() - t0, 2), notes=notes)
+        seconds=round(time.perf_counter() - t0, 2), notes=notes,
+        busiest_thread_cycles=prof.get("busiest_thread_cycles", prof["critical_cycles"]),
+        work_split=(prof.get("per_operator") or {}).get("work_split", {}))
 
 
 def kernel_estimates_for(paths, target) -> dict[str, dict]:

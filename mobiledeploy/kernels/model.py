@@ -6,11 +6,10 @@
   how often a thread spins under qemu says nothing about the device.
 - **Threads**: qemu-user gives every guest thread its own CPU index, so every count
   belongs to a thread: the work the runtime's thread pool gave each thread, serial parts
-  on the calling thread included. The critical path is the busiest thread's cycles, not
-  the total divided by the threads. (Per-operator phases would be finer, but qemu writes
-  each thread's log lines in chunks of a few thousand, so the interleaving in the log is
-  too coarse to align the threads at operator boundaries; the calling thread alone is cut
-  per operator, see ``operators``.)
+  on the calling thread included. ``threads_cycles`` gives each thread's total; its
+  busiest thread is the critical path when the parallel jobs could not be cut per thread.
+  When they could (LiteRT + XNNPACK, see ``threads``), the critical path runs through
+  them: per operator, the calling thread's serial work plus each job's busiest part.
 - **Memory**: ``llvm-mca`` assumes every load hits the L1 cache. Where a layer moves
   more bytes than the core's caches hold (the cost model's bytes per layer, the target's
   L2 + L3), the bytes beyond are streamed from DRAM at the cost model's bandwidth; that

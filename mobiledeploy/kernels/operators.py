@@ -15,12 +15,15 @@ each delegate node replaced), in execution order. XNNPACK may fuse or split oper
 the segments are named after those nodes only when the counts match; otherwise they are
 ``op N`` with their dominant microkernel.
 
-Several threads: pthreadpool's workers run parts of each operator, but qemu's log
-interleaves threads too coarsely to cut their lines at operator boundaries. A worker's
-executions of a block are attributed to the operators in proportion to the calling
-thread's executions of the same block (the workers run the same microkernel calls on
-other tiles); an approximation, said in the output. Blocks only workers run are counted
-as work between operators.
+Several threads: pthreadpool's workers run parts of each operator's parallel jobs. Every
+thread's part of every job is cut out of the trace and assigned to its job, and the job to
+the operator the calling thread was in when it started it (``trace``, ``pool``): exact. An
+operator's critical path is then the calling thread's serial work in it plus, per job, the
+busiest thread's part; the latency's critical path is their sum with the work between
+operators (the calling thread's). When the parts cannot be assigned (the checks in
+``trace``), a worker's executions of a block are attributed to the operators in
+proportion to the calling thread's executions of the same block (an approximation, said in
+the output) and the critical path stays the busiest thread's total.
 
 ONNX Runtime's aarch64 library ships without a symbol table, so its per-node loop has no
 name to find: no per-operator breakdown there (nor for LiteRT's built-in kernels, whose
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mobiledeploy.kernels import symbols
+from mobiledeploy.kernels import symbols, threads
 
 ENTRY = "xnn_run_operator_with_index"
 BETWEEN = "between operators"
@@ -89,23 +92,29 @@ def profile(tr, hot: list[dict], info: dict) -> dict:
         return out
 
     nodes = delegated_nodes(tr.meta.get("nodes", []), tr.meta.get("graph_inputs", []))
-    return {"main": str(tr.main_cpu), "entry": ENTRY, "nodes": nodes,
-            "segments": [part(c) for c in tr.ops], "between": part(tr.between)}
+    out = {"main": str(tr.main_cpu), "entry": ENTRY, "nodes": nodes,
+           "segments": [part(c) for c in tr.ops], "between": part(tr.between)}
+    if tr.jobs:
+        out["jobs"] = [{"op": j["op"], "threads": {str(c): part(n) for c, n in j["threads"].items()}}
+                       for j in tr.jobs]
+    if tr.jobs_note:
+        out["jobs_note"] = tr.jobs_note
+    return out
 
 
 def table(prof: dict, cycles: list[float]) -> dict:
-    """Per operator: instructions (all threads), cycles (its busiest thread: the calling thread's,
-    exact, or a worker's, attributed), the dominant function, and the name when XNNPACK's operators
-    match the delegated nodes one to one. ``{}`` when the profile has no segments."""
+    """Per operator: instructions (all threads), cycles (its critical path with the parallel jobs cut
+    per thread, else its busiest thread: the calling thread's, exact, or a worker's, attributed),
+    the dominant function, and the name when XNNPACK's operators match the delegated nodes one to
+    one. ``{}`` when the profile has no segments. With the jobs cut and workers present, also
+    ``critical_cycles`` (the latency's critical path) and ``work_split``."""
     ops = prof.get("operators") or {}
     segs = ops.get("segments")
     if not segs:
         return {}
     hot, main = prof["hot"], ops["main"]
     parts = [*segs, ops["between"]]
-    hi = sum(sum(b["counts"].values()) * len(b["lines"]) for b in hot)
-    hc = sum(sum(b["counts"].values()) * c for b, c in zip(hot, cycles))
-    ipc = hi / hc if hc else 1.0  # the cold rest at the hot blocks' IPC, as model.threads_cycles
+    ipc = threads.hot_ipc(hot, cycles)  # the cold rest at the hot blocks' IPC, as model.threads_cycles
     instr = [0.0] * len(parts)
     cyc = [Counter() for _ in parts]
     fn_cycles = [Counter() for _ in parts]
@@ -119,25 +128,20 @@ def table(prof: dict, cycles: list[float]) -> dict:
             fn_cycles[s][i] += n * cycles[i]
         instr[s] += seg["cold"]
         cyc[s][main] += seg["cold"] / ipc
-    workers = False
-    for i, b in enumerate(hot):
-        total = sum(by_block[i].values())
-        for cpu, n in b["counts"].items():
-            if cpu == main:
-                continue
-            workers = True
-            shares = {s: v / total for s, v in by_block[i].items()} if total else {len(parts) - 1: 1.0}
-            for s, f in shares.items():
-                instr[s] += n * f * len(b["lines"])
-                cyc[s][cpu] += n * f * cycles[i]
-    for cpu, n in prof.get("cold", {}).items():
-        if cpu != main:
-            instr[-1] += n
-            cyc[-1][cpu] += n / ipc
+    workers = any(cpu != main for b in hot for cpu in b["counts"]) or any(c != main for c in prof.get("cold", {}))
+    split = threads.split_jobs(prof, cycles, ipc, len(segs)) if workers and ops.get("jobs") else None
+    if split:
+        for s in range(len(parts)):
+            for cpu, (n_i, n_c) in split["workers"][s].items():
+                instr[s] += n_i
+                cyc[s][cpu] += n_c
+    elif workers:
+        _attribute_by_block(prof, cycles, ipc, by_block, instr, cyc)
     nodes = ops.get("nodes") or []
     named = len(nodes) == len(segs)
     busiest = [max(c.values(), default=0.0) for c in cyc]
-    total = sum(busiest) or 1.0
+    path = split["critical"] if split else busiest
+    total = sum(path) or 1.0
     rows = []
     for s in range(len(parts)):
         top = fn_cycles[s].most_common(1)
@@ -149,10 +153,33 @@ def table(prof: dict, cycles: list[float]) -> dict:
                    "shape": nodes[s]["shape"]}
         else:
             row = {"index": s, "operator": f"op {s}", "output": "", "shape": []}
-        rows.append(row | {"function": fn, "instructions": instr[s], "cycles": busiest[s],
-                           "cycles_share": busiest[s] / total})
-    return {"rows": rows, "operators": len(segs), "delegated_nodes": len(nodes), "named": named,
-            "workers_attributed": workers}
+        row |= {"function": fn, "instructions": instr[s], "cycles": path[s], "cycles_share": path[s] / total}
+        if split:
+            row |= split["rows"][s]
+        rows.append(row)
+    out = {"rows": rows, "operators": len(segs), "delegated_nodes": len(nodes), "named": named,
+           "workers_attributed": workers and not split, "jobs_note": ops.get("jobs_note", "")}
+    if split:
+        out |= {"critical_cycles": sum(path), "work_split": split["summary"]}
+    return out
+
+
+def _attribute_by_block(prof, cycles, ipc, by_block, instr, cyc) -> None:
+    """Workers' executions of each block, shared among the operators as the calling thread's."""
+    hot, main = prof["hot"], prof["operators"]["main"]
+    for i, b in enumerate(hot):
+        total = sum(by_block[i].values())
+        for cpu, n in b["counts"].items():
+            if cpu == main:
+                continue
+            shares = {s: v / total for s, v in by_block[i].items()} if total else {len(instr) - 1: 1.0}
+            for s, f in shares.items():
+                instr[s] += n * f * len(b["lines"])
+                cyc[s][cpu] += n * f * cycles[i]
+    for cpu, n in prof.get("cold", {}).items():
+        if cpu != main:
+            instr[-1] += n
+            cyc[-1][cpu] += n / ipc
 
 
 def notes(per_op: dict) -> list[str]:
@@ -164,8 +191,13 @@ def notes(per_op: dict) -> list[str]:
         out.append(f"XNNPACK ran {per_op['operators']} operators for {per_op['delegated_nodes']} delegated "
                    "TFLite nodes (fused or split): operators are numbered, named by their dominant kernel")
     if per_op["workers_attributed"]:
+        why = f" ({per_op['jobs_note']})" if per_op.get("jobs_note") else ""
         out.append("per operator, the worker threads' work is attributed in proportion to the calling "
-                   "thread's executions of the same blocks (approximate); the calling thread's is exact")
+                   "thread's executions of the same blocks (approximate), and the critical path is the "
+                   f"busiest thread's total: the parallel jobs could not be cut per thread{why}; the calling "
+                   "thread's is exact")
+    if per_op.get("work_split"):
+        out.append(threads.describe(per_op["work_split"]))
     return out
 
 

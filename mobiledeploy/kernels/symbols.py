@@ -56,18 +56,28 @@ def function_of(pc: int, maps: list) -> str:
 def address_of(name: str, maps: list) -> int | None:
     """The guest address of function ``name`` (the inverse of ``function_of``); None when no mapped
     library defines it."""
+    found = functions_where(lambda n: n == name, maps)
+    return found[name][0] if name in found else None
+
+
+def functions_where(match, maps: list) -> dict[str, tuple[int, int]]:
+    """``{name: (start, end)}`` guest addresses of the functions whose name satisfies ``match``, in
+    the mapped libraries (``end``: the next symbol's address)."""
+    out: dict[str, tuple[int, int]] = {}
     for lo, hi, off, path in maps:
         if not Path(path).is_file():
             continue
         addrs, names = _symbols(path)
-        if name not in names:
-            continue
-        vaddr = addrs[names.index(name)]
-        for o, v in _segments(path):
-            pc = vaddr - (v - o) - off + lo
-            if o & ~0xFFFF == off & ~0xFFFF and lo <= pc < hi:
-                return pc
-    return None
+        for i, name in enumerate(names):
+            if name in out or not match(name):
+                continue
+            nxt = next((a for a in addrs[i + 1:] if a > addrs[i]), addrs[i] + 4)
+            for o, v in _segments(path):
+                pc = addrs[i] - (v - o) - off + lo
+                if o & ~0xFFFF == off & ~0xFFFF and lo <= pc < hi:
+                    out[name] = (pc, pc + nxt - addrs[i])
+                    break
+    return out
 
 
 def short(name: str, width: int = 96) -> str:

@@ -19,6 +19,11 @@ threads interleave coarsely in the log, but one thread's lines are in execution 
 on the thread that executes the entry, a segment runs from the entry block to the block
 its caller returns to (the instruction after the ``bl``), and what runs between two
 segments is the runtime's own work between operators.
+
+Parallel jobs (``pool``): with several threads, every thread's part of each pthreadpool job
+is also cut out (from the thread function's entry to its return) and assigned to the job
+the calling thread started last before it in the log (see ``pool`` for why that is exact,
+and what is checked); the calling thread's operator at that job's start names the operator.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobiledeploy.errors import RuntimeFailure, UsageError
-from mobiledeploy.kernels import operators, tools
+from mobiledeploy.kernels import operators, pool as pthreadpool, tools
 from mobiledeploy.machine import possible_cpus
 from mobiledeploy.runtimes import emulate as emu
 
@@ -60,6 +65,9 @@ class Trace:
     main_cpu: int | None = None  # the thread that runs the operators (when op_entry was given)
     ops: list[Counter] = field(default_factory=list)  # per operator of one invoke: pc -> count (main thread)
     between: Counter = field(default_factory=Counter)  # main thread's blocks outside the operators
+    # per parallel job of one invoke: {"op": operator index or None, "threads": {cpu: Counter pc -> count}}
+    jobs: list[dict] = field(default_factory=list)
+    jobs_note: str = ""  # why the parts could not be assigned to jobs ("" when they were, or no pool)
 
     def per_invoke(self) -> dict[tuple[int, int], float]:
         return {k: v / self.invokes for k, v in self.counts.items()}
@@ -68,9 +76,11 @@ class Trace:
         return sum(n * len(self.blocks.get(pc, ())) for (_, pc), n in self.counts.items()) / self.invokes
 
 
-def parse_log(path: str | os.PathLike, invokes: int = 1, op_entry: int | None = None) -> Trace:
+def parse_log(path: str | os.PathLike, invokes: int = 1, op_entry: int | None = None,
+              pool: pthreadpool.Pool | None = None) -> Trace:
     """Parse a qemu log (see the module docstring): counts between the markers, all blocks, and with
-    ``op_entry`` the main thread's counts per operator (``Trace.ops``, summed over the invokes)."""
+    ``op_entry`` the main thread's counts per operator (``Trace.ops``, summed over the invokes), with
+    ``pool`` also every thread's counts per parallel job (``Trace.jobs``)."""
     path = Path(path)
     tr = Trace(invokes=invokes)
     if path.stat().st_size == 0:
@@ -86,7 +96,7 @@ def parse_log(path: str | os.PathLike, invokes: int = 1, op_entry: int | None = 
         if op_entry is None:
             tr.counts = Counter((int(c), int(p, 16)) for c, p in _TRACE.findall(mm, lo, hi))
         else:
-            _cut_operators(tr, mm, lo, hi, op_entry)
+            _cut_operators(tr, mm, lo, hi, op_entry, pool)
     missing = {pc for _, pc in tr.counts} - set(tr.blocks)
     if missing:
         raise RuntimeFailure(f"{path}: {len(missing)} executed blocks were never logged as translated")
@@ -105,33 +115,78 @@ def call_returns(blocks: dict[int, list[int]], target: int) -> set[int]:
     return out
 
 
-def _cut_operators(tr: Trace, mm, lo: int, hi: int, entry: int) -> None:
-    """Count ``[lo, hi)`` chunk by chunk between the main thread's operator marks (entry and return
-    blocks), adding its blocks to the current operator's Counter (``Trace.ops``) or to ``between``."""
-    rets = call_returns(tr.blocks, entry) - {entry}
-    pcs = b"|".join(f"{p:x}".encode() for p in (entry, *sorted(rets)))
+def _marks(tr: Trace, entry: int, pool) -> dict[int, str]:
+    """The blocks that change a thread's state: operator entry/return, job start, part entry/end."""
+    kinds = {r: "ret" for r in call_returns(tr.blocks, entry) - {entry}}
+    if pool is not None:
+        kinds |= {r: "end" for r in pthreadpool.indirect_returns(tr.blocks, pool.callers)}
+        kinds |= {p: "part" for p in pool.parts} | {pool.job: "job"}
+    return kinds | {entry: "op"}
+
+
+def _cut_operators(tr: Trace, mm, lo: int, hi: int, entry: int, pool=None) -> None:
+    """Count ``[lo, hi)`` chunk by chunk between the marks (``_marks``): the main thread's blocks go
+    to the current operator's Counter (``Trace.ops``) or to ``between``; with ``pool``, every
+    thread's blocks inside a part of a parallel job also go to that job (``Trace.jobs``)."""
+    kinds = _marks(tr, entry, pool)
+    pcs = b"|".join(f"{p:x}".encode() for p in sorted(kinds))
     mark = re.compile(rb"^Trace (\d+): 0x[0-9a-f]+ \[[0-9a-f]+/0*(" + pcs + rb")/", re.M)
-    marks = [(m.start(), int(m.group(1)), int(m.group(2), 16)) for m in mark.finditer(mm, lo, hi)]
-    starts = Counter(c for _, c, p in marks if p == entry)
+    marks = [(m.start(), int(m.group(1)), kinds[int(m.group(2), 16)]) for m in mark.finditer(mm, lo, hi)]
+    starts = Counter(c for _, c, k in marks if k == "op")
     main, n = starts.most_common(1)[0] if starts else (None, 0)
     per = n // tr.invokes if n and n % tr.invokes == 0 else 0  # operators per invoke
     if per:
         tr.main_cpu, tr.ops = main, [Counter() for _ in range(per)]
-    cur, k, pos = tr.between, 0, lo
-    for at, cpu, pc in [*marks, (hi, None, None)]:
+    cur, k, op, pos = tr.between, 0, None, lo
+    jobs: list[dict] = []  # every job of every invoke: {"op", "threads": {cpu: Counter}}
+    part: dict[int, int | None] = {}  # cpu -> the job whose part it is running
+    last: dict[int, int] = {}  # cpu -> the last job it ran a part of
+    bad = ""
+    for at, cpu, kind in [*marks, (hi, None, None)]:
         for (c, p), v in Counter(_TRACE.findall(mm, pos, at)).items():
             cpu_, pc_ = int(c), int(p, 16)
             tr.counts[cpu_, pc_] += v
             if cpu_ == main:
                 cur[pc_] += v
+            if part.get(cpu_) is not None:
+                jobs[part[cpu_]]["threads"].setdefault(cpu_, Counter())[pc_] += v
         pos = at
-        if per and cpu == main:
-            if pc == entry:
-                cur, k = tr.ops[k % per], k + 1
-            else:
-                cur = tr.between
+        if per and cpu == main and kind in ("op", "ret"):
+            cur, op, k = (tr.ops[k % per], k % per, k + 1) if kind == "op" else (tr.between, None, k)
+        elif kind == "job" and cpu == main:
+            if any(j is not None for j in part.values()):
+                bad = bad or "a thread's part of a parallel job ran on past the start of the next job"
+            jobs.append({"op": op, "threads": {}})
+        elif kind == "part":
+            if not jobs or last.get(cpu) == len(jobs) - 1 or part.get(cpu) is not None:
+                bad = bad or "a thread started a part of a parallel job outside a job, or twice in one job"
+            part[cpu] = last[cpu] = len(jobs) - 1
+        elif kind == "end":
+            part[cpu] = None
     if not per:
         tr.between = Counter()
+    elif pool is not None and jobs:
+        _fold_jobs(tr, jobs, main, bad)
+
+
+def _fold_jobs(tr: Trace, jobs: list[dict], main: int, bad: str) -> None:
+    """``Trace.jobs``: the jobs of one invoke, counts summed over the invokes (each invoke must start
+    the same jobs in the same operators, and the calling thread must run a part of each)."""
+    n = len(jobs)
+    per = n // tr.invokes if n % tr.invokes == 0 else 0
+    if not bad and not per:
+        bad = f"{n} parallel jobs do not split into {tr.invokes} invokes"
+    if not bad and any(jobs[j]["op"] != jobs[j % per]["op"] for j in range(n)):
+        bad = "the invokes ran their parallel jobs in different operators"
+    if not bad and any(main not in j["threads"] for j in jobs):
+        bad = "the calling thread ran no part of a parallel job"
+    if bad:
+        tr.jobs_note = bad
+        return
+    tr.jobs = [{"op": jobs[j]["op"], "threads": {}} for j in range(per)]
+    for j, job in enumerate(jobs):
+        for cpu, c in job["threads"].items():
+            tr.jobs[j % per]["threads"].setdefault(cpu, Counter()).update(c)
 
 
 # ---------------------------------------------------------------- the guest's CPU
@@ -245,7 +300,8 @@ def trace(model: str | os.PathLike, *, qemu_cpu: str, midr: int, threads: int = 
                                  "run; run again")
         libs = [m for m in res["maps"] if RUNTIME_LIBS[runtime_of(model)] in m[3]]
         entry = operators.entry_address(runtime_of(model), not builtin, libs)
-        tr = parse_log(log, invokes=invokes, op_entry=entry)
+        pool = pthreadpool.pool_of(libs) if entry is not None and threads > 1 else None
+        tr = parse_log(log, invokes=invokes, op_entry=entry, pool=pool)
     tr.meta = {"runtime": res["runtime"], "version": res["version"], "threads": threads, "builtin": builtin,
                "qemu_cpu": qemu_cpu, "midr": f"0x{midr:08x}", "invokes": invokes,
                "maps": libs, "nodes": res.get("nodes", []), "graph_inputs": res.get("graph_inputs", [])}
