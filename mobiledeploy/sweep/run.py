@@ -73,7 +73,10 @@ def run_job(job) -> SweepRow:
             _add_accuracy(artifacts, run.accuracy or {})
             row.timings_s["eval"] = round(run.timings_s["eval"], 2)
         stage = "estimate"
+        t = time.perf_counter()
         add_estimates(artifacts, job.targets, job.estimate_method)
+        if job.estimate_method != "cost":  # emulated runs: minutes, worth a progress figure (cost: none, as before)
+            row.timings_s["estimate"] = round(time.perf_counter() - t, 2)
         row.artifacts = artifacts
     except (MobiledeployError, OSError) as e:
         row.status, row.stage, row.error, row.usage_error = "error", stage, f"{stage}: {e}", isinstance(e, UsageError)
