@@ -155,3 +155,24 @@ def estimate_method(flag: str | None = None) -> Any:
                   help="Device estimate: cost (the per-layer cost model) or kernels (count the runtime's aarch64 "
                        "kernels under qemu on the target's [kernels] core and schedule them with llvm-mca; "
                        ".tflite/.onnx files only; needs `make arm-env`; docs/kernels.md).")
+
+
+EQUALIZE_METHODS = ("none", "cle", "cle-relu")  # cross-layer equalization before int8 (docs/export.md)
+TFLITE_CALIBRATION = ("minmax", "percentile", "mse")  # TFLite activation ranges (docs/export.md)
+
+
+def equalize() -> Any:
+    """``export --equalize``, declared here once: cross-layer equalization of the model int8 is converted from."""
+    return option("none", check=OneOf(EQUALIZE_METHODS, "equalization"),
+                  help="Cross-layer equalization of depthwise -> batch-norm -> ReLU -> 1x1 chains before int8: none, "
+                       "cle (ReLU chains only: the float function is kept; ReLU6 chains are left alone) or cle-relu "
+                       "(ReLU6 replaced by ReLU in the chains first: changes the float function where activations "
+                       "pass 6; the change is measured and recorded). int8 artifacts only; see docs/export.md.")
+
+
+def tflite_calibration() -> Any:
+    """``export --tflite-calibration``, declared here once: how TFLite int8 activation ranges are chosen."""
+    return option("minmax", check=OneOf(TFLITE_CALIBRATION, "TFLite calibration method"),
+                  help="TFLite int8 activation ranges: minmax (the converter's, over the calibration samples), "
+                       "percentile (the 0.01th to 99.99th percentile of each tensor) or mse (the clipping range "
+                       "of least quantization error per tensor); the input and the logits keep min/max.")

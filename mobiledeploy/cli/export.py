@@ -17,7 +17,8 @@ from mobiledeploy.units import format_size
 @click.command("export")
 @click_options(ExportConfig, "model_path", "unsafe_load", "arch", "alpha", "resolution", "depth_multiplier", "classes",
                "dropout", "weights", "seed", "precisions", "formats", "int8_io", "onnx_quant_types", "per_channel",
-               "onnx_calibration", "bias_correction", "float_layers", "weight_rounding", "calib", "calib_samples", "preprocessing",
+               "onnx_calibration", "bias_correction", "float_layers", "weight_rounding", "equalize",
+               "tflite_calibration", "calib", "calib_samples", "preprocessing",
                "validate_samples", "atol", "rtol", "strict", "min_agreement", "target", "out")
 @json_option
 @wide_option

@@ -242,6 +242,11 @@ def relu_like(act) -> bool:
     return name if name in ("relu", "relu6") else ""
 
 
+def cle_chains(model, *, relu6: str = "skip") -> list:
+    """The (depthwise, batch-norm, activation, 1x1 conv) chains ``equalize_model`` scales with this ``relu6``."""
+    return [p for p in _cle_pairs(model) if relu_like(p[2]) == "relu" or relu6 == "relu"]
+
+
 def equalize_model(model, *, relu6: str = "skip", min_scale: float = 1e-2, max_scale: float = 1e2):
     """Cross-layer equalization of depthwise -> (batch-norm, ReLU) -> 1x1 conv pairs (see module doc).
 
@@ -255,7 +260,7 @@ def equalize_model(model, *, relu6: str = "skip", min_scale: float = 1e-2, max_s
 
     if relu6 not in ("skip", "relu"):
         raise UsageError(f"relu6 must be 'skip' or 'relu', got {relu6!r}")
-    pairs = [p for p in _cle_pairs(model) if relu_like(p[2]) == "relu" or relu6 == "relu"]
+    pairs = cle_chains(model, relu6=relu6)
     uncap = {act.name for _, _, act, _ in pairs if relu_like(act) == "relu6"}
 
     def clone_layer(layer):

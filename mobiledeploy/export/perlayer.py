@@ -26,7 +26,7 @@ import numpy as np
 from mobiledeploy.data.datasets import load_dataset
 from mobiledeploy.errors import ConversionError, UsageError, one_line
 from mobiledeploy.export import float_layers as fl
-from mobiledeploy.export.formats.tflite import converter_for
+from mobiledeploy.export.formats.tflite import converter_for, debug_model
 from mobiledeploy.export.recipes import Calibration, QuantRecipe, TfliteQuant, calibration_reader
 from mobiledeploy.models.artifacts import contained_path, load_keras, resolve_models
 from mobiledeploy.models.inspect import onnx_model as _onnx_model
@@ -127,15 +127,18 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     model = load_keras(str(src), unsafe_load)
     calib, cal_note = _calibration(ref, dataset)
     per_channel = tflite_per_channel(Path(ref.path))  # what the artifact holds, whatever the manifest says
-    recipe = replace(QuantRecipe.from_manifest(ref.quantization), per_channel=per_channel, tflite=TfliteQuant())
+    recorded = QuantRecipe.from_manifest(ref.quantization)
+    recipe = replace(recorded, per_channel=per_channel, tflite=TfliteQuant(calibration=recorded.tflite.calibration))
     conv = converter_for(model, "int8", recipe, Calibration(calib))  # the exporter's own converter and recipe
     debug = lambda: ([x[i:i + 1]] for i in range(len(x)))  # noqa: E731
     try:
         with quiet_converter():
             options = tf.lite.experimental.QuantizationDebugOptions(
                 denylisted_nodes=_float_nodes(model, recipe) or None)
-            dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug,
-                                                            debug_options=options)
+            source = ({"converter": conv} if recipe.tflite.calibration == "minmax" else  # else: the recipe's ranges
+                      {"quant_debug_model_content": debug_model(model, recipe, Calibration(calib),
+                                                                options.denylisted_nodes)})
+            dbg = tf.lite.experimental.QuantizationDebugger(debug_dataset=debug, debug_options=options, **source)
             dbg.run()
     except Exception as e:  # the converter raises many types
         raise ConversionError(f"QuantizationDebugger failed on {Path(src).name}: "
@@ -155,13 +158,25 @@ def _tflite_report(ref, x, dataset, *, source_model, unsafe_load) -> PerLayerRep
     layers.sort(key=lambda layer: -layer.value if layer.value == layer.value else math.inf)
     return PerLayerReport(model=ref.path, method="tf.lite.experimental.QuantizationDebugger", metric="rmse/scale",
                           threshold=TFLITE_FLAG, samples=len(x), layers=tuple(layers),
-                          note=f"recipe re-run on {Path(src).name} ({'per-channel' if per_channel else 'per-tensor'} "
-                               f"int8 weights, as in the artifact"
-                               f"{'; bias-corrected, as in the manifest' if recipe.bias_correction else ''}"
-                               f"{'; learned rounding (adaround), as in the manifest' if recipe.rounding == 'adaround' else ''}"
-                               f"{'; ' + ', '.join(recipe.float_layers) + ' in float' if recipe.float_layers else ''}); "
+                          note=f"recipe re-run on {Path(src).name} ({'; '.join(_recipe_parts(recipe))}); "
                                f"{cal_note}; "
                                "~0.29 is rounding noise alone")
+
+
+def _recipe_parts(recipe) -> list[str]:
+    """How the re-run recipe is described in the report's note."""
+    parts = [f"{'per-channel' if recipe.per_channel else 'per-tensor'} int8 weights, as in the artifact"]
+    if recipe.equalize != "none":
+        parts.append(f"equalized ({recipe.equalize}), as in the manifest")
+    if recipe.bias_correction:
+        parts.append("bias-corrected, as in the manifest")
+    if recipe.rounding == "adaround":
+        parts.append("learned rounding (adaround), as in the manifest")
+    if recipe.tflite.calibration != "minmax":
+        parts.append(f"{recipe.tflite.calibration} activation ranges, as in the manifest")
+    if recipe.float_layers:
+        parts.append(", ".join(recipe.float_layers) + " in float")
+    return parts
 
 
 def _float_nodes(model, recipe) -> list[str]:

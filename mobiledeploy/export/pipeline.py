@@ -42,6 +42,7 @@ from mobiledeploy.models.limits import check_fits
 from mobiledeploy.models.preprocessing import get_preprocessing
 from mobiledeploy.models.weights import describe_weights, resolve_weights
 from mobiledeploy.options import AtLeast, Finite, Names, OneOf, check_fields, option
+from mobiledeploy.options import equalize as equalize_option, tflite_calibration as tflite_calibration_option
 from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.quiet import quiet_converter
 from mobiledeploy.targets import load_target
@@ -99,6 +100,8 @@ class ExportConfig:
         help="int8 weights rounded to nearest, or adaround: learned rounding per layer on the calibration samples, "
              "with bias correction along the quantized path (slower: minutes per layer on large models; "
              "per-channel only; see docs/export.md).")
+    equalize: str = equalize_option()
+    tflite_calibration: str = tflite_calibration_option()
     # data
     calib: str | None = option(None, metavar="SOURCE",  # None: calibration.choose_source (never digits for ImageNet)
                                help="Calibration data: digits, random, an image folder or a .npz with an 'x' "
@@ -273,10 +276,12 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                                                bias_correction=config.bias_correction,
                                                float_layers=config.float_layers)
     recipe = QuantRecipe(per_channel=config.per_channel, bias_correction=bias, float_layers=float_layers,
-                         rounding=config.weight_rounding, tflite=TfliteQuant(int8_io=config.int8_io),
+                         rounding=config.weight_rounding, equalize=config.equalize,
+                         tflite=TfliteQuant(int8_io=config.int8_io, calibration=config.tflite_calibration),
                          onnx=OnnxQuant(choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
                                         config.onnx_calibration))
     calibration = Calibration(cal.calib)
+    equalized = _equalized(model, recipe, calibration, cal, reference, config, step, warn)
     stem = _stem(info, config)
     budget, budget_files = None, {}
     if config.target is not None:  # the accuracy budget chooses the float layers
@@ -309,11 +314,27 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
         quant[key]["reason"] = why
     if budget is not None:
         quant["budget_search"] = budget.to_json()
+    if equalized is not None:
+        quant["equalize"].update(equalized)
     return ExportResult(out_dir=out, manifest_path=out / MANIFEST, model=model_json,
                         artifacts=tuple(artifacts), skipped=tuple(skipped),
                         calibration={**cal.to_json(), "seed": config.seed}, quantization=quant, versions=versions(),
                         warnings=tuple(warnings), seconds=time.perf_counter() - t0, reference=reference.to_json(),
                         source_model=source_model)
+
+
+def _equalized(model, recipe, calibration, cal, reference, config, step, warn) -> dict | None:
+    """--equalize: the equalized float model against the original (the manifest's record), when int8 is made."""
+    if recipe.equalize == "none" or "int8" not in config.precisions:
+        return None
+    from mobiledeploy.export.float_change import equalization_record
+
+    with step("cross-layer equalization"):
+        record, warning = equalization_record(model, calibration.equalized(model, recipe.equalize), recipe.equalize,
+                                              cal.validation, reference, atol=config.atol, rtol=config.rtol)
+    if warning:
+        warn(warning)
+    return record
 
 
 def _check_budget(config: ExportConfig) -> None:

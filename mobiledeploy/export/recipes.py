@@ -23,8 +23,10 @@ import numpy as np
 
 from mobiledeploy.errors import UsageError
 from mobiledeploy.export import float_layers as fl
-from mobiledeploy.export.equalize import correct_bias
+from mobiledeploy.export.equalize import cle_chains, correct_bias, equalize_model
+from mobiledeploy.export.ranges import describe as describe_ranges
 from mobiledeploy.machine import arch, cpu_flags
+from mobiledeploy.options import EQUALIZE_METHODS, TFLITE_CALIBRATION
 
 ONNX_QUANT_TYPES = ("s8s8", "u8s8")
 ORT_INT8_ENV = "MOBILEDEPLOY_ORT_INT8"  # s8s8|u8s8: stands in for this CPU's choice (to test the other one)
@@ -60,6 +62,7 @@ class TfliteQuant:
     """What only the TFLite converter takes."""
 
     int8_io: bool = False  # full int8: int8 input and output tensors
+    calibration: str = "minmax"  # activation ranges: the converter's min/max, or export.ranges (TFLITE_CALIBRATION)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class QuantRecipe:
     bias_correction: bool = False  # empirical bias correction of int8 weights (export.equalize.correct_bias)
     float_layers: tuple[str, ...] = ()  # conv/dense layers kept in float in full int8 (export.float_layers)
     rounding: str = "nearest"  # int8 weights rounded to nearest, or "adaround" (export.adaround; ROUNDING)
+    equalize: str = "none"  # cross-layer equalization before the other steps (EQUALIZE_METHODS; Calibration.equalized)
     tflite: TfliteQuant = TfliteQuant()
     onnx: OnnxQuant = OnnxQuant()
 
@@ -92,6 +96,13 @@ class QuantRecipe:
             out["weight_rounding"] = {"method": self.rounding, "applies_to": "int8", "iterations": ADAROUND_ITERATIONS,
                                       "samples": ADAROUND_SAMPLES, "bias_correction": (
                                           "along the quantized path" if self.bias_correction else "off")}
+        if self.tflite.calibration != "minmax":  # absent: min/max (manifests before the option read the same)
+            out["tflite"]["calibrate_method"] = self.tflite.calibration
+            out["tflite"]["activation_ranges"] = describe_ranges(self.tflite.calibration)
+        if self.equalize != "none":  # absent: none; the exporter adds the chains and the float change measured
+            out["equalize"] = {"method": self.equalize, "applies_to": "int8", "relu6": (
+                "replaced by ReLU in the equalized chains" if self.equalize == "cle-relu" else
+                "chains ending in ReLU6 left alone")}
         if self.onnx.types is not None:
             out["onnx"] = {**self.onnx.types.to_json(), "per_channel": self.per_channel,
                            "calibrate_method": self.onnx.calibration}
@@ -106,17 +117,20 @@ class QuantRecipe:
                  if onx.get("types") in ONNX_QUANT_TYPES else None)
         method = onx.get("calibrate_method", "minmax")
         rounding = (q.get("weight_rounding") or {}).get("method", "nearest")
+        tfl_cal, equalize = tfl.get("calibrate_method", "minmax"), (q.get("equalize") or {}).get("method", "none")
         return cls(per_channel=bool(tfl.get("per_channel", True)),
                    bias_correction=bool((q.get("bias_correction") or {}).get("enabled", False)),
                    float_layers=tuple(str(n) for n in (q.get("float_layers") or {}).get("layers", ())),
                    rounding=rounding if rounding in ROUNDING else "nearest",
-                   tflite=TfliteQuant(int8_io=bool(tfl.get("int8_io"))),
+                   equalize=equalize if equalize in EQUALIZE_METHODS else "none",
+                   tflite=TfliteQuant(int8_io=bool(tfl.get("int8_io")),
+                                      calibration=tfl_cal if tfl_cal in TFLITE_CALIBRATION else "minmax"),
                    onnx=OnnxQuant(types, method if method in ONNX_CALIBRATION else "minmax"))
 
 
 class Calibration:
     """The calibration samples the quantizers read, passed beside the recipe (never part of it),
-    and what is computed from them once per model: the bias-corrected weights."""
+    and what is computed from them once per model: the equalized and the bias-corrected weights."""
 
     def __init__(self, x: np.ndarray):
         self.x = x  # (N, H, W, 3) float32, preprocessed
@@ -133,7 +147,9 @@ class Calibration:
 
     def quant_source(self, model, recipe: QuantRecipe, weights: str = "int8"):
         """The Keras model full-int8 weights are quantized from: ``model`` itself, or with the recipe's bias
-        correction or learned rounding for the weight grid ``weights`` (computed once per model, grid and recipe)."""
+        correction or learned rounding for the weight grid ``weights`` (computed once per model, grid and recipe),
+        after the recipe's cross-layer equalization."""
+        model = self.equalized(model, recipe.equalize)
         if not recipe.bias_correction and recipe.rounding == "nearest":
             return model
         key = (id(model), weights, recipe.per_channel, recipe.float_layers, recipe.rounding, recipe.bias_correction)
@@ -147,6 +163,18 @@ class Calibration:
             self._sources[key] = (model, correct_bias(model, self.x, per_channel=recipe.per_channel,
                                                       weights=weights, skip=recipe.float_layers))
         return self._sources[key][1]  # the model is kept beside it so that its id is not reused
+
+    def equalized(self, model, method: str):
+        """``model`` after cross-layer equalization ``method`` (EQUALIZE_METHODS; computed once per model): cle scales
+        the chains ending in ReLU (``equalize_model(relu6="skip")``), cle-relu replaces ReLU6 by ReLU in every chain
+        first (``relu6="relu"``). ``model`` itself when there is nothing to equalize."""
+        relu6 = {"cle": "skip", "cle-relu": "relu"}.get(method)
+        if relu6 is None or not cle_chains(model, relu6=relu6):
+            return model
+        key = ("equalize", id(model), method)
+        if key not in self._sources:
+            self._sources[key] = (model, equalize_model(model, relu6=relu6))
+        return self._sources[key][1]
 
 
 def int8_choices(model, *, trained: bool, bias_correction: bool | None,

@@ -51,7 +51,13 @@ def add_signature(data: bytes) -> bytes:
     sig.inputs = [tensor_map(INPUT_NAME, graph.inputs[0])]
     sig.outputs = [tensor_map(OUTPUT_NAME, graph.outputs[0])]
     model.signatureDefs = [sig]
-    builder = _AlignedBuilder(len(data) + 4096)
+    return aligned_bytes(model, len(data))
+
+
+def aligned_bytes(model, size: int) -> bytes:
+    """The TFLite flatbuffer of ``model`` (a ``schema_py_generated.ModelT`` read from ``size`` bytes), weight
+    buffers aligned as the converter aligns them."""
+    builder = _AlignedBuilder(size + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 

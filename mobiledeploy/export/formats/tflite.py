@@ -7,7 +7,9 @@ The GraphDef goes through the converter's GraphDef entry point
 every call (about 1 s of CPU per precision at 128x128). The same MLIR converter and
 quantizer run behind both; the input is fixed at batch 1, as on a phone. That entry point
 writes no SignatureDef, so every file gets its ``serving_default`` signature afterwards
-(``mobiledeploy.export.signature``: input ``input``, output ``output``).
+(``mobiledeploy.export.signature``: input ``input``, output ``output``). Full int8 with layers
+kept in float or activation ranges other than min/max (``--tflite-calibration``) goes through
+the converter's two steps, calibrate then ``mlir_quantize``, with ``export.ranges`` between them.
 """
 
 from __future__ import annotations
@@ -56,21 +58,42 @@ def _op(tensor) -> str:
     return tensor.name.split(":")[0]
 
 
+def calibrated(model, recipe, calibration) -> bytes:
+    """The converter's calibrate-only model (float, each activation's [min, max] recorded), with the ranges of
+    ``recipe.tflite.calibration`` (``export.ranges``; min/max: as calibrated)."""
+    from mobiledeploy.export.ranges import narrow_ranges
+
+    conv = converter_for(model, "int8", recipe, calibration)
+    conv._experimental_calibrate_only = True  # noqa: SLF001 - QuantizationDebugger's own route
+    return narrow_ranges(conv.convert(), calibration.x, recipe.tflite.calibration)[0]
+
+
+def debug_model(model, recipe, calibration, denylisted_nodes=None) -> bytes:
+    """The recipe's int8 model with NumericVerify ops, for ``tf.lite.experimental.QuantizationDebugger``."""
+    from tensorflow.lite.python import convert as tflite_convert
+
+    return tflite_convert.mlir_quantize(calibrated(model, recipe, calibration),
+                                        disable_per_channel=not recipe.per_channel, enable_numeric_verify=True,
+                                        denylisted_nodes=denylisted_nodes)
+
+
 def _selective_int8(model, recipe, calibration) -> bytes:
-    """Full int8 with ``recipe.float_layers`` kept in float: calibrate, then quantize with those nodes denylisted."""
+    """Full int8 in the converter's two steps: calibrate (with the recipe's activation ranges), then quantize with
+    the nodes of ``recipe.float_layers`` denylisted (kept in float)."""
     tf = import_tensorflow()
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.python import convert as tflite_convert
 
-    conv = converter_for(model, "int8", recipe, calibration)
-    conv._experimental_calibrate_only = True  # noqa: SLF001 - QuantizationDebugger's own route
-    calibrated = conv.convert()
-    names = [d["name"] for d in Interpreter(model_content=calibrated).get_tensor_details()]
-    nodes = fl.matching_nodes(names, fl.with_fused(model, recipe.float_layers))
-    if not nodes:
-        raise ConversionError(f"TFLite int8: no operator of {', '.join(recipe.float_layers)} found to keep in float")
+    data = calibrated(model, recipe, calibration)
+    nodes = None
+    if recipe.float_layers:
+        names = [d["name"] for d in Interpreter(model_content=data).get_tensor_details()]
+        nodes = fl.matching_nodes(names, fl.with_fused(model, recipe.float_layers))
+        if not nodes:
+            raise ConversionError(f"TFLite int8: no operator of {', '.join(recipe.float_layers)} found to keep in "
+                                  "float")
     io_type = tf.int8 if recipe.tflite.int8_io else tf.float32
-    return tflite_convert.mlir_quantize(calibrated, disable_per_channel=not recipe.per_channel,
+    return tflite_convert.mlir_quantize(data, disable_per_channel=not recipe.per_channel,
                                         fully_quantize=recipe.tflite.int8_io, input_data_type=io_type,
                                         output_data_type=io_type, denylisted_nodes=nodes)
 
@@ -79,7 +102,7 @@ def convert(model, precision: str, recipe, calibration, out_dir: Path, stem: str
     path = Path(out_dir) / FORMATS["tflite"].filename(stem, precision)
     try:
         with quiet_converter():
-            if precision == "int8" and recipe.float_layers:
+            if precision == "int8" and (recipe.float_layers or recipe.tflite.calibration != "minmax"):
                 data = _selective_int8(model, recipe, calibration)  # converter_for applies the correction
             else:
                 data = converter_for(model, precision, recipe, calibration).convert()
