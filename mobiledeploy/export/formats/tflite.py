@@ -70,6 +70,7 @@ def calibrated(model, recipe, calibration) -> bytes:
 
 def debug_model(model, recipe, calibration, denylisted_nodes=None) -> bytes:
     """The recipe's int8 model with NumericVerify ops, for ``tf.lite.experimental.QuantizationDebugger``."""
+    import_tensorflow()
     from tensorflow.lite.python import convert as tflite_convert
 
     return tflite_convert.mlir_quantize(calibrated(model, recipe, calibration),
