@@ -156,3 +156,19 @@ def test_export_records_both_options_and_per_layer_reruns_them(tmp_path):
     notes = [row["per_layer"]["note"] for row in rows
              if row.get("per_layer") and row["per_layer"]["model"].endswith(".tflite")]
     assert notes and all("equalized (cle-relu)" in n and "percentile activation ranges" in n for n in notes)
+
+
+def test_the_budget_search_keeps_equalized_pairs_equalized_in_float():
+    from mobiledeploy.export.budget import _shared_correction
+    from mobiledeploy.export.recipes import Calibration
+
+    rng = np.random.default_rng(9)
+    model = _dw_pw_model(rng, "relu")
+    cal = Calibration(rng.uniform(-1, 1, (8, 16, 16, 8)).astype(np.float32))
+    recipe = QuantRecipe(equalize="cle", bias_correction=True, float_layers=("dw0", "pw0"))
+    source = _shared_correction(cal).quant_source(model, recipe)
+    eq = cal.equalized(model, "cle")
+    for name in ("dw0", "dw0_bn", "pw0", "pw0_bn"):  # the float layers and their batch-norms: as equalized
+        for a, b in zip(source.get_layer(name).get_weights(), eq.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(np.asarray(eq.get_layer("pw0").kernel), np.asarray(model.get_layer("pw0").kernel))

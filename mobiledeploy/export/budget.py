@@ -203,7 +203,7 @@ def sensitivities(model, layers: tuple[str, ...], x: np.ndarray, reference: np.n
     """Per layer: the logit SQNR with that layer's weights alone rounded to int8 (see the module doc)."""
 
     corrected = calibration.quant_source(model, replace(recipe, float_layers=())) if recipe.bias_correction else None
-    work = E.clone(model)
+    work = E.clone(calibration.equalized(model, recipe.equalize))  # the weights int8 starts from (--equalize)
     twin = keras_logits_model(work) or work
     targets = {layer.name: bn for layer, bn in E.conv_targets(work)}
     base_ms = pricer.ms(())
@@ -312,12 +312,13 @@ def _shared_correction(calibration):
             full = calibration.quant_source(model, replace(recipe, float_layers=()), weights)
             if full is model or not recipe.float_layers:
                 return full
-            key = (id(model), weights, recipe.per_channel, recipe.float_layers)
+            key = (id(model), weights, recipe.per_channel, recipe.float_layers, recipe.equalize)
             if key not in self._derived:
                 out = E.clone(full)
-                bns = {layer.name: bn for layer, bn in E.conv_targets(model)}
+                base = calibration.equalized(model, recipe.equalize)  # an equalized pair stays equalized in float
+                bns = {layer.name: bn for layer, bn in E.conv_targets(base)}
                 for name in recipe.float_layers:
-                    for lyr in (model.get_layer(name), bns.get(name)):
+                    for lyr in (base.get_layer(name), bns.get(name)):
                         if lyr is not None:
                             out.get_layer(lyr.name).set_weights(lyr.get_weights())
                 self._derived[key] = (model, out)
