@@ -14,7 +14,8 @@ grid).
   calibration samples (``PERCENTILE``), as ONNX Runtime's percentile calibrator does.
 - ``mse``: the range, shrunk from [min, max] towards zero by one factor, whose 8-bit grid
   gives the least expected squared error on the tensor's values: rounding (step^2 / 12 per
-  value inside the range) plus clipping (the squared distance to the range for values outside).
+  value inside the range; none for exact zeros, which the grid holds exactly, e.g. a ReLU's
+  zeros) plus clipping (the squared distance to the range for values outside).
 
 Both work on a histogram per tensor (``BINS`` bins over its recorded [min, max], one pass of
 the calibrated float model over the samples), and never widen a range or move zero out of it.
@@ -57,8 +58,8 @@ def narrow_ranges(calibrated: bytes, x: np.ndarray, method: str) -> tuple[bytes,
     hists = _histograms(calibrated, x, {i: (float(graph.tensors[i].quantization.min[0]),
                                             float(graph.tensors[i].quantization.max[0])) for i in tensors})
     changed = {}
-    for i, (lo, hi, counts) in hists.items():
-        new = _percentile(lo, hi, counts) if method == "percentile" else _mse(lo, hi, counts)
+    for i, (lo, hi, counts, zeros) in hists.items():
+        new = _percentile(lo, hi, counts) if method == "percentile" else _mse(lo, hi, counts, zeros)
         if new == (lo, hi):
             continue
         q = graph.tensors[i].quantization
@@ -94,21 +95,24 @@ def _activations(model, graph, schema) -> list[int]:
 
 
 def _histograms(calibrated: bytes, x: np.ndarray, ranges: dict) -> dict:
-    """{tensor: (min, max, counts)}: each tensor's values over ``x``, in BINS bins over its recorded range."""
+    """{tensor: (min, max, counts, zeros)}: each tensor's values over ``x`` in BINS bins over its recorded range,
+    and how many are exactly zero."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
     it.allocate_tensors()
     inp = it.get_input_details()[0]
     counts = {i: np.zeros(BINS, np.int64) for i in ranges}
+    zeros = dict.fromkeys(ranges, 0)
     for k in range(len(x)):
         it.set_tensor(inp["index"], x[k:k + 1].astype(inp["dtype"]))
         it.invoke()
         for i, (lo, hi) in ranges.items():
             v = np.clip(it.get_tensor(i).ravel(), lo, hi)
+            zeros[i] += int(np.count_nonzero(v == 0))
             counts[i] += np.bincount(np.minimum(((v - lo) * (BINS / (hi - lo))).astype(np.int64), BINS - 1),
                                      minlength=BINS)
-    return {i: (*ranges[i], counts[i]) for i in ranges}
+    return {i: (*ranges[i], counts[i], zeros[i]) for i in ranges}
 
 
 def _edges(lo: float, hi: float) -> np.ndarray:
@@ -123,15 +127,19 @@ def _percentile(lo: float, hi: float, counts: np.ndarray) -> tuple[float, float]
     return _within(lo, hi, bottom, top)
 
 
-def _mse(lo: float, hi: float, counts: np.ndarray) -> tuple[float, float]:
+def _mse(lo: float, hi: float, counts: np.ndarray, zeros: int = 0) -> tuple[float, float]:
     edges = _edges(lo, hi)
     centers = (edges[:-1] + edges[1:]) / 2
+    rounded = counts.astype(np.float64)
+    if zeros and lo <= 0 <= hi:  # exact zeros stay exact on every candidate grid
+        k = min(BINS - 1, int((0 - lo) * BINS / (hi - lo)))
+        rounded[k] = max(0.0, rounded[k] - zeros)
     best, best_err = (lo, hi), np.inf
     for f in MSE_FACTORS:
         a, b = min(lo, 0.0) * f, max(hi, 0.0) * f
         step = (b - a) / LEVELS
         outside = np.where(centers > b, centers - b, np.where(centers < a, a - centers, 0.0))
-        err = float(np.sum(counts * np.where(outside > 0, outside ** 2, step ** 2 / 12)))
+        err = float(np.sum(np.where(outside > 0, counts * outside ** 2, rounded * step ** 2 / 12)))
         if err < best_err:
             best, best_err = (a, b), err
     return _within(lo, hi, *best)
