@@ -154,12 +154,16 @@ def _cut_operators(tr: Trace, mm, lo: int, hi: int, entry: int, pool=None) -> No
         if per and cpu == main and kind in ("op", "ret"):
             cur, op, k = (tr.ops[k % per], k % per, k + 1) if kind == "op" else (tr.between, None, k)
         elif kind == "job" and cpu == main:
-            if any(j is not None for j in part.values()):
-                bad = bad or "a thread's part of a parallel job ran on past the start of the next job"
+            late = [c for c, j in part.items() if j is not None]
+            if late:
+                bad = bad or (f"a thread's part of a parallel job ran on past the start of the next job (thread "
+                              f"{late[0]}{' (the calling thread)' if late[0] == main else ''}, job {len(jobs) - 1} "
+                              f"of {tr.invokes} invoke(s))")
             jobs.append({"op": op, "threads": {}})
         elif kind == "part":
             if not jobs or last.get(cpu) == len(jobs) - 1 or part.get(cpu) is not None:
-                bad = bad or "a thread started a part of a parallel job outside a job, or twice in one job"
+                bad = bad or (f"a thread started a part of a parallel job outside a job, or twice in one job "
+                              f"(thread {cpu}, job {len(jobs) - 1})")
             part[cpu] = last[cpu] = len(jobs) - 1
         elif kind == "end":
             part[cpu] = None
