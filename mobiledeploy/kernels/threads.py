@@ -110,5 +110,4 @@ def describe(split: dict) -> str:
     return (f"work split: {split['jobs']} parallel jobs per invoke in {split['operators_with_jobs']} of "
             f"{split['operators']} operators, {split['threads_per_job']:.1f} of {n} threads taking part per job on "
             f"average; the busiest thread did {split['busiest_share']:.0%} of the jobs' work ({1 / n:.0%} if even); "
-            f"the jobs are {split['parallel_share_of_path']:.0%} of the critical path, the calling thread's serial "
-            f"work the rest")
+            f"the calling thread's serial work is {1 - split['parallel_share_of_path']:.1%} of the critical path")
