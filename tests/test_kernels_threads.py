@@ -70,6 +70,21 @@ def test_parts_are_assigned_to_their_jobs_and_operators(tmp_path):
     assert tr.counts == trace.parse_log(tmp_path / "q.log", invokes=2).counts  # the same totals
 
 
+def test_a_line_written_after_an_unfinished_system_call_counts(tmp_path):
+    """``-d strace`` writes a call, then its result when it returns; another thread's trace line may
+    land in between, on the call's line: it is still counted (here the end of the calling thread's
+    part of job 0, without which its part would run on into job 1)."""
+    log = _log(tmp_path / "q.log", _interleaved())
+    text = log.read_text()
+    end = f"Trace 0: 0x7f00 [0000000000001001/{JOB_RET:016x}/"
+    i = text.index(end)
+    log.write_text(text[:i] + "77 futex(0x0,FUTEX_PRIVATE_FLAG|FUTEX_WAIT,-1,NULL)" + text[i:].replace(
+        "\n", "\n = 0\n", 1))
+    tr = trace.parse_log(log, op_entry=OP, pool=POOL)
+    assert tr.jobs_note == "" and dict(tr.jobs[0]["threads"][0]) == {PART: 1, K1: 2}
+    assert tr.counts[0, JOB_RET] == 3
+
+
 def _profile(tr) -> tuple[dict, list[float]]:
     """Every non-wait block hot, as ``estimate.profile_from_trace`` builds it; one cycle per instruction
     except the kernels (K1: 10 cycles, K2: 20)."""

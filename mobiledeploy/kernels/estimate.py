@@ -30,8 +30,10 @@ from mobiledeploy.kernels import disasm, model, operators, sched, symbols, trace
 from mobiledeploy.runtimes import emulate as emu
 
 LABEL = "device estimate from emulated kernels (qemu CPU, llvm-mca model, clock)"
-FORMAT = 4  # 3: per-operator segments (LiteRT + XNNPACK); 4: each thread's part of each parallel job
-ONE_THREAD_FORMAT = 3  # one thread runs no parallel job: format 4 changed nothing there, its profiles stay valid
+FORMAT = 5  # 3: per-operator segments (LiteRT + XNNPACK); 4: each thread's part of each parallel job;
+# 5: trace lines written after another thread's unfinished system call, on its line, are counted (4 missed them)
+ONE_THREAD_FORMAT = 3  # one thread runs no parallel job and no other thread's line lands in its system calls:
+# formats 4 and 5 changed nothing there, its profiles stay valid
 
 
 @dataclass(frozen=True)

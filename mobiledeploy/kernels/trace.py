@@ -49,7 +49,9 @@ BEGIN = b"/__mobiledeploy_kernels_begin__"
 END = b"/__mobiledeploy_kernels_end__"
 # the runtime's libraries: what -dfilter keeps (everything else, Python and libc, is not logged)
 RUNTIME_LIBS = {"litert": "/ai_edge_litert/", "onnxruntime": "/onnxruntime/"}
-_TRACE = re.compile(rb"^Trace (\d+): 0x[0-9a-f]+ \[[0-9a-f]+/([0-9a-f]+)/", re.M)
+# not anchored at a line start: ``-d strace`` writes a system call's name and arguments, then its
+# result when it returns, and other threads' lines land in between, on the same line as the call
+_TRACE = re.compile(rb"Trace (\d+): 0x[0-9a-f]+ \[[0-9a-f]+/([0-9a-f]+)/")
 _BLOCK = re.compile(rb"^IN: [^\n]*\n((?:0x[0-9a-f]+:  [0-9a-f]{8}[^\n]*\n)+)", re.M)
 _INSN = re.compile(rb"^0x[0-9a-f]+:  ([0-9a-f]{8})", re.M)
 
@@ -130,7 +132,7 @@ def _cut_operators(tr: Trace, mm, lo: int, hi: int, entry: int, pool=None) -> No
     thread's blocks inside a part of a parallel job also go to that job (``Trace.jobs``)."""
     kinds = _marks(tr, entry, pool)
     pcs = b"|".join(f"{p:x}".encode() for p in sorted(kinds))
-    mark = re.compile(rb"^Trace (\d+): 0x[0-9a-f]+ \[[0-9a-f]+/0*(" + pcs + rb")/", re.M)
+    mark = re.compile(rb"Trace (\d+): 0x[0-9a-f]+ \[[0-9a-f]+/0*(" + pcs + rb")/")
     marks = [(m.start(), int(m.group(1)), kinds[int(m.group(2), 16)]) for m in mark.finditer(mm, lo, hi)]
     starts = Counter(c for _, c, k in marks if k == "op")
     main, n = starts.most_common(1)[0] if starts else (None, 0)
