@@ -63,7 +63,8 @@ def resolve(model, names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def with_fused(model, names: tuple[str, ...]) -> tuple[str, ...]:
-    """``names`` plus the batch-norm/activation layers the converters fuse into each."""
+    """``names`` plus the batch-norm/activation layers the converters fuse into each; with the classifier
+    (the last convolution/dense layer), its tail as well (``classifier_tail``)."""
     out = []
     for name in names:
         layer = model.get_layer(name)
@@ -74,6 +75,34 @@ def with_fused(model, names: tuple[str, ...]) -> tuple[str, ...]:
                 break
             layer = cons[0]
             out.append(layer.name)
+    if keeps_output(model, names):
+        out += [n for n in classifier_tail(model) if n not in out]
+    return tuple(out)
+
+
+def keeps_output(model, names: tuple[str, ...]) -> bool:
+    """Whether ``names`` keeps the model's output in float: the classifier is among them (its tail with it).
+    TFLite names the output operator after the graph's output tensor (``Identity``), not after its layer, so
+    the TFLite exporter denylists that tensor's producer by the output's name."""
+    weighted = weighted_layers(model)
+    return bool(weighted) and weighted[-1].name in names and classifier_tail(model) is not None
+
+
+def classifier_tail(model) -> tuple[str, ...] | None:
+    """The layers from the classifier's output (the last convolution/dense layer) to the model's output
+    (reshape, flatten, softmax...), so that a float classifier's logits stay float up to the output: otherwise
+    the converters quantize them before the softmax, and classes less than one step apart tie or swap. None
+    when they do not form a single chain to the model's only output."""
+    weighted = weighted_layers(model)
+    if not weighted or len(model.outputs) != 1:
+        return None
+    out, layer = [], weighted[-1]
+    while layer.output is not model.outputs[0]:
+        cons = consumers(model, layer)
+        if len(cons) != 1:
+            return None
+        layer = cons[0]
+        out.append(layer.name)
     return tuple(out)
 
 

@@ -88,8 +88,11 @@ def _selective_int8(model, recipe, calibration) -> bytes:
     data = calibrated(model, recipe, calibration)
     nodes = None
     if recipe.float_layers:
-        names = [d["name"] for d in Interpreter(model_content=data).get_tensor_details()]
+        it = Interpreter(model_content=data)
+        names = [d["name"] for d in it.get_tensor_details()]
         nodes = fl.matching_nodes(names, fl.with_fused(model, recipe.float_layers))
+        if nodes and fl.keeps_output(model, recipe.float_layers):  # the softmax is named after the output tensor
+            nodes += [d["name"] for d in it.get_output_details() if d["name"] not in nodes]
         if not nodes:
             raise ConversionError(f"TFLite int8: no operator of {', '.join(recipe.float_layers)} found to keep in "
                                   "float")
