@@ -25,8 +25,7 @@ import numpy as np
 
 from mobiledeploy.data.datasets import load_dataset
 from mobiledeploy.errors import ConversionError, UsageError, one_line
-from mobiledeploy.export import float_layers as fl
-from mobiledeploy.export.formats.tflite import converter_for, debug_model
+from mobiledeploy.export.formats.tflite import converter_for, debug_model, float_nodes
 from mobiledeploy.export.recipes import Calibration, QuantRecipe, TfliteQuant, calibration_reader
 from mobiledeploy.models.artifacts import contained_path, load_keras, resolve_models
 from mobiledeploy.models.inspect import onnx_model as _onnx_model
@@ -183,11 +182,7 @@ def _float_nodes(model, recipe) -> list[str]:
     """The TFLite nodes of the layers the recipe keeps in float (named as in the float conversion)."""
     if not recipe.float_layers:
         return []
-    from ai_edge_litert.interpreter import Interpreter
-
-    names = [d["name"] for d in Interpreter(model_content=converter_for(model, "fp32", recipe).convert())
-             .get_tensor_details()]
-    return fl.matching_nodes(names, fl.with_fused(model, recipe.float_layers))
+    return float_nodes(model, recipe.float_layers, converter_for(model, "fp32", recipe).convert())
 
 
 def tflite_per_channel(path: Path) -> bool:

@@ -78,21 +78,29 @@ def debug_model(model, recipe, calibration, denylisted_nodes=None) -> bytes:
                                         denylisted_nodes=denylisted_nodes)
 
 
+def float_nodes(model, float_layers: tuple[str, ...], data: bytes) -> list[str]:
+    """The nodes of ``data`` (a float TFLite model converted from ``model``) to denylist so that ``float_layers``
+    stay float: their operators, and with the classifier its tail up to the output, whose last operator is named
+    after the output tensor (``Identity``), not after its layer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=data)
+    nodes = fl.matching_nodes([d["name"] for d in it.get_tensor_details()], fl.with_fused(model, float_layers))
+    if nodes and fl.keeps_output(model, float_layers):
+        nodes += [d["name"] for d in it.get_output_details() if d["name"] not in nodes]
+    return nodes
+
+
 def _selective_int8(model, recipe, calibration) -> bytes:
     """Full int8 in the converter's two steps: calibrate (with the recipe's activation ranges), then quantize with
     the nodes of ``recipe.float_layers`` denylisted (kept in float)."""
     tf = import_tensorflow()
-    from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.python import convert as tflite_convert
 
     data = calibrated(model, recipe, calibration)
     nodes = None
     if recipe.float_layers:
-        it = Interpreter(model_content=data)
-        names = [d["name"] for d in it.get_tensor_details()]
-        nodes = fl.matching_nodes(names, fl.with_fused(model, recipe.float_layers))
-        if nodes and fl.keeps_output(model, recipe.float_layers):  # the softmax is named after the output tensor
-            nodes += [d["name"] for d in it.get_output_details() if d["name"] not in nodes]
+        nodes = float_nodes(model, recipe.float_layers, data)
         if not nodes:
             raise ConversionError(f"TFLite int8: no operator of {', '.join(recipe.float_layers)} found to keep in "
                                   "float")
