@@ -56,7 +56,7 @@ def core_of(target) -> Core:
     k = getattr(target, "kernels", None)
     if not k:
         raise UsageError(f"target {target.name!r} has no [kernels] table (cpu, midr, sched, clock_ghz): "
-                         f"--method kernels needs one; see docs/kernels.md")
+                         f"the kernel-count estimate needs one; see docs/kernels.md")
     return Core(cpu=k["cpu"], midr=int(k["midr"]), sched=k["sched"], clock_ghz=float(k["clock_ghz"]),
                 note=str(k.get("note", "")))
 
