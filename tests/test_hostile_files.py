@@ -198,8 +198,11 @@ def test_a_terminated_bench_takes_its_child_with_it(tmp_path, sig):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = dict(os.environ, MOBILEDEPLOY_TEST_CHILD_FAULT="sleep", TMPDIR=str(tmp))  # the child runs until killed
+    # the bench process gets the signal's default disposition even when the test run itself was
+    # started under nohup (SIGHUP ignored, inherited): such a caller's choice is left alone by design
     parent = subprocess.Popen(MOBILEDEPLOY + ["bench", str(m), "--runs", "100000", "--timeout", "3000"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(getattr(signal, sig), signal.SIG_DFL))
     child = None
     try:
         assert _poll(lambda: bool(_children(parent.pid))), "the child never started"
