@@ -46,6 +46,13 @@ def hot_blocks(instr_by_pc: dict[int, float], fraction: float = HOT_FRACTION,
     return out
 
 
+def hot_ipc(hot: list[dict], cycles: list[float]) -> float:
+    """Instructions per cycle of the hot blocks (all threads): the rate of the cold rest."""
+    hi = sum(sum(b["counts"].values()) * len(b["lines"]) for b in hot)
+    hc = sum(sum(b["counts"].values()) * c for b, c in zip(hot, cycles))
+    return hi / hc if hc else 1.0
+
+
 def threads_cycles(prof: dict, cycles: list[float]) -> dict:
     """Cycles per invoke of a profile, given each hot block's cycles per execution (``cycles[i]``
     for ``prof["hot"][i]``): per thread (CPU index), total and the critical path (busiest thread).
@@ -55,14 +62,11 @@ def threads_cycles(prof: dict, cycles: list[float]) -> dict:
     def slot(cpu: str) -> dict:
         return threads.setdefault(cpu, {"instructions": 0.0, "cycles": 0.0, "wait_instructions": 0.0})
 
-    hot_i = hot_c = 0.0
     for b, c in zip(prof["hot"], cycles):
         for cpu, n in b["counts"].items():
             slot(cpu)["instructions"] += n * len(b["lines"])
             slot(cpu)["cycles"] += n * c
-            hot_i += n * len(b["lines"])
-            hot_c += n * c
-    ipc = hot_i / hot_c if hot_c else 1.0
+    ipc = hot_ipc(prof["hot"], cycles)
     for cpu, n in prof.get("cold", {}).items():
         slot(cpu)["instructions"] += n
         slot(cpu)["cycles"] += n / ipc

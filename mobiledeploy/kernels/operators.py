@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mobiledeploy.kernels import symbols, threads
+from mobiledeploy.kernels import model, symbols, threads
 
 ENTRY = "xnn_run_operator_with_index"
 BETWEEN = "between operators"
@@ -114,7 +114,7 @@ def table(prof: dict, cycles: list[float]) -> dict:
         return {}
     hot, main = prof["hot"], ops["main"]
     parts = [*segs, ops["between"]]
-    ipc = threads.hot_ipc(hot, cycles)  # the cold rest at the hot blocks' IPC, as model.threads_cycles
+    ipc = model.hot_ipc(hot, cycles)  # the cold rest at the hot blocks' IPC, as model.threads_cycles
     instr = [0.0] * len(parts)
     cyc = [Counter() for _ in parts]
     fn_cycles = [Counter() for _ in parts]

@@ -19,13 +19,6 @@ from __future__ import annotations
 from collections import Counter
 
 
-def hot_ipc(hot: list[dict], cycles: list[float]) -> float:
-    """Instructions per cycle of the hot blocks (all threads): the rate of the cold rest."""
-    hi = sum(sum(b["counts"].values()) * len(b["lines"]) for b in hot)
-    hc = sum(sum(b["counts"].values()) * c for b, c in zip(hot, cycles))
-    return hi / hc if hc else 1.0
-
-
 def _cost(part: dict, hot: list[dict], cycles: list[float], ipc: float) -> tuple[float, float]:
     """(instructions, cycles) of one ``{"hot": {index: n}, "cold": instructions}`` part."""
     i = sum(n * len(hot[int(k)]["lines"]) for k, n in part["hot"].items()) + part["cold"]
