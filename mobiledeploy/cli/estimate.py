@@ -8,7 +8,7 @@ from mobiledeploy.cli.common import (click_options, emit_json, json_option, shap
                                      stdout_console, target_options, warnings_to_stderr, wide_option)
 from mobiledeploy.cli.table import Column, render
 from mobiledeploy.cost.estimate import EstimateConfig, estimate as run_estimate
-from mobiledeploy.kernels.estimate import check_artifact, core_of, estimate_kernels
+from mobiledeploy.kernels.estimate import estimate_kernels, preflight
 from mobiledeploy.targets import load_target
 
 
@@ -91,13 +91,12 @@ def _kernels(model, target_name, target_file, threads, json_path, layers=TOP_OPE
     if model is None:
         raise click.UsageError("--method kernels needs a MODEL file (.tflite or .onnx), not --arch")
     target = load_target(target_name, file=target_file)
-    core_of(target)  # no [kernels] table, or not an artifact: one line before anything runs
-    check_artifact(model)
+    _, _, env = preflight(model, target)  # not an artifact, no [kernels] table, no LLVM or ARM env: one line first
     err = stderr_console()
     if not json_path == "-":
         err.print(f"estimating from the kernels on {target.name}'s core (first time per artifact and core: one "
                   "emulated run, minutes; then cached)", markup=False)
-    r = estimate_kernels(model, target, threads=threads)
+    r = estimate_kernels(model, target, threads=threads, env=env)
     emit_json(json_path, r.to_json())
     if json_path == "-":
         return
