@@ -216,7 +216,8 @@ def check_artifact(path) -> Path:
     """``path`` if it is a .tflite or .onnx file; ``UsageError`` otherwise."""
     path = Path(path)
     if path.suffix.lower() not in (".tflite", ".onnx"):
-        raise UsageError(f"{path.name}: --method kernels runs .tflite or .onnx artifacts (export the model first)")
+        raise UsageError(f"{path.name}: the kernel-count estimate runs .tflite or .onnx artifacts "
+                         "(export the model first)")
     return path
 
 
