@@ -43,30 +43,29 @@ def describe(method: str) -> str:
             "and the path to the outputs keep min/max")
 
 
-def narrow_ranges(calibrated: bytes, x: np.ndarray, method: str) -> tuple[bytes, dict]:
+def narrow_ranges(calibrated: bytes, x: np.ndarray, method: str) -> bytes:
     """``calibrated`` (a calibrate-only TFLite model) with the activation ranges of ``method`` on ``x`` (the
-    calibration samples), and a summary {tensor name: [min, max] before, [min, max] after} of what changed."""
+    calibration samples)."""
     from ai_edge_litert import schema_py_generated as schema
 
     from mobiledeploy.export.signature import aligned_bytes
 
     if method == "minmax":
-        return calibrated, {}
+        return calibrated
     model = schema.ModelT.InitFromPackedBuf(bytearray(calibrated), 0)
     graph = model.subgraphs[0]
     tensors = _activations(model, graph, schema)
     hists = _histograms(calibrated, x, {i: (float(graph.tensors[i].quantization.min[0]),
                                             float(graph.tensors[i].quantization.max[0])) for i in tensors})
-    changed = {}
+    changed = False
     for i, (lo, hi, counts, zeros) in hists.items():
         new = _percentile(lo, hi, counts) if method == "percentile" else _mse(lo, hi, counts, zeros)
         if new == (lo, hi):
             continue
         q = graph.tensors[i].quantization
         q.min, q.max = np.array([new[0]], np.float32), np.array([new[1]], np.float32)
-        name = graph.tensors[i].name
-        changed[name.decode() if isinstance(name, bytes) else str(name)] = {"minmax": [lo, hi], method: list(new)}
-    return (aligned_bytes(model, len(calibrated)) if changed else calibrated), changed
+        changed = True
+    return aligned_bytes(model, len(calibrated)) if changed else calibrated
 
 
 def _activations(model, graph, schema) -> list[int]:

@@ -65,7 +65,7 @@ def calibrated(model, recipe, calibration) -> bytes:
 
     conv = converter_for(model, "int8", recipe, calibration)
     conv._experimental_calibrate_only = True  # noqa: SLF001 - QuantizationDebugger's own route
-    return narrow_ranges(conv.convert(), calibration.x, recipe.tflite.calibration)[0]
+    return narrow_ranges(conv.convert(), calibration.x, recipe.tflite.calibration)
 
 
 def debug_model(model, recipe, calibration, denylisted_nodes=None) -> bytes:
