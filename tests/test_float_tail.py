@@ -81,10 +81,23 @@ def test_classifier_in_float_keeps_the_logits_float_up_to_the_output(classifier_
 
 def test_without_the_classifier_the_artifacts_are_unchanged(tiny_keras_file, tmp_path, monkeypatch):
     """The default recipe of a loaded model (stem in float): converted exactly as when no tail is ever added."""
-    import onnx
-    from onnx import numpy_helper
+    from mobiledeploy.export.formats import onnx as onnx_fmt
 
+    # ONNX: tf2onnx's graph of the same model is not the same from one conversion to the next (node names, and
+    # sometimes a static or a dynamic reshape), so two whole exports cannot be compared; what the tail could
+    # change is the set of nodes kept out of quantization, compared on the same graph with and without it
+    seen, real = [], onnx_fmt._float_nodes  # noqa: SLF001
+
+    def both(model, graph, recipe):
+        with monkeypatch.context() as m:
+            m.setattr(fl, "classifier_tail", lambda model: None)
+            without = real(model, graph, recipe)
+        seen.append((real(model, graph, recipe), without))
+        return seen[-1][0]
+
+    monkeypatch.setattr(onnx_fmt, "_float_nodes", both)
     now = _export(tiny_keras_file, tmp_path / "now", None)
+    assert len(seen) == 1 and seen[0][0] and seen[0][0] == seen[0][1], seen
     monkeypatch.setattr(fl, "classifier_tail", lambda model: None)  # no tail: the conversion before it existed
     before = _export(tiny_keras_file, tmp_path / "before", None)
 
@@ -92,12 +105,6 @@ def test_without_the_classifier_the_artifacts_are_unchanged(tiny_keras_file, tmp
         return hashlib.sha256(p.read_bytes()).hexdigest()
 
     assert digest(now["tflite"][0]) == digest(before["tflite"][0])
-    graphs = [onnx.load(str(r["onnx"][0])).graph for r in (now, before)]
-    # tf2onnx numbers its node names per run, so the ONNX files differ in bytes: compare operators and weights
-    assert [n.op_type for n in graphs[0].node] == [n.op_type for n in graphs[1].node]
-    weights = [sorted((a.dtype.str, a.shape, a.tobytes()) for a in map(numpy_helper.to_array, g.initializer))
-               for g in graphs]
-    assert weights[0] == weights[1]
     tail = _tflite_tail(now["tflite"][0])
     assert ("SOFTMAX", ["int8"]) in tail  # the classifier is int8 here, and so is its softmax, as before
     assert "QuantizeLinear" in _onnx_tail(now["onnx"][0])[0]
