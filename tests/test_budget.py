@@ -238,3 +238,104 @@ def test_a_long_float_list_is_counted_in_the_summary(tmp_path):
     res = Search(0.9, convert_validate, _Pricer(), 64, "64 held-out samples").run(QuantRecipe(), sens, tmp_path)
     assert len(res.result.float_layers) == 8
     assert "with 8 of 10 layers (l0, l1, l2, ...) in float" in res.summary()
+
+
+# ---------------------------------------------------------------- priced from the emulated kernels
+
+
+def test_estimate_method_kernels_needs_the_budget_and_an_arm_environment(toy_file, tmp_path, monkeypatch):
+    """--estimate-method prices the budget's candidates: alone it is a usage error; with the budget, a missing
+    ARM environment (or LLVM 19) is one line naming the set-up step, before anything is converted."""
+    from mobiledeploy.runtimes import emulate as emu
+
+    with pytest.raises(UsageError, match="--estimate-method prices the accuracy budget"):
+        _config(toy_file, tmp_path, target=None, estimate_method="kernels").check()
+    monkeypatch.setenv(emu.CACHE_ENV, str(tmp_path / "no-env"))
+    with pytest.raises(UsageError, match="make arm-env"):
+        _config(toy_file, tmp_path, estimate_method="kernels").check()
+    _config(toy_file, tmp_path).check()  # the cost model needs neither
+
+
+def test_kernel_prices_choose_the_cheapest_candidate_that_meets_the_budget(tmp_path):
+    """Priced from the artifacts, a later candidate that meets the budget can cost more than an earlier one
+    (here {a, b} estimates below {b}): the search ships the cheapest that meets it, records each format's
+    estimate and the slowest as the candidate's, and says the estimate came from emulated kernels."""
+    from types import SimpleNamespace
+
+    from mobiledeploy.export.budget import Search, Sensitivity
+    from mobiledeploy.export.recipes import QuantRecipe
+
+    kernel_ms = {(): 5.0, ("a",): 5.5, ("a", "b"): 6.0, ("b",): 6.5}
+
+    def convert_validate(recipe, out_dir):
+        agree = 1.0 if "b" in recipe.float_layers else 0.5
+        files = {f: (out_dir / f"m+{'+'.join(recipe.float_layers)}.{f}", SimpleNamespace(top1_agreement=agree,
+                                                                                       sqnr_db=20.0))
+                 for f in ("tflite", "onnx")}
+        return files
+
+    def price_files(files):
+        layers = tuple(x for x in files["tflite"].stem.split("+")[1:] if x)
+        return {"tflite": kernel_ms[layers], "onnx": kernel_ms[layers] - 1.0}, "device estimate from kernels"
+
+    sens = [Sensitivity("a", 5.0, 0.25), Sensitivity("b", 10.0, 0.25), Sensitivity("c", 40.0, 0.25)]
+    res = Search(0.9, convert_validate, _Pricer(), 64, "64 held-out samples", price_files=price_files).run(
+        QuantRecipe(), sens, tmp_path)
+    assert [c.float_layers for c in res.candidates] == [(), ("a",), ("a", "b"), ("b",)]
+    assert res.result.float_layers == ("a", "b") and res.chosen == 2  # 6.0 ms beats {b} alone at 6.5 ms
+    j = res.to_json()
+    assert j["estimate_method"] == "kernels" and j["estimate"] == "device estimate from kernels"
+    assert j["candidates"][2]["estimate_ms_by_format"] == {"tflite": 6.0, "onnx": 5.0}
+    assert j["candidates"][2]["estimate_ms"] == 6.0 and j["cost_ms"] == pytest.approx(1.0)
+    assert "device estimate from emulated kernels" in res.summary()
+
+
+def test_a_kernel_estimate_that_crashes_is_the_exports_one_line(tmp_path, monkeypatch):
+    from mobiledeploy.errors import ConversionError
+    from mobiledeploy.export import budget
+    from mobiledeploy.kernels import estimate as ke
+    from mobiledeploy.targets import load_target
+
+    def crash(path, target):
+        raise OSError(8, "Exec format error")
+
+    monkeypatch.setattr(ke, "estimate_kernels", crash)
+    with pytest.raises(ConversionError, match=r"kernel-count estimate of m_int8.tflite on pixel4 failed: "
+                                              r"OSError: .*Exec format error"):
+        budget.kernel_pricer(load_target("pixel4"))({"tflite": tmp_path / "m_int8.tflite"})
+
+
+def _arm_missing():
+    from test_kernels import ARM
+
+    return ARM
+
+
+@pytest.mark.slow
+def test_the_budget_priced_from_the_real_kernels(toy_file, tmp_path):
+    """The toy's search with every candidate's TFLite file run under qemu on pixel4's core: the manifest's
+    estimates are the kernel-count estimates of the very artifacts (the shipped file's own estimate agrees)
+    and the chosen candidate is the cheapest that meets the budget."""
+    missing = _arm_missing()
+    if missing:
+        pytest.skip(missing)
+    from mobiledeploy.kernels.estimate import estimate_kernels
+    from mobiledeploy.targets import load_target
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", "--model", str(toy_file), "--formats", "tflite", "--quant", "int8",
+                                      "--calib", "digits", "--calib-samples", "64", "--validate-samples", "64",
+                                      "--no-bias-correction", "--min-agreement", "0.9", "--target", "pixel4",
+                                      "--estimate-method", "kernels", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    search = json.loads((out / "manifest.json").read_text())["quantization"]["budget_search"]
+    assert search["estimate_method"] == "kernels" and "emulated kernels" in search["estimate"]
+    cands = search["candidates"]
+    assert all(set(c["estimate_ms_by_format"]) == {"tflite"} and c["estimate_ms"] > 0 for c in cands)
+    meeting = [c for c in cands if c["meets"]]
+    chosen = cands[search["chosen"]]
+    assert chosen["estimate_ms"] == min(c["estimate_ms"] for c in meeting)
+    assert "conv_b" in chosen["float_layers"]
+    shipped = estimate_kernels(next(out.glob("*_int8.tflite")), load_target("pixel4"))
+    assert shipped.cached and shipped.latency_ms == pytest.approx(chosen["estimate_ms"], abs=1e-4)  # 4 decimals
+    assert "device estimate from emulated kernels" in result.output

@@ -40,7 +40,7 @@ import numpy as np
 from mobiledeploy.cost.estimate import cost_model_for, estimate_label, estimate_layers
 from mobiledeploy.cost.info import keras_stats
 from mobiledeploy.cost.ir import LayerStats
-from mobiledeploy.errors import ValidationError
+from mobiledeploy.errors import ConversionError, MobiledeployError, ValidationError, one_line
 from mobiledeploy.export import equalize as E
 from mobiledeploy.export.float_layers import weighted_layers
 from mobiledeploy.export.formats import FORMATS
@@ -76,15 +76,19 @@ class Candidate:
     sqnr_db: dict  # format -> logit SQNR
     estimate_ms: float
     meets: bool
+    estimate_by_format: dict = field(default_factory=dict)  # format -> ms, when each artifact is estimated
 
     @property
     def worst(self) -> float:
         return min(self.agreement.values())
 
     def to_json(self) -> dict:
-        return {"float_layers": list(self.float_layers), "top1_agreement": self.agreement,
-                "sqnr_db": {k: _finite(v) for k, v in self.sqnr_db.items()},
-                "estimate_ms": round(self.estimate_ms, 4), "meets": self.meets}
+        d = {"float_layers": list(self.float_layers), "top1_agreement": self.agreement,
+             "sqnr_db": {k: _finite(v) for k, v in self.sqnr_db.items()},
+             "estimate_ms": round(self.estimate_ms, 4), "meets": self.meets}
+        if self.estimate_by_format:
+            d["estimate_ms_by_format"] = {k: round(v, 4) for k, v in self.estimate_by_format.items()}
+        return d
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class BudgetSearch:
     sensitivity: tuple[Sensitivity, ...]
     candidates: tuple[Candidate, ...] = ()
     chosen: int | None = None  # index into candidates
+    method: str = "cost"  # how candidates are priced: cost (the Keras layers) or kernels (each artifact emulated)
 
     @property
     def full_int8_ms(self) -> float:
@@ -110,9 +115,10 @@ class BudgetSearch:
         c = self.result
         where = f"with {self._names(c.float_layers)} in float" if c.float_layers else "fully int8"
         n = len(self.candidates)
+        kind = "device estimate from emulated kernels" if self.method == "kernels" else "device estimate"
         return (f"accuracy budget: meets {self.min_agreement:.1%} ({c.worst:.3f} on {self.samples} validation "
                 f"samples) {where}: {c.estimate_ms - self.full_int8_ms:+.3g} ms on {self.target} vs full int8 "
-                f"({c.estimate_ms:.3g} ms against {self.full_int8_ms:.3g} ms, device estimate, not a measurement; "
+                f"({c.estimate_ms:.3g} ms against {self.full_int8_ms:.3g} ms, {kind}, not a measurement; "
                 f"{n} candidate{'s' if n > 1 else ''} tried)")
 
     def _names(self, layers) -> str:
@@ -131,11 +137,15 @@ class BudgetSearch:
 
     def to_json(self) -> dict:
         return {"min_agreement": self.min_agreement, "target": self.target, "estimate": self.estimate_label,
+                "estimate_method": self.method,
                 "measured_on": {"samples": self.samples, "inputs": self.inputs},
                 "method": "greedy: full int8, then the k layers of most weight-rounding noise (logit SQNR, one "
-                          "layer at a time) per estimated ms in float, k = 1, 2, 4, ... until the agreement is "
-                          "met, bisected to the smallest such k; then "
-                          "each earlier float layer dropped again if the agreement still holds without it",
+                          "layer at a time) per estimated ms (cost model) in float, k = 1, 2, 4, ... until the "
+                          "agreement is met, bisected to the smallest such k; then each earlier float layer "
+                          "dropped again if the agreement still holds without it; the candidate that meets it "
+                          "at the lowest estimate is chosen" + (
+                              " (each candidate's artifacts estimated from their emulated kernels, the slowest "
+                              "format's estimate counting)" if self.method == "kernels" else ""),
                 "sensitivity": [s.to_json() for s in self.sensitivity],
                 "candidates": [c.to_json() for c in self.candidates],
                 "chosen": self.chosen,
@@ -236,20 +246,23 @@ def order(sens: list[Sensitivity]) -> list[Sensitivity]:
 
 @dataclass
 class Search:
-    """Runs the greedy search; ``convert_validate(recipe, out_dir) -> {format: (path, Validation)}``."""
+    """Runs the greedy search; ``convert_validate(recipe, out_dir) -> {format: (path, Validation)}``.
+    ``price_files({format: path}) -> ({format: ms}, label)``, when given, prices each candidate from its
+    artifacts (the slowest format's estimate counts); otherwise ``pricer`` prices its float layers."""
 
     min_agreement: float
     convert_validate: object
     pricer: Pricer
     samples: int
     inputs: str
+    price_files: object = None
     files: dict = field(default_factory=dict)  # the chosen candidate's files, by format
 
     def run(self, recipe, sens: list[Sensitivity], work_dir: Path, *, step=None) -> BudgetSearch:
         ranked = [s.layer for s in order(sens)]
         result = BudgetSearch(self.min_agreement, self.pricer.target, self.pricer.label, self.samples, self.inputs,
-                              tuple(sens))
-        self._recipe, self._dir, self._tried = recipe, Path(work_dir), []
+                              tuple(sens), method="kernels" if self.price_files else "cost")
+        self._recipe, self._dir, self._tried, self._label = recipe, Path(work_dir), [], None
         self._step = step or (lambda name: contextlib.nullcontext())
         best, lo, k = None, -1, 0
         while len(self._tried) < MAX_CANDIDATES:  # grow: the k layers of most noise per ms, k = 0, 1, 2, 4, ...
@@ -269,12 +282,16 @@ class Search:
             for layer in reversed(self._tried[best][0].float_layers[:-1]):
                 if len(self._tried) >= MAX_CANDIDATES:
                     break
-                fewer = tuple(n for n in self._tried[best][0].float_layers if n != layer)
-                if self.pricer.ms(fewer) < self._tried[best][0].estimate_ms and self._try(fewer):
+                have = self._tried[best][0].float_layers
+                fewer = tuple(n for n in have if n != layer)
+                if self.pricer.ms(fewer) < self.pricer.ms(have) and self._try(fewer):  # the cost model guides
                     best = len(self._tried) - 1
         candidates = tuple(c for c, _ in self._tried)
+        if self._label:
+            result = replace(result, estimate_label=self._label)
         if best is None:
             raise ValidationError(replace(result, candidates=candidates).failure())
+        best = min((i for i, c in enumerate(candidates) if c.meets), key=lambda i: candidates[i].estimate_ms)
         self.files = self._tried[best][1]
         return replace(result, candidates=candidates, chosen=best)
 
@@ -287,10 +304,15 @@ class Search:
         what = f"{', '.join(layers)} in float" if layers else "full int8"
         with self._step(f"accuracy budget: candidate {i + 1} ({what})"):
             got = self.convert_validate(replace(self._recipe, float_layers=layers), d)
+            files = {fmt: p for fmt, (p, _) in got.items()}
+            by_format = {}
+            if self.price_files:
+                by_format, self._label = self.price_files(files)
         agree = {fmt: float(v.top1_agreement) for fmt, (_, v) in got.items()}
-        c = Candidate(layers, agree, {fmt: float(v.sqnr_db) for fmt, (_, v) in got.items()},
-                      self.pricer.ms(layers), min(agree.values()) >= self.min_agreement)
-        self._tried.append((c, {fmt: p for fmt, (p, _) in got.items()}))
+        ms = max(by_format.values()) if by_format else self.pricer.ms(layers)
+        c = Candidate(layers, agree, {fmt: float(v.sqnr_db) for fmt, (_, v) in got.items()}, ms,
+                      min(agree.values()) >= self.min_agreement, by_format)
+        self._tried.append((c, files))
         return c.meets
 
 
@@ -327,6 +349,27 @@ def _shared_correction(calibration):
     return _Shared()
 
 
+def kernel_pricer(target):
+    """``files -> ({format: ms}, label)``: each artifact's estimate from its emulated kernels on ``target``
+    (``kernels.estimate.estimate_kernels``, cached per artifact). A failure is the export's, one line."""
+    from mobiledeploy.kernels.estimate import estimate_kernels
+
+    def price(files: dict) -> tuple[dict, str]:
+        by_format, label = {}, None
+        for fmt, path in files.items():
+            try:
+                e = estimate_kernels(path, target)
+            except MobiledeployError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a crash under emulation: this export's one line
+                raise ConversionError(f"accuracy budget: the kernel-count estimate of {Path(path).name} on "
+                                      f"{target.name} failed: {one_line(err, typed=True)}") from err
+            by_format[fmt], label = e.latency_ms, e.label
+        return by_format, label
+
+    return price
+
+
 def search_recipe(model, recipe, calibration, cal, reference, config, staging: Path, stem: str, step):
     """Run the budget search for ``config`` (``--min-agreement`` with ``--target``): the recipe with the
     chosen float layers, the ``BudgetSearch`` and the chosen candidate's int8 files by format."""
@@ -344,11 +387,13 @@ def search_recipe(model, recipe, calibration, cal, reference, config, staging: P
                                                   inputs=cal.validation_inputs))
         return got
 
-    pricer = Pricer(model, load_target(config.target))
+    target = load_target(config.target)
+    pricer = Pricer(model, target)
     layers = tuple(lyr.name for lyr in weighted_layers(model))
     with step("accuracy budget: layer sensitivity"):
         sens = sensitivities(model, layers, cal.validation, reference.values, recipe, calibration, pricer)
     search = Search(config.min_agreement, convert_validate, pricer, int(cal.validation.shape[0]),
-                    cal.validation_inputs)
+                    cal.validation_inputs,
+                    price_files=kernel_pricer(target) if config.estimate_method == "kernels" else None)
     result = search.run(recipe, sens, staging, step=step)
     return replace(recipe, float_layers=result.result.float_layers), result, search.files

@@ -15,6 +15,7 @@ from mobiledeploy.models import archs
 from mobiledeploy.models.limits import check_fits
 from mobiledeploy.models.preprocessing import get_preprocessing
 from mobiledeploy.options import AtLeast, Finite, Names, OneOf, check_fields, option
+from mobiledeploy.options import estimate_method as estimate_method_option
 from mobiledeploy.options import equalize as equalize_option, tflite_calibration as tflite_calibration_option
 from mobiledeploy.targets import load_target
 
@@ -96,6 +97,7 @@ class ExportConfig:
         help="With --min-agreement and --quant int8: an accuracy budget. Search for the int8 artifact (layers kept "
              "in float) that meets --min-agreement at the lowest device estimate on this target (see "
              "`mobiledeploy targets`).")
+    estimate_method: str = estimate_method_option("--estimate-method")  # how the accuracy budget prices candidates
     out: str = option("build", path="dir", help="Output directory.")
 
     def check(self) -> None:
@@ -115,6 +117,9 @@ class ExportConfig:
             raise UsageError("--weight-rounding adaround needs per-channel weights (drop --per-tensor)")
         if self.target is not None:
             _check_budget(self)
+        elif self.estimate_method != "cost":
+            raise UsageError("--estimate-method prices the accuracy budget's candidates: give --target and "
+                             "--min-agreement too")
         if self.preprocessing is not None:
             get_preprocessing(self.preprocessing)
         if self.model_path is None:  # the calibration images too must fit beside the model
@@ -138,4 +143,8 @@ def _check_budget(config: ExportConfig) -> None:
         raise UsageError("the accuracy budget (--target) chooses the layers kept in float: leave --float-layers "
                          "at auto")
 
-    load_target(config.target)
+    target = load_target(config.target)
+    if config.estimate_method == "kernels":  # LLVM, the ARM environment, the target's core: before any conversion
+        from mobiledeploy.kernels.estimate import preflight_target
+
+        preflight_target(target)

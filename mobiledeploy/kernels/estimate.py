@@ -227,11 +227,19 @@ def preflight(path, target, env=None) -> tuple[Path, Core, object]:
     core, and ``make arm-env``'s environment; ``UsageError`` (one line) otherwise. Nothing runs
     under qemu (the ``cpu`` name is checked by the emulated run itself)."""
     path = check_artifact(path)
+    core, env = preflight_target(target, env)
+    return path, core, env
+
+
+def preflight_target(target, env=None) -> tuple[Core, object]:
+    """``(core, ARM environment)`` when ``target``'s device can be estimated from emulated kernels (its
+    ``[kernels]`` core, LLVM 19 with that core's scheduling model, ``make arm-env``'s environment);
+    ``UsageError`` (one line) otherwise. For callers that check before the artifact exists."""
     core = core_of(target)
     disasm.llvm_bin("llvm-mca")
     disasm.llvm_bin("llvm-mc")
     sched.check_mcpu(core.sched)
-    return path, core, env or emu.find_env()
+    return core, env or emu.find_env()
 
 
 def estimate_kernels(path: str | os.PathLike, target, *, threads: int | None = None, xnnpack: bool | None = None,
