@@ -1,7 +1,7 @@
 """The accuracy budget on the real MobileNet V1 1.0/224, run as the user runs it and measured independently.
 
 Needs ``make assets``. Run: ``nice python -m benchmarks run int8_budget [--validate-samples 96]
-[--calib study-photos]`` (10-20 min each on a 2-vCPU VM: the budget search converts up to 12
+[--calib study-photos] [--estimate-method kernels]`` (10-20 min each on a 2-vCPU VM: the budget search converts up to 12
 candidates). Every run is one entry of ``runs`` in ``benchmarks/results/int8_budget.json`` (a run
 with the same options replaces its entry).
 
@@ -59,6 +59,8 @@ def add_arguments(ap) -> None:
                          "int8_real calibration photos")
     ap.add_argument("--validate-samples", type=int, default=None,
                     help="the budget's measurement set size (--validate-samples; default: the export's, 32)")
+    ap.add_argument("--estimate-method", choices=("cost", "kernels"), default="cost",
+                    help="how the budget prices its candidates (export --estimate-method; kernels needs make arm-env)")
     ap.add_argument("--reuse-export", action="store_true",
                     help="measure the exports an earlier run of the same options wrote (recorded as reused)")
     ap.add_argument("--no-compare", action="store_true",
@@ -219,6 +221,9 @@ def run(args) -> dict:
     root = harness.BUILD / "int8_budget"
     key = f"calib={args.calib},validate_samples={args.validate_samples or 'default'}"
     extra = ["--validate-samples", str(args.validate_samples)] if args.validate_samples else []
+    if args.estimate_method != "cost":  # the default is not in the key: earlier entries stay theirs
+        key += f",estimate_method={args.estimate_method}"
+        extra += ["--estimate-method", args.estimate_method]
     folder = assets_photos()
     if args.calib == "study-photos":
         folder = _study_photos(root)
@@ -242,7 +247,9 @@ def run(args) -> dict:
         "estimate_ms": chosen["estimate_ms"], "full_int8_ms": bs["full_int8_ms"], "cost_ms": bs["cost_ms"],
         "summary": bs["summary"], "candidates": [
             {"float_layers": len(c["float_layers"]), "top1_agreement": c["top1_agreement"],
-             "estimate_ms": c["estimate_ms"], "meets": c["meets"]} for c in bs["candidates"]]}
+             "estimate_ms": c["estimate_ms"], "meets": c["meets"],
+             **({"estimate_ms_by_format": c["estimate_ms_by_format"]} if "estimate_ms_by_format" in c else {})}
+            for c in bs["candidates"]]}
     entry["calibration"] = {k: m["calibration"].get(k) for k in (
         "source", "samples", "validation_samples", "validation_inputs", "distinct_images", "disjoint_from_validation")}
     entry["split"] = _split_evidence(folder, m)
