@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
+from mobiledeploy.errors import UsageError
 from mobiledeploy.kernels import disasm, sched
 from mobiledeploy.kernels import estimate as ke
 from mobiledeploy.runtimes import emulate as emu
@@ -226,3 +227,15 @@ def test_sweep_and_check_run_the_real_kernels_once(tmp_path, tiny_tflite_int8):
     assert r.exit_code == 0, r.output + r.stderr
     (check_row,) = json.loads((tmp_path / "r.json").read_text())["checks"]
     assert check_row["cached"] is True and check_row["measured"] == pytest.approx(first["estimate_ms"])
+
+
+def test_sweep_refuses_kernel_estimates_it_cannot_make_before_any_export(tmp_path, monkeypatch):
+    """sweep --estimate-method kernels checks LLVM 19 and the ARM environment up front (one line naming the
+    step), and refuses when none of its targets has a [kernels] core; one such target among others is that
+    target's row error, as before."""
+    monkeypatch.setenv(emu.CACHE_ENV, str(tmp_path / "no-env"))
+    with pytest.raises(UsageError, match="make arm-env|llvm"):
+        SweepConfig(out=str(tmp_path / "o"), estimate_method="kernels").check()
+    with pytest.raises(UsageError, match="'host' has no \\[kernels\\] table"):
+        SweepConfig(out=str(tmp_path / "o"), targets=("host",), estimate_method="kernels").check()
+    SweepConfig(out=str(tmp_path / "o"), targets=("host",)).check()  # the cost model needs none of it

@@ -179,8 +179,20 @@ class SweepConfig:
     def _check_targets(self) -> None:
         from mobiledeploy.targets import load_target
 
-        for name in (*self.targets, self.bench_target):
-            load_target(name)
+        targets = [load_target(name) for name in self.targets]
+        load_target(self.bench_target)
+        if self.estimate_method == "kernels":  # LLVM 19 and the ARM environment: before an hour of exports
+            from mobiledeploy.kernels.estimate import preflight_target
+
+            missing = []
+            for t in targets:
+                try:
+                    preflight_target(t)
+                    break
+                except UsageError as e:
+                    missing.append(e)
+            else:  # no target can be estimated: the first reason (a target without [kernels] is that row's error)
+                raise missing[0]
 
     def _check_data(self) -> None:
         from mobiledeploy.data.datasets import load_dataset
