@@ -159,6 +159,22 @@ def estimate_method(flag: str | None = None) -> Any:
 
 EQUALIZE_METHODS = ("none", "cle", "cle-relu")  # cross-layer equalization before int8 (docs/export.md)
 TFLITE_CALIBRATION = ("minmax", "percentile", "mse")  # TFLite activation ranges (docs/export.md)
+ONNX_CALIBRATION = ("minmax", "entropy", "percentile")  # onnxruntime.quantization.CalibrationMethod
+ROUNDING = ("nearest", "adaround")  # int8 weight rounding: to nearest (the converters), or learned (export.adaround)
+
+
+def weight_rounding() -> Any:
+    """``export --weight-rounding`` (and sweep's), declared here once."""
+    return option("nearest", check=OneOf(ROUNDING, "int8 weight rounding"),
+                  help="int8 weights rounded to nearest, or adaround: learned rounding per layer on the calibration "
+                       "samples, with bias correction along the quantized path (slower: minutes per layer on large "
+                       "models; per-channel only; see docs/export.md).")
+
+
+def onnx_calibration() -> Any:
+    """``export --onnx-calibration`` (and sweep's), declared here once."""
+    return option("minmax", check=OneOf(ONNX_CALIBRATION, "ONNX calibration method"),
+                  help="ONNX Runtime's activation calibration method for int8.")
 
 
 def equalize() -> Any:

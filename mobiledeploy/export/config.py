@@ -9,7 +9,7 @@ from pathlib import Path
 from mobiledeploy.errors import UsageError
 from mobiledeploy.export.float_layers import parse_spec as parse_float_layers
 from mobiledeploy.export.formats import DEFAULT_FORMATS, DEFAULT_PRECISIONS, FORMATS, PRECISIONS
-from mobiledeploy.export.recipes import ONNX_CALIBRATION, ONNX_QUANT_TYPES, ROUNDING
+from mobiledeploy.export.recipes import ONNX_QUANT_TYPES
 from mobiledeploy.export.validate import DEFAULT_ATOL, DEFAULT_MIN_AGREEMENT, DEFAULT_RTOL, FP16_FACTOR
 from mobiledeploy.models import archs
 from mobiledeploy.models.limits import check_fits
@@ -17,6 +17,7 @@ from mobiledeploy.models.preprocessing import get_preprocessing
 from mobiledeploy.options import AtLeast, Finite, Names, OneOf, check_fields, option
 from mobiledeploy.options import estimate_method as estimate_method_option
 from mobiledeploy.options import equalize as equalize_option, tflite_calibration as tflite_calibration_option
+from mobiledeploy.options import onnx_calibration as onnx_calibration_option, weight_rounding as weight_rounding_option
 from mobiledeploy.targets import load_target
 
 @dataclass(frozen=True)
@@ -53,8 +54,7 @@ class ExportConfig:
     per_channel: bool = option(True, flag="--per-tensor", flag_value=False,
                                help="int8 weights with one scale per tensor instead of per output channel (for "
                                     "comparison).")
-    onnx_calibration: str = option("minmax", check=OneOf(ONNX_CALIBRATION, "ONNX calibration method"),
-                                   help="ONNX Runtime's activation calibration method for int8.")
+    onnx_calibration: str = onnx_calibration_option()
     bias_correction: bool | None = option(None, flag="--bias-correction/--no-bias-correction",
                                           help="Correct the mean shift int8 weight rounding causes, per channel, on "
                                                "the calibration data (default: on for trained weights, off for "
@@ -63,11 +63,7 @@ class ExportConfig:
         None, cli_default="auto", parse=parse_float_layers, metavar="auto|none|NAMES", show_default=True,
         help="Keras convolution layers kept in float inside int8 artifacts: auto (the first 3 for trained weights, "
              "none for random init), none, or a comma list of layer names.")
-    weight_rounding: str = option(
-        "nearest", check=OneOf(ROUNDING, "int8 weight rounding"),
-        help="int8 weights rounded to nearest, or adaround: learned rounding per layer on the calibration samples, "
-             "with bias correction along the quantized path (slower: minutes per layer on large models; "
-             "per-channel only; see docs/export.md).")
+    weight_rounding: str = weight_rounding_option()
     equalize: str = equalize_option()
     tflite_calibration: str = tflite_calibration_option()
     # data

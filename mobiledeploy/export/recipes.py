@@ -26,12 +26,10 @@ from mobiledeploy.export import float_layers as fl
 from mobiledeploy.export.equalize import cle_chains, correct_bias, equalize_model
 from mobiledeploy.export.ranges import describe as describe_ranges
 from mobiledeploy.machine import arch, cpu_flags
-from mobiledeploy.options import EQUALIZE_METHODS, TFLITE_CALIBRATION
+from mobiledeploy.options import EQUALIZE_METHODS, ONNX_CALIBRATION, ROUNDING, TFLITE_CALIBRATION  # noqa: F401 - re-exported
 
 ONNX_QUANT_TYPES = ("s8s8", "u8s8")
 ORT_INT8_ENV = "MOBILEDEPLOY_ORT_INT8"  # s8s8|u8s8: stands in for this CPU's choice (to test the other one)
-ONNX_CALIBRATION = ("minmax", "entropy", "percentile")  # onnxruntime.quantization.CalibrationMethod
-ROUNDING = ("nearest", "adaround")  # int8 weight rounding: to nearest (the converters), or learned (export.adaround)
 ADAROUND_ITERATIONS, ADAROUND_SAMPLES = 300, 48  # per layer; calibration samples used (export.adaround)
 CALIB_BATCH = 10  # MinMax statistics are the same however samples are batched; batches run faster
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "avx10")
