@@ -157,6 +157,8 @@ def test_a_failing_config_is_an_error_row_not_the_end(tiny_sweep, tmp_path):
     (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "unreachable"),
     (["--ray-address", "127.0.0.1:1"], "--executor ray"),
     (["--jobs", "0"], "--jobs"),
+    (["--equalize", "sideways"], "--equalize"),
+    (["--weight-rounding", "up"], "--weight-rounding"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, needle, tmp_path):
     out = tmp_path / "out"
@@ -283,3 +285,25 @@ def test_killed_midway_then_rerun_loses_no_finished_config(tmp_path):
     for name, data in finished.items():  # what was finished was kept, byte for byte
         assert (out / "rows" / name).read_bytes() == data
     assert not [p for p in out.rglob(".*") if p.name.startswith((".mobiledeploy-export-", ".results", ".report"))]
+
+
+def test_the_int8_recipe_options_reach_every_export_and_its_key(tmp_path):
+    """sweep --tflite-calibration/--equalize/--weight-rounding/--onnx-calibration build each config's int8 artifacts
+    with that recipe (the export's manifest records it) and key the kept export by it: the default recipe is
+    another export directory, never mistaken for this one."""
+    from mobiledeploy.sweep.grid import SweepConfig, jobs
+
+    out = tmp_path / "out"
+    r = _sweep("--alpha", "0.25", "--res", "32", "--formats", "tflite", "--quant", "int8", "--samples", "5",
+               "--target", "pixel4", "--jobs", "1", "--tflite-calibration", "mse", "--out", out)
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    (manifest,) = (out / "exports").glob("*/manifest.json")
+    assert json.loads(manifest.read_text())["quantization"]["tflite"]["calibrate_method"] == "mse"
+    base = dict(alphas=(0.25,), resolutions=(32,), formats=("tflite",), precisions=("int8",), out=str(out))
+    (mse,) = jobs(SweepConfig(**base, tflite_calibration="mse"))
+    (default,) = jobs(SweepConfig(**base))
+    assert mse.export.out == str(manifest.parent) and default.export.out != mse.export.out
+    (other,) = jobs(SweepConfig(**base, equalize="cle", weight_rounding="adaround", onnx_calibration="entropy"))
+    assert (other.export.equalize, other.export.weight_rounding, other.export.onnx_calibration) == (
+        "cle", "adaround", "entropy")
+    assert len({mse.export_key, default.export_key, other.export_key}) == 3

@@ -17,7 +17,8 @@ from mobiledeploy.sweep.grid import SweepConfig
 @click.command("sweep")
 @click_options(SweepConfig, "archs", "alphas", "resolutions", "precisions", "formats", "targets", "estimate_method",
                "bench_target",
-               "data", "eval_limit", "classes", "weights", "seed", "calib", "calib_samples", "samples", "warmup",
+               "data", "eval_limit", "classes", "weights", "seed", "calib", "calib_samples", "weight_rounding",
+               "equalize", "tflite_calibration", "onnx_calibration", "samples", "warmup",
                "timeout_s", "out", "max_latency_ms", "max_size_kb", "min_top1", "executor", "ray_address", "jobs",
                "max_configs")
 @json_option

@@ -27,6 +27,8 @@ from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.export.formats import FORMATS, PRECISIONS
 from mobiledeploy.io import sha256_file
 from mobiledeploy.options import Names, OneOf, Seconds, check_fields, estimate_method as method_option, option
+from mobiledeploy.options import equalize as equalize_option, onnx_calibration as onnx_calibration_option
+from mobiledeploy.options import tflite_calibration as tflite_calibration_option, weight_rounding as weight_rounding_option
 
 PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)  # MobileNet paper, Table 6
 PAPER_RESOLUTIONS = (224, 192, 160, 128)  # Table 7
@@ -100,6 +102,10 @@ class SweepConfig:
                                       "random init.")
     seed: int = option(0, help=None)
     calib: str = option("digits", metavar="SOURCE", help="int8 calibration data.")
+    weight_rounding: str = weight_rounding_option()  # the int8 recipe, as export's options (docs/export.md)
+    equalize: str = equalize_option()
+    tflite_calibration: str = tflite_calibration_option()
+    onnx_calibration: str = onnx_calibration_option()
     calib_samples: int = option(DEFAULT_CALIB_SAMPLES, help=None)
     validate_samples: int = dataclasses.field(default_factory=lambda: _export_default("validate_samples"))
     data: str | None = option(None, metavar="SOURCE",
@@ -308,6 +314,9 @@ def jobs(cfg: SweepConfig, *, keys: bool = True) -> list[Job]:
                                       weights=_weights_for(cfg.weights, arch, alpha, res), seed=cfg.seed,
                                       formats=tuple(cfg.formats), precisions=tuple(cfg.precisions),
                                       calib=cfg.calib, calib_samples=cfg.calib_samples,
+                                      weight_rounding=cfg.weight_rounding, equalize=cfg.equalize,
+                                      tflite_calibration=cfg.tflite_calibration,
+                                      onnx_calibration=cfg.onnx_calibration,
                                       validate_samples=cfg.validate_samples, out=str(out / "exports" / name))
                 job = Job(name=name, arch=arch, alpha=alpha, resolution=res, export=export,
                           bench_target=cfg.bench_target, samples=cfg.samples, warmup=cfg.warmup,
