@@ -11,16 +11,18 @@ lowest device estimate on ``--target`` (``export --quant int8 --min-agreement A 
 2. **Price** of keeping a layer in float on the target: its cost-model estimate at fp32 minus
    at int8 (``cost.estimate.estimate_layers`` on the Keras model's layers), plus a dequantize
    before and a quantize after each run of consecutive float layers (priced as element-wise
-   layers on the tensors they convert).
+   layers on the tensors they convert). With ``--estimate-method kernels`` each *candidate* is
+   priced instead from its own converted files (``kernel_pricer``: ``kernels.estimate.estimate_kernels``
+   per format, the slowest counting); the cost model still orders the layers and guides pruning.
 3. **Greedy search**: full int8 first; then the k layers of most noise per estimated
    millisecond in float, k = 1, 2, 4, 8, ..., and once a k meets the budget, bisection down to
    the smallest k that does; each candidate converted for every requested format and
    validated like any artifact (top-1 agreement with the float model on the validation
    samples; a candidate's agreement is its worst format's). Then each earlier float layer is
    dropped again when that lowers the estimate and the budget still holds without it (the
-   greedy order is a guess; measurements decide). The last candidate that met it is the export's recipe. At most ``MAX_CANDIDATES``
-   are converted. None meets it: ``ValidationError`` (one line; the export is atomic, nothing
-   is written).
+   greedy order is a guess; measurements decide). Of the candidates that met it, the one of lowest
+   estimate is the export's recipe. At most ``MAX_CANDIDATES`` are converted. None meets it:
+   ``ValidationError`` (one line; the export is atomic, nothing is written).
 
 Every candidate (float layers, agreement per format, estimate) goes into the manifest's
 ``quantization.budget_search``; ``summary`` says what the budget cost against full int8.
