@@ -90,6 +90,23 @@ def test_model_refs_carry_the_mark(degraded_export):
             assert ref.degraded_note == ""
 
 
+@pytest.mark.parametrize("saturates", [True, False])
+def test_a_degraded_s8s8_onnx_file_names_this_hosts_saturation(ties_file, tmp_path, monkeypatch, saturates):
+    """On an x86-64 CPU without VNNI ONNX Runtime's S8S8 arithmetic can saturate: the degraded warning of an
+    S8S8 ONNX file says that this host understates ARM's agreement and how to measure ARM's."""
+    from mobiledeploy.export import pipeline
+    from mobiledeploy.export.recipes import S8S8_HOST_NOTE
+
+    monkeypatch.setattr(pipeline, "s8s8_saturates", lambda: saturates)
+    warnings: list[str] = []
+    res = export_model(_config(ties_file, tmp_path, onnx_quant_types="s8s8"), warn=warnings.append)
+    by_file = {e["file"]: e for e in json.loads(res.manifest_path.read_text())["artifacts"]}
+    degraded = [w for w in warnings if " is degraded" in w]
+    assert by_file["ties_32_int8.onnx"]["degraded"] is True and len(degraded) == 4
+    for w in degraded:  # only the S8S8 int8 ONNX file's warning carries the note, and only on such a host
+        assert (S8S8_HOST_NOTE in w) is (saturates and w.startswith("ties_32_int8.onnx ")), w
+
+
 def test_random_weights_are_recorded_not_judged(tmp_path):
     """A random-init build has no accuracy to keep: its agreement is recorded, no floor is applied."""
     res = export_model(ExportConfig(alpha=0.25, resolution=32, classes=10, formats=("tflite",), precisions=("int8",),

@@ -28,8 +28,8 @@ from mobiledeploy.export.calibration import choose_source, load_calibration
 from mobiledeploy.export.config import ExportConfig  # noqa: F401 - re-exported (export_model's argument)
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.logits import keras_logits_model, keras_outputs  # keras_outputs: re-exported
-from mobiledeploy.export.recipes import (Calibration, OnnxQuant, QuantRecipe, TfliteQuant, choose_onnx_types,
-                                         int8_choices)
+from mobiledeploy.export.recipes import (S8S8_HOST_NOTE, Calibration, OnnxQuant, QuantRecipe, TfliteQuant,
+                                         choose_onnx_types, int8_choices, s8s8_saturates)
 from mobiledeploy.export.staging import (MANIFEST, STAGING_PREFIX, clean_stale_staging,  # noqa: F401 - re-exported
                                           commit_staging)
 from mobiledeploy.export.validate import AgreementFloor, Reference, Validation, agreement_floor, judge, \
@@ -193,7 +193,8 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                     os.replace(budget_files[fmt_name], path)
                 else:
                     path = fmt.converter()(model, precision, recipe, calibration, staging, stem)
-                artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn))
+                artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn,
+                                            note=_host_note(fmt_name, precision, recipe)))
     source_model = _source_model(model, artifacts, staging, config, warn)
     quant = recipe.to_json(calibration.samples)
     for key, why in reasons.items():
@@ -252,7 +253,17 @@ def _unsupported(fmt, precision: str, config: ExportConfig) -> str | None:
     return None
 
 
-def _validated(path: Path, fmt: str, precision: str, model, cal, reference, config, warn) -> Artifact:
+def _host_note(fmt: str, precision: str, recipe) -> str:
+    """What a degraded artifact's message adds about this host: an S8S8 ONNX file validated on an x86-64
+    CPU without VNNI (whose ONNX Runtime kernel can saturate) understates ARM's agreement."""
+    types = recipe.onnx.types
+    if fmt == "onnx" and precision == "int8" and types is not None and types.name == "s8s8" and s8s8_saturates():
+        return S8S8_HOST_NOTE
+    return ""
+
+
+def _validated(path: Path, fmt: str, precision: str, model, cal, reference, config, warn, *,
+               note: str = "") -> Artifact:
     if fmt == "keras":
         v = _validate_keras(path, model, cal, reference, config)
     else:
@@ -265,9 +276,10 @@ def _validated(path: Path, fmt: str, precision: str, model, cal, reference, conf
     floor = agreement_floor(v, precision, min_agreement=config.min_agreement,
                             trained=bool(config.weights or config.model_path))
     if floor is not None and floor.degraded:
+        message = floor.message(path.name, precision) + (f"; {note}" if note else "")
         if config.min_agreement is not None:  # asked for: nothing is written
-            raise ValidationError(floor.message(path.name, precision))
-        warn(floor.message(path.name, precision))
+            raise ValidationError(message)
+        warn(message)
     return Artifact(file=path.name, format=fmt, precision=precision, size_bytes=path.stat().st_size,
                     sha256=sha256_file(path), validation=v, path=path, agreement=floor)
 
