@@ -221,7 +221,8 @@ def choose_onnx_types(override: str | None = None, *, machine: str | None = None
         if override not in ONNX_QUANT_TYPES:
             raise UsageError(f"unknown ONNX quantization types {override!r} (--onnx-quant-types); "
                              f"choose from {', '.join(ONNX_QUANT_TYPES)}")
-        return OnnxQuantTypes(override, override == "u8s8", "set by --onnx-quant-types" + _here(override))
+        why = "set by --onnx-quant-types" + _here(override, machine, flags)
+        return OnnxQuantTypes(override, override == "u8s8", why)
     forced = os.environ.get(ORT_INT8_ENV, "").strip().lower() if machine is None and flags is None else ""
     if forced:
         if forced not in ONNX_QUANT_TYPES:
@@ -251,6 +252,6 @@ S8S8_HOST_NOTE = ("this x86-64 CPU has no VNNI, where ONNX Runtime's S8S8 arithm
                   "ARM's)")
 
 
-def _here(name: str) -> str:
+def _here(name: str, machine: str | None = None, flags: set[str] | None = None) -> str:
     """What an explicit S8S8 choice means for this host's validation."""
-    return f"; {S8S8_HOST_NOTE}" if name == "s8s8" and s8s8_saturates() else ""
+    return f"; {S8S8_HOST_NOTE}" if name == "s8s8" and s8s8_saturates(machine, flags) else ""
