@@ -386,7 +386,7 @@ def search_recipe(model, recipe, calibration, cal, reference, config, staging: P
             with quiet_converter():
                 got[f] = (path, validate_artifact(path, fmt=f, precision="int8", x=cal.validation,
                                                   reference=reference, int8_io=config.int8_io,
-                                                  inputs=cal.validation_inputs))
+                                                  inputs=cal.validation_inputs, emulate=config.emulate))
         return got
 
     target = load_target(config.target)

@@ -94,6 +94,11 @@ class ExportConfig:
              "in float) that meets --min-agreement at the lowest device estimate on this target (see "
              "`mobiledeploy targets`).")
     estimate_method: str = estimate_method_option("--estimate-method")  # how the accuracy budget prices candidates
+    emulate: str | None = option(  # quantized artifacts judged on the aarch64 runtimes (export.emulated)
+        None, metavar="CPU",
+        help="Judge the dynamic and int8 artifacts (and the accuracy budget's candidates) on the real aarch64 "
+             "runtimes under qemu on this ARM CPU model (cortex-a53, cortex-a55, cortex-a76, neoverse-n1; needs "
+             "`make arm-env`): the agreement a phone's runtime gives, not this host's. Slower.")
     out: str = option("build", path="dir", help="Output directory.")
 
     def check(self) -> None:
@@ -116,6 +121,10 @@ class ExportConfig:
         elif self.estimate_method != "cost":
             raise UsageError("--estimate-method prices the accuracy budget's candidates: give --target and "
                              "--min-agreement too")
+        if self.emulate is not None:  # a bad CPU name or no ARM environment: one line, before any conversion
+            from mobiledeploy.export.emulated import check_cpu
+
+            check_cpu(self.emulate)
         if self.preprocessing is not None:
             get_preprocessing(self.preprocessing)
         if self.model_path is None:  # the calibration images too must fit beside the model

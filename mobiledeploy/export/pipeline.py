@@ -42,7 +42,8 @@ from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.quiet import quiet_converter
 
 SCHEMA_VERSION = 1
-CONSTANT_OUTPUT = 1e-6  # reference outputs that vary less than this across inputs carry no signal
+CONSTANT_OUTPUT = 1e-6
+EMULATED_PRECISIONS = ("dynamic", "int8")  # --emulate: judged on the ARM runtime (float: the host's tolerance)  # reference outputs that vary less than this across inputs carry no signal
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                 else:
                     path = fmt.converter()(model, precision, recipe, calibration, staging, stem)
                 artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn,
-                                            note=_host_note(fmt_name, precision, recipe)))
+                                            note=_host_note(fmt_name, precision, recipe, config.emulate)))
     source_model = _source_model(model, artifacts, staging, config, warn)
     quant = recipe.to_json(calibration.samples)
     for key, why in reasons.items():
@@ -253,11 +254,12 @@ def _unsupported(fmt, precision: str, config: ExportConfig) -> str | None:
     return None
 
 
-def _host_note(fmt: str, precision: str, recipe) -> str:
+def _host_note(fmt: str, precision: str, recipe, emulate: str | None) -> str:
     """What a degraded artifact's message adds about this host: an S8S8 ONNX file validated on an x86-64
     CPU without VNNI (whose ONNX Runtime kernel can saturate) understates ARM's agreement."""
     types = recipe.onnx.types
-    if fmt == "onnx" and precision == "int8" and types is not None and types.name == "s8s8" and s8s8_saturates():
+    if (fmt == "onnx" and precision == "int8" and types is not None and types.name == "s8s8" and emulate is None
+            and s8s8_saturates()):
         return S8S8_HOST_NOTE
     return ""
 
@@ -270,7 +272,8 @@ def _validated(path: Path, fmt: str, precision: str, model, cal, reference, conf
         with quiet_converter():  # LiteRT prints its delegate banner from C++
             v = validate_artifact(path, fmt=fmt, precision=precision, x=cal.validation, reference=reference,
                                   atol=config.atol, rtol=config.rtol, strict=config.strict, int8_io=config.int8_io,
-                                  inputs=cal.validation_inputs)
+                                  inputs=cal.validation_inputs,
+                                  emulate=config.emulate if precision in EMULATED_PRECISIONS else None)
     if v.status == "fail":
         warn(f"{path.name} is outside the tolerance ({v.summary}); kept because of --no-strict")
     floor = agreement_floor(v, precision, min_agreement=config.min_agreement,

@@ -248,8 +248,8 @@ def s8s8_saturates(machine: str | None = None, flags: set[str] | None = None) ->
 
 
 S8S8_HOST_NOTE = ("this x86-64 CPU has no VNNI, where ONNX Runtime's S8S8 arithmetic can saturate, so the "
-                  "agreement measured here understates ARM and VNNI CPUs (`eval --emulate cortex-a76` measures "
-                  "ARM's)")
+                  "agreement measured here understates ARM and VNNI CPUs (`--emulate cortex-a76` judges it on "
+                  "ARM's runtime)")
 
 
 def _here(name: str, machine: str | None = None, flags: set[str] | None = None) -> str:

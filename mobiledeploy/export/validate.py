@@ -113,8 +113,10 @@ def expected_dtypes(fmt: str, precision: str, int8_io: bool) -> tuple[str, str]:
 
 def validate_artifact(path: Path, *, fmt: str, precision: str, x: np.ndarray, reference: Reference,
                       atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, strict: bool = True,
-                      int8_io: bool = False, inputs: str = "") -> Validation:
-    """Run ``path`` on ``x`` with its runtime and compare with ``reference`` (Keras, same inputs)."""
+                      int8_io: bool = False, inputs: str = "", emulate: str | None = None) -> Validation:
+    """Run ``path`` on ``x`` with its runtime and compare with ``reference`` (Keras, same inputs).
+    ``emulate``: the values judged come from the aarch64 runtime under qemu on that ARM CPU model
+    (``export.emulated``); the structure is still checked on the host."""
     name = Path(path).name
     try:
         sess = runtimes.open_session(path)
@@ -141,14 +143,24 @@ def validate_artifact(path: Path, *, fmt: str, precision: str, x: np.ndarray, re
     if fmt == "tflite":  # its serving_default signature must give what the interpreter gives
 
         signature = check_signature(path, x, out)
-    compared, ref = OUTPUTS, reference.outputs
-    if reference.logits is not None:
+    compared, ref, runtime = OUTPUTS, reference.outputs, sess.runtime
+    got = None
+    if emulate is not None:  # the phone's numerics: outputs (and logits) from the aarch64 runtime
+        from mobiledeploy.export.emulated import emulated_values
+
+        out, got, runtime = emulated_values(path, x, emulate, logits=reference.logits is not None)
+        if out.size != reference.outputs.size:
+            raise ValidationError(f"{name} gives {out.size // max(len(x), 1)} outputs per sample on {emulate}, "
+                                  f"the source model {reference.outputs.size // max(len(x), 1)}")
+        out = out.reshape(reference.outputs.shape)
+        _check_values(name, "output", out, reference.outputs)
+    elif reference.logits is not None:
         got = logits.artifact_logits(path, fmt, x)
-        if got is not None:
-            _check_values(name, "logits", got, reference.logits)
-            compared, ref, out = LOGITS, reference.logits, got
+    if got is not None:
+        _check_values(name, "logits", got, reference.logits)
+        compared, ref, out = LOGITS, reference.logits, got
     v = judge(name, precision=precision, reference=ref, out=out, atol=atol, rtol=rtol, strict=strict,
-              runtime=sess.runtime, inputs=inputs, dtypes=(got_in, got_out), compared=compared)
+              runtime=runtime, inputs=inputs, dtypes=(got_in, got_out), compared=compared)
     return replace(v, signature=signature)
 
 
