@@ -1,7 +1,7 @@
 """The accuracy budget on the real MobileNet V1 1.0/224, run as the user runs it and measured independently.
 
 Needs ``make assets``. Run: ``nice python -m benchmarks run int8_budget [--validate-samples 96]
-[--calib study-photos] [--estimate-method kernels]`` (10-20 min each on a 2-vCPU VM: the budget search converts up to 12
+[--calib study-photos] [--estimate-method kernels] [--emulate cortex-a76]`` (10-20 min each on a 2-vCPU VM: the budget search converts up to 12
 candidates). Every run is one entry of ``runs`` in ``benchmarks/results/int8_budget.json`` (a run
 with the same options replaces its entry).
 
@@ -15,7 +15,9 @@ with the same options replaces its entry).
    calls (``ai_edge_litert`` Interpreter, ``onnxruntime`` InferenceSession, default kernels) on a
    copy of the file with the softmax's input added as a second output (``export.logits.tap_*``:
    nothing else changes) on 120 real images that no part of the export saw, and compared on top-1 (logits;
-   and the shipped softmax output, what an app reads).
+   and the shipped softmax output, what an app reads). With ``--emulate CPU`` (an ARM phone's files:
+   the exports get ``--onnx-quant-types s8s8 --emulate CPU``) the int8 files run instead on the
+   aarch64 runtimes under qemu on that CPU model (the emulation worker), the fp32 reference on the host.
 
 Which 120 images: the export's calibration folder is split image by image (calibration photos,
 held-out photos the budget measures on). The study reproduces that split and checks it pixel for
@@ -61,6 +63,9 @@ def add_arguments(ap) -> None:
                     help="the budget's measurement set size (--validate-samples; default: the export's, 32)")
     ap.add_argument("--estimate-method", choices=("cost", "kernels"), default="cost",
                     help="how the budget prices its candidates (export --estimate-method; kernels needs make arm-env)")
+    ap.add_argument("--emulate", metavar="CPU", default=None,
+                    help="for an ARM phone: export with --onnx-quant-types s8s8 --emulate CPU (the budget judged on "
+                         "the aarch64 runtimes under qemu), and measure the int8 files the same way")
     ap.add_argument("--reuse-export", action="store_true",
                     help="measure the exports an earlier run of the same options wrote (recorded as reused)")
     ap.add_argument("--no-compare", action="store_true",
@@ -198,13 +203,30 @@ def _onnx(path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 RUN = {"tflite": _tflite, "onnx": _onnx}
 
 
-def _measure(int8: dict, fp32: dict, x: np.ndarray, y: np.ndarray) -> dict:
-    """Per format: the int8 artifact against the fp32 export (logits and shipped output), labelled top-1."""
+def _emulated(path: Path, x: np.ndarray, cpu: str) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, shipped output) of a file run on the aarch64 runtime under qemu on ``cpu`` (the emulation
+    worker, default kernels, 1 thread), the softmax's input added as a second graph output."""
+    import tempfile
+
+    from mobiledeploy.export.logits import TAPS
+    from mobiledeploy.runtimes import emulate as emu
+
+    fmt = "tflite" if path.suffix == ".tflite" else "onnx"
+    with tempfile.TemporaryDirectory() as d:
+        tapped = Path(d) / path.name
+        tapped.write_bytes(TAPS[fmt](path.read_bytes()))
+        got = emu.run_worker(tapped, x, cpu_name=cpu, timeout_s=7200.0)
+    return got["float_1"].reshape(len(x), -1), got["float_0"].reshape(len(x), -1)
+
+
+def _measure(int8: dict, fp32: dict, x: np.ndarray, y: np.ndarray, emulate: str | None = None) -> dict:
+    """Per format: the int8 artifact against the fp32 export (logits and shipped output), labelled top-1;
+    ``emulate``: the int8 files run on that emulated ARM CPU (the fp32 reference on the host)."""
     out = {}
     lab = y >= 0
     for fmt, path in int8.items():
         ref_logits, ref_out = RUN[fmt](fp32[fmt], x)
-        q_logits, q_out = RUN[fmt](path, x)
+        q_logits, q_out = _emulated(path, x, emulate) if emulate else RUN[fmt](path, x)
         s = C.scores(ref_logits, q_logits, y)
         out[fmt] = {"agreement": s["agree"], "agreement_n": s["agree_n"], "sqnr_db": round(s["sqnr_db"], 2),
                     "ties_on_top": s["ties_on_top"],
@@ -224,6 +246,9 @@ def run(args) -> dict:
     if args.estimate_method != "cost":  # the default is not in the key: earlier entries stay theirs
         key += f",estimate_method={args.estimate_method}"
         extra += ["--estimate-method", args.estimate_method]
+    if args.emulate:  # an ARM phone's files: S8S8 ONNX, judged and measured on the emulated CPU
+        key += f",emulate={args.emulate}"
+        extra += ["--onnx-quant-types", "s8s8", "--emulate", args.emulate]
     folder = assets_photos()
     if args.calib == "study-photos":
         folder = _study_photos(root)
@@ -261,10 +286,13 @@ def run(args) -> dict:
     ref = {a["format"]: root / "fp32" / a["file"] for a in fp32["manifest"]["artifacts"]}
     entry["sizes_bytes"] = {f"{fmt}_int8": a["size_bytes"] for fmt, a in arts.items()} | {
         f"{a['format']}_fp32": a["size_bytes"] for a in fp32["manifest"]["artifacts"]}
-    entry["independent"] = _measure({fmt: root / name / a["file"] for fmt, a in arts.items()}, ref, x, y)
+    entry["independent"] = _measure({fmt: root / name / a["file"] for fmt, a in arts.items()}, ref, x, y,
+                                    args.emulate)
+    if args.emulate:
+        entry["independent_runtime"] = f"int8 files on the aarch64 runtimes under qemu on {args.emulate}"
     entry["degraded"] = {fmt: a.get("degraded") for fmt, a in arts.items()}
     if not args.no_compare:
-        entry["compare"] = _compare(root, name, extra, ref, x, y, reuse=args.reuse_export)
+        entry["compare"] = _compare(root, name, extra, ref, x, y, reuse=args.reuse_export, emulate=args.emulate)
     for fmt, r in entry["independent"].items():
         print(f"{key} {fmt}: measurement set {chosen['top1_agreement'][fmt]:.3f} on {bs['measured_on']['samples']}; "
               f"independent {r['agreement_n']} ({100 * r['agreement']:.1f} %), labelled {r['top1_labelled_int8']} "
@@ -276,7 +304,7 @@ COMPARE = {"full_int8": ("--float-layers", "none"), "default_recipe": ()}  # def
 
 
 def _compare(root: Path, name: str, extra: list[str], ref: dict, x: np.ndarray, y: np.ndarray, *,
-             reuse: bool) -> dict:
+             reuse: bool, emulate: str | None = None) -> dict:
     """Without a budget, same data options: full int8 and the default recipe, measured on the same images."""
     out = {}
     for label, flags in COMPARE.items():
@@ -292,7 +320,7 @@ def _compare(root: Path, name: str, extra: list[str], ref: dict, x: np.ndarray, 
                       "agreement_on_measurement_set": {f: a["validation"]["top1_agreement"] for f, a in arts.items()},
                       "sizes_bytes": {f: a["size_bytes"] for f, a in arts.items()},
                       "independent": _measure({f: root / f"{name}_{label}" / a["file"] for f, a in arts.items()},
-                                              ref, x, y)}
+                                              ref, x, y, emulate)}
         for f, r in out[label]["independent"].items():
             print(f"{label} {f}: independent {r['agreement_n']}, labelled {r['top1_labelled_int8']}", flush=True)
     return out
