@@ -36,6 +36,24 @@ def test_a_missing_arm_environment_names_the_set_up_step(tmp_path, monkeypatch):
     assert "Traceback" not in r.stderr and not out.exists()
 
 
+def test_onnx_types_follow_the_emulated_cpu(monkeypatch):
+    """Judged on an emulated ARM CPU, the ONNX int8 types are ARM's (S8S8), whatever this host or the variable
+    that stands in for it would choose; an explicit choice still wins and its reason names the CPU, not the
+    host's saturation."""
+    from mobiledeploy.export import recipes
+    from mobiledeploy.export.recipes import ORT_INT8_ENV, S8S8_HOST_NOTE, choose_onnx_types
+
+    monkeypatch.setattr(recipes, "arch", lambda: "x86_64")
+    monkeypatch.setattr(recipes, "cpu_flags", lambda: {"avx2"})  # a host that would choose U8S8
+    monkeypatch.setenv(ORT_INT8_ENV, "u8s8")
+    t = choose_onnx_types(judged_on="cortex-a76")
+    assert (t.name, t.reduce_range) == ("s8s8", False) and "cortex-a76 (emulated aarch64)" in t.reason
+    explicit = choose_onnx_types("s8s8", judged_on="cortex-a76")
+    assert explicit.reason == "set by --onnx-quant-types; judged on cortex-a76 (emulated aarch64)"
+    assert S8S8_HOST_NOTE in choose_onnx_types("s8s8").reason  # not judged there: the host's note
+    assert choose_onnx_types("u8s8", judged_on="cortex-a76").name == "u8s8"
+
+
 @pytest.mark.slow
 @needs_env
 def test_int8_artifacts_are_judged_on_the_emulated_cpu(tmp_path):

@@ -42,8 +42,8 @@ from mobiledeploy.progress import OnProgress, emit
 from mobiledeploy.quiet import quiet_converter
 
 SCHEMA_VERSION = 1
-CONSTANT_OUTPUT = 1e-6
-EMULATED_PRECISIONS = ("dynamic", "int8")  # --emulate: judged on the ARM runtime (float: the host's tolerance)  # reference outputs that vary less than this across inputs carry no signal
+CONSTANT_OUTPUT = 1e-6  # reference outputs that vary less than this across inputs carry no signal
+EMULATED_PRECISIONS = ("dynamic", "int8")  # --emulate: judged on the ARM runtime (float: the host's tolerance)
 
 
 @dataclass(frozen=True)
@@ -165,8 +165,8 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
     recipe = QuantRecipe(per_channel=config.per_channel, bias_correction=bias, float_layers=float_layers,
                          rounding=config.weight_rounding, equalize=config.equalize,
                          tflite=TfliteQuant(int8_io=config.int8_io, calibration=config.tflite_calibration),
-                         onnx=OnnxQuant(choose_onnx_types(config.onnx_quant_types) if needs_int8 else None,
-                                        config.onnx_calibration))
+                         onnx=OnnxQuant(choose_onnx_types(config.onnx_quant_types, judged_on=config.emulate)
+                                        if needs_int8 else None, config.onnx_calibration))
     calibration = Calibration(cal.calib)
     equalized = _equalized(model, recipe, calibration, cal, reference, config, step, warn)
     stem = _stem(info, config)

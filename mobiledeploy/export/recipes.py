@@ -211,18 +211,23 @@ def calibration_reader(input_name: str, x: np.ndarray, *, batch: int = CALIB_BAT
 
 
 def choose_onnx_types(override: str | None = None, *, machine: str | None = None,
-                      flags: set[str] | None = None) -> OnnxQuantTypes:
+                      flags: set[str] | None = None, judged_on: str | None = None) -> OnnxQuantTypes:
     """S8S8 by default; U8S8 + reduce_range on x86-64 without VNNI; ``override`` wins.
 
     When neither ``machine`` nor ``flags`` is given, ``$MOBILEDEPLOY_ORT_INT8`` (s8s8 or
     u8s8), if set, replaces this CPU's choice: the other choice can be exercised on any CPU.
+    ``judged_on``: the emulated ARM CPU the artifacts are validated on (``export --emulate``): S8S8
+    unless chosen explicitly, and an explicit choice's reason names it instead of this host.
     """
     if override is not None:
         if override not in ONNX_QUANT_TYPES:
             raise UsageError(f"unknown ONNX quantization types {override!r} (--onnx-quant-types); "
                              f"choose from {', '.join(ONNX_QUANT_TYPES)}")
-        why = "set by --onnx-quant-types" + _here(override, machine, flags)
+        why = "set by --onnx-quant-types" + _here(override, machine, flags, judged_on)
         return OnnxQuantTypes(override, override == "u8s8", why)
+    if judged_on is not None:  # validated on an emulated ARM CPU: ARM's choice, not this host's
+        return OnnxQuantTypes("s8s8", False, f"judged on {judged_on} (emulated aarch64): S8S8 (ONNX Runtime's "
+                                             "default on ARM)")
     forced = os.environ.get(ORT_INT8_ENV, "").strip().lower() if machine is None and flags is None else ""
     if forced:
         if forced not in ONNX_QUANT_TYPES:
@@ -252,6 +257,9 @@ S8S8_HOST_NOTE = ("this x86-64 CPU has no VNNI, where ONNX Runtime's S8S8 arithm
                   "ARM's runtime)")
 
 
-def _here(name: str, machine: str | None = None, flags: set[str] | None = None) -> str:
-    """What an explicit S8S8 choice means for this host's validation."""
+def _here(name: str, machine: str | None = None, flags: set[str] | None = None,
+          judged_on: str | None = None) -> str:
+    """What an explicit choice means for its validation: on an emulated ARM CPU, or this host's."""
+    if judged_on is not None:
+        return f"; judged on {judged_on} (emulated aarch64)"
     return f"; {S8S8_HOST_NOTE}" if name == "s8s8" and s8s8_saturates(machine, flags) else ""
