@@ -339,3 +339,31 @@ def test_the_budget_priced_from_the_real_kernels(toy_file, tmp_path):
     shipped = estimate_kernels(next(out.glob("*_int8.tflite")), load_target("pixel4"))
     assert shipped.cached and shipped.latency_ms == pytest.approx(chosen["estimate_ms"], abs=1e-4)  # 4 decimals
     assert "device estimate from emulated kernels" in result.output
+
+
+@pytest.mark.slow
+def test_the_budget_judged_on_an_emulated_arm_cpu(toy_file, tmp_path):
+    """With --emulate the toy's candidates are validated on the aarch64 runtimes under qemu: the search still
+    keeps the outlier layer in float (the answer does not depend on the CPU), the summary and the manifest say
+    where the candidates ran, and the shipped file's validation too."""
+    from mobiledeploy.runtimes import emulate as emu
+
+    try:
+        emu.find_env()
+    except UsageError as e:
+        pytest.skip(str(e))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", "--model", str(toy_file), "--formats", "tflite,onnx", "--quant",
+                                      "int8", "--calib", "digits", "--calib-samples", "64", "--validate-samples",
+                                      "64", "--no-bias-correction", "--min-agreement", "0.9", "--target", "pixel4",
+                                      "--emulate", "cortex-a76", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "manifest.json").read_text())
+    search = m["quantization"]["budget_search"]
+    assert search["measured_on"]["runtimes"] == "aarch64, emulated cortex-a76"
+    assert "run on cortex-a76 (emulated)" in search["summary"]
+    assert "conv_b" in search["candidates"][search["chosen"]]["float_layers"]
+    assert not search["candidates"][0]["meets"]  # full int8 misses on ARM too
+    assert m["quantization"]["onnx"]["types"] == "s8s8"  # ARM's choice
+    for a in m["artifacts"]:
+        assert a["validation"]["runtime"].endswith("on cortex-a76 (emulated aarch64)")

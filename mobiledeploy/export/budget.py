@@ -104,6 +104,7 @@ class BudgetSearch:
     candidates: tuple[Candidate, ...] = ()
     chosen: int | None = None  # index into candidates
     method: str = "cost"  # how candidates are priced: cost (the Keras layers) or kernels (each artifact emulated)
+    judged_on: str | None = None  # the emulated ARM CPU the candidates ran on (export --emulate); None: this host
 
     @property
     def full_int8_ms(self) -> float:
@@ -119,9 +120,12 @@ class BudgetSearch:
         n = len(self.candidates)
         kind = "device estimate from emulated kernels" if self.method == "kernels" else "device estimate"
         return (f"accuracy budget: meets {self.min_agreement:.1%} ({c.worst:.3f} on {self.samples} validation "
-                f"samples) {where}: {c.estimate_ms - self.full_int8_ms:+.3g} ms on {self.target} vs full int8 "
-                f"({c.estimate_ms:.3g} ms against {self.full_int8_ms:.3g} ms, {kind}, not a measurement; "
+                f"samples{self._where_run()}) {where}: {c.estimate_ms - self.full_int8_ms:+.3g} ms on {self.target} "
+                f"vs full int8 ({c.estimate_ms:.3g} ms against {self.full_int8_ms:.3g} ms, {kind}, not a measurement; "
                 f"{n} candidate{'s' if n > 1 else ''} tried)")
+
+    def _where_run(self) -> str:
+        return f", run on {self.judged_on} (emulated)" if self.judged_on else ""
 
     def _names(self, layers) -> str:
         """The float layers, named when few (the manifest lists them all)."""
@@ -134,13 +138,15 @@ class BudgetSearch:
         n = len(self.candidates)
         return (f"no int8 artifact meets --min-agreement {self.min_agreement:g}: {n} "
                 f"candidate{'s' if n > 1 else ''} tried, best top-1 agreement {best.worst:.1%} with "
-                f"{self._names(best.float_layers) or 'no layer'} in float (measured on {self.inputs}); "
+                f"{self._names(best.float_layers) or 'no layer'} in float (measured on {self.inputs}"
+                f"{self._where_run()}); "
                 "lower --min-agreement, give calibration data like the inputs (--calib) or export fp16")
 
     def to_json(self) -> dict:
         return {"min_agreement": self.min_agreement, "target": self.target, "estimate": self.estimate_label,
                 "estimate_method": self.method,
-                "measured_on": {"samples": self.samples, "inputs": self.inputs},
+                "measured_on": {"samples": self.samples, "inputs": self.inputs,
+                                "runtimes": f"aarch64, emulated {self.judged_on}" if self.judged_on else "this host"},
                 "method": "greedy: full int8, then the k layers of most weight-rounding noise (logit SQNR, one "
                           "layer at a time) per estimated ms (cost model) in float, k = 1, 2, 4, ... until the "
                           "agreement is met, bisected to the smallest such k; then each earlier float layer "
@@ -258,12 +264,13 @@ class Search:
     samples: int
     inputs: str
     price_files: object = None
+    judged_on: str | None = None  # export --emulate: the candidates' values came from that ARM CPU
     files: dict = field(default_factory=dict)  # the chosen candidate's files, by format
 
     def run(self, recipe, sens: list[Sensitivity], work_dir: Path, *, step=None) -> BudgetSearch:
         ranked = [s.layer for s in order(sens)]
         result = BudgetSearch(self.min_agreement, self.pricer.target, self.pricer.label, self.samples, self.inputs,
-                              tuple(sens), method="kernels" if self.price_files else "cost")
+                              tuple(sens), method="kernels" if self.price_files else "cost", judged_on=self.judged_on)
         self._recipe, self._dir, self._tried, self._label = recipe, Path(work_dir), [], None
         self._step = step or (lambda name: contextlib.nullcontext())
         best, lo, k = None, -1, 0
@@ -396,6 +403,7 @@ def search_recipe(model, recipe, calibration, cal, reference, config, staging: P
         sens = sensitivities(model, layers, cal.validation, reference.values, recipe, calibration, pricer)
     search = Search(config.min_agreement, convert_validate, pricer, int(cal.validation.shape[0]),
                     cal.validation_inputs,
-                    price_files=kernel_pricer(target) if config.estimate_method == "kernels" else None)
+                    price_files=kernel_pricer(target) if config.estimate_method == "kernels" else None,
+                    judged_on=config.emulate)
     result = search.run(recipe, sens, staging, step=step)
     return replace(recipe, float_layers=result.result.float_layers), result, search.files
