@@ -94,10 +94,11 @@ def test_model_refs_carry_the_mark(degraded_export):
 def test_a_degraded_s8s8_onnx_file_names_this_hosts_saturation(ties_file, tmp_path, monkeypatch, saturates):
     """On an x86-64 CPU without VNNI ONNX Runtime's S8S8 arithmetic can saturate: the degraded warning of an
     S8S8 ONNX file says that this host understates ARM's agreement and how to measure ARM's."""
-    from mobiledeploy.export import pipeline
+    from mobiledeploy.export import recipes
     from mobiledeploy.export.recipes import S8S8_HOST_NOTE
 
-    monkeypatch.setattr(pipeline, "s8s8_saturates", lambda: saturates)
+    monkeypatch.setattr(recipes, "arch", lambda: "x86_64")  # a host with or without VNNI, whatever this one is
+    monkeypatch.setattr(recipes, "cpu_flags", lambda: {"avx2"} if saturates else {"avx2", "avx512_vnni"})
     warnings: list[str] = []
     res = export_model(_config(ties_file, tmp_path, onnx_quant_types="s8s8"), warn=warnings.append)
     by_file = {e["file"]: e for e in json.loads(res.manifest_path.read_text())["artifacts"]}

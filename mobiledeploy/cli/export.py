@@ -19,7 +19,8 @@ from mobiledeploy.units import format_size
                "dropout", "weights", "seed", "precisions", "formats", "int8_io", "onnx_quant_types", "per_channel",
                "onnx_calibration", "bias_correction", "float_layers", "weight_rounding", "equalize",
                "tflite_calibration", "calib", "calib_samples", "preprocessing",
-               "validate_samples", "atol", "rtol", "strict", "min_agreement", "target", "estimate_method", "emulate", "out")
+               "validate_samples", "atol", "rtol", "strict", "min_agreement", "target", "estimate_method", "emulate",
+               "out")
 @json_option
 @wide_option
 def export(json_path, wide, **fields):

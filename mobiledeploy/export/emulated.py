@@ -2,8 +2,8 @@
 
 Quantized arithmetic depends on the CPU that runs it: ONNX Runtime on an x86-64 CPU without VNNI
 saturates S8S8 products that its ARM kernels compute exactly, and LiteRT's built-in int8 kernels
-differ between ARM and x86 as well (docs/emulate.md). With ``--emulate CPU`` the export judges its dynamic and int8
-artifacts on what a phone's runtime gives: the file is run by the emulation worker
+differ between ARM and x86 as well (docs/emulate.md). With ``--emulate CPU`` the export judges its
+dynamic and int8 artifacts on what a phone's runtime gives: the file is run by the emulation worker
 (``runtimes.emulate.run_worker``: the real aarch64 LiteRT or ONNX Runtime under qemu on that ARM
 CPU model). With a softmax, the run is of the tapped copy (``export.logits``: the softmax's input
 is also an output), so one run gives the outputs and the logits. The file's structure (shapes,

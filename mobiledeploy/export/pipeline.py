@@ -29,7 +29,7 @@ from mobiledeploy.export.config import ExportConfig  # noqa: F401 - re-exported 
 from mobiledeploy.export.formats import FORMATS
 from mobiledeploy.export.logits import keras_logits_model, keras_outputs  # keras_outputs: re-exported
 from mobiledeploy.export.recipes import (S8S8_HOST_NOTE, Calibration, OnnxQuant, QuantRecipe, TfliteQuant,
-                                         choose_onnx_types, int8_choices, s8s8_saturates)
+                                         choose_onnx_types, int8_choices)
 from mobiledeploy.export.staging import (MANIFEST, STAGING_PREFIX, clean_stale_staging,  # noqa: F401 - re-exported
                                           commit_staging)
 from mobiledeploy.export.validate import AgreementFloor, Reference, Validation, agreement_floor, judge, \
@@ -195,7 +195,7 @@ def _export(config, out, staging, step, warn, warnings, t0) -> ExportResult:
                 else:
                     path = fmt.converter()(model, precision, recipe, calibration, staging, stem)
                 artifacts.append(_validated(path, fmt_name, precision, model, cal, reference, config, warn,
-                                            note=_host_note(fmt_name, precision, recipe, config.emulate)))
+                                            note=_host_note(fmt_name, precision, recipe)))
     source_model = _source_model(model, artifacts, staging, config, warn)
     quant = recipe.to_json(calibration.samples)
     for key, why in reasons.items():
@@ -254,14 +254,12 @@ def _unsupported(fmt, precision: str, config: ExportConfig) -> str | None:
     return None
 
 
-def _host_note(fmt: str, precision: str, recipe, emulate: str | None) -> str:
+def _host_note(fmt: str, precision: str, recipe) -> str:
     """What a degraded artifact's message adds about this host: an S8S8 ONNX file validated on an x86-64
     CPU without VNNI (whose ONNX Runtime kernel can saturate) understates ARM's agreement."""
     types = recipe.onnx.types
-    if (fmt == "onnx" and precision == "int8" and types is not None and types.name == "s8s8" and emulate is None
-            and s8s8_saturates()):
-        return S8S8_HOST_NOTE
-    return ""
+    understated = fmt == "onnx" and precision == "int8" and types is not None and types.host_understates
+    return S8S8_HOST_NOTE if understated else ""
 
 
 def _validated(path: Path, fmt: str, precision: str, model, cal, reference, config, warn, *,

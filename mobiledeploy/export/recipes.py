@@ -17,7 +17,7 @@ of the AVX2 u8*s8 instruction (vpmaddubsw) that S8S8/U8U8 can hit.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +41,9 @@ class OnnxQuantTypes:
     name: str  # "s8s8" | "u8s8"
     reduce_range: bool
     reason: str
+    # S8S8 judged on an x86-64 CPU without VNNI, whose arithmetic saturates: what this export's validation
+    # means, not part of the recipe (not recorded, not compared)
+    host_understates: bool = field(default=False, compare=False)
 
     @property
     def activation(self) -> str:
@@ -223,8 +226,7 @@ def choose_onnx_types(override: str | None = None, *, machine: str | None = None
         if override not in ONNX_QUANT_TYPES:
             raise UsageError(f"unknown ONNX quantization types {override!r} (--onnx-quant-types); "
                              f"choose from {', '.join(ONNX_QUANT_TYPES)}")
-        why = "set by --onnx-quant-types" + _here(override, machine, flags, judged_on)
-        return OnnxQuantTypes(override, override == "u8s8", why)
+        return _explicit(override, "set by --onnx-quant-types", machine, flags, judged_on)
     if judged_on is not None:  # validated on an emulated ARM CPU: ARM's choice, not this host's
         return OnnxQuantTypes("s8s8", False, f"judged on {judged_on} (emulated aarch64): S8S8 (ONNX Runtime's "
                                              "default on ARM)")
@@ -233,7 +235,7 @@ def choose_onnx_types(override: str | None = None, *, machine: str | None = None
         if forced not in ONNX_QUANT_TYPES:
             raise UsageError(f"unknown ONNX quantization types {forced!r} (${ORT_INT8_ENV}); "
                              f"choose from {', '.join(ONNX_QUANT_TYPES)}")
-        return OnnxQuantTypes(forced, forced == "u8s8", f"set by ${ORT_INT8_ENV}" + _here(forced))
+        return _explicit(forced, f"set by ${ORT_INT8_ENV}")
     machine = (machine or arch()).lower()
     if s8s8_saturates(machine, flags):
         return OnnxQuantTypes("u8s8", True, "x86-64 host without VNNI: U8S8 with reduce_range "
@@ -257,9 +259,12 @@ S8S8_HOST_NOTE = ("this x86-64 CPU has no VNNI, where ONNX Runtime's S8S8 arithm
                   "ARM's runtime)")
 
 
-def _here(name: str, machine: str | None = None, flags: set[str] | None = None,
-          judged_on: str | None = None) -> str:
-    """What an explicit choice means for its validation: on an emulated ARM CPU, or this host's."""
+def _explicit(name: str, source: str, machine: str | None = None, flags: set[str] | None = None,
+              judged_on: str | None = None) -> OnnxQuantTypes:
+    """Types chosen explicitly (``source``), with what that means for their validation: on an emulated ARM
+    CPU, or on this host, which understates S8S8 where its arithmetic saturates."""
     if judged_on is not None:
-        return f"; judged on {judged_on} (emulated aarch64)"
-    return f"; {S8S8_HOST_NOTE}" if name == "s8s8" and s8s8_saturates(machine, flags) else ""
+        return OnnxQuantTypes(name, name == "u8s8", f"{source}; judged on {judged_on} (emulated aarch64)")
+    understated = name == "s8s8" and s8s8_saturates(machine, flags)
+    return OnnxQuantTypes(name, name == "u8s8", source + (f"; {S8S8_HOST_NOTE}" if understated else ""),
+                          understated)
