@@ -205,18 +205,11 @@ RUN = {"tflite": _tflite, "onnx": _onnx}
 
 def _emulated(path: Path, x: np.ndarray, cpu: str) -> tuple[np.ndarray, np.ndarray]:
     """(logits, shipped output) of a file run on the aarch64 runtime under qemu on ``cpu`` (the emulation
-    worker, default kernels, 1 thread), the softmax's input added as a second graph output."""
-    import tempfile
+    worker, default kernels, 1 thread, on a copy with the softmax's input as a second graph output)."""
+    from mobiledeploy.export.emulated import emulated_values
 
-    from mobiledeploy.export.logits import TAPS
-    from mobiledeploy.runtimes import emulate as emu
-
-    fmt = "tflite" if path.suffix == ".tflite" else "onnx"
-    with tempfile.TemporaryDirectory() as d:
-        tapped = Path(d) / path.name
-        tapped.write_bytes(TAPS[fmt](path.read_bytes()))
-        got = emu.run_worker(tapped, x, cpu_name=cpu, timeout_s=7200.0)
-    return got["float_1"].reshape(len(x), -1), got["float_0"].reshape(len(x), -1)
+    out, logits, _ = emulated_values(path, x, cpu, logits=True, timeout_s=7200.0)
+    return logits, out
 
 
 def _measure(int8: dict, fp32: dict, x: np.ndarray, y: np.ndarray, emulate: str | None = None) -> dict:

@@ -237,11 +237,13 @@ def choose_onnx_types(override: str | None = None, *, machine: str | None = None
                              f"choose from {', '.join(ONNX_QUANT_TYPES)}")
         return _explicit(forced, f"set by ${ORT_INT8_ENV}")
     machine = (machine or arch()).lower()
+    if machine in X86:
+        flags = cpu_flags() if flags is None else flags  # read once
     if s8s8_saturates(machine, flags):
         return OnnxQuantTypes("u8s8", True, "x86-64 host without VNNI: U8S8 with reduce_range "
                               "(ONNX Runtime guidance)")
     if machine in X86:
-        vnni = sorted(f for f in (cpu_flags() if flags is None else flags) if f in VNNI_FLAGS)
+        vnni = sorted(f for f in flags if f in VNNI_FLAGS)
         return OnnxQuantTypes("s8s8", False, f"x86-64 host with {vnni[0]}: S8S8 (ONNX Runtime default)")
     return OnnxQuantTypes("s8s8", False, f"{machine} host: S8S8 (ONNX Runtime default)")
 
