@@ -22,6 +22,8 @@ ONNX Runtime runs with U8S8 + reduce_range (this CPU's choice without VNNI) and,
 two recipes, S8S8 (the choice on CPUs with VNNI and on ARM; on an AVX2 CPU without VNNI its u8 x
 s8 kernel can saturate, so the S8S8 figures measured here are a floor, not what a VNNI CPU gives).
 ``--quick``: plain and bias correction only (no learned rounding).
+``--tflite-calibration percentile|mse`` (with ``--tag``): instead, bias correction and learned rounding with
+the TFLite activation ranges of that method (``export --tflite-calibration``; TFLite only).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ KIND = "study"
 
 def add_arguments(ap) -> None:
     ap.add_argument("--quick", action="store_true", help="skip learned rounding (the slow recipe)")
+    ap.add_argument("--tflite-calibration", choices=("percentile", "mse"), default=None,
+                    help="instead of the default rows: TFLite only, with these activation ranges")
 
 
 def _row(ref, out, y, secs) -> dict:
@@ -53,7 +57,7 @@ def run(args) -> dict:
     from mobiledeploy.bench.core import machine_conditions
     from mobiledeploy.export.formats import onnx as O
     from mobiledeploy.export.formats import tflite as T
-    from mobiledeploy.export.recipes import Calibration, OnnxQuant, OnnxQuantTypes, QuantRecipe
+    from mobiledeploy.export.recipes import Calibration, OnnxQuant, OnnxQuantTypes, QuantRecipe, TfliteQuant
 
     model, x, y, ref = C.reference()
     cal = Calibration(C.calib_set())
@@ -65,13 +69,19 @@ def run(args) -> dict:
         recipes.append(("adaround", QuantRecipe(bias_correction=True, rounding="adaround"), "minmax", ("u8s8", "s8s8")))
     recipes += [("bias_correction", QuantRecipe(bias_correction=True), "percentile", ("u8s8",)),
                 ("bias_correction", QuantRecipe(bias_correction=True), "entropy", ("u8s8",))]
+    if args.tflite_calibration:
+        ranges = TfliteQuant(calibration=args.tflite_calibration)
+        recipes = [("bias_correction", QuantRecipe(bias_correction=True, tflite=ranges), "minmax", ())]
+        if not args.quick:
+            recipes.append(("adaround", QuantRecipe(bias_correction=True, rounding="adaround", tflite=ranges),
+                            "minmax", ()))
     result = {"machine": machine_conditions(),
               "set_up": {"eval_samples": len(x), "labelled": int((y >= 0).sum()), "calib_samples": cal.samples,
                          "calib_photos": list(C.CALIB_PHOTOS), "eval_photos": list(C.EVAL_PHOTOS),
                          "fp32_top1_labelled": int(np.sum(ref[y >= 0].argmax(1) == y[y >= 0])), "float_layers": []},
               "rows": []}
     for name, recipe, method, onnx_types in recipes:
-        row = {"recipe": name, "onnx_calibration": method}
+        row = {"recipe": name, "onnx_calibration": method, "tflite_calibration": recipe.tflite.calibration}
         if method == "minmax":
             t = time.time()
             data = T.converter_for(model, "int8", recipe, cal).convert()  # the recipe's source is computed here
@@ -99,4 +109,6 @@ def _cell(s: dict | None) -> str:
 
 def _line(row: dict) -> str:
     name = row["recipe"] + ("" if row["onnx_calibration"] == "minmax" else f", ORT {row['onnx_calibration']}")
+    if row.get("tflite_calibration", "minmax") != "minmax":
+        name += f", TFLite {row['tflite_calibration']}"
     return f"| {name} | {_cell(row.get('tflite'))} | {_cell(row.get('onnx_u8s8'))} | {_cell(row.get('onnx_s8s8'))} |"
