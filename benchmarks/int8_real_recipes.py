@@ -84,7 +84,8 @@ def run(args) -> dict:
         row = {"recipe": name, "onnx_calibration": method, "tflite_calibration": recipe.tflite.calibration}
         if method == "minmax":
             t = time.time()
-            data = T.converter_for(model, "int8", recipe, cal).convert()  # the recipe's source is computed here
+            with tempfile.TemporaryDirectory() as d:  # the export's own path (ranges other than min/max included)
+                data = T.convert(model, "int8", recipe, cal, Path(d), "m").read_bytes()
             row["tflite"] = _row(ref, C.run_tflite(data, x), y, time.time() - t)
             src = cal.quant_source(model, recipe, "int8")
             if src is not model:  # how far the recipe moved the float model itself
