@@ -171,6 +171,16 @@ def weight_rounding() -> Any:
                        "models; per-channel only; see docs/export.md).")
 
 
+def judge_on_emulated_cpu() -> Any:
+    """``export --emulate`` (and sweep's), declared here once: the ARM CPU model the dynamic and int8 artifacts
+    are judged on (export.emulated)."""
+    return option(None, flag="--emulate", metavar="CPU",
+                  help="Judge the dynamic and int8 artifacts (and export's accuracy budget candidates) on the real "
+                       "aarch64 runtimes under qemu on this ARM CPU model (cortex-a53, cortex-a55, cortex-a76, "
+                       "neoverse-n1; needs `make arm-env`): the agreement a phone's runtime gives, not this host's; "
+                       "the ONNX int8 types follow that CPU. Slower.")
+
+
 def onnx_calibration() -> Any:
     """``export --onnx-calibration`` (and sweep's), declared here once."""
     return option("minmax", check=OneOf(ONNX_CALIBRATION, "ONNX calibration method"),

@@ -87,3 +87,23 @@ def test_int8_artifacts_are_judged_on_the_emulated_cpu(tmp_path):
         assert v.compared == "logits" and v.samples == len(x)
         assert v.top1_agreement == metrics.top1_agreement(ref.logits, logits)
         assert v.sqnr_db == pytest.approx(metrics.sqnr_db(ref.logits, logits))
+
+
+@pytest.mark.slow
+@needs_env
+def test_a_sweep_judges_its_int8_exports_on_the_emulated_cpu(tmp_path):
+    """``sweep --emulate CPU`` hands the CPU to every export: the int8 rows' validation lines say where their values
+    were computed, the fp32 rows' stay the host's, and the ONNX int8 file has the emulated CPU's types."""
+    out = tmp_path / "sweep"
+    r = CliRunner().invoke(cli, ["sweep", "--alpha", "0.25", "--res", "32", "--classes", "10", "--quant", "fp32,int8",
+                                 "--samples", "5", "--target", "pixel4", "--jobs", "1", "--emulate", "cortex-a76",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    (row,) = [json.loads(f.read_text()) for f in (out / "rows").glob("*.json")]
+    assert row["status"] == "ok" and len(row["artifacts"]) == 4
+    for a in row["artifacts"]:
+        assert a["validation"].endswith(", on cortex-a76 (emulated aarch64)") is (a["precision"] == "int8"), a
+    (manifest,) = (out / "exports").glob("*/manifest.json")
+    assert json.loads(manifest.read_text())["quantization"]["onnx"]["types"] == "s8s8"
+    assert json.loads((out / "results.json").read_text())["sweep"]["emulate"] == "cortex-a76"
+    assert "int8 and dynamic exports judged on cortex-a76's runtimes (emulated aarch64)" in r.stdout

@@ -60,6 +60,11 @@ def test_tiny_grid_writes_every_output(tiny_sweep):
     assert "RANDOM WEIGHTS" in (out / "results.md").read_text()
     csv_lines = (out / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 5 and "est_ms_pixel4" in csv_lines[0]
+    kept = [a for f in (out / "rows").glob("*.json") for a in json.loads(f.read_text())["artifacts"]]
+    assert len(kept) == 4  # each artifact keeps its export's validation line, judged on this host
+    for a in kept:
+        expect = "ok: logits max|diff| " if a["precision"] == "fp32" else "logits: top-1 agree "
+        assert a["validation"].startswith(expect) and "emulated" not in a["validation"], a["validation"]
 
 
 def test_recommendation_meets_constraints_and_says_why(tiny_sweep):
@@ -159,6 +164,7 @@ def test_a_failing_config_is_an_error_row_not_the_end(tiny_sweep, tmp_path):
     (["--jobs", "0"], "--jobs"),
     (["--equalize", "sideways"], "--equalize"),
     (["--weight-rounding", "up"], "--weight-rounding"),
+    (["--emulate", "cortex-a99"], "unknown emulated CPU 'cortex-a99'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, needle, tmp_path):
     out = tmp_path / "out"
@@ -307,3 +313,7 @@ def test_the_int8_recipe_options_reach_every_export_and_its_key(tmp_path):
     assert (other.export.equalize, other.export.weight_rounding, other.export.onnx_calibration) == (
         "cle", "adaround", "entropy")
     assert len({mse.export_key, default.export_key, other.export_key}) == 3
+    (arm,) = jobs(SweepConfig(**base, emulate="cortex-a76"))  # judged on an emulated ARM CPU: another export
+    assert arm.export.emulate == "cortex-a76" and arm.export_key != default.export_key
+    assert "emulate" not in SweepConfig(**base).to_json() and SweepConfig(**base, emulate="cortex-a76").to_json()[
+        "emulate"] == "cortex-a76"

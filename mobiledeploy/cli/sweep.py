@@ -18,7 +18,7 @@ from mobiledeploy.sweep.grid import SweepConfig
 @click_options(SweepConfig, "archs", "alphas", "resolutions", "precisions", "formats", "targets", "estimate_method",
                "bench_target",
                "data", "eval_limit", "classes", "weights", "seed", "calib", "calib_samples", "weight_rounding",
-               "equalize", "tflite_calibration", "onnx_calibration", "samples", "warmup",
+               "equalize", "tflite_calibration", "onnx_calibration", "emulate", "samples", "warmup",
                "timeout_s", "out", "max_latency_ms", "max_size_kb", "min_top1", "executor", "ray_address", "jobs",
                "max_configs")
 @json_option
@@ -82,6 +82,9 @@ def _print(s: dict, result, *, wide: bool = False) -> None:
         if rec["file"]:
             con.print(f"recommended for {rec['target']}: {rec['file']}", markup=False, soft_wrap=True)
             con.print(f"  why: {rec['reason']}", markup=False, soft_wrap=True)
+    if s["sweep"].get("emulate"):  # what the exports' agreement (and degraded marks) were judged on
+        con.print(f"int8 and dynamic exports judged on {s['sweep']['emulate']}'s runtimes (emulated aarch64); "
+                  "top-1 and latency measured on this host", markup=False, soft_wrap=True)
     ex = s["executor"]
     con.print(f"{len(s['configs'])} configs ({ex['ran']} run, {ex['cached']} cached) in {s['wall_s']:.1f} s; "
               f"{s['bench_label']} (host timings, not phone timings); report: {result.out / 'report.html'}",

@@ -15,7 +15,7 @@ from mobiledeploy.models import archs
 from mobiledeploy.models.limits import check_fits
 from mobiledeploy.models.preprocessing import get_preprocessing
 from mobiledeploy.options import AtLeast, Finite, Names, OneOf, check_fields, option
-from mobiledeploy.options import estimate_method as estimate_method_option
+from mobiledeploy.options import estimate_method as estimate_method_option, judge_on_emulated_cpu
 from mobiledeploy.options import equalize as equalize_option, tflite_calibration as tflite_calibration_option
 from mobiledeploy.options import onnx_calibration as onnx_calibration_option, weight_rounding as weight_rounding_option
 from mobiledeploy.targets import load_target
@@ -94,11 +94,7 @@ class ExportConfig:
              "in float) that meets --min-agreement at the lowest device estimate on this target (see "
              "`mobiledeploy targets`).")
     estimate_method: str = estimate_method_option("--estimate-method")  # how the accuracy budget prices candidates
-    emulate: str | None = option(  # quantized artifacts judged on the aarch64 runtimes (export.emulated)
-        None, metavar="CPU",
-        help="Judge the dynamic and int8 artifacts (and the accuracy budget's candidates) on the real aarch64 "
-             "runtimes under qemu on this ARM CPU model (cortex-a53, cortex-a55, cortex-a76, neoverse-n1; needs "
-             "`make arm-env`): the agreement a phone's runtime gives, not this host's. Slower.")
+    emulate: str | None = judge_on_emulated_cpu()  # quantized artifacts judged under qemu (export.emulated)
     out: str = option("build", path="dir", help="Output directory.")
 
     def check(self) -> None:

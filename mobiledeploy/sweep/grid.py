@@ -27,7 +27,8 @@ from mobiledeploy.errors import UsageError, one_line
 from mobiledeploy.export.formats import FORMATS, PRECISIONS
 from mobiledeploy.io import sha256_file
 from mobiledeploy.options import Names, OneOf, Seconds, check_fields, estimate_method as method_option, option
-from mobiledeploy.options import equalize as equalize_option, onnx_calibration as onnx_calibration_option
+from mobiledeploy.options import equalize as equalize_option, judge_on_emulated_cpu
+from mobiledeploy.options import onnx_calibration as onnx_calibration_option
 from mobiledeploy.options import tflite_calibration as tflite_calibration_option, weight_rounding as weight_rounding_option
 
 PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)  # MobileNet paper, Table 6
@@ -106,6 +107,7 @@ class SweepConfig:
     equalize: str = equalize_option()
     tflite_calibration: str = tflite_calibration_option()
     onnx_calibration: str = onnx_calibration_option()
+    emulate: str | None = judge_on_emulated_cpu()  # the exports' int8/dynamic agreement, on an emulated ARM CPU
     calib_samples: int = option(DEFAULT_CALIB_SAMPLES, help=None)
     validate_samples: int = dataclasses.field(default_factory=lambda: _export_default("validate_samples"))
     data: str | None = option(None, metavar="SOURCE",
@@ -227,8 +229,10 @@ class SweepConfig:
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["estimate_method"] == "cost":  # the default is not written: results as before the option existed
+        if d["estimate_method"] == "cost":  # the defaults are not written: results as before the options existed
             del d["estimate_method"]
+        if d["emulate"] is None:
+            del d["emulate"]
         return d
 
 
@@ -316,7 +320,7 @@ def jobs(cfg: SweepConfig, *, keys: bool = True) -> list[Job]:
                                       calib=cfg.calib, calib_samples=cfg.calib_samples,
                                       weight_rounding=cfg.weight_rounding, equalize=cfg.equalize,
                                       tflite_calibration=cfg.tflite_calibration,
-                                      onnx_calibration=cfg.onnx_calibration,
+                                      onnx_calibration=cfg.onnx_calibration, emulate=cfg.emulate,
                                       validate_samples=cfg.validate_samples, out=str(out / "exports" / name))
                 job = Job(name=name, arch=arch, alpha=alpha, resolution=res, export=export,
                           bench_target=cfg.bench_target, samples=cfg.samples, warmup=cfg.warmup,

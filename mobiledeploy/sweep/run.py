@@ -29,6 +29,7 @@ from mobiledeploy.bench.service import BenchRequest, run_bench
 from mobiledeploy.cost.estimate import estimates_for
 from mobiledeploy.errors import MobiledeployError, UsageError, one_line
 from mobiledeploy.export.pipeline import MANIFEST, export_model
+from mobiledeploy.export.validate import validation_summary
 from mobiledeploy.machine import loadavg, node
 from mobiledeploy.models.artifacts import degraded_mark, read_manifest, recorded_file
 from mobiledeploy.sweep.grid import target_fingerprint_hash
@@ -169,7 +170,7 @@ def _artifact_row(artifact: dict, bench, export_dir: Path) -> ArtifactRow:
     b = next((r for r in bench.results if Path(r.model).name == artifact["file"]), None)
     row = ArtifactRow(file=artifact["file"], path=str(export_dir / artifact["file"]), format=artifact["format"],
                       precision=artifact["precision"], size_bytes=artifact["size_bytes"],
-                      sha256=artifact.get("sha256"), validation=artifact.get("validation", {}).get("summary"),
+                      sha256=artifact.get("sha256"), validation=_validation(artifact),
                       degraded=degraded_mark(artifact))
     if b is None:
         row.status, row.error = "error", "not benchmarked"
@@ -180,6 +181,14 @@ def _artifact_row(artifact: dict, bench, export_dir: Path) -> ArtifactRow:
         row.host_ms = {k: round(v, 4) for k, v in b.latency_ms.items()}
         row.samples_ms = [round(s, 4) for s in b.samples_ms]
     return row
+
+
+def _validation(artifact: dict) -> str | None:
+    """The export's validation line for the artifact (None when the manifest has no readable record)."""
+    try:
+        return validation_summary(artifact["validation"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _add_accuracy(rows: list[ArtifactRow], accuracy: dict) -> None:
